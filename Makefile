@@ -1,0 +1,45 @@
+# `make run` and `make test` are all a new user needs; both set up what they use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= localhost
+PORT ?= 5000
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test lint check system-deps node-deps clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.run-installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@ $(VENV)/.run-installed
+
+run: $(VENV)/.run-installed
+	$(PY) -m signalr_chat --host $(HOST) --port $(PORT)
+
+# Debian packages the tests run for real; apt-get only when something is missing.
+system-deps:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		apt-get update && apt-get install -y --no-install-recommends nodejs npm; fi
+
+tests/js/node_modules/.installed: tests/js/package.json | system-deps
+	cd tests/js && npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+node-deps: tests/js/node_modules/.installed
+
+lint: $(VENV)/.test-installed
+	$(PY) -m ruff check signalr_chat tests
+	$(PY) -m ruff format --check signalr_chat tests
+	$(PY) -m mypy
+
+test: $(VENV)/.test-installed node-deps lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) tests/js/node_modules

@@ -1,0 +1,156 @@
+"""A negotiated connection, independent of the transport that carries it.
+
+The hub layer writes encoded bytes into an ordered, bounded outbox; whichever transport
+is attached drains it (a WebSocket frame, an SSE event, a long-poll response). Pending
+records leave together, so a burst costs one frame, and a client that cannot keep up
+is dropped rather than allowed to stall anyone else.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+
+from .auth import User
+from .options import TransportKind
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+
+class Transport(Protocol):
+    kind: TransportKind
+
+    def wake(self) -> None:
+        """Bytes are pending: send them soon."""
+
+    async def close(self, *, going_away: bool = False, error: bool = False) -> None:
+        """Flush what is pending, then end the transport."""
+
+
+class Application(Protocol):
+    """What runs on a connection: the hub layer, in this project."""
+
+    def start(self) -> None: ...
+
+    async def receive(self, data: bytes) -> None: ...
+
+    async def closed(self, error: BaseException | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """The HTTP request that started the transport, kept for the hub context."""
+
+    headers: CIMultiDictProxy[str]
+    query: MultiDictProxy[str]
+    cookies: Mapping[str, str]
+    remote: str | None = None
+    path: str = ""
+
+    @classmethod
+    def from_request(cls, request: web.Request) -> RequestInfo:
+        return cls(
+            CIMultiDictProxy(CIMultiDict(request.headers)),
+            MultiDictProxy(MultiDict(request.query)),
+            dict(request.cookies),
+            request.remote,
+            request.path,
+        )
+
+
+@dataclass(slots=True, eq=False)
+class Connection:
+    id: str
+    token: str
+    negotiate_version: int
+    stateful_reconnect: bool = False
+    user: User | None = None
+    transport_kind: TransportKind | None = None
+    transport: Transport | None = None
+    request: RequestInfo | None = None
+    application: Application | None = None
+    #: Set by the hub layer after the handshake: MessagePack goes out in Binary frames.
+    binary: bool = False
+    max_buffer_size: int = 1024 * 1024
+    #: True while a transport is attached (a WebSocket is open, a poll is outstanding).
+    active: bool = False
+    last_active: float = field(default_factory=time.monotonic)
+    closed: bool = False
+    items: dict[str, Any] = field(default_factory=dict)
+    _pending: list[bytes] = field(default_factory=list)
+    _pending_size: int = 0
+    _on_dispose: Any = None
+
+    def send(self, data: bytes) -> bool:
+        """Queue bytes for the client; False when the connection is gone or overflowing."""
+        if self.closed:
+            return False
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size > self.max_buffer_size:
+            log.warning("connection %s: %d bytes unsent, dropping slow client", self.id, self._pending_size)
+            self._pending.clear()
+            self._pending_size = 0
+            self.abort()
+            return False
+        if self.transport is not None:
+            self.transport.wake()
+        return True
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def take_pending(self) -> bytes:
+        pending = self._pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._pending_size = 0
+        return data
+
+    def attach(self, transport: Transport) -> None:
+        self.transport = transport
+        self.active = True
+        if self._pending:
+            transport.wake()
+
+    def detach(self, transport: Transport) -> None:
+        """The transport went away; the connection may live on (long polling, stateful reconnect)."""
+        if self.transport is transport:
+            self.transport = None
+        self.active = False
+        self.last_active = time.monotonic()
+
+    def abort(self) -> None:
+        """End the connection now, from anywhere, without waiting."""
+        if self.closed:
+            return
+        from asyncio import get_running_loop
+
+        get_running_loop().create_task(self.dispose(ConnectionAbortedError("The connection was aborted.")))
+
+    async def dispose(self, error: BaseException | None = None, *, going_away: bool = False) -> None:
+        """End the transport and the application exactly once."""
+        if self.closed:
+            return
+        self.closed = True
+        transport = self.transport
+        if transport is not None:
+            try:
+                await transport.close(going_away=going_away, error=error is not None)
+            except Exception:  # the peer may be gone already
+                log.debug("connection %s: transport close failed", self.id, exc_info=True)
+        self.transport = None
+        self.active = False
+        if self._on_dispose is not None:
+            self._on_dispose(self)
+        if self.application is not None:
+            await self.application.closed(error)

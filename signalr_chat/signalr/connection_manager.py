@@ -1,0 +1,100 @@
+"""All live connections of one hub endpoint, and the one heartbeat that times them out.
+
+A single periodic callback drives keep-alive pings, client and handshake timeouts and the
+disposal of abandoned connections, so idle connections cost no timers of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+
+from .connection import Connection
+from .options import HubOptions, TransportKind
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 1.0
+
+
+def new_id() -> str:
+    """URL-safe, so the token can travel in `?id=` without encoding."""
+    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode("ascii")
+
+
+class ConnectionManager:
+    def __init__(self, options: HubOptions) -> None:
+        self.options = options
+        self._by_token: dict[str, Connection] = {}
+        self._handle: asyncio.TimerHandle | None = None
+        #: Called each beat with the monotonic time: the hub layer's keep-alive and timeouts.
+        self.on_heartbeat: Callable[[float], None] | None = None
+
+    def create(self, negotiate_version: int, *, stateful_reconnect: bool = False) -> Connection:
+        connection_id = new_id()
+        token = new_id() if negotiate_version >= 1 else connection_id
+        connection = Connection(
+            connection_id,
+            token,
+            negotiate_version,
+            stateful_reconnect=stateful_reconnect,
+            max_buffer_size=self.options.max_buffer_size,
+        )
+        connection._on_dispose = self._remove
+        self._by_token[token] = connection
+        self._ensure_heartbeat()
+        return connection
+
+    def get(self, token: str) -> Connection | None:
+        return self._by_token.get(token)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._by_token.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_token)
+
+    def _remove(self, connection: Connection) -> None:
+        if connection.has_pending and connection.transport_kind is TransportKind.LONG_POLLING:
+            # keep it until the next poll collects its last records (the Close message)
+            connection.last_active = time.monotonic()
+            return
+        self.forget(connection)
+
+    def forget(self, connection: Connection) -> None:
+        self._by_token.pop(connection.token, None)
+
+    def _ensure_heartbeat(self) -> None:
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            self._handle = loop.call_later(HEARTBEAT_INTERVAL, self._beat)
+
+    def _beat(self) -> None:
+        self._handle = None
+        now = time.monotonic()
+        timeout = self.options.disconnect_timeout
+        for connection in list(self._by_token.values()):
+            if not connection.active and now - connection.last_active > timeout:
+                if connection.closed:
+                    self.forget(connection)
+                    continue
+                log.debug("connection %s: inactive for %.0f s, disposing", connection.id, timeout)
+                asyncio.get_running_loop().create_task(connection.dispose())
+        if self.on_heartbeat is not None:
+            self.on_heartbeat(now)
+        if self._by_token:
+            self._ensure_heartbeat()
+
+    async def shutdown(self) -> None:
+        """Graceful stop: every connection closes with going-away, so clients reconnect elsewhere."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        await asyncio.gather(
+            *(c.dispose(going_away=True) for c in list(self._by_token.values())),
+            return_exceptions=True,
+        )

@@ -1,0 +1,242 @@
+"""Turns hub messages into hub method calls, and results and errors into messages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .clients import GroupManager
+from .errors import error_text
+from .hub import Hub, HubException
+from .hub_connection import HubConnectionContext
+from .hub_methods import BindingError, HubMethod, discover, normalize
+from .lifetime import HubLifetimeManager
+from .options import HubOptions
+from .protocol import (
+    AckMessage,
+    CancelInvocationMessage,
+    CloseMessage,
+    CompletionMessage,
+    HubMessage,
+    InvocationMessage,
+    SequenceMessage,
+    StreamInvocationMessage,
+    StreamItemMessage,
+)
+from .upload_stream import UploadStream
+
+log = logging.getLogger(__name__)
+
+HubFactory = Callable[[], Hub]
+
+
+class HubDispatcher:
+    def __init__(
+        self,
+        hub_type: type[Hub],
+        lifetime: HubLifetimeManager,
+        options: HubOptions,
+        factory: HubFactory | None = None,
+    ) -> None:
+        self.hub_type = hub_type
+        self.methods = discover(hub_type)
+        self.lifetime = lifetime
+        self.options = options
+        self.groups = GroupManager(lifetime)
+        self._factory: HubFactory = factory or hub_type
+        self._detailed = options.enable_detailed_errors
+
+    def _hub(self, connection: HubConnectionContext) -> Hub:
+        hub = self._factory()
+        hub.context = connection.caller_context
+        hub.clients = connection.caller_clients
+        hub.groups = self.groups
+        return hub
+
+    # -- lifecycle -------------------------------------------------------
+    async def on_connected(self, connection: HubConnectionContext) -> None:
+        await self.lifetime.on_connected(connection)
+        await self._hub(connection).on_connected()
+
+    async def on_disconnected(self, connection: HubConnectionContext, error: BaseException | None) -> None:
+        try:
+            await self._hub(connection).on_disconnected(error)
+        except Exception:
+            log.exception("connection %s: on_disconnected failed", connection.connection_id)
+        finally:
+            await self.lifetime.on_disconnected(connection)
+
+    # -- messages --------------------------------------------------------
+    async def dispatch(self, connection: HubConnectionContext, message: HubMessage) -> None:
+        if isinstance(message, InvocationMessage):
+            self._invocation(connection, message)
+        elif isinstance(message, StreamInvocationMessage):
+            self._stream_invocation(connection, message)
+        elif isinstance(message, StreamItemMessage):
+            upload = connection.uploads.get(message.invocation_id)
+            if upload is None:
+                log.debug("connection %s: item for unknown stream %s", connection.connection_id, message.invocation_id)
+            else:
+                await upload.put(message.item)
+        elif isinstance(message, CompletionMessage):
+            self._completion(connection, message)
+        elif isinstance(message, CancelInvocationMessage):
+            task = connection.streams.get(message.invocation_id)
+            if task is not None:
+                connection.cancelled_streams.add(message.invocation_id)
+                task.cancel()
+        elif isinstance(message, CloseMessage):
+            connection.close_received = True
+            if message.error:
+                log.info("connection %s: client closed with error: %s", connection.connection_id, message.error)
+            await connection.connection.dispose()
+        elif isinstance(message, AckMessage):
+            if connection.buffer is not None:
+                connection.buffer.ack(message.sequence_id)
+        elif isinstance(message, SequenceMessage) and not connection.apply_sequence(message.sequence_id):
+            await connection.close("Sequence ID greater than amount of messages we've received.")
+        # Ping: receiving anything already reset the client timeout
+
+    def _completion(self, connection: HubConnectionContext, message: CompletionMessage) -> None:
+        upload = connection.uploads.pop(message.invocation_id, None)
+        if upload is not None:
+            upload.complete(message.error)
+            return
+        future = connection.pending_results.get(message.invocation_id)
+        if future is None or future.done():
+            log.debug("connection %s: unexpected completion %s", connection.connection_id, message.invocation_id)
+        elif message.error is not None:
+            future.set_exception(HubException(message.error))
+        else:
+            future.set_result(message.result)
+
+    def _resolve(
+        self,
+        connection: HubConnectionContext,
+        message: InvocationMessage | StreamInvocationMessage,
+        streaming: bool,
+    ) -> tuple[HubMethod, list[Any]] | None:
+        """Find and bind the method, or answer with ASP.NET Core's error and return None."""
+        target = message.target
+        method = self.methods.get(normalize(target))
+
+        def fail(text: str) -> None:
+            if message.invocation_id is not None:
+                connection.write(CompletionMessage.with_error(message.invocation_id, text))
+            else:
+                log.info("connection %s: %s", connection.connection_id, text)
+
+        if method is None:
+            fail(f"Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist.")
+            return None
+        if method.streaming and not streaming:
+            fail(f"The client attempted to invoke the streaming '{target}' method with a non-streaming invocation.")
+            return None
+        if streaming and not method.streaming:
+            fail(f"The client attempted to invoke the non-streaming '{target}' method with a streaming invocation.")
+            return None
+        if method.requires_user and connection.user is None:
+            fail(f"Failed to invoke '{target}' because user is unauthorized")
+            return None
+        stream_ids = message.stream_ids or []
+        for stream_id in stream_ids:
+            if stream_id in connection.uploads:
+                fail(f"Invocation ID '{stream_id}' is already in use.")
+                return None
+        uploads = [UploadStream(i, self.options.stream_buffer_capacity) for i in stream_ids]
+        try:
+            arguments = method.bind(message.arguments, uploads)
+        except BindingError as exc:
+            fail(
+                error_text(
+                    f"Failed to invoke '{target}' due to an error on the server.",
+                    _InvalidData(str(exc)),
+                    self._detailed,
+                )
+            )
+            return None
+        for upload in uploads:
+            connection.uploads[upload.stream_id] = upload
+        return method, arguments
+
+    def _invocation(self, connection: HubConnectionContext, message: InvocationMessage) -> None:
+        resolved = self._resolve(connection, message, streaming=False)
+        if resolved is None:
+            return
+        method, arguments = resolved
+
+        async def run() -> None:
+            try:
+                result = await method.function(self._hub(connection), *arguments)
+            except Exception as exc:
+                if not isinstance(exc, HubException):
+                    log.exception("connection %s: '%s' failed", connection.connection_id, message.target)
+                error = error_text(
+                    f"An unexpected error occurred invoking '{message.target}' on the server.", exc, self._detailed
+                )
+                completion = (
+                    None
+                    if message.invocation_id is None
+                    else CompletionMessage.with_error(message.invocation_id, error)
+                )
+            else:
+                if message.invocation_id is None:
+                    completion = None
+                elif result is None and method.void:
+                    completion = CompletionMessage(message.invocation_id)
+                else:
+                    completion = CompletionMessage.with_result(message.invocation_id, result)
+            finally:
+                for stream_id in message.stream_ids or ():
+                    connection.uploads.pop(stream_id, None)
+            if completion is not None and not connection.connection.closed:
+                connection.write(completion)
+
+        connection.invocations.submit(run)
+
+    def _stream_invocation(self, connection: HubConnectionContext, message: StreamInvocationMessage) -> None:
+        invocation_id = message.invocation_id
+        if invocation_id in connection.streams:
+            in_use = f"Invocation ID '{invocation_id}' is already in use."
+            connection.write(CompletionMessage.with_error(invocation_id, in_use))
+            return
+        resolved = self._resolve(connection, message, streaming=True)
+        if resolved is None:
+            return
+        method, arguments = resolved
+
+        async def run() -> None:
+            error: str | None = None
+            generator = method.function(self._hub(connection), *arguments)
+            try:
+                async for item in generator:
+                    connection.write(StreamItemMessage(invocation_id, item))
+            except asyncio.CancelledError:
+                if invocation_id not in connection.cancelled_streams:
+                    raise  # the connection is closing: nobody to complete to
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+            except Exception as exc:
+                if not isinstance(exc, HubException):
+                    log.exception("connection %s: stream '%s' failed", connection.connection_id, message.target)
+                error = error_text("An error occurred on the server while streaming results.", exc, self._detailed)
+            finally:
+                await generator.aclose()
+                connection.streams.pop(invocation_id, None)
+                connection.cancelled_streams.discard(invocation_id)
+                for stream_id in message.stream_ids or ():
+                    connection.uploads.pop(stream_id, None)
+            if not connection.connection.closed:
+                connection.write(CompletionMessage(invocation_id, error=error))
+
+        connection.streams[invocation_id] = asyncio.get_running_loop().create_task(run())
+
+
+class _InvalidData(Exception):
+    """Named like .NET's InvalidDataException, whose name the detailed text shows."""
+
+
+_InvalidData.__name__ = "InvalidDataException"

@@ -1,0 +1,89 @@
+"""What application code subclasses: Hub, its caller context, HubException and @authorize."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .auth import User
+from .connection import RequestInfo
+
+if TYPE_CHECKING:
+    from .clients import GroupManager, HubCallerClients
+
+T = TypeVar("T")
+
+
+class HubException(Exception):
+    """An error whose message is meant for the client; other exceptions stay server-side."""
+
+
+def authorize(target: T) -> T:
+    """Require an authenticated user, on a hub class (connect) or one method (invoke)."""
+    target.__signalr_authorize__ = True  # type: ignore[attr-defined]
+    return target
+
+
+def requires_user(target: Any) -> bool:
+    return bool(getattr(target, "__signalr_authorize__", False))
+
+
+class HubCallerContext:
+    """Who is calling, over which connection; lives as long as the connection."""
+
+    __slots__ = ("_abort", "aborted", "connection_id", "items", "request", "user")
+
+    def __init__(
+        self,
+        connection_id: str,
+        user: User | None,
+        items: dict[str, Any],
+        request: RequestInfo | None,
+        abort: Callable[[bool], None],
+    ) -> None:
+        self.connection_id = connection_id
+        self.user = user
+        self.items = items
+        self.request = request
+        #: Set when the connection ends: long work on its behalf should stop.
+        self.aborted = asyncio.Event()
+        self._abort = abort
+
+    @property
+    def user_identifier(self) -> str | None:
+        return self.user.id if self.user is not None else None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.request.headers if self.request else {}
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        return self.request.query if self.request else {}
+
+    @property
+    def cookies(self) -> Mapping[str, str]:
+        return self.request.cookies if self.request else {}
+
+    def abort(self, *, allow_reconnect: bool = False) -> None:
+        """Close the connection. With allow_reconnect the client's automatic reconnect runs."""
+        self._abort(allow_reconnect)
+
+
+class Hub:
+    """Public coroutine methods are callable by clients; async generators stream.
+
+    A hub instance serves one invocation, as in ASP.NET Core: keep state in services,
+    in `context.items`, or in the lifetime manager's groups, never on `self`.
+    """
+
+    context: HubCallerContext
+    clients: HubCallerClients
+    groups: GroupManager
+
+    async def on_connected(self) -> None:
+        """Runs after the handshake, before the connection's first message is dispatched."""
+
+    async def on_disconnected(self, exception: BaseException | None) -> None:
+        """Runs once when the connection ends; `exception` is set when it ended in error."""

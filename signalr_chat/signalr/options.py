@@ -1,0 +1,42 @@
+"""Server options, with ASP.NET Core SignalR's defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class TransportKind(Enum):
+    WEBSOCKETS = "WebSockets"
+    SERVER_SENT_EVENTS = "ServerSentEvents"
+    LONG_POLLING = "LongPolling"
+
+
+ALL_TRANSPORTS = frozenset(TransportKind)
+
+
+@dataclass(slots=True)
+class HubOptions:
+    keep_alive_interval: float = 15.0
+    client_timeout: float = 30.0
+    handshake_timeout: float = 15.0
+    #: Per message; a WebSocket frame or POST body may batch several.
+    max_message_size: int | None = 32 * 1024
+    enable_detailed_errors: bool = False
+    #: Plain invocations from one client run one at a time by default; streams never block.
+    max_parallel_invocations: int = 1
+    stream_buffer_capacity: int = 10
+    #: Seconds a client-result call waits; None waits until the client answers or leaves.
+    client_result_timeout: float | None = 30.0
+    allow_stateful_reconnect: bool = False
+    stateful_reconnect_buffer_size: int = 100_000
+    #: Inactive negotiated connections, idle long polls and dropped stateful sockets are kept this long.
+    disconnect_timeout: float = 15.0
+    long_poll_timeout: float = 90.0
+    transports: frozenset[TransportKind] = ALL_TRANSPORTS
+    #: Origins allowed cross-origin (credentials included); "*" echoes any origin.
+    cors_origins: tuple[str, ...] = ()
+    #: Unsent bytes one connection may hold before it is dropped as too slow.
+    max_buffer_size: int = 1024 * 1024
+    websocket_compression: bool = False
+    protocols: tuple[str, ...] = field(default=("json", "messagepack"))

@@ -1,0 +1,1 @@
+"""Thin aiohttp adapters that move bytes between HTTP and a Connection."""

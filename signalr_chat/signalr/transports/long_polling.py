@@ -1,0 +1,74 @@
+"""Long polling: each GET waits for pending records; POST sends; DELETE ends the connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import Enum
+
+from aiohttp import web
+
+from ..connection import Connection
+from ..options import TransportKind
+
+log = logging.getLogger(__name__)
+
+
+class _Wake(Enum):
+    DATA = 1
+    SUPERSEDED = 2
+    CLOSED = 3
+
+
+class LongPollingTransport:
+    """Lives as long as the connection; attached only while a poll is outstanding."""
+
+    kind = TransportKind.LONG_POLLING
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._poll: asyncio.Future[_Wake] | None = None
+
+    def _resolve(self, reason: _Wake) -> None:
+        if self._poll is not None and not self._poll.done():
+            self._poll.set_result(reason)
+
+    def wake(self) -> None:
+        self._resolve(_Wake.DATA)
+
+    async def close(self, *, going_away: bool = False, error: bool = False) -> None:
+        self._resolve(_Wake.CLOSED)
+
+    async def poll(self, timeout: float) -> web.Response:
+        connection = self.connection
+        self._resolve(_Wake.SUPERSEDED)  # a newer poll ends the older with 204
+        if connection.closed:
+            return _final(connection)
+        if connection.has_pending:
+            return _data(connection.take_pending())
+        poll = self._poll = asyncio.get_running_loop().create_future()
+        connection.attach(self)
+        try:
+            reason = await asyncio.wait_for(poll, timeout)
+        except TimeoutError:
+            return web.Response(status=200)  # empty: the client polls again
+        finally:
+            if self._poll is poll:
+                self._poll = None
+                connection.detach(self)
+        if reason is _Wake.SUPERSEDED:
+            return web.Response(status=204)
+        if reason is _Wake.CLOSED:
+            return _final(connection)
+        return _data(connection.take_pending()) if connection.has_pending else web.Response(status=200)
+
+
+def _data(body: bytes) -> web.Response:
+    return web.Response(status=200, body=body, content_type="application/octet-stream")
+
+
+def _final(connection: Connection) -> web.Response:
+    """The last records (a Close message) go out before the 204 that ends polling."""
+    if connection.has_pending:
+        return _data(connection.take_pending())
+    return web.Response(status=204)

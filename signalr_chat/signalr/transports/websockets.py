@@ -1,0 +1,84 @@
+"""WebSockets: JSON in Text frames, MessagePack in Binary frames, pending records batched per frame."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from ..connection import Connection
+from ..options import TransportKind
+
+log = logging.getLogger(__name__)
+
+
+class WebSocketTransport:
+    kind = TransportKind.WEBSOCKETS
+
+    def __init__(self, connection: Connection, socket: web.WebSocketResponse) -> None:
+        self.connection = connection
+        self.socket = socket
+        self._flusher: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        # Flushing on the next loop turn lets every record queued in this turn share one frame.
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        connection, socket = self.connection, self.socket
+        try:
+            while connection.has_pending and not socket.closed:
+                opcode = WSMsgType.BINARY if connection.binary else WSMsgType.TEXT
+                await socket.send_frame(connection.take_pending(), opcode)
+        except (ConnectionError, RuntimeError) as exc:  # peer gone: the read loop ends the transport
+            log.debug("connection %s: send failed: %s", connection.id, exc)
+        finally:
+            self._flusher = None
+
+    async def close(self, *, going_away: bool = False, error: bool = False) -> None:
+        flusher = self._flusher
+        if flusher is not None and flusher is not asyncio.current_task():
+            await flusher
+        if self.connection.has_pending and not self.socket.closed:
+            await self._flush()
+        if going_away:
+            code = WSCloseCode.GOING_AWAY
+        elif error:
+            code = WSCloseCode.INTERNAL_ERROR
+        else:
+            code = WSCloseCode.OK
+        await self.socket.close(code=code)
+
+    def drop(self) -> None:
+        """Cut the TCP connection without a close handshake, as a failing network would."""
+        transport = self.socket._req.transport if self.socket._req is not None else None
+        if transport is not None:
+            transport.abort()
+
+
+async def serve(request: web.Request, connection: Connection, socket: web.WebSocketResponse) -> web.WebSocketResponse:
+    """Run one socket for `connection` until it closes."""
+    await socket.prepare(request)
+    application = connection.application
+    assert application is not None
+    transport = WebSocketTransport(connection, socket)
+    connection.attach(transport)
+    error: BaseException | None = None
+    try:
+        async for message in socket:
+            if message.type is WSMsgType.TEXT:
+                await application.receive(message.data.encode())
+            elif message.type is WSMsgType.BINARY:
+                await application.receive(message.data)
+            elif message.type is WSMsgType.ERROR:
+                error = socket.exception()
+                break
+    except Exception as exc:  # a failing read ends this socket, never the server
+        error = exc
+    finally:
+        connection.detach(transport)
+        if not connection.closed:
+            asyncio.get_running_loop().create_task(application.transport_ended(error))  # type: ignore[attr-defined]
+    return socket

@@ -1,0 +1,242 @@
+"""The hub every client conformance test talks to, served on 127.0.0.1.
+
+Run as `python -m tests.hub_app --port N`; it prints `listening on PORT` when ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from signalr_chat.signalr import Hub, HubEndpoint, HubException, HubOptions, User, authorize, map_hub
+from signalr_chat.signalr.transports.websockets import WebSocketTransport
+
+FIXED_DATE = dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+ENDPOINTS: dict[str, HubEndpoint] = {}
+STATE: dict[str, Any] = {"cancelled": set(), "disconnected": []}
+
+
+class TestHub(Hub):
+    __test__ = False  # not a pytest class
+
+    async def on_connected(self) -> None:
+        if self.context.query.get("fail_connect") == "1":
+            raise RuntimeError("refused by on_connected")
+
+    async def on_disconnected(self, exception: BaseException | None) -> None:
+        STATE["disconnected"].append(self.context.connection_id)
+
+    async def echo(self, message: Any) -> Any:
+        return message
+
+    async def add(self, a: int, b: int) -> int:
+        return a + b
+
+    async def get_connection_id(self) -> str:
+        return self.context.connection_id
+
+    async def do_nothing(self) -> None:
+        return None
+
+    async def send_to_caller(self, method: str, *payload: Any) -> None:
+        await self.clients.caller.send(method, *payload)
+
+    async def send_then_return(self, count: int) -> str:
+        for i in range(count):
+            await self.clients.caller.send("Before", i)
+        return "done"
+
+    async def broadcast(self, message: Any) -> None:
+        await self.clients.all.send("Broadcast", message)
+
+    async def record(self, value: Any) -> None:
+        """Non-blocking target: answers with an event, never with a completion."""
+        await self.clients.caller.send("Recorded", value)
+
+    async def slow(self, label: str, seconds: float) -> str:
+        await self.clients.caller.send("Started", label)
+        await asyncio.sleep(seconds)
+        return label
+
+    async def throw(self) -> None:
+        raise RuntimeError("secret internals")
+
+    async def throw_hub_exception(self, text: str) -> None:
+        raise HubException(text)
+
+    @authorize
+    async def secret(self) -> str:
+        return "classified"
+
+    async def who_am_i(self) -> str | None:
+        return self.context.user_identifier
+
+    async def get_header(self, name: str) -> str | None:
+        return self.context.headers.get(name)
+
+    async def get_cookie(self, name: str) -> str | None:
+        return self.context.cookies.get(name)
+
+    async def get_query(self, name: str) -> str | None:
+        return self.context.query.get(name)
+
+    async def get_bytes(self) -> bytes:
+        return b"\x00\x01\x02\xff"
+
+    async def echo_bytes(self, data: bytes) -> dict[str, Any]:
+        return {"type": type(data).__name__, "data": data}
+
+    async def get_date(self) -> dt.datetime:
+        return FIXED_DATE
+
+    async def echo_date(self, value: Any) -> dict[str, Any]:
+        return {"type": type(value).__name__, "value": value}
+
+    async def counter(self, count: int, delay: float) -> AsyncIterator[int]:
+        for i in range(count):
+            yield i
+            await asyncio.sleep(delay)
+
+    async def endless(self, key: str) -> AsyncIterator[int]:
+        i = 0
+        try:
+            while True:
+                yield i
+                i += 1
+                await asyncio.sleep(0.02)
+        finally:
+            STATE["cancelled"].add(key)
+
+    async def was_cancelled(self, key: str) -> bool:
+        return key in STATE["cancelled"]
+
+    async def empty_stream(self) -> AsyncIterator[int]:
+        return
+        yield
+
+    async def stream_then_fail(self, hub_error: bool) -> AsyncIterator[int]:
+        yield 1
+        if hub_error:
+            raise HubException("stream broke")
+        raise RuntimeError("secret internals")
+
+    async def upload_sum(self, numbers: AsyncIterator[int]) -> int:
+        return sum([n async for n in numbers])
+
+    async def upload_concat(self, prefix: str, words: AsyncIterator[str], suffix: str) -> str:
+        return prefix + "".join([w async for w in words]) + suffix
+
+    async def upload_echo_stream(self, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for item in items:
+            yield item
+
+    async def upload_catch(self, items: AsyncIterator[Any]) -> str:
+        try:
+            async for _ in items:
+                pass
+        except HubException as exc:
+            return f"caught: {exc}"
+        return "no error"
+
+    async def ask_client(self, method: str, *args: Any) -> Any:
+        return await self.clients.caller.invoke(method, *args)
+
+    async def ask_client_safely(self, method: str) -> str:
+        try:
+            return f"ok: {await self.clients.caller.invoke(method)}"
+        except HubException as exc:
+            return f"error: {exc}"
+
+    async def join_group(self, group: str) -> None:
+        await self.groups.add(self.context.connection_id, group)
+
+    async def leave_group(self, group: str) -> None:
+        await self.groups.remove(self.context.connection_id, group)
+
+    async def send_to_group(self, group: str, message: Any) -> None:
+        await self.clients.group(group).send("Group", group, message)
+
+    async def send_to_others_in_group(self, group: str, message: Any) -> None:
+        await self.clients.others_in_group(group).send("Group", group, message)
+
+    async def send_to_others(self, message: Any) -> None:
+        await self.clients.others.send("Others", message)
+
+    async def send_to_user(self, user: str, message: Any) -> None:
+        await self.clients.user(user).send("User", message)
+
+    async def send_to_connection(self, connection_id: str, message: Any) -> None:
+        await self.clients.client(connection_id).send("Direct", message)
+
+    async def abort(self, allow_reconnect: bool) -> None:
+        self.context.abort(allow_reconnect=allow_reconnect)
+
+    async def drop_transport(self) -> None:
+        """Cut this client's socket without a Close, as a failing network would."""
+        for endpoint in ENDPOINTS.values():
+            for connection in endpoint.connections:
+                if connection.id == self.context.connection_id and isinstance(connection.transport, WebSocketTransport):
+                    connection.transport.drop()
+
+    async def drop_and_send(self, count: int) -> None:
+        await self.drop_transport()
+        await asyncio.sleep(0.05)
+        for i in range(count):
+            await self.clients.caller.send("Sequenced", i)
+
+
+@authorize
+class AuthHub(TestHub):
+    pass
+
+
+async def validate(token: str, request: web.Request) -> User | None:
+    """Tokens look like `token-<user>`; anything else is refused."""
+    if token.startswith("token-"):
+        return User(token.removeprefix("token-"), {"name": token.removeprefix("token-")})
+    return None
+
+
+async def redirect(request: web.Request) -> web.Response:
+    base = f"http://{request.host}"
+    return web.json_response({"url": f"{base}/testhub", "accessToken": "token-redirected"})
+
+
+async def set_cookie(request: web.Request) -> web.Response:
+    response = web.Response(text="ok")
+    response.set_cookie("flavour", "oatmeal")
+    return response
+
+
+def create_app() -> web.Application:
+    app = web.Application()
+    base = dict(allow_stateful_reconnect=True, cors_origins=("*",))
+    ENDPOINTS["test"] = map_hub(app, "/testhub", TestHub, options=HubOptions(**base), validator=validate)
+    ENDPOINTS["detailed"] = map_hub(
+        app, "/detailed", TestHub, options=HubOptions(enable_detailed_errors=True, **base), validator=validate
+    )
+    ENDPOINTS["auth"] = map_hub(app, "/authhub", AuthHub, options=HubOptions(**base), validator=validate)
+    ENDPOINTS["parallel"] = map_hub(
+        app, "/parallel", TestHub, options=HubOptions(max_parallel_invocations=4, **base), validator=validate
+    )
+    app.router.add_post("/redirect/negotiate", redirect)
+    app.router.add_get("/cookie", set_cookie)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    from signalr_chat.server import run
+
+    run(create_app(), "127.0.0.1", args.port)
+
+
+if __name__ == "__main__":
+    main()
