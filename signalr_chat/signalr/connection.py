@@ -8,8 +8,10 @@ is dropped rather than allowed to stall anyone else.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,7 +24,12 @@ from .options import TransportKind
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from .transports.long_polling import LongPollingTransport
+
 log = logging.getLogger(__name__)
+
+#: POST bodies queued before a sender has to wait for them to be processed.
+INBOUND_BACKLOG = 16
 
 
 class Transport(Protocol):
@@ -33,6 +40,9 @@ class Transport(Protocol):
 
     async def close(self, *, going_away: bool = False, error: bool = False) -> None:
         """Flush what is pending, then end the transport."""
+
+    def drop(self) -> None:
+        """End the transport at once, flushing nothing, as a failing network would."""
 
 
 class Application(Protocol):
@@ -84,7 +94,14 @@ class Connection:
     active: bool = False
     last_active: float = field(default_factory=time.monotonic)
     closed: bool = False
+    #: The hub's `context.items`: application state for this connection.
     items: dict[str, Any] = field(default_factory=dict)
+    #: The long-polling transport lives across polls; None for other transports.
+    long_polling: LongPollingTransport | None = None
+    #: A POST send is being processed (a concurrent one gets 409).
+    posting: bool = False
+    _inbound: deque[bytes] = field(default_factory=deque)
+    _inbound_task: asyncio.Task[None] | None = None
     _pending: list[bytes] = field(default_factory=list)
     _pending_size: int = 0
     _on_dispose: Any = None
@@ -116,6 +133,25 @@ class Connection:
         self._pending_size = 0
         return data
 
+    def receive_later(self, data: bytes) -> asyncio.Task[None] | None:
+        """A POST body: answered at once, processed in arrival order, as ASP.NET's pipe does.
+
+        Returns the task draining the backlog when it is long, so the sender can wait.
+        """
+        self._inbound.append(data)
+        if self._inbound_task is None:
+            self._inbound_task = asyncio.get_running_loop().create_task(self._drain_inbound())
+        return self._inbound_task if len(self._inbound) > INBOUND_BACKLOG else None
+
+    async def _drain_inbound(self) -> None:
+        try:
+            while self._inbound and not self.closed and self.application is not None:
+                await self.application.receive(self._inbound.popleft())
+        finally:
+            if self.closed:
+                self._inbound.clear()
+            self._inbound_task = None
+
     def attach(self, transport: Transport) -> None:
         self.transport = transport
         self.active = True
@@ -126,16 +162,16 @@ class Connection:
         """The transport went away; the connection may live on (long polling, stateful reconnect)."""
         if self.transport is transport:
             self.transport = None
-        self.active = False
-        self.last_active = time.monotonic()
+            self.active = False
+            self.last_active = time.monotonic()
 
     def abort(self) -> None:
-        """End the connection now, from anywhere, without waiting."""
+        """End the connection now, from anywhere, without waiting for unsent data."""
         if self.closed:
             return
-        from asyncio import get_running_loop
-
-        get_running_loop().create_task(self.dispose(ConnectionAbortedError("The connection was aborted.")))
+        if self.transport is not None:
+            self.transport.drop()
+        asyncio.get_running_loop().create_task(self.dispose(ConnectionAbortedError("The connection was aborted.")))
 
     async def dispose(self, error: BaseException | None = None, *, going_away: bool = False) -> None:
         """End the transport and the application exactly once."""

@@ -59,8 +59,9 @@ class ConnectionManager:
         return len(self._by_token)
 
     def _remove(self, connection: Connection) -> None:
-        if connection.has_pending and connection.transport_kind is TransportKind.LONG_POLLING:
-            # keep it until the next poll collects its last records (the Close message)
+        if connection.transport_kind is TransportKind.LONG_POLLING:
+            # Stays registered until a poll collects its last records (a Close message) and
+            # sees 204, or the client's DELETE arrives (202), or the disconnect timeout.
             connection.last_active = time.monotonic()
             return
         self.forget(connection)

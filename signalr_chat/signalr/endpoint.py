@@ -164,20 +164,24 @@ class HubEndpoint:
         else:  # skipNegotiation: the connection starts here
             connection = self.connections.create(0)
             connection.user = user
-        if connection.transport is not None:
-            return _text(409, "Connection already has an active WebSocket", headers)
         claimed = self._claim(request, connection, TransportKind.WEBSOCKETS, headers)
         if isinstance(claimed, web.Response):
             return claimed
         resuming = claimed.handshake_done
-        if resuming and claimed.buffer is None:
+        if resuming and not claimed.can_resume:
             return _text(409, "Connection already has an active WebSocket", headers)
+        if connection.transport is not None:
+            if not resuming:
+                return _text(409, "Connection already has an active WebSocket", headers)
+            # the client saw its socket die before we did: the new one replaces it
+            old = connection.transport
+            connection.detach(old)
+            if isinstance(old, websockets.WebSocketTransport):
+                old.drop()
         socket = web.WebSocketResponse(
             max_msg_size=self._max_frame, compress=self.options.websocket_compression, autoping=True
         )
-        if resuming:
-            claimed.resumed()
-        return await websockets.serve(request, connection, socket)
+        return await websockets.serve(request, connection, socket, claimed.resumed if resuming else None)
 
     async def _sse(self, request: web.Request, connection: Connection, headers: dict[str, str]) -> web.StreamResponse:
         if connection.transport is not None:
@@ -192,9 +196,9 @@ class HubEndpoint:
         claimed = self._claim(request, connection, TransportKind.LONG_POLLING, headers)
         if isinstance(claimed, web.Response):
             return claimed
-        transport = connection.items.get(_LONG_POLLING)
+        transport = connection.long_polling
         if transport is None:
-            transport = connection.items[_LONG_POLLING] = long_polling.LongPollingTransport(connection)
+            transport = connection.long_polling = long_polling.LongPollingTransport(connection)
         if first:  # the first poll returns at once: the client's start() waits for it
             connection.last_active = time.monotonic()
             return web.Response(status=200, headers=headers)
@@ -207,26 +211,29 @@ class HubEndpoint:
     async def _post(self, request: web.Request, connection: Connection, headers: dict[str, str]) -> web.Response:
         if connection.transport_kind is TransportKind.WEBSOCKETS:
             return _text(405, "POST requests are not allowed for WebSocket connections.", headers)
-        if connection.items.get(_POSTING):
+        if connection.posting:
             return _text(409, "Another send request is in progress.", headers)
-        connection.items[_POSTING] = True
+        connection.posting = True
         try:
             body = await request.read()
             if connection.closed:
                 return _text(404, "No Connection with that ID", headers)
-            await self._application(request, connection).receive(body)
+            self._application(request, connection)
+            backlog = connection.receive_later(body)
+            if backlog is not None:
+                await asyncio.shield(backlog)
         finally:
-            connection.items[_POSTING] = False
+            connection.posting = False
         return web.Response(status=200, headers=headers)
 
     async def _delete(self, connection: Connection, headers: dict[str, str]) -> web.Response:
         if connection.transport_kind is not TransportKind.LONG_POLLING:
             return _text(400, "Cannot terminate this connection using the DELETE endpoint.", headers)
-        transport = connection.items.get(_LONG_POLLING)
+        transport = connection.long_polling
         if transport is not None:
             await transport.close()
         await connection.dispose()
-        self.connections.forget(connection)
+        self.connections.forget(connection)  # the client is gone: nobody collects what is left
         return web.Response(status=202, headers=headers)
 
     # -- time and shutdown -------------------------------------------------
@@ -245,10 +252,6 @@ class HubEndpoint:
         ]
         await asyncio.gather(*closing, return_exceptions=True)
         await self.connections.shutdown()
-
-
-_LONG_POLLING = "signalr.long_polling"
-_POSTING = "signalr.posting"
 
 
 def _dumps(value: Any) -> str:

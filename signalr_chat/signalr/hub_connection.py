@@ -203,18 +203,25 @@ class HubConnectionContext:
 
     async def transport_ended(self, exception: BaseException | None) -> None:
         """The transport is gone. Under stateful reconnect the connection waits for the client."""
-        if self.connection.closed:
-            return
+        if self.connection.closed or self.connection.transport is not None:
+            return  # already closed, or a newer socket has taken over
         if self.buffer is not None and not self.close_received:
             log.debug("connection %s: socket dropped, awaiting reconnect", self.connection_id)
             self.buffer.disconnected()
             return
         await self.connection.dispose(exception)
 
+    @property
+    def can_resume(self) -> bool:
+        """Stateful reconnect is on: a new socket for this connection replaces the old one."""
+        return self.handshake_done and self.buffer is not None and not self.close_received
+
     def resumed(self) -> None:
         """A new socket for a dropped connection: announce what we replay, then replay it."""
         assert self.buffer is not None
-        self.connection.take_pending()
+        self.buffer.disconnected()
+        if self.connection.has_pending:
+            self.connection.take_pending()  # all of it is in the replay below
         first, replay = self.buffer.resend()
         self.connection.send(self.protocol.encode(SequenceMessage(first)))
         for data in replay:

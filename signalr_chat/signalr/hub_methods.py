@@ -35,13 +35,15 @@ class HubMethod:
     #: Positions of parameters that receive client upload streams.
     stream_positions: tuple[int, ...]
     streaming: bool
+    #: Ends with *args: extra arguments are accepted (a Python addition; .NET has none).
+    variadic: bool
     #: A None result completes without a result: `-> None`, or no return annotation.
     void: bool
     requires_user: bool
 
     def bind(self, arguments: list[Any], streams: list[Any]) -> list[Any]:
         expected = self.parameter_count - len(self.stream_positions)
-        if len(arguments) != expected:
+        if len(arguments) != expected and not (self.variadic and len(arguments) > expected):
             raise BindingError(f"Invocation provides {len(arguments)} argument(s) but target expects {expected}.")
         if len(streams) != len(self.stream_positions):
             if not self.stream_positions:
@@ -56,6 +58,7 @@ class HubMethod:
         uploads = iter(streams)
         for position in range(self.parameter_count):
             bound.append(next(uploads) if position in self.stream_positions else next(plain))
+        bound.extend(plain)  # *args takes the rest
         return bound
 
 
@@ -70,6 +73,8 @@ def describe(name: str, function: Any) -> HubMethod:
     except Exception:  # unresolvable annotations: treat every parameter as plain
         hints = {}
     parameters = [p for p in signature.parameters.values() if p.name != "self"]
+    variadic = any(p.kind is p.VAR_POSITIONAL for p in parameters)
+    parameters = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     streams = tuple(i for i, p in enumerate(parameters) if _is_stream(hints.get(p.name)))
     returns = hints.get("return", inspect.Signature.empty)
     return HubMethod(
@@ -78,6 +83,7 @@ def describe(name: str, function: Any) -> HubMethod:
         parameter_count=len(parameters),
         stream_positions=streams,
         streaming=inspect.isasyncgenfunction(function),
+        variadic=variadic,
         void=returns in (type(None), None, inspect.Signature.empty),
         requires_user=requires_user(function),
     )

@@ -67,6 +67,15 @@ def _stream_ids(obj: dict[str, Any]) -> list[str] | None:
     return ids or None
 
 
+def _headers(obj: dict[str, Any]) -> dict[str, str] | None:
+    headers = obj.get("headers")
+    if headers is None:
+        return None
+    if not isinstance(headers, dict):
+        raise ProtocolError("Expected 'headers' to be of type StartObject.")
+    return headers or None
+
+
 def _arguments(obj: dict[str, Any]) -> list[Any]:
     return _require(obj, "arguments", list, "Array")  # type: ignore[no-any-return]
 
@@ -76,17 +85,19 @@ def message_from_object(obj: Any) -> HubMessage | None:
     if not isinstance(obj, dict):
         raise ProtocolError("Unexpected JSON Token Type. Expected a JSON Object.")
     kind = _require(obj, "type", int, "Integer")
+    headers = _headers(obj)
     if kind == MessageType.INVOCATION:
         return InvocationMessage(
             _require(obj, "target", str, "String"),
             _arguments(obj),
             _optional_str(obj, "invocationId"),
             _stream_ids(obj),
+            headers,
         )
     if kind == MessageType.STREAM_ITEM:
         if "item" not in obj:
             raise ProtocolError("Missing required property 'item'.")
-        return StreamItemMessage(_require(obj, "invocationId", str, "String"), obj["item"])
+        return StreamItemMessage(_require(obj, "invocationId", str, "String"), obj["item"], headers)
     if kind == MessageType.COMPLETION:
         invocation_id = _require(obj, "invocationId", str, "String")
         if "error" in obj and "result" in obj:
@@ -101,9 +112,10 @@ def message_from_object(obj: Any) -> HubMessage | None:
             _require(obj, "target", str, "String"),
             _arguments(obj),
             _stream_ids(obj),
+            headers,
         )
     if kind == MessageType.CANCEL_INVOCATION:
-        return CancelInvocationMessage(_require(obj, "invocationId", str, "String"))
+        return CancelInvocationMessage(_require(obj, "invocationId", str, "String"), headers)
     if kind == MessageType.PING:
         return PING
     if kind == MessageType.CLOSE:

@@ -39,6 +39,9 @@ class LongPollingTransport:
     async def close(self, *, going_away: bool = False, error: bool = False) -> None:
         self._resolve(_Wake.CLOSED)
 
+    def drop(self) -> None:
+        self._resolve(_Wake.CLOSED)
+
     async def poll(self, timeout: float) -> web.Response:
         connection = self.connection
         self._resolve(_Wake.SUPERSEDED)  # a newer poll ends the older with 204

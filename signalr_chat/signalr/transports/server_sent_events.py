@@ -26,14 +26,16 @@ PREAMBLE = b":\r\n"
 def format_event(payload: bytes) -> bytes:
     """One unnamed event: every line of the payload becomes a `data:` line."""
     lines = payload.split(b"\n")
-    return b"".join(b"data: " + line + b"\r\n" for line in lines) + b"\r\n"
+    # a stray \r ends a line for an EventSource parser too, so it must not survive
+    return b"".join(b"data: " + line.removesuffix(b"\r") + b"\r\n" for line in lines) + b"\r\n"
 
 
 class ServerSentEventsTransport:
     kind = TransportKind.SERVER_SENT_EVENTS
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, request: web.Request) -> None:
         self.connection = connection
+        self.request = request
         self._ready = asyncio.Event()
         self._closing = False
         self.finished = asyncio.get_running_loop().create_future()
@@ -46,6 +48,10 @@ class ServerSentEventsTransport:
         self._ready.set()
         await asyncio.shield(self.finished)
 
+    def drop(self) -> None:
+        if self.request.transport is not None:
+            self.request.transport.abort()
+
 
 async def serve(request: web.Request, connection: Connection, headers: dict[str, str]) -> web.StreamResponse:
     response = web.StreamResponse(headers={**HEADERS, **headers})
@@ -53,7 +59,7 @@ async def serve(request: web.Request, connection: Connection, headers: dict[str,
     await response.write(PREAMBLE)
     application = connection.application
     assert application is not None
-    transport = ServerSentEventsTransport(connection)
+    transport = ServerSentEventsTransport(connection, request)
     connection.attach(transport)
     error: BaseException | None = None
     try:

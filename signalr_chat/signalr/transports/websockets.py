@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -11,6 +12,9 @@ from ..connection import Connection
 from ..options import TransportKind
 
 log = logging.getLogger(__name__)
+
+#: How long a closing socket may take to flush and finish the close handshake.
+CLOSE_TIMEOUT = 5.0
 
 
 class WebSocketTransport:
@@ -38,18 +42,24 @@ class WebSocketTransport:
             self._flusher = None
 
     async def close(self, *, going_away: bool = False, error: bool = False) -> None:
-        flusher = self._flusher
-        if flusher is not None and flusher is not asyncio.current_task():
-            await flusher
-        if self.connection.has_pending and not self.socket.closed:
-            await self._flush()
+        """Flush, then the close handshake; a peer that stops reading is cut off instead."""
         if going_away:
             code = WSCloseCode.GOING_AWAY
         elif error:
             code = WSCloseCode.INTERNAL_ERROR
         else:
             code = WSCloseCode.OK
-        await self.socket.close(code=code)
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                flusher = self._flusher
+                if flusher is not None and flusher is not asyncio.current_task():
+                    await flusher
+                if self.connection.has_pending and not self.socket.closed:
+                    await self._flush()
+                await self.socket.close(code=code)
+        except TimeoutError:
+            log.debug("connection %s: close timed out, dropping", self.connection.id)
+            self.drop()
 
     def drop(self) -> None:
         """Cut the TCP connection without a close handshake, as a failing network would."""
@@ -58,13 +68,20 @@ class WebSocketTransport:
             transport.abort()
 
 
-async def serve(request: web.Request, connection: Connection, socket: web.WebSocketResponse) -> web.WebSocketResponse:
-    """Run one socket for `connection` until it closes."""
+async def serve(
+    request: web.Request,
+    connection: Connection,
+    socket: web.WebSocketResponse,
+    on_open: Callable[[], None] | None = None,
+) -> web.WebSocketResponse:
+    """Run one socket for `connection` until it closes; `on_open` runs once it is attached."""
     await socket.prepare(request)
     application = connection.application
     assert application is not None
     transport = WebSocketTransport(connection, socket)
     connection.attach(transport)
+    if on_open is not None:
+        on_open()
     error: BaseException | None = None
     try:
         async for message in socket:
