@@ -46,6 +46,14 @@ class TestHub(Hub):
     async def send_to_caller(self, method: str, *payload: Any) -> None:
         await self.clients.caller.send(method, *payload)
 
+    async def send_three(self, method: str, first: Any, second: Any, third: Any) -> None:
+        """Calls the caller's `method` with three arguments (the binder has no *args support)."""
+        await self.clients.caller.send(method, first, second, third)
+
+    async def has_disconnected(self, connection_id: str) -> bool:
+        """Whether on_disconnected has run for `connection_id` (on any endpoint)."""
+        return connection_id in STATE["disconnected"]
+
     async def send_then_return(self, count: int) -> str:
         for i in range(count):
             await self.clients.caller.send("Before", i)

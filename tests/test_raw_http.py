@@ -1,0 +1,916 @@
+"""The wire, by hand: negotiate, WebSockets, SSE and long polling spoken with aiohttp's client.
+
+Most tests talk to the `hub_server` fixture (tests/hub_app.py in its own process). Tests that
+need special options (short timeouts, small limits, shutdown) build a server in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import msgpack
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestServer
+
+from signalr_chat.signalr import Hub, HubEndpoint, HubOptions, InMemoryHubLifetimeManager, map_hub
+
+pytestmark = pytest.mark.timeout(30)
+
+RS = b"\x1e"
+URL_SAFE = re.compile(r"[A-Za-z0-9_-]+")
+CLOSED_WITH_ERROR = "Connection closed with an error."
+ALL_TRANSPORTS = [
+    {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
+    {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
+    {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
+]
+
+
+# -- wire helpers ----------------------------------------------------------------
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def framed(payload: bytes) -> bytes:
+    n = len(payload)
+    prefix = bytearray()
+    while True:
+        low = n & 0x7F
+        n >>= 7
+        prefix.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(prefix) + payload
+
+
+def json_record(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + RS
+
+
+def handshake(protocol: str = "json", version: int = 1) -> bytes:
+    return json_record({"protocol": protocol, "version": version})
+
+
+def split_json(buffer: bytearray) -> list[Any]:
+    records: list[Any] = []
+    while (end := buffer.find(RS)) >= 0:
+        records.append(json.loads(bytes(buffer[:end])))
+        del buffer[: end + 1]
+    return records
+
+
+def split_msgpack(buffer: bytearray) -> list[Any]:
+    records: list[Any] = []
+    while buffer:
+        length = shift = index = 0
+        while True:
+            if index >= len(buffer):
+                return records
+            byte = buffer[index]
+            index += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        if index + length > len(buffer):
+            return records
+        records.append(msgpack.unpackb(bytes(buffer[index : index + length]), timestamp=3))
+        del buffer[: index + length]
+    return records
+
+
+def message_type(record: Any) -> int:
+    return int(record["type"] if isinstance(record, dict) else record[0])
+
+
+class Closed(Exception):
+    """The server closed the WebSocket."""
+
+
+class HubSocket:
+    """A hand-driven hub connection over one aiohttp WebSocket."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, protocol: str) -> None:
+        self.ws = ws
+        self.protocol = protocol
+        self.binary = protocol == "messagepack"
+        self.buffer = bytearray()
+        self.frames: list[tuple[WSMsgType, bytes]] = []
+        self.handshake_done = False
+        self.records: deque[Any] = deque()
+
+    async def frame(self, timeout: float = 5) -> bytes:
+        message = await self.ws.receive(timeout=timeout)
+        if message.type is WSMsgType.TEXT:
+            data = message.data.encode()
+        elif message.type is WSMsgType.BINARY:
+            data = message.data
+        elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+            raise Closed(self.ws.close_code)
+        else:
+            raise AssertionError(f"unexpected frame {message!r}")
+        self.frames.append((message.type, data))
+        return bytes(data)
+
+    async def send_raw(self, data: bytes, binary: bool | None = None) -> None:
+        if binary if binary is not None else self.binary:
+            await self.ws.send_bytes(data)
+        else:
+            await self.ws.send_str(data.decode())
+
+    async def handshake(self, version: int = 1) -> dict[str, Any]:
+        await self.ws.send_str(handshake(self.protocol, version).decode())
+        return await self.handshake_response()
+
+    async def handshake_response(self, timeout: float = 5) -> dict[str, Any]:
+        while RS not in self.buffer:
+            self.buffer += await self.frame(timeout)
+        end = self.buffer.index(RS)
+        response: dict[str, Any] = json.loads(bytes(self.buffer[:end]))
+        del self.buffer[: end + 1]
+        self.handshake_done = True
+        return response
+
+    def encode(self, record: Any) -> bytes:
+        return framed(pack(record)) if self.binary else json_record(record)
+
+    async def send(self, *records: Any) -> None:
+        await self.send_raw(b"".join(self.encode(r) for r in records))
+
+    async def invoke(self, target: str, *args: Any, invocation_id: str | None = None) -> None:
+        if self.binary:
+            await self.send([1, {}, invocation_id, target, list(args), []])
+        else:
+            record: dict[str, Any] = {"type": 1, "target": target, "arguments": list(args)}
+            if invocation_id is not None:
+                record["invocationId"] = invocation_id
+            await self.send(record)
+
+    async def recv(self, timeout: float = 5, pings: bool = False) -> Any:
+        """The next hub message (pings skipped unless asked for)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.records:
+                self.records.extend(split_msgpack(self.buffer) if self.binary else split_json(self.buffer))
+            while self.records:
+                record = self.records.popleft()
+                if pings or message_type(record) != 6:
+                    return record
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no hub message in time")
+            self.buffer += await self.frame(remaining)
+
+    async def call(self, target: str, *args: Any, invocation_id: str = "1") -> Any:
+        await self.invoke(target, *args, invocation_id=invocation_id)
+        return await self.recv()
+
+    async def wait_closed(self, timeout: float = 5) -> int | None:
+        """Read (and keep) frames until the server closes; the close code."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.buffer += await self.frame(max(deadline - time.monotonic(), 0.01))
+            except Closed:
+                return self.ws.close_code
+
+
+async def negotiate(
+    session: aiohttp.ClientSession, base: str, path: str = "/testhub", query: str = "negotiateVersion=1"
+) -> dict[str, Any]:
+    async with session.post(f"{base}{path}/negotiate?{query}") as response:
+        assert response.status == 200, await response.text()
+        document: dict[str, Any] = await response.json()
+        return document
+
+
+def ws_url(base: str, path: str, token: str | None) -> str:
+    url = base.replace("http://", "ws://") + path
+    return f"{url}?id={token}" if token is not None else url
+
+
+@asynccontextmanager
+async def hub_socket(
+    session: aiohttp.ClientSession,
+    base: str,
+    path: str = "/testhub",
+    protocol: str = "json",
+    *,
+    do_handshake: bool = True,
+) -> AsyncIterator[HubSocket]:
+    token = (await negotiate(session, base, path))["connectionToken"]
+    async with session.ws_connect(ws_url(base, path, token), autoping=True) as ws:
+        socket = HubSocket(ws, protocol)
+        if do_handshake:
+            assert await socket.handshake() == {}
+        yield socket
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as client:
+        yield client
+
+
+# -- in-process servers -------------------------------------------------------------
+
+
+class RawHub(Hub):
+    async def echo(self, value: Any) -> Any:
+        return value
+
+    async def get_connection_id(self) -> str:
+        return self.context.connection_id
+
+    async def blast(self, count: int, size: int) -> int:
+        """Broadcast `count` big messages, yielding between them as a real producer would."""
+        for i in range(count):
+            await self.clients.all.send("Blast", i, "x" * size)
+            await asyncio.sleep(0.001)
+        return count
+
+
+@dataclass
+class InProcess:
+    server: TestServer
+    endpoint: HubEndpoint
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+
+@asynccontextmanager
+async def in_process(**options: Any) -> AsyncIterator[InProcess]:
+    app = web.Application()
+    endpoint = map_hub(app, "/testhub", RawHub, options=HubOptions(**options))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server(shutdown_timeout=2)
+    try:
+        yield InProcess(server, endpoint)
+    finally:
+        await server.close()
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return predicate()
+
+
+# ================================================================================
+# negotiate
+# ================================================================================
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_negotiate_is_post_only(hub_server: Any, session: aiohttp.ClientSession, method: str) -> None:
+    async with session.request(method, hub_server.url("/testhub/negotiate?negotiateVersion=1")) as response:
+        assert response.status == 405
+
+
+async def test_negotiate_path_and_query_names_are_case_insensitive(
+    hub_server: Any, session: aiohttp.ClientSession
+) -> None:
+    async with session.post(hub_server.url("/TESTHUB/negotiate?NegotiateVersion=1")) as response:
+        assert response.status == 200
+        document = await response.json()
+    assert document["negotiateVersion"] == 1
+    assert "connectionToken" in document
+    async with session.post(hub_server.url("/TestHub/Negotiate?NEGOTIATEVERSION=1")) as response:
+        assert response.status == 200
+        assert (await response.json())["negotiateVersion"] == 1
+
+
+async def test_negotiate_non_integer_version(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    async with session.post(hub_server.url("/testhub/negotiate?negotiateVersion=abc")) as response:
+        assert response.status == 200
+        assert json.loads(await response.read()) == {"error": "The client requested a non-integer protocol version."}
+
+
+async def test_negotiate_version_zero(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    async with session.post(hub_server.url("/testhub/negotiate")) as response:
+        assert response.status == 200
+        assert response.content_type == "application/json"
+        document = await response.json()
+    assert set(document) == {"negotiateVersion", "connectionId", "availableTransports"}
+    assert document["negotiateVersion"] == 0
+    assert URL_SAFE.fullmatch(document["connectionId"])
+    assert document["availableTransports"] == ALL_TRANSPORTS
+
+
+async def test_negotiate_version_one(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    first = await negotiate(session, hub_server.base)
+    second = await negotiate(session, hub_server.base, query="negotiateVersion=7")
+    for document in (first, second):
+        assert set(document) == {"negotiateVersion", "connectionId", "connectionToken", "availableTransports"}
+        assert document["negotiateVersion"] == 1
+        assert document["connectionToken"] != document["connectionId"]
+        assert URL_SAFE.fullmatch(document["connectionToken"])
+        assert URL_SAFE.fullmatch(document["connectionId"])
+        assert document["availableTransports"] == ALL_TRANSPORTS
+    assert first["connectionId"] != second["connectionId"]
+    assert first["connectionToken"] != second["connectionToken"]
+
+
+async def test_negotiate_stateful_reconnect_only_when_asked_and_allowed(
+    hub_server: Any, session: aiohttp.ClientSession
+) -> None:
+    asked = await negotiate(session, hub_server.base, query="negotiateVersion=1&useStatefulReconnect=true")
+    assert asked["useStatefulReconnect"] is True
+    unasked = await negotiate(session, hub_server.base)
+    assert "useStatefulReconnect" not in unasked
+    async with in_process() as server:  # allow_stateful_reconnect is off by default
+        refused = await negotiate(session, server.base, query="negotiateVersion=1&useStatefulReconnect=true")
+        assert "useStatefulReconnect" not in refused
+
+
+async def test_unauthorized_is_401_with_empty_body(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    url = hub_server.url("/authhub/negotiate?negotiateVersion=1")
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        async with session.post(url, headers=headers) as response:
+            assert response.status == 401
+            assert await response.read() == b""
+    async with session.post(url + "&access_token=nope") as response:
+        assert response.status == 401
+        assert await response.read() == b""
+    async with session.post(url, headers={"Authorization": "Bearer token-alice"}) as response:
+        assert response.status == 200
+        token = (await response.json())["connectionToken"]
+    # the connection URL checks the user too
+    async with session.get(hub_server.url(f"/authhub?id={token}")) as response:
+        assert response.status == 401
+        assert await response.read() == b""
+    async with session.get(hub_server.url(f"/authhub?id={token}&access_token=token-alice")) as response:
+        assert response.status == 200
+
+
+async def test_unknown_connection_id_is_404(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    url = hub_server.url("/testhub?id=no-such-connection")
+    for method in ("GET", "POST", "DELETE"):
+        async with session.request(method, url, data=b"" if method == "POST" else None) as response:
+            assert response.status == 404, method
+            assert await response.text() == "No Connection with that ID"
+    async with session.get(url, headers={"Accept": "text/event-stream"}) as response:
+        assert response.status == 404
+        assert await response.text() == "No Connection with that ID"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await session.ws_connect(ws_url(hub_server.base, "/testhub", "no-such-connection"))
+    assert info.value.status == 404
+
+
+async def test_missing_connection_id_is_400(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    for method in ("GET", "POST", "DELETE"):
+        async with session.request(method, hub_server.url("/testhub")) as response:
+            assert response.status == 400, method
+            assert await response.text() == "Connection ID required"
+
+
+async def test_cannot_change_transports(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    token = (await negotiate(session, hub_server.base))["connectionToken"]
+    async with session.get(hub_server.url(f"/testhub?id={token}")) as response:  # long polling starts
+        assert response.status == 200
+    async with session.get(hub_server.url(f"/testhub?id={token}"), headers={"Accept": "text/event-stream"}) as sse:
+        assert sse.status == 400
+        assert await sse.text() == "Cannot change transports mid-connection"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await session.ws_connect(ws_url(hub_server.base, "/testhub", token))
+    assert info.value.status == 400
+    async with session.delete(hub_server.url(f"/testhub?id={token}")) as response:
+        assert response.status == 202
+
+
+async def test_second_websocket_for_a_connection_is_409(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    token = (await negotiate(session, hub_server.base))["connectionToken"]
+    async with session.ws_connect(ws_url(hub_server.base, "/testhub", token)) as ws:
+        socket = HubSocket(ws, "json")
+        assert await socket.handshake() == {}
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await session.ws_connect(ws_url(hub_server.base, "/testhub", token))
+        assert info.value.status == 409
+        # the first socket is untouched
+        assert await socket.call("echo", "still here") == {"type": 3, "invocationId": "1", "result": "still here"}
+
+
+async def test_post_and_delete_on_a_websocket_connection(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    token = (await negotiate(session, hub_server.base))["connectionToken"]
+    async with session.ws_connect(ws_url(hub_server.base, "/testhub", token)) as ws:
+        socket = HubSocket(ws, "json")
+        assert await socket.handshake() == {}
+        async with session.post(hub_server.url(f"/testhub?id={token}"), data=b'{"type":6}\x1e') as response:
+            assert response.status == 405
+            assert await response.text() == "POST requests are not allowed for WebSocket connections."
+        async with session.delete(hub_server.url(f"/testhub?id={token}")) as response:
+            assert response.status == 400
+            assert await response.text() == "Cannot terminate this connection using the DELETE endpoint."
+        assert await socket.call("add", 1, 2) == {"type": 3, "invocationId": "1", "result": 3}
+
+
+# ================================================================================
+# WebSockets
+# ================================================================================
+
+
+async def test_websocket_json_uses_text_frames(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    async with hub_socket(session, hub_server.base) as socket:
+        assert socket.frames[0] == (WSMsgType.TEXT, b"{}\x1e")
+        assert await socket.call("add", 2, 3, invocation_id="0") == {"type": 3, "invocationId": "0", "result": 5}
+        assert await socket.call("do_nothing", invocation_id="1") == {"type": 3, "invocationId": "1"}
+        assert await socket.call("echo", None, invocation_id="2") == {"type": 3, "invocationId": "2", "result": None}
+        assert await socket.call("throw", invocation_id="3") == {
+            "type": 3,
+            "invocationId": "3",
+            "error": "An unexpected error occurred invoking 'throw' on the server.",
+        }
+        await socket.invoke("send_to_caller", "Event", "payload")
+        assert await socket.recv() == {"type": 1, "target": "Event", "arguments": ["payload"]}
+        assert {kind for kind, _ in socket.frames} == {WSMsgType.TEXT}
+
+
+async def test_websocket_messagepack_uses_binary_frames(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    async with hub_socket(session, hub_server.base, protocol="messagepack") as socket:
+        # the handshake request went as Text; the answer comes in the connection's (Binary) frame type
+        assert socket.frames[0] == (WSMsgType.BINARY, b"{}\x1e")
+        assert await socket.call("add", 2, 3, invocation_id="0") == [3, {}, "0", 3, 5]
+        assert await socket.call("do_nothing", invocation_id="1") == [3, {}, "1", 2]
+        assert await socket.call("throw", invocation_id="2") == [
+            3,
+            {},
+            "2",
+            1,
+            "An unexpected error occurred invoking 'throw' on the server.",
+        ]
+        assert await socket.call("get_bytes", invocation_id="3") == [3, {}, "3", 3, b"\x00\x01\x02\xff"]
+        await socket.invoke("send_to_caller", "Event", "payload")
+        assert await socket.recv() == [1, {}, None, "Event", ["payload"], []]
+        # a 5-item invocation (no streamIds) from a client is fine
+        await socket.send([1, {}, "4", "echo", ["five"]])
+        assert await socket.recv() == [3, {}, "4", 3, "five"]
+        assert {kind for kind, _ in socket.frames} == {WSMsgType.BINARY}
+
+
+async def test_messagepack_ping_frame_bytes(session: aiohttp.ClientSession) -> None:
+    async with (
+        in_process(keep_alive_interval=1) as server,
+        hub_socket(session, server.base, protocol="messagepack") as socket,
+    ):
+        assert await socket.recv(timeout=4, pings=True) == [6]
+        assert socket.frames[-1] == (WSMsgType.BINARY, b"\x02\x91\x06")
+
+
+@pytest.mark.parametrize("protocol", ["json", "messagepack"])
+async def test_handshake_split_across_frames(hub_server: Any, session: aiohttp.ClientSession, protocol: str) -> None:
+    async with hub_socket(session, hub_server.base, protocol=protocol, do_handshake=False) as socket:
+        request = handshake(protocol)
+        await socket.ws.send_str(request[:10].decode())
+        await asyncio.sleep(0.05)
+        await socket.ws.send_str(request[10:].decode())
+        assert await socket.handshake_response() == {}
+        expected = (
+            [3, {}, "1", 3, "ok"] if protocol == "messagepack" else {"type": 3, "invocationId": "1", "result": "ok"}
+        )
+        assert await socket.call("echo", "ok") == expected
+
+
+async def test_records_batched_in_one_frame_are_all_processed(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    async with hub_socket(session, hub_server.base, do_handshake=False) as socket:
+        batch = handshake() + b"".join(
+            json_record({"type": 1, "invocationId": str(i), "target": "add", "arguments": [i, 10]}) for i in range(3)
+        )
+        await socket.ws.send_str(batch.decode())
+        assert await socket.handshake_response() == {}
+        results = [await socket.recv() for _ in range(3)]
+        assert results == [{"type": 3, "invocationId": str(i), "result": i + 10} for i in range(3)]
+
+
+async def test_messagepack_records_batched_after_handshake(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    async with hub_socket(session, hub_server.base, protocol="messagepack") as socket:
+        await socket.send_raw(b"".join(framed(pack([1, {}, str(i), "echo", [i], []])) for i in range(4)))
+        assert [await socket.recv() for _ in range(4)] == [[3, {}, str(i), 3, i] for i in range(4)]
+
+
+async def test_websocket_without_negotiation(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    async with session.ws_connect(ws_url(hub_server.base, "/testhub", None)) as ws:
+        socket = HubSocket(ws, "json")
+        assert await socket.handshake() == {}
+        assert await socket.call("echo", "skip") == {"type": 3, "invocationId": "1", "result": "skip"}
+
+
+async def test_websocket_query_names_are_case_insensitive(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    token = (await negotiate(session, hub_server.base))["connectionToken"]
+    url = hub_server.base.replace("http://", "ws://") + f"/TestHub?ID={token}"
+    async with session.ws_connect(url) as ws:
+        socket = HubSocket(ws, "json")
+        assert await socket.handshake() == {}
+        assert await socket.call("add", 1, 1) == {"type": 3, "invocationId": "1", "result": 2}
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "error"),
+    [
+        (handshake("x"), "The protocol 'x' is not supported."),
+        (handshake("json", 3), "The server does not support version 3 of the 'json' protocol."),
+        (handshake("messagepack", 3), "The server does not support version 3 of the 'messagepack' protocol."),
+        (b'{"protocol":"json",}\x1e', "An unexpected error occurred during connection handshake."),
+        (b'{"protocol":"json"}\x1e', "An unexpected error occurred during connection handshake."),
+    ],
+    ids=["unknown-protocol", "json-v3", "msgpack-v3", "invalid-json", "missing-version"],
+)
+async def test_handshake_errors(
+    hub_server: Any, session: aiohttp.ClientSession, request_bytes: bytes, error: str
+) -> None:
+    async with hub_socket(session, hub_server.base, do_handshake=False) as socket:
+        await socket.ws.send_str(request_bytes.decode())
+        assert await socket.handshake_response() == {"error": error}
+        await socket.wait_closed()
+        assert socket.buffer == b""  # nothing after the error
+
+
+async def test_handshake_timeout(session: aiohttp.ClientSession) -> None:
+    async with in_process(handshake_timeout=1) as server:
+        async with hub_socket(session, server.base, do_handshake=False) as socket:
+            started = time.monotonic()
+            assert await socket.handshake_response(timeout=5) == {"error": "Handshake was canceled."}
+            assert 0.9 < time.monotonic() - started < 4
+            await socket.wait_closed()
+        # an incomplete handshake is canceled too
+        async with hub_socket(session, server.base, do_handshake=False) as socket:
+            await socket.ws.send_str('{"protocol":"json",')
+            assert await socket.handshake_response(timeout=5) == {"error": "Handshake was canceled."}
+            await socket.wait_closed()
+
+
+# ================================================================================
+# Server-Sent Events
+# ================================================================================
+
+
+async def read_until(stream: aiohttp.StreamReader, size: int, timeout: float = 5) -> bytes:
+    data = b""
+    async with asyncio.timeout(timeout):
+        while len(data) < size:
+            chunk = await stream.readany()
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+async def read_events(stream: aiohttp.StreamReader, timeout: float = 5) -> bytes:
+    """Read until the buffered text ends on an event boundary."""
+    data = b""
+    async with asyncio.timeout(timeout):
+        while not data.endswith(b"\r\n\r\n"):
+            chunk = await stream.readany()
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+async def test_server_sent_events(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    token = (await negotiate(session, hub_server.base))["connectionToken"]
+    url = hub_server.url(f"/testhub?id={token}")
+    async with session.get(url, headers={"Accept": "text/event-stream"}) as stream:
+        assert stream.status == 200
+        assert stream.headers["Content-Type"] == "text/event-stream"
+        assert stream.headers["Cache-Control"] == "no-cache,no-store"
+        assert stream.headers["Pragma"] == "no-cache"
+        assert stream.headers["Content-Encoding"] == "identity"
+        assert await read_until(stream.content, 3) == b":\r\n"
+
+        async with session.post(url, data=handshake()) as response:
+            assert response.status == 200
+            assert await response.read() == b""
+        assert await read_events(stream.content) == b"data: {}\x1e\r\n\r\n"
+
+        invocation = json_record({"type": 1, "invocationId": "1", "target": "add", "arguments": [2, 3]})
+        async with session.post(url, data=invocation) as response:
+            assert response.status == 200
+        event = await read_events(stream.content)
+        assert event == b'data: {"type":3,"invocationId":"1","result":5}\x1e\r\n\r\n'
+
+        # one POST may carry several records; a second stream for the connection is refused
+        batch = b"".join(
+            json_record({"type": 1, "invocationId": str(i), "target": "echo", "arguments": [i]}) for i in (2, 3)
+        )
+        async with session.post(url, data=batch) as response:
+            assert response.status == 200
+        events = b""
+        while events.count(RS) < 2:
+            events += await read_events(stream.content)
+        assert re.fullmatch(rb"(data: [^\r\n]*\r\n\r\n)+", events)
+        payload = b"".join(re.findall(rb"data: ([^\r\n]*)\r\n", events))
+        assert split_json(bytearray(payload)) == [{"type": 3, "invocationId": str(i), "result": i} for i in (2, 3)]
+        async with session.get(url, headers={"Accept": "text/event-stream"}) as second:
+            assert second.status == 409
+
+
+async def test_server_sent_events_refuse_messagepack(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    token = (await negotiate(session, hub_server.base))["connectionToken"]
+    url = hub_server.url(f"/testhub?id={token}")
+    async with session.get(url, headers={"Accept": "text/event-stream"}) as stream:
+        assert await read_until(stream.content, 3) == b":\r\n"
+        async with session.post(url, data=handshake("messagepack")) as response:
+            assert response.status == 200
+        event = await read_events(stream.content)
+        error = (
+            "Cannot use the 'messagepack' protocol on the current transport. "
+            "The transport does not support 'Binary' transfer format."
+        )
+        assert event == b"data: " + json_record({"error": error}) + b"\r\n\r\n"
+        async with asyncio.timeout(5):
+            assert await stream.content.read() == b""  # the stream ends
+
+
+async def test_concurrent_posts_are_409(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    token = (await negotiate(session, hub_server.base))["connectionToken"]
+    url = hub_server.url(f"/testhub?id={token}")
+    async with session.get(url, headers={"Accept": "text/event-stream"}) as stream:
+        assert await read_until(stream.content, 3) == b":\r\n"
+        release = asyncio.Event()
+        request = handshake()
+
+        async def slow_body() -> AsyncIterator[bytes]:
+            yield request[:5]
+            await release.wait()
+            yield request[5:]
+
+        first = asyncio.ensure_future(session.post(url, data=slow_body()))
+        await asyncio.sleep(0.3)  # the server is now reading the first body
+        async with session.post(url, data=b'{"type":6}\x1e') as second:
+            assert second.status == 409
+        release.set()
+        response = await first
+        assert response.status == 200
+        response.release()
+        assert await read_events(stream.content) == b"data: {}\x1e\r\n\r\n"
+
+
+# ================================================================================
+# Long polling
+# ================================================================================
+
+
+async def test_long_polling(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    token = (await negotiate(session, hub_server.base))["connectionToken"]
+    url = hub_server.url(f"/testhub?id={token}")
+
+    started = time.monotonic()
+    async with session.get(url + "&_=1") as first:
+        assert first.status == 200
+        assert first.headers["Content-Length"] == "0"
+        assert await first.read() == b""
+    assert time.monotonic() - started < 2  # returned at once
+
+    async with session.post(url, data=handshake()) as response:
+        assert response.status == 200
+    async with session.get(url + "&_=2") as poll:
+        assert poll.status == 200
+        assert poll.content_type == "application/octet-stream"
+        assert await poll.read() == b"{}\x1e"
+
+    async with session.post(
+        url, data=json_record({"type": 1, "invocationId": "1", "target": "add", "arguments": [4, 5]})
+    ) as response:
+        assert response.status == 200
+    async with session.get(url + "&_=3") as poll:
+        assert poll.status == 200
+        assert poll.content_type == "application/octet-stream"
+        assert json.loads((await poll.read()).rstrip(RS)) == {"type": 3, "invocationId": "1", "result": 9}
+
+    # a poll that waits is answered by what arrives later
+    waiting = asyncio.ensure_future(session.get(url + "&_=4"))
+    await asyncio.sleep(0.2)
+    await (
+        await session.post(url, data=json_record({"type": 1, "target": "send_to_caller", "arguments": ["E", 1]}))
+    ).release()
+    async with await waiting as poll:
+        assert poll.status == 200
+        assert split_json(bytearray(await poll.read())) == [{"type": 1, "target": "E", "arguments": [1]}]
+
+    # a newer poll ends the older with 204
+    older = asyncio.ensure_future(session.get(url + "&_=5"))
+    await asyncio.sleep(0.2)
+    newer = asyncio.ensure_future(session.get(url + "&_=6"))
+    async with await older as response:
+        assert response.status == 204
+    assert not newer.done()
+
+    # DELETE ends the connection: 202, and the outstanding poll gets 204
+    async with session.delete(url) as response:
+        assert response.status == 202
+    async with await newer as response:
+        assert response.status == 204
+    async with session.get(url + "&_=7") as response:
+        assert response.status in (204, 404)
+
+
+async def test_long_polling_messagepack(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    token = (await negotiate(session, hub_server.base))["connectionToken"]
+    url = hub_server.url(f"/testhub?id={token}")
+    await (await session.get(url)).release()
+    await (await session.post(url, data=handshake("messagepack"))).release()
+    async with session.get(url) as poll:
+        assert await poll.read() == b"{}\x1e"
+    await (await session.post(url, data=framed(pack([1, {}, "1", "echo", [b"\x01\x02"], []])))).release()
+    async with session.get(url) as poll:
+        assert poll.content_type == "application/octet-stream"
+        assert split_msgpack(bytearray(await poll.read())) == [[3, {}, "1", 3, b"\x01\x02"]]
+    await (await session.delete(url)).release()
+
+
+# ================================================================================
+# keep-alive, timeouts, limits, errors
+# ================================================================================
+
+
+async def test_keep_alive_ping_when_idle(session: aiohttp.ClientSession) -> None:
+    async with in_process(keep_alive_interval=1) as server, hub_socket(session, server.base) as socket:
+        started = time.monotonic()
+        assert await socket.recv(timeout=4, pings=True) == {"type": 6}
+        assert time.monotonic() - started < 3.5
+        assert socket.frames[-1] == (WSMsgType.TEXT, b'{"type":6}\x1e')
+
+
+async def test_client_timeout_closes_with_allow_reconnect(session: aiohttp.ClientSession) -> None:
+    async with (
+        in_process(keep_alive_interval=1, client_timeout=2) as server,
+        hub_socket(session, server.base) as silent,
+        hub_socket(session, server.base) as chatty,
+    ):
+        deadline = time.monotonic() + 8
+        close: Any = None
+        while close is None and time.monotonic() < deadline:
+            await chatty.send({"type": 6})  # keeps the other connection alive
+            try:
+                close = await silent.recv(timeout=0.5)
+            except TimeoutError:
+                continue
+        assert close == {"type": 7, "allowReconnect": True}
+        await silent.wait_closed()
+        assert await chatty.call("echo", "alive") == {"type": 3, "invocationId": "1", "result": "alive"}
+
+
+async def test_message_over_max_size_closes_with_error(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    async with hub_socket(session, hub_server.base) as victim, hub_socket(session, hub_server.base) as other:
+        await victim.invoke("echo", "x" * 40_000, invocation_id="1")  # over the default 32 KB
+        assert await victim.recv() == {"type": 7, "error": CLOSED_WITH_ERROR}
+        assert await victim.wait_closed() == 1011
+        assert await other.call("echo", "fine") == {"type": 3, "invocationId": "1", "result": "fine"}
+
+
+async def test_small_max_message_size(session: aiohttp.ClientSession) -> None:
+    async with (
+        in_process(max_message_size=1024) as server,
+        hub_socket(session, server.base, protocol="messagepack") as socket,
+    ):
+        assert await socket.call("echo", "y" * 900) == [3, {}, "1", 3, "y" * 900]
+        await socket.invoke("echo", "y" * 1100, invocation_id="2")
+        assert await socket.recv() == [7, CLOSED_WITH_ERROR, False]
+        assert await socket.wait_closed() == 1011
+
+
+@pytest.mark.parametrize("protocol", ["json", "messagepack"])
+async def test_malformed_message_closes_only_that_connection(
+    hub_server: Any, session: aiohttp.ClientSession, protocol: str
+) -> None:
+    async with (
+        hub_socket(session, hub_server.base, protocol=protocol) as bad,
+        hub_socket(session, hub_server.base) as good,
+    ):
+        await bad.send_raw(b"{this is not json}\x1e" if protocol == "json" else framed(b"\xc1"))
+        expected = {"type": 7, "error": CLOSED_WITH_ERROR} if protocol == "json" else [7, CLOSED_WITH_ERROR, False]
+        assert await bad.recv() == expected
+        assert await bad.wait_closed() == 1011
+        assert await good.call("add", 20, 22) == {"type": 3, "invocationId": "1", "result": 42}
+
+
+async def test_client_close_message_ends_the_connection(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    async with hub_socket(session, hub_server.base) as socket:
+        await socket.send({"type": 7})
+        assert await socket.wait_closed() == 1000
+
+
+# ================================================================================
+# CORS
+# ================================================================================
+
+
+async def test_cors_preflight(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    origin = "http://example.test:8080"
+    request_headers = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "x-requested-with,x-signalr-user-agent,authorization,content-type",
+    }
+    for path in ("/testhub/negotiate?negotiateVersion=1", "/testhub?id=x"):
+        async with session.options(hub_server.url(path), headers=request_headers) as response:
+            assert response.status in (200, 204)
+            assert response.headers["Access-Control-Allow-Origin"] == origin
+            assert response.headers["Access-Control-Allow-Credentials"] == "true"
+            allowed = {h.strip().lower() for h in response.headers["Access-Control-Allow-Headers"].split(",")}
+            assert {"x-requested-with", "x-signalr-user-agent", "authorization", "content-type"} <= allowed
+            methods = {m.strip().upper() for m in response.headers["Access-Control-Allow-Methods"].split(",")}
+            assert {"GET", "POST", "DELETE"} <= methods
+    async with session.post(hub_server.url("/testhub/negotiate?negotiateVersion=1"), headers={"Origin": origin}) as r:
+        assert r.status == 200
+        assert r.headers["Access-Control-Allow-Origin"] == origin
+        assert r.headers["Access-Control-Allow-Credentials"] == "true"
+
+
+async def test_cors_not_granted_without_configuration(session: aiohttp.ClientSession) -> None:
+    async with in_process() as server:
+        headers = {"Origin": "http://evil.test", "Access-Control-Request-Method": "POST"}
+        async with session.options(f"{server.base}/testhub/negotiate", headers=headers) as response:
+            assert "Access-Control-Allow-Origin" not in response.headers
+        async with session.post(f"{server.base}/testhub/negotiate", headers={"Origin": "http://evil.test"}) as r:
+            assert "Access-Control-Allow-Origin" not in r.headers
+
+
+# ================================================================================
+# lifetime: abandoned connections, shutdown, slow clients
+# ================================================================================
+
+
+async def test_abandoned_connections_are_disposed(session: aiohttp.ClientSession) -> None:
+    async with in_process(disconnect_timeout=1) as server:
+        never_started = (await negotiate(session, server.base))["connectionToken"]
+        stopped_polling = (await negotiate(session, server.base))["connectionToken"]
+        async with session.get(f"{server.base}/testhub?id={stopped_polling}") as response:
+            assert response.status == 200
+        assert server.endpoint.connections.get(never_started) is not None
+        assert await eventually(lambda: len(server.endpoint.connections) == 0, timeout=5)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await session.ws_connect(ws_url(server.base, "/testhub", never_started))
+        assert info.value.status == 404
+        async with session.get(f"{server.base}/testhub?id={stopped_polling}") as response:
+            assert response.status == 404
+
+
+async def test_graceful_shutdown(session: aiohttp.ClientSession) -> None:
+    async with (
+        in_process() as server,
+        hub_socket(session, server.base) as text,
+        hub_socket(session, server.base, protocol="messagepack") as binary,
+    ):
+        closing = asyncio.ensure_future(server.server.close())  # runs the app's on_shutdown
+        assert await text.recv() == {"type": 7, "allowReconnect": True}
+        assert await binary.recv() == [7, None, True]
+        assert await text.wait_closed() == 1001
+        assert await binary.wait_closed() == 1001
+        await asyncio.wait_for(closing, 10)
+
+
+@asynccontextmanager
+async def blast_past_a_slow_client(session: aiohttp.ClientSession, server: InProcess) -> AsyncIterator[str]:
+    """A fast and a never-reading client; the fast one receives a big broadcast in time.
+
+    Yields the slow client's connection id while both sockets are still open.
+    """
+    async with hub_socket(session, server.base) as slow, hub_socket(session, server.base) as fast:
+        slow_id: str = (await slow.call("get_connection_id"))["result"]
+        # from now on `slow` never reads: its socket buffers fill up
+        count, size = 300, 32 * 1024
+        started = time.monotonic()
+        await fast.invoke("blast", count, size, invocation_id="9")
+        seen = 0
+        while True:
+            record = await fast.recv(timeout=10)
+            if record["type"] == 3:
+                break
+            assert record["target"] == "Blast" and record["arguments"][0] == seen
+            seen += 1
+        assert record == {"type": 3, "invocationId": "9", "result": count}
+        assert seen == count
+        assert time.monotonic() - started < 10
+        yield slow_id
+
+
+async def test_slow_client_does_not_stall_others(session: aiohttp.ClientSession) -> None:
+    async with in_process(max_buffer_size=256 * 1024) as server, blast_past_a_slow_client(session, server):
+        pass
+
+
+async def test_dropped_slow_client_is_fully_disconnected(session: aiohttp.ClientSession) -> None:
+    async with in_process(max_buffer_size=256 * 1024) as server:
+        lifetime = server.endpoint.lifetime
+        assert isinstance(lifetime, InMemoryHubLifetimeManager)
+        async with blast_past_a_slow_client(session, server) as slow_id:
+            # Past max_buffer_size the server dropped the client; the connection must end for good
+            # (on_disconnected runs, the lifetime forgets it) although the peer never reads again.
+            assert await eventually(lambda: slow_id not in lifetime.connections, timeout=5)
