@@ -54,6 +54,9 @@ class Application(Protocol):
 
     async def closed(self, error: BaseException | None) -> None: ...
 
+    def tick(self, now: float) -> None:
+        """The shared heartbeat, once a second: keep-alive and timeouts."""
+
 
 @dataclass(frozen=True, slots=True)
 class RequestInfo:

@@ -11,7 +11,7 @@ import base64
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from .connection import Connection
 from .options import HubOptions, TransportKind
@@ -31,8 +31,6 @@ class ConnectionManager:
         self.options = options
         self._by_token: dict[str, Connection] = {}
         self._handle: asyncio.TimerHandle | None = None
-        #: Called each beat with the monotonic time: the hub layer's keep-alive and timeouts.
-        self.on_heartbeat: Callable[[float], None] | None = None
 
     def create(self, negotiate_version: int, *, stateful_reconnect: bool = False) -> Connection:
         connection_id = new_id()
@@ -85,8 +83,8 @@ class ConnectionManager:
                     continue
                 log.debug("connection %s: inactive for %.0f s, disposing", connection.id, timeout)
                 asyncio.get_running_loop().create_task(connection.dispose())
-        if self.on_heartbeat is not None:
-            self.on_heartbeat(now)
+            elif connection.application is not None:
+                connection.application.tick(now)
         if self._by_token:
             self._ensure_heartbeat()
 

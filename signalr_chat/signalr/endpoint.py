@@ -62,7 +62,6 @@ class HubEndpoint:
         self.require_user = requires_user(hub_type)
         self.dispatcher = HubDispatcher(hub_type, self.lifetime, self.options, factory)
         self.connections = ConnectionManager(self.options)
-        self.connections.on_heartbeat = self._heartbeat
         self.hub_context = HubContext(self.lifetime, self.options)
         size = self.options.max_message_size
         # a frame may batch several messages; each message is checked against the limit
@@ -236,13 +235,7 @@ class HubEndpoint:
         self.connections.forget(connection)  # the client is gone: nobody collects what is left
         return web.Response(status=202, headers=headers)
 
-    # -- time and shutdown -------------------------------------------------
-    def _heartbeat(self, now: float) -> None:
-        for connection in self.connections:
-            application = connection.application
-            if isinstance(application, HubConnectionContext):
-                application.tick(now)
-
+    # -- shutdown ----------------------------------------------------------
     async def shutdown(self, _app: Any = None) -> None:
         """Tell every client to reconnect elsewhere, then close: Close(allowReconnect), 1001."""
         closing = [
