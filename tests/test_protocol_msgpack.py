@@ -26,24 +26,9 @@ from signalr_chat.signalr.protocol import (
 )
 from signalr_chat.signalr.protocol.base import too_large
 from signalr_chat.signalr.protocol.msgpack_protocol import varint
+from tests.msgpack_wire import framed, pack
 
 OVER_2GB = "Messages over 2GB in size are not supported."
-
-
-def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
-
-
-def framed(payload: bytes) -> bytes:
-    """Independent VarInt framing, written from the spec (7 bits per byte, low bits first)."""
-    n = len(payload)
-    prefix = bytearray()
-    while True:
-        low = n & 0x7F
-        n >>= 7
-        prefix.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(prefix) + payload
 
 
 def decode(data: bytes, max_message_size: int | None = 32 * 1024) -> list[HubMessage]:

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import msgpack
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
 from signalr_chat.signalr import Hub, HubEndpoint, HubOptions, InMemoryHubLifetimeManager, map_hub
+from tests.msgpack_wire import framed, pack, split_msgpack
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -39,21 +39,6 @@ ALL_TRANSPORTS = [
 # -- wire helpers ----------------------------------------------------------------
 
 
-def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
-
-
-def framed(payload: bytes) -> bytes:
-    n = len(payload)
-    prefix = bytearray()
-    while True:
-        low = n & 0x7F
-        n >>= 7
-        prefix.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(prefix) + payload
-
-
 def json_record(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + RS
 
@@ -67,26 +52,6 @@ def split_json(buffer: bytearray) -> list[Any]:
     while (end := buffer.find(RS)) >= 0:
         records.append(json.loads(bytes(buffer[:end])))
         del buffer[: end + 1]
-    return records
-
-
-def split_msgpack(buffer: bytearray) -> list[Any]:
-    records: list[Any] = []
-    while buffer:
-        length = shift = index = 0
-        while True:
-            if index >= len(buffer):
-                return records
-            byte = buffer[index]
-            index += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        if index + length > len(buffer):
-            return records
-        records.append(msgpack.unpackb(bytes(buffer[index : index + length]), timestamp=3))
-        del buffer[: index + length]
     return records
 
 

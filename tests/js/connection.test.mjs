@@ -147,22 +147,28 @@ test("long polling: the first poll returns at once and later polls carry message
     assert.ok(posts.length >= 1 && posts.every((r) => r.status === 200), "sends are POSTed and answered 200");
 });
 
-matrixTest("automatic reconnect after the server drops the WebSocket", async (t, combo) => {
-    const c = await connect(t, "/testhub", combo, { reconnect: [0] });
+/** Promises for a connection's reconnecting/reconnected events, and whether onclose fired. */
+function watchReconnect(c) {
     const reconnecting = deferred();
     const reconnected = deferred();
-    let closed = false;
+    const closed = { value: false };
     c.onreconnecting((error) => reconnecting.resolve(error));
     c.onreconnected((id) => reconnected.resolve(id));
     c.onclose(() => {
-        closed = true;
+        closed.value = true;
     });
+    return { reconnecting, reconnected, closed };
+}
+
+matrixTest("automatic reconnect after the server drops the WebSocket", async (t, combo) => {
+    const c = await connect(t, "/testhub", combo, { reconnect: [0] });
+    const { reconnecting, reconnected, closed } = watchReconnect(c);
     const before = await c.invoke("get_connection_id");
     c.invoke("drop_transport").catch(() => {}); // its completion is lost with the socket
     await withTimeout(reconnecting.promise, 5_000, "onreconnecting");
     const newId = await withTimeout(reconnected.promise, 10_000, "onreconnected");
     assert.equal(c.state, HubConnectionState.Connected);
-    assert.equal(closed, false);
+    assert.equal(closed.value, false);
     assert.equal(typeof newId, "string");
     assert.notEqual(newId, before);
     assert.equal(await c.invoke("get_connection_id"), newId);
@@ -181,20 +187,13 @@ matrixTest("a dropped WebSocket without automatic reconnect closes with an error
 
 matrixTest("server abort with allowReconnect: the client reconnects", async (t, combo) => {
     const c = await connect(t, "/testhub", combo, { reconnect: [0] });
-    const reconnecting = deferred();
-    const reconnected = deferred();
-    let closed = false;
-    c.onreconnecting((error) => reconnecting.resolve(error));
-    c.onreconnected((id) => reconnected.resolve(id));
-    c.onclose(() => {
-        closed = true;
-    });
+    const { reconnecting, reconnected, closed } = watchReconnect(c);
     const before = await c.invoke("get_connection_id");
     c.invoke("abort", true).catch(() => {});
     const reason = await withTimeout(reconnecting.promise, 5_000, "onreconnecting");
     assert.equal(reason, undefined, "a Close without an error gives no reconnect reason");
     await withTimeout(reconnected.promise, 10_000, "onreconnected");
-    assert.equal(closed, false);
+    assert.equal(closed.value, false);
     const after = await c.invoke("get_connection_id");
     assert.notEqual(after, before);
     assert.equal(await c.invoke("echo", "back"), "back");
