@@ -99,6 +99,10 @@ class TestHub(Hub):
     async def echo_bytes(self, data: bytes) -> dict[str, Any]:
         return {"type": type(data).__name__, "data": data}
 
+    async def unserializable(self) -> Any:
+        """A result neither protocol can encode."""
+        return object()
+
     async def get_date(self) -> dt.datetime:
         return FIXED_DATE
 

@@ -166,16 +166,15 @@ class HubDispatcher:
         if resolved is None:
             return
         method, arguments = resolved
+        target, detailed = message.target, self._detailed
 
         async def run() -> None:
             try:
                 result = await method.function(self._hub(connection), *arguments)
             except Exception as exc:
                 if not isinstance(exc, HubException):
-                    log.exception("connection %s: '%s' failed", connection.connection_id, message.target)
-                error = error_text(
-                    f"An unexpected error occurred invoking '{message.target}' on the server.", exc, self._detailed
-                )
+                    log.exception("connection %s: '%s' failed", connection.connection_id, target)
+                error = error_text(f"An unexpected error occurred invoking '{target}' on the server.", exc, detailed)
                 completion = (
                     None
                     if message.invocation_id is None
@@ -192,7 +191,14 @@ class HubDispatcher:
                 for stream_id in message.stream_ids or ():
                     connection.uploads.pop(stream_id, None)
             if completion is not None and not connection.connection.closed:
-                connection.write(completion)
+                try:
+                    connection.write(completion)
+                except (TypeError, ValueError, OverflowError) as exc:  # a result the protocol cannot encode
+                    log.exception("connection %s: '%s' result not serializable", connection.connection_id, target)
+                    error = error_text(
+                        f"An unexpected error occurred invoking '{target}' on the server.", exc, detailed
+                    )
+                    connection.write(CompletionMessage.with_error(completion.invocation_id, error))
 
         connection.invocations.submit(run)
 

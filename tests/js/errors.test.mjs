@@ -30,6 +30,12 @@ matrixTest("detailed errors show the exception type and message", async (t, comb
     );
 });
 
+matrixTest("a result the protocol cannot encode fails that invocation only", async (t, combo) => {
+    const c = await connect(t, "/testhub", combo);
+    await rejectsWith(c.invoke("unserializable"), "An unexpected error occurred invoking 'unserializable' on the server.");
+    assert.equal(await c.invoke("echo", "alive"), "alive");
+});
+
 matrixTest("unknown method", async (t, combo) => {
     const c = await connect(t, "/testhub", combo);
     await rejectsWith(
