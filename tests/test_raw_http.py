@@ -324,6 +324,23 @@ async def test_unauthorized_is_401_with_empty_body(hub_server: Any, session: aio
         assert response.status == 200
 
 
+async def test_another_users_connection_is_403(hub_server: Any, session: aiohttp.ClientSession) -> None:
+    """A connection negotiated by one user cannot be used with another user's token."""
+    url = hub_server.url("/testhub/negotiate?negotiateVersion=1")
+    async with session.post(url, headers={"Authorization": "Bearer token-alice"}) as response:
+        token = (await response.json())["connectionToken"]
+    for method in ("GET", "POST", "DELETE"):
+        async with session.request(
+            method, hub_server.url(f"/testhub?id={token}&access_token=token-mallory"), data=b""
+        ) as response:
+            assert response.status == 403, method
+    async with session.get(hub_server.url(f"/testhub?id={token}")) as response:
+        assert response.status == 403, "anonymous requests cannot use alice's connection either"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await session.ws_connect(hub_server.url(f"/testhub?id={token}&access_token=token-mallory"))
+    assert refused.value.status == 403
+
+
 async def test_unknown_connection_id_is_404(hub_server: Any, session: aiohttp.ClientSession) -> None:
     url = hub_server.url("/testhub?id=no-such-connection")
     for method in ("GET", "POST", "DELETE"):

@@ -117,7 +117,7 @@ class HubEndpoint:
         connection = self.connections.get(token)
         if connection is None:
             return _text(404, "No Connection with that ID", headers)
-        if connection.user is not None and (user is None or user.id != connection.user.id):
+        if not _same_user(connection, user):
             return web.Response(status=403, headers=headers)
         if request.method == "POST":
             return await self._post(request, connection, headers)
@@ -158,7 +158,7 @@ class HubEndpoint:
             connection = self.connections.get(token)
             if connection is None or connection.closed:
                 return _text(404, "No Connection with that ID", headers)
-            if connection.user is not None and (user is None or user.id != connection.user.id):
+            if not _same_user(connection, user):
                 return web.Response(status=403, headers=headers)
         else:  # skipNegotiation: the connection starts here
             connection = self.connections.create(0)
@@ -245,6 +245,11 @@ class HubEndpoint:
         ]
         await asyncio.gather(*closing, return_exceptions=True)
         await self.connections.shutdown()
+
+
+def _same_user(connection: Connection, user: User | None) -> bool:
+    """Requests for a connection negotiated by a user must come from that user (else 403)."""
+    return connection.user is None or (user is not None and user.id == connection.user.id)
 
 
 def _dumps(value: Any) -> str:

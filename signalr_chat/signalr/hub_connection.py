@@ -26,6 +26,7 @@ from .protocol import (
     CloseMessage,
     HubMessage,
     HubProtocol,
+    InvocationMessage,
     MessageDecoder,
     MessageType,
     ProtocolError,
@@ -100,8 +101,6 @@ class HubConnectionContext:
         """Ask this client for a result: our own invocation id, answered by its Completion."""
         if self.connection.closed:
             raise ConnectionError(f"Connection '{self.connection_id}' disconnected.")
-        from .protocol import InvocationMessage
-
         invocation_id = f"s{next(self._ids)}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending_results[invocation_id] = future
@@ -116,6 +115,8 @@ class HubConnectionContext:
         self._started_at = time.monotonic()
 
     async def receive(self, data: bytes) -> None:
+        if self.connection.closed:
+            return  # late bytes from a transport that has not noticed yet
         self._received_since_beat = True
         if not self.handshake_done:
             await self._handshake(data)
