@@ -12,13 +12,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from .auth import User
+from .background import spawn
 from .options import TransportKind
 
 if TYPE_CHECKING:
@@ -51,6 +52,9 @@ class Application(Protocol):
     def start(self) -> None: ...
 
     async def receive(self, data: bytes) -> None: ...
+
+    async def transport_ended(self, exception: BaseException | None) -> None:
+        """The attached transport is gone; the application decides whether the connection is."""
 
     async def closed(self, error: BaseException | None) -> None: ...
 
@@ -107,7 +111,7 @@ class Connection:
     _inbound_task: asyncio.Task[None] | None = None
     _pending: list[bytes] = field(default_factory=list)
     _pending_size: int = 0
-    _on_dispose: Any = None
+    _on_dispose: Callable[[Connection], None] | None = None
 
     def send(self, data: bytes) -> bool:
         """Queue bytes for the client; False when the connection is gone or overflowing."""
@@ -143,13 +147,16 @@ class Connection:
         """
         self._inbound.append(data)
         if self._inbound_task is None:
-            self._inbound_task = asyncio.get_running_loop().create_task(self._drain_inbound())
+            self._inbound_task = spawn(self._drain_inbound())
         return self._inbound_task if len(self._inbound) > INBOUND_BACKLOG else None
 
     async def _drain_inbound(self) -> None:
         try:
             while self._inbound and not self.closed and self.application is not None:
                 await self.application.receive(self._inbound.popleft())
+        except Exception as exc:  # a failing receive ends this connection, never the server
+            log.exception("connection %s: processing a send failed", self.id)
+            await self.dispose(exc)
         finally:
             if self.closed:
                 self._inbound.clear()
@@ -174,7 +181,7 @@ class Connection:
             return
         if self.transport is not None:
             self.transport.drop()
-        asyncio.get_running_loop().create_task(self.dispose(ConnectionAbortedError("The connection was aborted.")))
+        spawn(self.dispose(ConnectionAbortedError("The connection was aborted.")))
 
     async def dispose(self, error: BaseException | None = None, *, going_away: bool = False) -> None:
         """End the transport and the application exactly once."""

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Iterator
 
+from .background import spawn
 from .connection import Connection
 from .options import HubOptions, TransportKind
 
@@ -82,7 +83,7 @@ class ConnectionManager:
                     self.forget(connection)
                     continue
                 log.debug("connection %s: inactive for %.0f s, disposing", connection.id, timeout)
-                asyncio.get_running_loop().create_task(connection.dispose())
+                spawn(connection.dispose())
             elif connection.application is not None:
                 connection.application.tick(now)
         if self._by_token:

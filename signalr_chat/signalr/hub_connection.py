@@ -12,6 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from .background import spawn
 from .clients import HubCallerClients
 from .connection import Connection
 from .errors import error_text
@@ -237,7 +238,7 @@ class HubConnectionContext:
             return
         if not self.handshake_done:
             if now - self._started_at > self.options.handshake_timeout and self.connection.transport_kind:
-                asyncio.get_running_loop().create_task(self._fail_handshake("Handshake was canceled."))
+                spawn(self._fail_handshake("Handshake was canceled."))
             return
         if self.connection.transport is None or self.connection.transport_kind is TransportKind.LONG_POLLING:
             return  # long polling has inherent keep-alive; a dropped stateful socket waits
@@ -256,13 +257,11 @@ class HubConnectionContext:
             self._last_received = now
         elif now - self._last_received > self.options.client_timeout:
             log.info("connection %s: client timeout elapsed", self.connection_id)
-            asyncio.get_running_loop().create_task(
-                self.close(allow_reconnect=True, exception=TimeoutError("Client timeout elapsed."))
-            )
+            spawn(self.close(allow_reconnect=True, exception=TimeoutError("Client timeout elapsed.")))
 
     # -- closing ---------------------------------------------------------
     def abort(self, allow_reconnect: bool = False) -> None:
-        asyncio.get_running_loop().create_task(self.close(allow_reconnect=allow_reconnect))
+        spawn(self.close(allow_reconnect=allow_reconnect))
 
     async def close(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .background import spawn
 from .hub import HubException
 
 _END = object()
@@ -36,7 +37,7 @@ class UploadStream:
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:  # a completion must not be lost behind a full buffer
-            asyncio.get_running_loop().create_task(self._queue.put(item))
+            spawn(self._queue.put(item))
 
     def __aiter__(self) -> UploadStream:
         return self

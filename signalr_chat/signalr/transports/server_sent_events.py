@@ -7,6 +7,7 @@ import logging
 
 from aiohttp import web
 
+from ..background import spawn
 from ..connection import Connection
 from ..options import TransportKind
 
@@ -77,5 +78,5 @@ async def serve(request: web.Request, connection: Connection, headers: dict[str,
         if not transport.finished.done():
             transport.finished.set_result(None)
         if not connection.closed:
-            asyncio.get_running_loop().create_task(application.transport_ended(error))  # type: ignore[attr-defined]
+            spawn(application.transport_ended(error))
     return response

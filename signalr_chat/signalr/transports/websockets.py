@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from ..background import spawn
 from ..connection import Connection
 from ..options import TransportKind
 
@@ -97,5 +98,5 @@ async def serve(
     finally:
         connection.detach(transport)
         if not connection.closed:
-            asyncio.get_running_loop().create_task(application.transport_ended(error))  # type: ignore[attr-defined]
+            spawn(application.transport_ended(error))
     return socket
