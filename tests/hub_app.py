@@ -114,6 +114,12 @@ class TestHub(Hub):
             yield i
             await asyncio.sleep(delay)
 
+    async def counter_after(self, start_delay: float, count: int, delay: float) -> AsyncIterator[int]:
+        """A counter that waits before its first item, for clients that subscribe late."""
+        await asyncio.sleep(start_delay)
+        async for i in self.counter(count, delay):
+            yield i
+
     async def endless(self, key: str) -> AsyncIterator[int]:
         i = 0
         try:
