@@ -168,13 +168,16 @@ class HubDispatcher:
         method, arguments = resolved
         target, detailed = message.target, self._detailed
 
+        def failed(exc: Exception) -> str:
+            return error_text(f"An unexpected error occurred invoking '{target}' on the server.", exc, detailed)
+
         async def run() -> None:
             try:
                 result = await method.function(self._hub(connection), *arguments)
             except Exception as exc:
                 if not isinstance(exc, HubException):
                     log.exception("connection %s: '%s' failed", connection.connection_id, target)
-                error = error_text(f"An unexpected error occurred invoking '{target}' on the server.", exc, detailed)
+                error = failed(exc)
                 completion = (
                     None
                     if message.invocation_id is None
@@ -195,10 +198,7 @@ class HubDispatcher:
                     connection.write(completion)
                 except (TypeError, ValueError, OverflowError) as exc:  # a result the protocol cannot encode
                     log.exception("connection %s: '%s' result not serializable", connection.connection_id, target)
-                    error = error_text(
-                        f"An unexpected error occurred invoking '{target}' on the server.", exc, detailed
-                    )
-                    connection.write(CompletionMessage.with_error(completion.invocation_id, error))
+                    connection.write(CompletionMessage.with_error(completion.invocation_id, failed(exc)))
 
         connection.invocations.submit(run)
 

@@ -175,8 +175,7 @@ class HubEndpoint:
             # the client saw its socket die before we did: the new one replaces it
             old = connection.transport
             connection.detach(old)
-            if isinstance(old, websockets.WebSocketTransport):
-                old.drop()
+            old.drop()
         socket = web.WebSocketResponse(
             max_msg_size=self._max_frame, compress=self.options.websocket_compression, autoping=True
         )

@@ -21,9 +21,10 @@ CLOSE_TIMEOUT = 5.0
 class WebSocketTransport:
     kind = TransportKind.WEBSOCKETS
 
-    def __init__(self, connection: Connection, socket: web.WebSocketResponse) -> None:
+    def __init__(self, connection: Connection, socket: web.WebSocketResponse, request: web.Request) -> None:
         self.connection = connection
         self.socket = socket
+        self.request = request
         self._flusher: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
@@ -64,9 +65,8 @@ class WebSocketTransport:
 
     def drop(self) -> None:
         """Cut the TCP connection without a close handshake, as a failing network would."""
-        transport = self.socket._req.transport if self.socket._req is not None else None
-        if transport is not None:
-            transport.abort()
+        if self.request.transport is not None:
+            self.request.transport.abort()
 
 
 async def serve(
@@ -79,7 +79,7 @@ async def serve(
     await socket.prepare(request)
     application = connection.application
     assert application is not None
-    transport = WebSocketTransport(connection, socket)
+    transport = WebSocketTransport(connection, socket, request)
     connection.attach(transport)
     if on_open is not None:
         on_open()
