@@ -1,4 +1,4 @@
-"""The application: static files from wwwroot/ and the hubs, on one aiohttp app."""
+"""The application: the chat hub at /chatHub and /chat, and the page from wwwroot/."""
 
 from __future__ import annotations
 
@@ -6,25 +6,67 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .signalr import Hub, map_hub
+from .ai import create_model
+from .chat import ChatHub, ChatService
+from .chat.history import HistoryStore, InMemoryHistoryStore
+from .chat.sqlite_history import SqliteHistoryStore
+from .jwt_auth import jwt_validator
+from .settings import Settings
+from .signalr import HubOptions, InMemoryHubLifetimeManager, map_hub
 
 WWWROOT = Path(__file__).resolve().parent.parent / "wwwroot"
+CHAT_SERVICE = web.AppKey("chat_service", ChatService)
 
-
-class ChatHub(Hub):
-    """A plain broadcast chat; the AI chat replaces it."""
-
-    async def send_message(self, user: str, message: str) -> None:
-        await self.clients.all.send("ReceiveMessage", user, message)
+#: The two paths the seed front ends use: the wwwroot page and the Angular app.
+CHAT_PATHS = ("/chatHub", "/chat")
 
 
 async def _index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WWWROOT / "index.html")
 
 
-def create_app() -> web.Application:
+def create_app(settings: Settings | None = None) -> web.Application:
+    settings = settings or Settings()
+    keep = settings.max_history_messages
+    user_store: HistoryStore
+    if settings.history_store == "sqlite":
+        sqlite = SqliteHistoryStore(settings.history_db, keep)
+        user_store = sqlite
+    else:
+        sqlite = None
+        user_store = InMemoryHistoryStore(keep)
+    model = create_model(settings)
+    chat = ChatService(model, settings, anonymous_store=InMemoryHistoryStore(keep), user_store=user_store)
+
     app = web.Application()
-    map_hub(app, "/chatHub", ChatHub)
+    app[CHAT_SERVICE] = chat
+
+    async def start(app: web.Application) -> None:
+        if sqlite is not None:
+            await sqlite.open()
+        await model.start()
+
+    async def stop(app: web.Application) -> None:
+        await model.aclose()
+        await user_store.close()
+        await chat.anonymous_store.close()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+
+    # StopGeneration and ClearHistory must run while the caller's SendMessage streams
+    options = HubOptions(max_parallel_invocations=8)
+    secret = settings.auth_jwt_secret
+    validator = (
+        jwt_validator(secret.get_secret_value(), audience=settings.auth_jwt_audience, issuer=settings.auth_jwt_issuer)
+        if secret is not None
+        else None
+    )
+    lifetime = InMemoryHubLifetimeManager()
+    for path in CHAT_PATHS:
+        map_hub(
+            app, path, ChatHub, options=options, lifetime=lifetime, validator=validator, factory=lambda: ChatHub(chat)
+        )
     app.router.add_get("/", _index)
     app.router.add_static("/", WWWROOT, show_index=False)
     return app

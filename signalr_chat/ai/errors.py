@@ -1,0 +1,65 @@
+"""What can go wrong upstream, as users should read it.
+
+Texts never carry internals: the cause stays in the server log (`classify` logs it).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import openai
+from azure.core.exceptions import ClientAuthenticationError
+
+log = logging.getLogger(__name__)
+
+
+class AiError(Exception):
+    user_message = "An error occurred while generating the response. Please try again."
+
+
+class AiFailed(AiError):
+    pass
+
+
+class AiBusy(AiError):
+    user_message = "The AI service is busy. Please wait a moment and try again."
+
+
+class AiAuthFailed(AiError):
+    user_message = "AI service authentication failed. Contact the administrator."
+
+
+class AiContentFiltered(AiError):
+    user_message = "The content was filtered by the AI service's content policy. Please rephrase your message."
+
+
+def _is_content_filter(exc: openai.APIStatusError) -> bool:
+    if exc.code == "content_filter":
+        return True
+    body = exc.body if isinstance(exc.body, dict) else {}
+    inner = body.get("innererror")
+    return isinstance(inner, dict) and inner.get("code") == "ResponsibleAIPolicyViolation"
+
+
+def classify(exc: Exception, provider: str) -> AiError:
+    """Map an SDK or identity exception to an AiError, logging the real cause."""
+    error: AiError
+    if isinstance(exc, AiError):
+        return exc
+    if isinstance(exc, openai.RateLimitError):
+        error = AiBusy()
+    elif isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError | ClientAuthenticationError):
+        error = AiAuthFailed()
+    elif isinstance(exc, openai.BadRequestError) and _is_content_filter(exc):
+        error = AiContentFiltered()
+    else:
+        error = AiFailed()
+    status = getattr(exc, "status_code", None)
+    log.warning(
+        "%s request failed (%s%s): %s",
+        provider,
+        type(exc).__name__,
+        f", HTTP {status}" if status else "",
+        exc,
+    )
+    return error

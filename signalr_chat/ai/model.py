@@ -1,0 +1,34 @@
+"""The interface every model provider implements."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from typing import Literal, Protocol, TypedDict
+
+
+class ChatMessage(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatModel(Protocol):
+    #: A short name for logs ("azure:gpt-4o", "local:SmolLM2-135M-Instruct").
+    name: str
+    #: Tokens of prompt + reply the model accepts; history is trimmed to fit.
+    context_tokens: int
+    #: Tokens reserved for the reply.
+    max_output_tokens: int
+
+    async def start(self) -> None:
+        """Get ready to serve (load weights, warm up); called once at startup."""
+
+    async def aclose(self) -> None:
+        """Release clients, credentials and threads."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text`: exact where the tokenizer is at hand, else a safe estimate."""
+        ...
+
+    def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+        """Text deltas as they are generated; closing the iterator stops generation at once."""
+        ...

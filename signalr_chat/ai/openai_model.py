@@ -1,0 +1,91 @@
+"""Azure OpenAI and OpenAI-compatible servers, through the official `openai` SDK.
+
+The SDK does the HTTP, the retries (honouring retry-after) and the Entra ID token
+refresh; this module only relays deltas and classifies failures.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import cast
+
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+
+from .errors import AiContentFiltered, AiError, classify
+from .model import ChatMessage
+
+log = logging.getLogger(__name__)
+
+
+def estimate_tokens(text: str) -> int:
+    """An upper-leaning estimate without a tokenizer: about 3 UTF-8 bytes per token.
+
+    BPE tokenizers average ~4 characters of English per token and ~1 per CJK character
+    (3 bytes), so bytes/3 rarely undercounts.
+    """
+    return len(text.encode()) // 3 + 1
+
+
+class OpenAIChatModel:
+    """A `ChatModel` over an `openai.AsyncOpenAI` (or `AsyncAzureOpenAI`) client."""
+
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI,
+        model: str,
+        *,
+        provider: str,
+        context_tokens: int,
+        max_output_tokens: int,
+        temperature: float | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.name = f"{provider}:{model}"
+        self.context_tokens = context_tokens
+        self.max_output_tokens = max_output_tokens
+        self._client = client
+        self._model = model
+        self._provider = provider
+        self._temperature = temperature
+        self._on_close = on_close
+
+    async def start(self) -> None:
+        log.info("chat model: %s via %s", self.name, self._client.base_url)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+        if self._on_close is not None:
+            await self._on_close()
+
+    def count_tokens(self, text: str) -> int:
+        return estimate_tokens(text)
+
+    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+        try:
+            response = await self._client.chat.completions.create(
+                model=self._model,
+                messages=cast("list[ChatCompletionMessageParam]", list(messages)),
+                stream=True,
+                max_tokens=self.max_output_tokens,
+                temperature=openai.omit if self._temperature is None else self._temperature,
+            )
+        except Exception as exc:
+            raise classify(exc, self._provider) from exc
+        try:
+            async for chunk in response:
+                # Azure sends chunks without choices (prompt filter results first)
+                for choice in chunk.choices:
+                    if choice.delta is not None and choice.delta.content:
+                        yield choice.delta.content
+                    if choice.finish_reason == "content_filter":
+                        log.warning("%s: reply stopped by the content filter", self._provider)
+                        raise AiContentFiltered
+        except AiError:
+            raise
+        except Exception as exc:
+            raise classify(exc, self._provider) from exc
+        finally:
+            # closing the response aborts the HTTP request when we stop early
+            await response.close()

@@ -1,0 +1,103 @@
+"""Pick and build the model provider from the settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import openai
+
+from .model import ChatModel
+from .openai_model import OpenAIChatModel
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: The Entra ID scope of Azure OpenAI (Cognitive Services).
+COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+class ConfigurationError(ValueError):
+    """The settings name a provider but leave out something it needs."""
+
+
+def _entra_token_provider() -> tuple[Callable[[], Awaitable[str]], Callable[[], Awaitable[None]]]:
+    """A bearer-token callable from DefaultAzureCredential, and how to close the credential."""
+    from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
+
+    credential = DefaultAzureCredential()
+    return get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE), credential.close
+
+
+def _azure(settings: Settings) -> ChatModel:
+    if not settings.azure_openai_endpoint:
+        raise ConfigurationError("AZURE_OPENAI_ENDPOINT is required for the Azure OpenAI provider")
+    deployment = settings.azure_openai_deployment
+    if not deployment:
+        raise ConfigurationError("AZURE_OPENAI_DEPLOYMENT (or AZURE_OPENAI_CHAT_DEPLOYMENT_NAME) is required")
+    endpoint = settings.azure_openai_endpoint.rstrip("/")
+    key = settings.azure_openai_api_key.get_secret_value() if settings.azure_openai_api_key else None
+    on_close = None
+    token_provider = None
+    if key is None:
+        token_provider, on_close = _entra_token_provider()
+    retries, timeout = settings.ai_max_retries, settings.ai_timeout_seconds
+    client: openai.AsyncOpenAI
+    if settings.azure_openai_v1:
+        # the v1 API is plain OpenAI: the key or the Entra token travels as a bearer token
+        client = openai.AsyncOpenAI(
+            base_url=f"{endpoint}/openai/v1/", api_key=key or token_provider, max_retries=retries, timeout=timeout
+        )
+    else:
+        client = openai.AsyncAzureOpenAI(
+            azure_endpoint=endpoint,
+            azure_deployment=deployment,
+            api_version=settings.openai_api_version,
+            api_key=key,
+            azure_ad_token_provider=token_provider,
+            max_retries=retries,
+            timeout=timeout,
+        )
+    log.info("Azure OpenAI: %s, deployment %s, %s", endpoint, deployment, "API key" if key else "Entra ID")
+    return OpenAIChatModel(
+        client,
+        deployment,
+        provider="azure",
+        context_tokens=settings.ai_context_tokens,
+        max_output_tokens=settings.ai_max_output_tokens,
+        temperature=settings.ai_temperature,
+        on_close=on_close,
+    )
+
+
+def _openai_compatible(settings: Settings) -> ChatModel:
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    client = openai.AsyncOpenAI(
+        base_url=settings.openai_base_url,
+        # local servers (Ollama, llama.cpp) take any key, but the SDK insists on one
+        api_key=key or "unused",
+        max_retries=settings.ai_max_retries,
+        timeout=settings.ai_timeout_seconds,
+    )
+    return OpenAIChatModel(
+        client,
+        settings.openai_model,
+        provider="openai",
+        context_tokens=settings.ai_context_tokens,
+        max_output_tokens=settings.ai_max_output_tokens,
+        temperature=settings.ai_temperature,
+    )
+
+
+def create_model(settings: Settings) -> ChatModel:
+    provider = settings.provider()
+    if provider == "azure":
+        return _azure(settings)
+    if provider == "openai":
+        return _openai_compatible(settings)
+    from .local_model import LocalChatModel
+
+    return LocalChatModel(settings)

@@ -1,0 +1,36 @@
+"""A sliding-window limit on messages per user (or per anonymous connection)."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+
+class RateLimiter:
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit = limit
+        self._window = window
+        self._clock = clock
+        self._hits: dict[str, deque[float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._hits)
+
+    def hit(self, key: str) -> float:
+        """Count one message; 0 when allowed, else the seconds until the next one is."""
+        if self._limit <= 0:
+            return 0.0
+        now = self._clock()
+        hits = self._hits.get(key)
+        if hits is None:
+            hits = self._hits[key] = deque()
+        while hits and hits[0] <= now - self._window:
+            hits.popleft()
+        if len(hits) >= self._limit:
+            return hits[0] + self._window - now
+        hits.append(now)
+        return 0.0
+
+    def forget(self, key: str) -> None:
+        self._hits.pop(key, None)

@@ -1,0 +1,272 @@
+"""The chat's rules, apart from any hub: validation, rate limits, history, and one
+reply at a time per conversation that a user can stop.
+
+Relaying a reply costs no extra task or queue per token: the upstream stream is read
+in the caller's own task, and `Generation.stop` cancels that task only while it is
+inside the relay loop, where the cancellation is caught and turned into a normal end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from ..ai import AiError, AiFailed, ChatMessage, ChatModel
+from ..settings import Settings
+from ..signalr import HubCallerContext
+from .history import HistoryStore
+from .rate_limit import RateLimiter
+from .trimming import TooLongForModel, fit_to_budget
+
+log = logging.getLogger(__name__)
+
+EMPTY_MESSAGE = "Message cannot be empty."
+TOO_LONG_FOR_MODEL = "Message is too long for the model's context window. Please shorten it."
+
+
+def too_long(limit: int) -> str:
+    return f"Message is too long. The limit is {limit:,} characters."
+
+
+def rate_limited(wait: float) -> str:
+    seconds = max(1, round(wait))
+    return f"You are sending messages too quickly. Please wait {seconds} second{'s' if seconds != 1 else ''}."
+
+
+class Rejected(Exception):
+    """A message the chat will not send to the model; the text is for the user."""
+
+
+class Generation:
+    """One reply in flight, stoppable from another invocation (StopGeneration)."""
+
+    __slots__ = ("connection_id", "done", "relaying", "stopped", "task")
+
+    def __init__(self, connection_id: str) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.connection_id = connection_id
+        self.relaying = False
+        self.stopped = False
+        self.done = asyncio.Event()
+
+    def stop(self) -> None:
+        """End the reply early but normally: only a task inside the relay loop is cancelled."""
+        if self.relaying and not self.stopped:
+            self.stopped = True
+            self.task.cancel()
+
+
+@dataclass(slots=True)
+class _Conversation:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+@dataclass(slots=True)
+class Reply:
+    text: str
+    stopped: bool
+
+
+class ChatService:
+    def __init__(
+        self,
+        model: ChatModel,
+        settings: Settings,
+        *,
+        anonymous_store: HistoryStore,
+        user_store: HistoryStore,
+    ) -> None:
+        self.model = model
+        self.settings = settings
+        self.anonymous_store = anonymous_store
+        self.user_store = user_store
+        self.limiter = RateLimiter(settings.rate_limit_messages, settings.rate_limit_window_seconds)
+        self.system: ChatMessage = {"role": "system", "content": settings.system_prompt}
+        self._conversations: dict[str, _Conversation] = {}
+        self._generations: dict[str, set[Generation]] = {}
+
+    # -- who owns a conversation --------------------------------------------
+    @staticmethod
+    def conversation_key(context: HubCallerContext) -> str:
+        """Signed-in users have one conversation across connections; anonymous ones, one per connection."""
+        user = context.user_identifier
+        return f"user:{user}" if user is not None else f"connection:{context.connection_id}"
+
+    def _store(self, context: HubCallerContext) -> HistoryStore:
+        return self.user_store if context.user_identifier is not None else self.anonymous_store
+
+    # -- checks before any work ---------------------------------------------
+    def check(self, context: HubCallerContext, message: object) -> str:
+        """The message to send, or Rejected with the text to show."""
+        if not isinstance(message, str) or not message.strip():
+            raise Rejected(EMPTY_MESSAGE)
+        if len(message) > self.settings.max_message_length:
+            raise Rejected(too_long(self.settings.max_message_length))
+        wait = self.limiter.hit(self.conversation_key(context))
+        if wait > 0:
+            raise Rejected(rate_limited(wait))
+        return message
+
+    # -- one reply ---------------------------------------------------------------
+    async def reply(
+        self,
+        context: HubCallerContext,
+        message: str,
+        emit: Callable[[str], Awaitable[None]],
+    ) -> Reply:
+        """Stream a reply to `message` through `emit`, then store the turn.
+
+        Raises AiError (or Rejected) when nothing was generated; the turn is then not
+        stored, so a retry does not repeat the question. A reply cut short by an error
+        after some text is stored as far as it got, and the error is raised.
+        """
+        key = self.conversation_key(context)
+        store = self._store(context)
+        conversation = self._conversations.setdefault(key, _Conversation())
+        conversation.users += 1
+        generation = Generation(context.connection_id)
+        self._generations.setdefault(context.connection_id, set()).add(generation)
+        try:
+            async with conversation.lock:
+                user_turn: ChatMessage = {"role": "user", "content": message}
+                history = await store.load(key)
+                budget = self.model.context_tokens - self.model.max_output_tokens
+                try:
+                    prompt = fit_to_budget(self.system, history, user_turn, budget, self.model.count_tokens)
+                except TooLongForModel:
+                    raise Rejected(TOO_LONG_FOR_MODEL) from None
+                parts: list[str] = []
+                error: AiError | None = None
+                try:
+                    await self._relay(generation, prompt, parts, emit)
+                except AiError as exc:
+                    error = exc
+                except asyncio.CancelledError:
+                    if parts:
+                        await self._store_turn(store, key, user_turn, parts)
+                    raise
+                except Exception as exc:
+                    log.exception("reply failed")
+                    error = AiFailed()
+                    error.__cause__ = exc
+                if parts:
+                    await self._store_turn(store, key, user_turn, parts)
+                if error is not None:
+                    raise error
+                return Reply("".join(parts), generation.stopped)
+        finally:
+            generation.done.set()
+            active = self._generations.get(context.connection_id)
+            if active is not None:
+                active.discard(generation)
+                if not active:
+                    del self._generations[context.connection_id]
+            conversation.users -= 1
+            if conversation.users == 0:
+                self._conversations.pop(key, None)
+
+    async def _relay(
+        self,
+        generation: Generation,
+        prompt: list[ChatMessage],
+        parts: list[str],
+        emit: Callable[[str], Awaitable[None]],
+    ) -> None:
+        generation.relaying = True
+        try:
+            async with aclosing(self.model.stream(prompt)) as tokens:
+                async for token in tokens:
+                    parts.append(token)
+                    await emit(token)
+        except asyncio.CancelledError:
+            # our own stop() is the only cancellation to swallow
+            if not generation.stopped or generation.task.uncancel() > 0:
+                raise
+        finally:
+            generation.relaying = False
+
+    async def _store_turn(self, store: HistoryStore, key: str, user_turn: ChatMessage, parts: list[str]) -> None:
+        await store.append(key, [user_turn, {"role": "assistant", "content": "".join(parts)}])
+
+    async def stream(self, context: HubCallerContext, message: str) -> AsyncIterator[str]:
+        """The reply as an async iterator, for streaming hub methods.
+
+        The reply runs in a task of its own feeding a queue, because the consumer here
+        is the hub's stream loop: closing the iterator (the client disposed the
+        subscription) cancels that task and with it the upstream request.
+        """
+        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+
+        async def emit(token: str) -> None:
+            queue.put_nowait(token)
+
+        async def produce() -> None:
+            try:
+                await self.reply(context, message, emit)
+                queue.put_nowait(None)
+            except BaseException as exc:
+                queue.put_nowait(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+
+        producer = asyncio.create_task(produce())
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not producer.done():
+                producer.cancel()
+                await asyncio.gather(producer, return_exceptions=True)
+
+    # -- controls ------------------------------------------------------------
+    def stop(self, connection_id: str) -> int:
+        """Stop the connection's replies in flight; how many were stopped."""
+        stopped = 0
+        for generation in list(self._generations.get(connection_id, ())):
+            if generation.relaying and not generation.stopped:
+                generation.stop()
+                stopped += 1
+        return stopped
+
+    async def clear(self, context: HubCallerContext) -> None:
+        """Stop the caller's reply, then reset the conversation to the system prompt."""
+        self.stop(context.connection_id)
+        key = self.conversation_key(context)
+        conversation = self._conversations.setdefault(key, _Conversation())
+        conversation.users += 1
+        try:
+            async with conversation.lock:
+                await self._store(context).clear(key)
+        finally:
+            conversation.users -= 1
+            if conversation.users == 0:
+                self._conversations.pop(key, None)
+
+    async def history(self, context: HubCallerContext) -> list[ChatMessage]:
+        return await self._store(context).load(self.conversation_key(context))
+
+    async def disconnected(self, context: HubCallerContext) -> None:
+        """Abort the connection's replies at once; forget an anonymous conversation."""
+        generations = list(self._generations.get(context.connection_id, ()))
+        for generation in generations:
+            if generation.relaying:
+                generation.stop()
+            else:
+                generation.task.cancel()  # still waiting for its turn
+        if generations:
+            await asyncio.wait([asyncio.ensure_future(g.done.wait()) for g in generations], timeout=5)
+        if context.user_identifier is None:
+            key = self.conversation_key(context)
+            await self.anonymous_store.clear(key)
+            self.limiter.forget(key)

@@ -1,0 +1,37 @@
+"""Sign-in with HS256 bearer tokens (JWT), checked by PyJWT.
+
+The `sub` claim is the user id, so a user's history follows them across connections;
+`name` is shown where a name is wanted. The browser clients pass the token with
+`accessTokenFactory`, which puts it in the header or, for WebSockets and SSE, the
+`access_token` query parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import jwt
+from aiohttp import web
+
+from .signalr import TokenValidator, User
+
+log = logging.getLogger(__name__)
+
+
+def jwt_validator(secret: str, *, audience: str | None = None, issuer: str | None = None) -> TokenValidator:
+    async def validate(token: str, request: web.Request) -> User | None:
+        try:
+            claims = jwt.decode(
+                token,
+                secret,
+                algorithms=["HS256"],
+                audience=audience,
+                issuer=issuer,
+                options={"require": ["sub", "exp"], "verify_aud": audience is not None},
+            )
+        except jwt.PyJWTError as exc:
+            log.info("refused a bearer token: %s", exc)
+            return None
+        return User(str(claims["sub"]), claims)
+
+    return validate

