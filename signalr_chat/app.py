@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from aiohttp import web
@@ -15,6 +16,12 @@ from .settings import Settings
 from .signalr import HubOptions, InMemoryHubLifetimeManager, map_hub
 
 WWWROOT = Path(__file__).resolve().parent.parent / "wwwroot"
+#: Browser libraries, installed from npm into wwwroot/node_modules by `make`, served at /lib/.
+LIBRARIES = {
+    "/lib/signalr": WWWROOT / "node_modules/@microsoft/signalr/dist/browser",
+    "/lib/msgpack": WWWROOT / "node_modules/@microsoft/signalr-protocol-msgpack/dist/browser",
+}
+log = logging.getLogger(__name__)
 CHAT_SERVICE = web.AppKey("chat_service", ChatService)
 
 #: The two paths the seed front ends use: the wwwroot page and the Angular app.
@@ -67,6 +74,18 @@ def create_app(settings: Settings | None = None) -> web.Application:
         map_hub(
             app, path, ChatHub, options=options, lifetime=lifetime, validator=validator, factory=lambda: ChatHub(chat)
         )
-    app.router.add_get("/", _index)
-    app.router.add_static("/", WWWROOT, show_index=False)
+    _serve_page(app)
     return app
+
+
+def _serve_page(app: web.Application) -> None:
+    """Only what the page needs: node_modules and package files stay unreachable."""
+    app.router.add_get("/", _index)
+    app.router.add_get("/index.html", _index)
+    for name in ("css", "js"):
+        app.router.add_static(f"/{name}", WWWROOT / name)
+    for prefix, folder in LIBRARIES.items():
+        if folder.is_dir():
+            app.router.add_static(prefix, folder)
+        else:
+            log.warning("%s is missing: run `make run` (or npm install in wwwroot/) for the page to work", folder)

@@ -99,18 +99,24 @@ def azure_settings(fake: FakeAI, **extra: str) -> dict[str, str]:
 class ChatServer:
     """One `python -m signalr_chat` process; restart() keeps its port and settings."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(self, env: dict[str, str], port: int | None = None, log: Path | None = None) -> None:
         self.env = env
+        self.log = log
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ChatServer:
+        output = None if self.log is None else self.log.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "signalr_chat", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT,
             env=self.env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
         )
+        if output is not None:
+            output.close()
         wait_for_port(self.port, self.process, timeout=60)
         return self
 
@@ -130,13 +136,22 @@ def token_for(user: str, name: str | None = None, lifetime: float = 3600) -> str
     return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
 
+def assert_clean_log(log: Path) -> None:
+    """No traceback (an unexpected error) and no unclosed client or credential at shutdown."""
+    text = log.read_text(errors="replace")
+    for sign in ("Traceback", "Unclosed", "was never awaited"):
+        assert sign not in text, f"server log {log} shows {sign!r}:\n{text[-4000:]}"
+
+
 def _server(fake: FakeAI, tmp: Path, **settings: str) -> Iterator[ChatServer]:
     settings.setdefault("history_db", str(tmp / "history.sqlite3"))
-    server = ChatServer(server_env(fake, **settings)).start()
+    log = tmp / "server.log"
+    server = ChatServer(server_env(fake, **settings), log=log).start()
     try:
         yield server
     finally:
         server.stop()
+    assert_clean_log(log)
 
 
 @pytest.fixture(scope="session")
