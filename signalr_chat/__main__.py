@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import logging
+import sys
+
+from pydantic import ValidationError
 
 from .settings import Settings
 
 
 def main() -> None:
-    settings = Settings(_cli_parse_args=True)  # type: ignore[call-arg]
+    try:
+        settings = Settings(_cli_parse_args=True)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        sys.exit(f"error: invalid settings\n{exc}")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from .ai import ConfigurationError
     from .app import create_app
     from .server import run
 
-    run(create_app(settings), settings.host, settings.port)
+    try:
+        run(create_app(settings), settings.host, settings.port)
+    except ConfigurationError as exc:
+        sys.exit(f"error: {exc}")
 
 
 if __name__ == "__main__":

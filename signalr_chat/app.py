@@ -49,9 +49,14 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[CHAT_SERVICE] = chat
 
     async def start(app: web.Application) -> None:
-        if sqlite is not None:
-            await sqlite.open()
-        await model.start()
+        try:
+            if sqlite is not None:
+                await sqlite.open()
+            await model.start()
+        except BaseException:
+            # aiohttp runs no cleanup after a failed startup; an open store would keep the process alive
+            await stop(app)
+            raise
 
     async def stop(app: web.Application) -> None:
         await model.aclose()

@@ -27,10 +27,22 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import jwt
 from aiohttp import web
 
 DEFAULT_API_KEY = "test-azure-key"
-DEFAULT_BEARER_TOKEN = "fake-entra-token"
+# Shaped like an Entra ID access token (a JWT), as azure-identity decodes its claims for logging.
+DEFAULT_BEARER_TOKEN = jwt.encode(
+    {
+        "aud": "https://cognitiveservices.azure.com",
+        "iss": "https://sts.windows.net/fake-tenant/",
+        "appid": "fake-app",
+        "tid": "fake-tenant",
+        "oid": "fake-object",
+    },
+    "fake-signing-key-of-the-fake-token-service",
+    algorithm="HS256",
+)
 DEFAULT_IDENTITY_HEADER = "fake-identity-header"
 DEFAULT_TOKEN_DELAY = 0.005
 SLOW_TOKEN_DELAY = 0.05

