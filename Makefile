@@ -2,8 +2,6 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-HOST ?= localhost
-PORT ?= 5000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # llama-cpp-python (the built-in offline model) has no PyPI wheel and compiles from
 # source in minutes. Portable, pinned flags: pip's wheel cache (left on) then serves
@@ -32,7 +30,7 @@ wwwroot/node_modules/.installed: wwwroot/package.json | system-deps
 	@touch $@
 
 run: $(VENV)/.run-installed wwwroot/node_modules/.installed
-	$(PY) -m signalr_chat --host $(HOST) --port $(PORT)
+	$(PY) -m signalr_chat $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 # Debian packages the tests run for real; apt-get only when something is missing.
 system-deps:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import sys
 
+from dotenv import load_dotenv
 from pydantic import ValidationError
 
 from .settings import Settings
 
 
 def main() -> None:
+    # .env into the environment too (never over it): azure-identity and the openai SDK
+    # read their own variables (AZURE_CLIENT_ID, AZURE_TOKEN_CREDENTIALS, ...) from there
+    load_dotenv(override=False)
     try:
         settings = Settings(_cli_parse_args=True)  # type: ignore[call-arg]
     except ValidationError as exc:

@@ -36,7 +36,8 @@ def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or Settings()
     keep = settings.max_history_messages
     user_store: HistoryStore
-    if settings.history_store == "sqlite":
+    # without sign-in every conversation is anonymous: no file to create
+    if settings.history_store == "sqlite" and settings.auth_jwt_secret is not None:
         sqlite = SqliteHistoryStore(settings.history_db, keep)
         user_store = sqlite
     else:
@@ -66,8 +67,13 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
 
-    # StopGeneration and ClearHistory must run while the caller's SendMessage streams
-    options = HubOptions(max_parallel_invocations=8)
+    options = HubOptions(
+        # StopGeneration and ClearHistory must run while the caller's SendMessage streams
+        max_parallel_invocations=8,
+        # a message at the length limit must reach the chat's friendly check, whatever its
+        # characters: up to 6 bytes each once JSON-escaped
+        max_message_size=max(32 * 1024, 6 * settings.max_message_length + 1024),
+    )
     secret = settings.auth_jwt_secret
     validator = (
         jwt_validator(secret.get_secret_value(), audience=settings.auth_jwt_audience, issuer=settings.auth_jwt_issuer)

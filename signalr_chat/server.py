@@ -8,8 +8,32 @@ import logging
 import signal
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 log = logging.getLogger(__name__)
+
+#: Query parameters that carry credentials (browsers cannot set headers on WebSockets or EventSource).
+SECRET_PARAMETERS = frozenset({"access_token"})
+
+
+class RedactingAccessLogger(AbstractAccessLogger):
+    """aiohttp's access log line, with bearer tokens in the query string masked."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        url = request.rel_url
+        if SECRET_PARAMETERS.intersection(url.query):
+            url = url.update_query({name: "***" for name in SECRET_PARAMETERS if name in url.query})
+        self.logger.info(
+            '%s "%s %s HTTP/%d.%d" %s %s %.3fs',
+            request.remote,
+            request.method,
+            url,
+            request.version.major,
+            request.version.minor,
+            response.status,
+            response.body_length,
+            time,
+        )
 
 
 def install_uvloop() -> None:
@@ -21,7 +45,7 @@ def install_uvloop() -> None:
 
 async def serve(app: web.Application, host: str, port: int) -> None:
     # handler_cancellation: a dropped SSE stream or long poll cancels its handler at once
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5, access_log_class=RedactingAccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     )
     rate_limit_window_seconds: float = Field(60.0, gt=0, description="Length of the rate-limit window.")
     history_store: Literal["sqlite", "memory"] = Field(
-        "sqlite", description="Where signed-in users' history lives; anonymous history is always in memory."
+        "sqlite",
+        description="Where signed-in users' history lives (with AUTH_JWT_SECRET set); anonymous history is "
+        "always in memory.",
     )
     history_db: Path = Field(Path("chat-history.sqlite3"), description="SQLite file for history_store=sqlite.")
 
@@ -100,6 +102,16 @@ class Settings(BaseSettings):
     local_temperature: float = Field(0.2, ge=0, description="Sampling temperature of the local model.")
     local_top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling of the local model.")
     local_repeat_penalty: float = Field(1.1, ge=1, description="Repeat penalty of the local model.")
+
+    @model_validator(mode="after")
+    def _reply_fits_context(self) -> Settings:
+        for reply, context in (
+            ("ai_max_output_tokens", "ai_context_tokens"),
+            ("local_max_output_tokens", "local_context_tokens"),
+        ):
+            if getattr(self, reply) >= getattr(self, context) - 64:
+                raise ValueError(f"{reply} must leave room for the prompt in {context}")
+        return self
 
     def provider(self) -> Literal["azure", "openai", "local"]:
         if self.ai_provider != "auto":

@@ -77,6 +77,17 @@ class TestRateLimiter:
         limiter = RateLimiter(0, 10)
         assert all(limiter.hit("a") == 0 for _ in range(100))
 
+    def test_idle_keys_are_swept(self) -> None:
+        now = [0.0]
+        limiter = RateLimiter(5, 10, clock=lambda: now[0])
+        for user in ("a", "b", "c"):
+            limiter.hit(user)
+        now[0] = 8
+        limiter.hit("d")
+        now[0] = 15  # a, b, c left the window; d has not
+        limiter.hit("e")
+        assert len(limiter) == 2
+
     def test_forget(self) -> None:
         limiter = RateLimiter(1, 100)
         limiter.hit("a")
@@ -140,6 +151,12 @@ class TestSettings:
         env = tmp_path / ".env"
         env.write_text("MAX_MESSAGE_LENGTH=123\n")
         assert Settings(_env_file=env).max_message_length == 123  # type: ignore[call-arg]
+
+    def test_reply_must_fit_the_context(self) -> None:
+        with pytest.raises(ValueError, match="ai_max_output_tokens must leave room"):
+            Settings(_env_file=None, ai_context_tokens=1000, ai_max_output_tokens=1000)  # type: ignore[call-arg]
+        with pytest.raises(ValueError, match="local_max_output_tokens must leave room"):
+            Settings(_env_file=None, local_context_tokens=512, local_max_output_tokens=500)  # type: ignore[call-arg]
 
     def test_secrets_never_in_repr(self) -> None:
         settings = Settings(_env_file=None, azure_openai_api_key="sekrit-key", auth_jwt_secret="sekrit-jwt")  # type: ignore[call-arg]

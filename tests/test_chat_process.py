@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -96,14 +97,20 @@ def test_secrets_stay_out_of_debug_logs(fake_ai: FakeAI, tmp_path: Path, credent
     env["LOG_LEVEL"] = "DEBUG"
     log = tmp_path / "server.log"
     server = ChatServer(env, log=log).start()
+    token = token_for("dbg")
     try:
-        reply = chat(server, token_for("dbg"), "hello [[429-once]]", "again")
+        reply = chat(server, token, "hello [[429-once]]", "again")
         assert reply["errors"] == []
+        # browsers send the token in the query string (WebSockets, EventSource cannot set headers)
+        request = urllib.request.Request(f"{server.base}/chatHub/negotiate?negotiateVersion=1&access_token={token}")
+        with urllib.request.urlopen(request, data=b"", timeout=10) as response:
+            assert response.status == 200
     finally:
         server.stop()
     text = log.read_text(errors="replace")
     assert "chat/completions" in text, "debug logging was on (the SDK logged its requests)"
-    for secret in (DEFAULT_API_KEY, DEFAULT_BEARER_TOKEN, JWT_SECRET, token_for("dbg")[:40]):
+    assert "access_token=***" in text, "the access log line of the negotiate is there, masked"
+    for secret in (DEFAULT_API_KEY, DEFAULT_BEARER_TOKEN, JWT_SECRET, token.split(".")[2]):
         assert secret not in text, f"{secret[:12]}... appears in the log"
     assert_clean_log(log)
 

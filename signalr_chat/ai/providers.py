@@ -34,7 +34,9 @@ def _azure(settings: Settings) -> ChatModel:
         raise ConfigurationError("AZURE_OPENAI_ENDPOINT is required for the Azure OpenAI provider")
     deployment = settings.azure_openai_deployment
     if not deployment:
-        raise ConfigurationError("AZURE_OPENAI_DEPLOYMENT (or AZURE_OPENAI_CHAT_DEPLOYMENT_NAME) is required")
+        raise ConfigurationError(
+            "AZURE_OPENAI_DEPLOYMENT (or AZURE_OPENAI_CHAT_DEPLOYMENT_NAME, AZURE_OPENAI_DEPLOYMENT_NAME) is required"
+        )
     endpoint = settings.azure_openai_endpoint.rstrip("/")
     key = settings.azure_openai_api_key.get_secret_value() if settings.azure_openai_api_key else None
     on_close = None

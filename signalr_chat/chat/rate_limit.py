@@ -13,6 +13,7 @@ class RateLimiter:
         self._window = window
         self._clock = clock
         self._hits: dict[str, deque[float]] = {}
+        self._next_sweep = clock() + window
 
     def __len__(self) -> int:
         return len(self._hits)
@@ -22,6 +23,8 @@ class RateLimiter:
         if self._limit <= 0:
             return 0.0
         now = self._clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
         hits = self._hits.get(key)
         if hits is None:
             hits = self._hits[key] = deque()
@@ -31,6 +34,13 @@ class RateLimiter:
             return hits[0] + self._window - now
         hits.append(now)
         return 0.0
+
+    def _sweep(self, now: float) -> None:
+        """Drop keys with no hit inside the window, so idle users cost nothing."""
+        self._next_sweep = now + self._window
+        cutoff = now - self._window
+        for key in [k for k, hits in self._hits.items() if not hits or hits[-1] <= cutoff]:
+            del self._hits[key]
 
     def forget(self, key: str) -> None:
         self._hits.pop(key, None)

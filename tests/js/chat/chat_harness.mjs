@@ -239,7 +239,29 @@ export class ChatClient {
                 },
             });
         });
-        return { items, subscription, done: withTimeout(done, ms, "StreamMessage completion") };
+        // a disposed subscription never settles: its timer must not keep the process alive
+        return { items, subscription, done: unrefTimeout(done, ms, "StreamMessage completion") };
+    }
+}
+
+/** Like withTimeout, but the timer does not keep Node running if `promise` never settles. */
+export function unrefTimeout(promise, ms, what) {
+    let handle;
+    const timer = new Promise((_, reject) => {
+        handle = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+        handle.unref();
+    });
+    return Promise.race([promise, timer]).finally(() => clearTimeout(handle));
+}
+
+/** Resolves once `items` holds at least `count` entries. */
+export async function untilItems(items, count, ms = 5_000) {
+    const deadline = Date.now() + ms;
+    while (items.length < count) {
+        if (Date.now() > deadline) {
+            assert.fail(`timed out after ${ms} ms waiting for ${count} stream items (got ${items.length})`);
+        }
+        await delay(10);
     }
 }
 
