@@ -24,6 +24,7 @@ from .trimming import TooLongForModel, fit_to_budget
 log = logging.getLogger(__name__)
 
 EMPTY_MESSAGE = "Message cannot be empty."
+NOT_TEXT = "Message must be text."
 TOO_LONG_FOR_MODEL = "Message is too long for the model's context window. Please shorten it."
 
 
@@ -55,15 +56,23 @@ class Generation:
         self.done = asyncio.Event()
 
     def stop(self) -> None:
-        """End the reply early but normally: only a task inside the relay loop is cancelled."""
-        if self.relaying and not self.stopped:
-            self.stopped = True
+        """End the reply early but normally.
+
+        A reply inside the relay loop is cancelled there; one still waiting for its
+        turn sees the flag when its turn comes and ends without asking the model.
+        """
+        if self.stopped:
+            return
+        self.stopped = True
+        if self.relaying:
             self.task.cancel()
 
 
 @dataclass(slots=True)
 class _Conversation:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    generations: set[Generation] = field(default_factory=set)
+    #: replies and clears using the conversation; it is forgotten at zero
     users: int = 0
 
 
@@ -104,8 +113,10 @@ class ChatService:
     # -- checks before any work ---------------------------------------------
     def check(self, context: HubCallerContext, message: object) -> str:
         """The message to send, or Rejected with the text to show."""
-        if not isinstance(message, str) or not message.strip():
+        if message is None or (isinstance(message, str) and not message.strip()):
             raise Rejected(EMPTY_MESSAGE)
+        if not isinstance(message, str):
+            raise Rejected(NOT_TEXT)
         if len(message) > self.settings.max_message_length:
             raise Rejected(too_long(self.settings.max_message_length))
         wait = self.limiter.hit(self.conversation_key(context))
@@ -131,6 +142,7 @@ class ChatService:
         conversation = self._conversations.setdefault(key, _Conversation())
         conversation.users += 1
         generation = Generation(context.connection_id)
+        conversation.generations.add(generation)
         self._generations.setdefault(context.connection_id, set()).add(generation)
         try:
             async with conversation.lock:
@@ -141,6 +153,8 @@ class ChatService:
                     prompt = fit_to_budget(self.system, history, user_turn, budget, self.model.count_tokens)
                 except TooLongForModel:
                     raise Rejected(TOO_LONG_FOR_MODEL) from None
+                if generation.stopped:  # stopped while waiting for its turn: never asked
+                    return Reply("", stopped=True)
                 parts: list[str] = []
                 error: AiError | None = None
                 try:
@@ -162,6 +176,7 @@ class ChatService:
                 return Reply("".join(parts), generation.stopped)
         finally:
             generation.done.set()
+            conversation.generations.discard(generation)
             active = self._generations.get(context.connection_id)
             if active is not None:
                 active.discard(generation)
@@ -231,19 +246,19 @@ class ChatService:
 
     # -- controls ------------------------------------------------------------
     def stop(self, connection_id: str) -> int:
-        """Stop the connection's replies in flight; how many were stopped."""
-        stopped = 0
-        for generation in list(self._generations.get(connection_id, ())):
-            if generation.relaying and not generation.stopped:
-                generation.stop()
-                stopped += 1
-        return stopped
+        """Stop the connection's replies, streaming or waiting for their turn; how many."""
+        generations = [g for g in self._generations.get(connection_id, ()) if not g.stopped]
+        for generation in generations:
+            generation.stop()
+        return len(generations)
 
     async def clear(self, context: HubCallerContext) -> None:
-        """Stop the caller's reply, then reset the conversation to the system prompt."""
-        self.stop(context.connection_id)
+        """Stop every reply of the conversation (a user's other tabs too), then reset it
+        to the system prompt: nothing in flight can write into the fresh conversation."""
         key = self.conversation_key(context)
         conversation = self._conversations.setdefault(key, _Conversation())
+        for generation in list(conversation.generations):
+            generation.stop()
         conversation.users += 1
         try:
             async with conversation.lock:

@@ -44,6 +44,7 @@ export const LP_MSGPACK = { transport: "LongPolling", protocol: "messagepack" };
 /** What the user sees, exactly. */
 export const TEXT = {
     empty: "Message cannot be empty.",
+    notText: "Message must be text.",
     busy: "The AI service is busy. Please wait a moment and try again.",
     auth: "AI service authentication failed. Contact the administrator.",
     filtered: "The content was filtered by the AI service's content policy. Please rephrase your message.",

@@ -28,16 +28,17 @@ const COMBOS = [WS_JSON, LP_MSGPACK];
 /**
  * marker -> what the user sees and what the fake recorded.
  * tokens: the partial reply streamed before the failure (null: failed before any token).
- * statuses: one per upstream attempt (the openai SDK retries 429 and 5xx twice).
+ * statuses: one per upstream attempt (the openai SDK retries 429 and 5xx twice);
+ * outcome: how the fake recorded each attempt.
  */
 const FAILURES = [
-    { marker: "[[429]]", text: TEXT.busy, tokens: null, statuses: [429, 429, 429] },
-    { marker: "[[401]]", text: TEXT.auth, tokens: null, statuses: [401] },
-    { marker: "[[403]]", text: TEXT.auth, tokens: null, statuses: [403] },
-    { marker: "[[500]]", text: TEXT.failed, tokens: null, statuses: [500, 500, 500] },
-    { marker: "[[filter]]", text: TEXT.filtered, tokens: null, statuses: [400] },
-    { marker: "[[filter-finish]]", text: TEXT.filtered, tokens: numbered("t", 3), statuses: [200] },
-    { marker: "[[drop]]", text: TEXT.failed, tokens: numbered("t", 2), statuses: [200] },
+    { marker: "[[429]]", text: TEXT.busy, tokens: null, statuses: [429, 429, 429], outcome: "error" },
+    { marker: "[[401]]", text: TEXT.auth, tokens: null, statuses: [401], outcome: "error" },
+    { marker: "[[403]]", text: TEXT.auth, tokens: null, statuses: [403], outcome: "error" },
+    { marker: "[[500]]", text: TEXT.failed, tokens: null, statuses: [500, 500, 500], outcome: "error" },
+    { marker: "[[filter]]", text: TEXT.filtered, tokens: null, statuses: [400], outcome: "error" },
+    { marker: "[[filter-finish]]", text: TEXT.filtered, tokens: numbered("t", 3), statuses: [200], outcome: "completed" },
+    { marker: "[[drop]]", text: TEXT.failed, tokens: numbered("t", 2), statuses: [200], outcome: "error" },
 ];
 
 async function assertAttempts(message, failure) {
@@ -47,8 +48,10 @@ async function assertAttempts(message, failure) {
         failure.statuses,
         `upstream attempts for ${failure.marker}`,
     );
-    const outcome = failure.tokens === null ? "error" : failure.marker === "[[drop]]" ? "error" : "completed";
-    assert.ok(records.every((r) => r.outcome === outcome), `outcomes ${records.map((r) => r.outcome)}`);
+    assert.deepEqual(
+        records.map((r) => r.outcome),
+        failure.statuses.map(() => failure.outcome),
+    );
     if (failure.tokens !== null) {
         assert.equal(records[0].tokens_sent, failure.tokens.length);
     }

@@ -171,3 +171,21 @@ test("a user's replies take turns: a message from a second connection waits for 
     const [record] = await recordsFor(second);
     assert.deepEqual(record.body.messages.slice(1), [...turn(first, tokens.join("")), { role: "user", content: second }]);
 });
+
+test("many concurrent conversations never mix", { timeout: TIMEOUT }, async (t) => {
+    const combos = [WS_JSON, WS_MSGPACK, SSE_JSON, LP_JSON, LP_MSGPACK];
+    const clients = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => open(t, { combo: combos[i % combos.length] }, i % 2 ? "/chat" : "/chatHub")),
+    );
+    await Promise.all(
+        clients.map(async (c, i) => {
+            const expected = [];
+            for (let n = 0; n < 3; n += 1) {
+                const text = `client${i} turn${n} ${nonce("mix")}`;
+                assert.deepEqual(await c.send(text), seed1Reply(echoTokens(text, 2 + 2 * n)));
+                expected.push(...turn(text, echo(text, 2 + 2 * n)));
+            }
+            assert.deepEqual(await c.history(), expected);
+        }),
+    );
+});

@@ -73,6 +73,18 @@ matrix("empty and whitespace-only messages get only ReceiveError and reach no mo
     assert.deepEqual(await c.send(text), seed1Reply(echoTokens(text, 2)));
 });
 
+matrix("null counts as empty; numbers, objects and arrays are not text", async (t, combo) => {
+    const c = await open(t, combo);
+    const before = (await fakeRequests()).length;
+    assert.deepEqual(await c.send(null), [["ReceiveError", TEXT.empty]]);
+    for (const value of [42, true, { text: "hi" }, ["hi"]]) {
+        assert.deepEqual(await c.send(value), [["ReceiveError", TEXT.notText]], JSON.stringify(value));
+    }
+    assert.equal((await fakeRequests()).length, before, "nothing went upstream");
+    const text = `after non-text ${nonce("s1")}`;
+    assert.deepEqual(await c.send(text), seed1Reply(echoTokens(text, 2)), "the connection still works");
+});
+
 matrix("a reply without tokens still gets StreamStart and StreamEnd", async (t, combo) => {
     const c = await open(t, combo);
     const text = `[[empty]] ${nonce("s1")}`;
@@ -134,4 +146,21 @@ matrix("an upstream error after some tokens: tokens, StreamEnd, ReceiveError; th
     const [record] = await recordsFor(next);
     assert.deepEqual(record.body.messages.slice(1), [...turn(failing, "t0 t1 t2"), { role: "user", content: next }]);
     await c.assertQuiet();
+});
+
+matrix("non-ASCII, markup and multi-line text round-trips unchanged", async (t, combo) => {
+    const c = await open(t, combo);
+    const text = `héllo wörld 👋🏽 日本語 "quoted" back\\slash <b>&amp;</b>\nsecond line ${nonce("s1")}`;
+    assert.deepEqual(await c.send(text), seed1Reply(echoTokens(text, 2)));
+    const record = await settledRecord(text);
+    assert.deepEqual(record.body.messages[1], { role: "user", content: text });
+    assert.deepEqual(await c.history(), turn(text, echo(text, 2)));
+});
+
+matrix("a long reply arrives complete and in order", async (t, combo) => {
+    const c = await open(t, combo);
+    const text = `[[tokens:200]] ${nonce("s1")}`;
+    const tokens = numbered("t", 200);
+    assert.deepEqual(await c.send(text), seed1Reply(tokens));
+    assert.deepEqual(await c.history(), turn(text, tokens.join("")));
 });

@@ -6,8 +6,10 @@ import {
     abortedRecord,
     assert,
     ChatClient,
+    delay,
     echo,
     echoTokens,
+    eventually,
     label,
     MATRIX,
     nonce,
@@ -21,11 +23,12 @@ import {
     withTimeout,
     WS_JSON,
     LP_JSON,
+    LP_MSGPACK,
+    SSE_JSON,
 } from "./chat_harness.mjs";
 
 const TIMEOUT = 20_000;
-/** [[slow]] streams 400 tokens 50 ms apart (20 s); a stopped reply must end far earlier. */
-const SLOW_TOTAL = 400;
+// [[slow]] streams 400 tokens 50 ms apart (20 s): a stopped reply ends far earlier.
 
 function matrix(name, fn, combos = MATRIX) {
     for (const combo of combos) {
@@ -231,5 +234,111 @@ matrix("closing the connection mid-stream aborts the upstream request", async (t
     await withTimeout(c.connection.stop(), 5_000, "stop");
     const { record } = await abortedRecord(message, 1_000);
     assert.ok(record.tokens_sent < 100, `tokens_sent ${record.tokens_sent}`);
-    assert.ok(record.tokens_sent < SLOW_TOTAL);
 }, [WS_JSON, LP_JSON]);
+
+/** Sends `[[500]] <nonce>` and resolves once the fake answered the first attempt (the SDK then waits to retry). */
+async function failingReply(c) {
+    const message = `[[500]] ${nonce("retry")}`;
+    const from = c.events.length;
+    const sending = c.send(message);
+    sending.catch(() => {});
+    await eventually(async () => (await recordsFor(message)).length >= 1, 5_000, "the first attempt");
+    return { message, sending, from };
+}
+
+test("StopGeneration while the SDK waits to retry ends the turn quietly and makes no more attempts", { timeout: TIMEOUT }, async (t) => {
+    const c = await open(t);
+    const { message, sending } = await failingReply(c);
+    await c.invoke("StopGeneration");
+    // stopped before any token: an empty reply, not an error
+    assert.deepEqual(await sending, [["ReceiveStatusUpdate", "thinking"], ["ReceiveStreamStart"], ["ReceiveStreamEnd"]]);
+    await delay(1_500); // longer than the SDK's first two backoffs
+    assert.equal((await recordsFor(message)).length, 1, "no retry after the stop");
+    assert.deepEqual(await c.history(), []);
+    await c.assertQuiet();
+});
+
+matrix("closing the connection while the SDK waits to retry makes no more attempts", async (t, combo) => {
+    const c = await open(t, combo);
+    const { message, sending } = await failingReply(c);
+    await withTimeout(c.connection.stop(), 5_000, "stop");
+    await assert.rejects(sending);
+    await delay(1_500);
+    assert.equal((await recordsFor(message)).length, 1, "no retry after the disconnect");
+}, [WS_JSON, LP_JSON]);
+
+test("ClearHistory from a user's other tab stops the reply streaming there, then clears", { timeout: TIMEOUT }, async (t) => {
+    const streaming = await ChatClient.open(t, SERVERS.main, "/chatHub", { user: "dave" });
+    await streaming.clear();
+    const other = await ChatClient.open(t, SERVERS.main, "/chatHub", { user: "dave", combo: SSE_JSON });
+    const { message, sending } = await slowReply(streaming);
+    await withTimeout(other.invoke("ClearHistory"), 2_000, "ClearHistory from the other tab");
+    const events = await sending;
+    assert.deepEqual(events, seed1Reply(tokensIn(events)), "the reply ended normally");
+    const { record } = await abortedRecord(message);
+    assert.ok(record.tokens_sent < 40, `tokens_sent ${record.tokens_sent}`);
+    assert.deepEqual(await other.history(), [], "the conversation is empty for both tabs");
+    assert.deepEqual(await streaming.history(), []);
+});
+
+test("StopGeneration stops the caller's reply while it still waits for the conversation", { timeout: TIMEOUT }, async (t) => {
+    // dave on two connections: one conversation, one reply at a time. The second
+    // connection's message waits (it has seen "thinking") while the first streams.
+    const streaming = await ChatClient.open(t, SERVERS.main, "/chatHub", { user: "dave" });
+    await streaming.clear();
+    const waiting = await ChatClient.open(t, SERVERS.main, "/chat", { user: "dave", combo: LP_JSON });
+    const first = await slowReply(streaming);
+    const queued = `queued ${nonce("stop")}`;
+    const sending = waiting.send(queued);
+    sending.catch(() => {});
+    await waiting.until((ev) => ev.some((e) => e[1] === "thinking"), 5_000, "thinking");
+    await delay(100);
+    assert.deepEqual(await recordsFor(queued), [], "still waiting for the conversation");
+
+    // the waiting caller stops its reply, then the streaming one ends
+    await waiting.invoke("StopGeneration");
+    await streaming.invoke("StopGeneration");
+    const streamed = tokensIn(await first.sending);
+
+    // stopped before any token: an empty reply, never sent upstream, nothing stored
+    assert.deepEqual(await sending, [["ReceiveStatusUpdate", "thinking"], ["ReceiveStreamStart"], ["ReceiveStreamEnd"]]);
+    await delay(200);
+    assert.deepEqual(await recordsFor(queued), [], "the stopped message never went upstream");
+    assert.deepEqual(await streaming.history(), turn(first.message, streamed.join("")));
+    await streaming.clear();
+});
+
+matrix("StopGeneration during AskAi: typing false and completed, no error; the partial reply is kept", async (t, combo) => {
+    const c = await open(t, combo, "/chat");
+    const prompt = `[[slow]] ${nonce("stop")}`;
+    const from = c.events.length;
+    const asking = c.ask(prompt);
+    asking.catch(() => {});
+    await c.untilCount("partial", 3, from);
+    await c.invoke("StopGeneration");
+    const { id, events } = await asking;
+    const partials = events.filter((e) => e[0] === "partial").map((e) => e[2]);
+    assert.deepEqual(events, [
+        ["typing", id, true],
+        ...partials.map((tok) => ["partial", id, tok]),
+        ["typing", id, false],
+        ["completed", id],
+    ]);
+    assert.deepEqual(partials, numbered("tok", partials.length));
+    assert.ok(partials.length >= 3 && partials.length < 40, `${partials.length} partials`);
+    const { record } = await abortedRecord(prompt);
+    assert.ok(record.tokens_sent < 40, `tokens_sent ${record.tokens_sent}`);
+    assert.deepEqual(await c.history(), turn(prompt, partials.join("")));
+}, [WS_JSON, LP_MSGPACK]);
+
+test("closing the connection during AskAi aborts the upstream request", { timeout: TIMEOUT }, async (t) => {
+    const c = await open(t, WS_JSON, "/chat");
+    const prompt = `[[slow]] ${nonce("stop")}`;
+    const asking = c.ask(prompt);
+    asking.catch(() => {});
+    await c.untilCount("partial", 3);
+    await withTimeout(c.connection.stop(), 5_000, "stop");
+    const { record } = await abortedRecord(prompt, 1_000);
+    assert.ok(record.tokens_sent < 100, `tokens_sent ${record.tokens_sent}`);
+    await assert.rejects(asking);
+});

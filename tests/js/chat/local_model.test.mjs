@@ -1,0 +1,68 @@
+// The built-in offline model (CHAT_LOCAL_URL: SmolLM2-135M through llama-cpp-python,
+// at most 48 output tokens, one generation at a time). Real tokens, so the tests check
+// the shape of the exchange, never the words. CPU-bound: few and short.
+import { test } from "node:test";
+import { assert, ChatClient, LP_JSON, SERVERS, WS_JSON } from "./chat_harness.mjs";
+
+const TIMEOUT = 45_000;
+
+function tokensIn(events) {
+    return events.filter((e) => e[0] === "ReceiveStreamToken").map((e) => e[1]);
+}
+
+/** thinking, StreamStart, the tokens, StreamEnd: nothing else. */
+function assertWellFormedReply(events) {
+    const tokens = tokensIn(events);
+    assert.deepEqual(events, [
+        ["ReceiveStatusUpdate", "thinking"],
+        ["ReceiveStreamStart"],
+        ...tokens.map((tok) => ["ReceiveStreamToken", tok]),
+        ["ReceiveStreamEnd"],
+    ]);
+    for (const tok of tokens) {
+        assert.equal(typeof tok, "string");
+        assert.ok(tok.length > 0, "no empty tokens");
+    }
+    return tokens;
+}
+
+test("SendMessage streams the local model's tokens and stores the reply", { timeout: TIMEOUT }, async (t) => {
+    const c = await ChatClient.open(t, SERVERS.local, "/chatHub", { combo: WS_JSON });
+    const question = "What is the capital of France?";
+    const tokens = assertWellFormedReply(await c.send(question));
+    assert.ok(tokens.length >= 2, `${tokens.length} token(s)`);
+    const text = tokens.join("");
+    assert.ok(text.trim().length > 0, "a non-empty reply");
+    assert.deepEqual(await c.history(), [
+        { role: "user", content: question },
+        { role: "assistant", content: text },
+    ]);
+});
+
+test("StreamMessage yields the local model's tokens and completes", { timeout: TIMEOUT }, async (t) => {
+    const c = await ChatClient.open(t, SERVERS.local, "/chat", { combo: LP_JSON });
+    const { items } = await c.stream("Name three colours.", 40_000).done;
+    assert.ok(items.length >= 2, `${items.length} item(s)`);
+    assert.ok(items.join("").trim().length > 0, "a non-empty reply");
+    assert.deepEqual(c.events, []);
+});
+
+test("StopGeneration stops the local model within a second and keeps the partial reply", { timeout: TIMEOUT }, async (t) => {
+    const c = await ChatClient.open(t, SERVERS.local, "/chatHub", { combo: WS_JSON });
+    const prompt = "Write a long story about a dragon who learns to bake bread.";
+    const from = c.events.length;
+    const sending = c.send(prompt);
+    sending.catch(() => {});
+    await c.untilCount("ReceiveStreamToken", 2, from, 40_000);
+    const stopAt = Date.now();
+    await c.invoke("StopGeneration");
+    const events = await sending;
+    const endedAfter = Date.now() - stopAt;
+    const tokens = assertWellFormedReply(events);
+    assert.ok(endedAfter < 1_000, `StreamEnd ${endedAfter} ms after the stop`);
+    assert.ok(tokens.length < 40, `${tokens.length} tokens: the stop cut the reply short of its 48-token limit`);
+    assert.deepEqual(await c.history(), [
+        { role: "user", content: prompt },
+        { role: "assistant", content: tokens.join("") },
+    ]);
+});
