@@ -51,7 +51,6 @@ class LocalChatModel:
         self._executor = ThreadPoolExecutor(self._instances, thread_name_prefix="local-model")
         self._free: asyncio.Queue[Llama] = asyncio.Queue()
         self._tokenizer: Llama | None = None
-        self._loading: asyncio.Task[None] | None = None
 
     def _load(self) -> Llama:
         try:
@@ -71,19 +70,16 @@ class LocalChatModel:
             verbose=False,
         )
 
-    async def _load_all(self) -> None:
+    async def start(self) -> None:
+        """Load every instance before the server listens, so the first reply is fast."""
+        if not self.path.is_file():
+            raise ConfigurationError(f"local model not found: {self.path}")
         loop = asyncio.get_running_loop()
         for _ in range(self._instances):
             llama = await loop.run_in_executor(self._executor, self._load)
             self._tokenizer = self._tokenizer or llama
             self._free.put_nowait(llama)
         log.info("chat model: %s (%d instance(s), n_ctx=%d)", self.name, self._instances, self.context_tokens)
-
-    async def start(self) -> None:
-        if not self.path.is_file():
-            raise ConfigurationError(f"local model not found: {self.path}")
-        self._loading = asyncio.create_task(self._load_all())
-        await self._loading
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -136,8 +132,6 @@ class LocalChatModel:
                 close()
 
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
-        if self._loading is not None and not self._loading.done():
-            await asyncio.shield(self._loading)
         llama = await self._free.get()
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[object] = asyncio.Queue()

@@ -66,3 +66,15 @@ test("StopGeneration stops the local model within a second and keeps the partial
         { role: "assistant", content: tokens.join("") },
     ]);
 });
+
+test("two conversations at once share the one model instance: the second waits its turn", { timeout: TIMEOUT }, async (t) => {
+    const a = await ChatClient.open(t, SERVERS.local, "/chatHub", { combo: WS_JSON });
+    const b = await ChatClient.open(t, SERVERS.local, "/chatHub", { combo: LP_JSON });
+    const [first, second] = await Promise.all([a.send("Say hi."), b.send("Say bye.")]);
+    for (const events of [first, second]) {
+        const tokens = assertWellFormedReply(events);
+        assert.ok(tokens.length >= 1, `${tokens.length} token(s)`);
+    }
+    // the instance went back to the pool both times: a third reply still comes
+    assert.ok(assertWellFormedReply(await a.send("Thanks.")).length >= 1);
+});
