@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from .chat_fixtures import ChatServer, FakeAI, token_for
+from .node_runner import JS_DIR, run_node_test
 
-JS_DIR = Path(__file__).resolve().parent / "js"
 CHAT_JS_FILES = sorted((JS_DIR / "chat").glob("*.test.mjs"))
 NODE_TIMEOUT = 240
 
@@ -53,19 +51,4 @@ def chat_env(
 
 @pytest.mark.parametrize("js_file", CHAT_JS_FILES, ids=[p.name.removesuffix(".test.mjs") for p in CHAT_JS_FILES])
 def test_chat_js(js_file: Path, chat_env: dict[str, str]) -> None:
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("node is not installed")
-    try:
-        result = subprocess.run(
-            [node, "--test", "--test-reporter=spec", str(js_file.relative_to(JS_DIR))],
-            cwd=JS_DIR,
-            env=chat_env,
-            capture_output=True,
-            text=True,
-            timeout=NODE_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{js_file.name} did not finish in {NODE_TIMEOUT} s\n{exc.stdout}\n{exc.stderr}")
-    output = f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
-    assert result.returncode == 0, f"{js_file.name} failed (exit {result.returncode})\n{output}"
+    run_node_test(js_file, chat_env, NODE_TIMEOUT)

@@ -7,7 +7,6 @@ classes and stream parsing all work against it, and a client that goes away show
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
+from tests.conftest import free_port, wait_for_port
 from tests.fake_ai import (
     CONTENT_FILTER_ERROR_BODY,
     DEFAULT_API_KEY,
@@ -481,25 +481,6 @@ async def test_reset_clears_records(fake: FakeAI, azure: openai.AsyncAzureOpenAI
     assert await fake.token_records() == []
     await stream_text(azure, "[[429-once]] x")  # the once-only 429 is forgotten by a reset too
     assert [(r["id"], r["status"]) for r in await fake.records()] == [(1, 429), (2, 200)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"fake_ai exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port}")
 
 
 @pytest.fixture
