@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import AiFailed, ConfigurationError
-from .model import ChatMessage
-from .openai_model import estimate_tokens
+from .model import ChatMessage, estimate_tokens
 
 if TYPE_CHECKING:
     from llama_cpp import Llama

@@ -32,3 +32,12 @@ class ChatModel(Protocol):
     def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
         """Text deltas as they are generated; closing the iterator stops generation at once."""
         ...
+
+
+def estimate_tokens(text: str) -> int:
+    """An upper-leaning estimate without a tokenizer: about 3 UTF-8 bytes per token.
+
+    BPE tokenizers average ~4 characters of English per token and ~1 per CJK character
+    (3 bytes), so bytes/3 rarely undercounts.
+    """
+    return len(text.encode()) // 3 + 1

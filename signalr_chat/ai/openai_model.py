@@ -14,18 +14,9 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from .errors import AiContentFiltered, AiError, classify
-from .model import ChatMessage
+from .model import ChatMessage, estimate_tokens
 
 log = logging.getLogger(__name__)
-
-
-def estimate_tokens(text: str) -> int:
-    """An upper-leaning estimate without a tokenizer: about 3 UTF-8 bytes per token.
-
-    BPE tokenizers average ~4 characters of English per token and ~1 per CJK character
-    (3 bytes), so bytes/3 rarely undercounts.
-    """
-    return len(text.encode()) // 3 + 1
 
 
 class OpenAIChatModel:

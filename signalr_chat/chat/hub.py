@@ -25,7 +25,7 @@ class ChatHub(Hub):
         try:
             text = self.chat.check(self.context, message)
         except Rejected as exc:
-            await caller.send("ReceiveError", str(exc))
+            await caller.send("ReceiveError", exc.user_message)
             return
         await caller.send("ReceiveStatusUpdate", "thinking")
         started = False
@@ -42,7 +42,7 @@ class ChatHub(Hub):
         except (AiError, Rejected) as exc:
             if started:
                 await caller.send("ReceiveStreamEnd")
-            await caller.send("ReceiveError", exc.user_message if isinstance(exc, AiError) else str(exc))
+            await caller.send("ReceiveError", exc.user_message)
             return
         if not started:
             await caller.send("ReceiveStreamStart")
@@ -55,7 +55,7 @@ class ChatHub(Hub):
         try:
             text = self.chat.check(self.context, prompt)
         except Rejected as exc:
-            await caller.send("error", message_id, str(exc))
+            await caller.send("error", message_id, exc.user_message)
             await caller.send("completed", message_id)
             return message_id
         await caller.send("typing", message_id, True)
@@ -67,7 +67,7 @@ class ChatHub(Hub):
             await self.chat.reply(self.context, text, emit)
         except (AiError, Rejected) as exc:
             await caller.send("typing", message_id, False)
-            await caller.send("error", message_id, exc.user_message if isinstance(exc, AiError) else str(exc))
+            await caller.send("error", message_id, exc.user_message)
             await caller.send("completed", message_id)
             return message_id
         await caller.send("typing", message_id, False)
@@ -78,15 +78,10 @@ class ChatHub(Hub):
         """Tokens as a SignalR stream; disposing the subscription stops the reply."""
         try:
             text = self.chat.check(self.context, message)
-        except Rejected as exc:
-            raise HubException(str(exc)) from None
-        try:
             async for token in self.chat.stream(self.context, text):
                 yield token
-        except AiError as exc:
+        except (AiError, Rejected) as exc:
             raise HubException(exc.user_message) from None
-        except Rejected as exc:
-            raise HubException(str(exc)) from None
 
     async def stop_generation(self) -> None:
         self.chat.stop(self.context.connection_id)

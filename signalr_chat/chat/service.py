@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 
 from ..ai import AiError, AiFailed, ChatMessage, ChatModel
@@ -39,6 +39,10 @@ def rate_limited(wait: float) -> str:
 
 class Rejected(Exception):
     """A message the chat will not send to the model; the text is for the user."""
+
+    @property
+    def user_message(self) -> str:
+        return str(self.args[0])
 
 
 class Generation:
@@ -76,12 +80,6 @@ class _Conversation:
     users: int = 0
 
 
-@dataclass(slots=True)
-class Reply:
-    text: str
-    stopped: bool
-
-
 class ChatService:
     def __init__(
         self,
@@ -110,6 +108,18 @@ class ChatService:
     def _store(self, context: HubCallerContext) -> HistoryStore:
         return self.user_store if context.user_identifier is not None else self.anonymous_store
 
+    @contextmanager
+    def _using(self, key: str) -> Iterator[_Conversation]:
+        """The conversation's state, kept while a reply or a clear uses it and forgotten after."""
+        conversation = self._conversations.setdefault(key, _Conversation())
+        conversation.users += 1
+        try:
+            yield conversation
+        finally:
+            conversation.users -= 1
+            if conversation.users == 0:
+                self._conversations.pop(key, None)
+
     # -- checks before any work ---------------------------------------------
     def check(self, context: HubCallerContext, message: object) -> str:
         """The message to send, or Rejected with the text to show."""
@@ -130,8 +140,8 @@ class ChatService:
         context: HubCallerContext,
         message: str,
         emit: Callable[[str], Awaitable[None]],
-    ) -> Reply:
-        """Stream a reply to `message` through `emit`, then store the turn.
+    ) -> str:
+        """Stream a reply to `message` through `emit`, store the turn, return the reply.
 
         Raises AiError (or Rejected) when nothing was generated; the turn is then not
         stored, so a retry does not repeat the question. A reply cut short by an error
@@ -139,52 +149,59 @@ class ChatService:
         """
         key = self.conversation_key(context)
         store = self._store(context)
-        conversation = self._conversations.setdefault(key, _Conversation())
-        conversation.users += 1
         generation = Generation(context.connection_id)
-        conversation.generations.add(generation)
-        self._generations.setdefault(context.connection_id, set()).add(generation)
-        try:
-            async with conversation.lock:
-                user_turn: ChatMessage = {"role": "user", "content": message}
-                history = await store.load(key)
-                budget = self.model.context_tokens - self.model.max_output_tokens
-                try:
-                    prompt = fit_to_budget(self.system, history, user_turn, budget, self.model.count_tokens)
-                except TooLongForModel:
-                    raise Rejected(TOO_LONG_FOR_MODEL) from None
-                if generation.stopped:  # stopped while waiting for its turn: never asked
-                    return Reply("", stopped=True)
-                parts: list[str] = []
-                error: AiError | None = None
-                try:
-                    await self._relay(generation, prompt, parts, emit)
-                except AiError as exc:
-                    error = exc
-                except asyncio.CancelledError:
-                    if parts:
-                        await self._store_turn(store, key, user_turn, parts)
-                    raise
-                except Exception as exc:
-                    log.exception("reply failed")
-                    error = AiFailed()
-                    error.__cause__ = exc
-                if parts:
-                    await self._store_turn(store, key, user_turn, parts)
-                if error is not None:
-                    raise error
-                return Reply("".join(parts), generation.stopped)
-        finally:
-            generation.done.set()
-            conversation.generations.discard(generation)
-            active = self._generations.get(context.connection_id)
-            if active is not None:
+        active = self._generations.setdefault(context.connection_id, set())
+        active.add(generation)
+        with self._using(key) as conversation:
+            conversation.generations.add(generation)
+            try:
+                return await self._reply_in_turn(conversation, generation, store, key, message, emit)
+            finally:
+                generation.done.set()
+                conversation.generations.discard(generation)
                 active.discard(generation)
                 if not active:
-                    del self._generations[context.connection_id]
-            conversation.users -= 1
-            if conversation.users == 0:
-                self._conversations.pop(key, None)
+                    self._generations.pop(context.connection_id, None)
+
+    async def _reply_in_turn(
+        self,
+        conversation: _Conversation,
+        generation: Generation,
+        store: HistoryStore,
+        key: str,
+        message: str,
+        emit: Callable[[str], Awaitable[None]],
+    ) -> str:
+        """Wait for the conversation's turn, then relay and store the reply."""
+        async with conversation.lock:
+            user_turn: ChatMessage = {"role": "user", "content": message}
+            history = await store.load(key)
+            budget = self.model.context_tokens - self.model.max_output_tokens
+            try:
+                prompt = fit_to_budget(self.system, history, user_turn, budget, self.model.count_tokens)
+            except TooLongForModel:
+                raise Rejected(TOO_LONG_FOR_MODEL) from None
+            if generation.stopped:  # stopped while waiting for its turn: never asked
+                return ""
+            parts: list[str] = []
+            error: AiError | None = None
+            try:
+                await self._relay(generation, prompt, parts, emit)
+            except AiError as exc:
+                error = exc
+            except asyncio.CancelledError:
+                if parts:
+                    await self._store_turn(store, key, user_turn, parts)
+                raise
+            except Exception as exc:
+                log.exception("reply failed")
+                error = AiFailed()
+                error.__cause__ = exc
+            if parts:
+                await self._store_turn(store, key, user_turn, parts)
+            if error is not None:
+                raise error
+            return "".join(parts)
 
     async def _relay(
         self,
@@ -256,17 +273,11 @@ class ChatService:
         """Stop every reply of the conversation (a user's other tabs too), then reset it
         to the system prompt: nothing in flight can write into the fresh conversation."""
         key = self.conversation_key(context)
-        conversation = self._conversations.setdefault(key, _Conversation())
-        for generation in list(conversation.generations):
-            generation.stop()
-        conversation.users += 1
-        try:
+        with self._using(key) as conversation:
+            for generation in list(conversation.generations):
+                generation.stop()
             async with conversation.lock:
                 await self._store(context).clear(key)
-        finally:
-            conversation.users -= 1
-            if conversation.users == 0:
-                self._conversations.pop(key, None)
 
     async def history(self, context: HubCallerContext) -> list[ChatMessage]:
         return await self._store(context).load(self.conversation_key(context))
