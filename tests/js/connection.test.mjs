@@ -25,19 +25,36 @@ const EventSource = createRequire(import.meta.url)("eventsource");
 
 /** An HttpClient that forwards to the stock client and records every request it sends. */
 class RecordingHttpClient extends signalR.HttpClient {
-    /** deleteDelay: hold each DELETE back this many ms before sending it. */
+    /**
+     * deleteDelay: hold each DELETE back this many ms, and until every POST has been answered.
+     * postDelay (settable at any time): hold each later POST back this many ms.
+     */
     constructor({ deleteDelay = 0 } = {}) {
         super();
         this.inner = new signalR.DefaultHttpClient(signalR.NullLogger.instance);
         this.requests = [];
         this.deleteDelay = deleteDelay;
+        this.postDelay = 0;
+        this.posts = [];
     }
 
     async send(request) {
         const entry = { method: request.method, url: request.url, status: undefined };
         this.requests.push(entry);
         if (request.method === "DELETE" && this.deleteDelay) {
+            await Promise.allSettled(this.posts);
             await new Promise((resolve) => setTimeout(resolve, this.deleteDelay));
+        }
+        const sent = this.forward(request, entry, request.method === "POST" ? this.postDelay : 0);
+        if (request.method === "POST") {
+            this.posts.push(sent);
+        }
+        return sent;
+    }
+
+    async forward(request, entry, delay) {
+        if (delay) {
+            await new Promise((resolve) => setTimeout(resolve, delay));
         }
         try {
             const response = await this.inner.send(request);
@@ -122,14 +139,16 @@ matrixTest("long polling stop() sends one DELETE and the server disconnects", as
     await serverSawDisconnect(t, id);
 }, { combos: MATRIX.filter((x) => x.transport === "LongPolling") });
 
-// stop() sends the Close message (a POST, not awaited) and then DELETE. ASP.NET Core keeps a
-// long-polling connection registered until its DELETE, a poll or the disconnect timeout, so
-// the DELETE is answered 202 even when the Close message was handled first. Holding the
-// DELETE back makes that order certain.
+// stop() sends the Close message (a POST it does not await), aborts its poll at once and then
+// sends DELETE. ASP.NET Core keeps a connection whose poll was aborted registered until its
+// DELETE or the disconnect timeout, so the DELETE is answered 202 even when the Close message
+// was handled first. Holding the Close POST back lets the abort reach the server first, as it
+// does on an idle machine; holding the DELETE until the POST is answered makes Close come first.
 matrixTest("long polling DELETE after the client's Close message is answered 202", async (t, combo) => {
-    const http = new RecordingHttpClient({ deleteDelay: 200 });
+    const http = new RecordingHttpClient({ deleteDelay: 50 });
     const c = await connect(t, "/testhub", combo, { options: { httpClient: http } });
     assert.equal(await c.invoke("echo", 1), 1);
+    http.postDelay = 100;
     await withTimeout(c.stop(), 5_000, "stop");
     const deletes = http.requests.filter((r) => r.method === "DELETE");
     assert.equal(deletes.length, 1, "one DELETE");
