@@ -33,10 +33,11 @@ run: $(VENV)/.run-installed wwwroot/node_modules/.installed
 	$(PY) -m signalr_chat $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 # Debian packages, installed only when missing: Node and npm for the JS clients and the
-# page's libraries, a C++ toolchain and cmake to compile llama-cpp-python.
+# page's libraries, a C++ toolchain and cmake to compile llama-cpp-python, and Chromium,
+# which the browser tests drive (Playwright never downloads a browser of its own).
 system-deps:
 	@missing=""; \
-	for need in node:nodejs npm:npm g++:g++ cmake:cmake; do \
+	for need in node:nodejs npm:npm g++:g++ cmake:cmake chromium:chromium; do \
 		command -v $${need%%:*} >/dev/null || missing="$$missing $${need#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then apt-get update && apt-get install -y --no-install-recommends $$missing; fi

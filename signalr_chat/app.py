@@ -20,6 +20,8 @@ WWWROOT = Path(__file__).resolve().parent.parent / "wwwroot"
 LIBRARIES = {
     "/lib/signalr": WWWROOT / "node_modules/@microsoft/signalr/dist/browser",
     "/lib/msgpack": WWWROOT / "node_modules/@microsoft/signalr-protocol-msgpack/dist/browser",
+    "/lib/marked": WWWROOT / "node_modules/marked/lib",
+    "/lib/dompurify": WWWROOT / "node_modules/dompurify/dist",
 }
 log = logging.getLogger(__name__)
 CHAT_SERVICE = web.AppKey("chat_service", ChatService)
@@ -28,8 +30,27 @@ CHAT_SERVICE = web.AppKey("chat_service", ChatService)
 CHAT_PATHS = ("/chatHub", "/chat")
 
 
+#: The Angular client's production build (`make angular`, from tests/angular/), served at /angular/.
+ANGULAR = WWWROOT / "angular"
+
+
 async def _index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WWWROOT / "index.html")
+
+
+async def _angular_root(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPPermanentRedirect("/angular/")
+
+
+async def _angular(request: web.Request) -> web.StreamResponse:
+    """The Angular bundle's files, and its index.html for every other path (client-side routes)."""
+    if not (ANGULAR / "index.html").is_file():
+        raise web.HTTPNotFound(text="The Angular client is not built: run `make angular`.")
+    tail = request.match_info["tail"]
+    path = (ANGULAR / tail).resolve()
+    if tail and path.is_file() and path.is_relative_to(ANGULAR.resolve()):
+        return web.FileResponse(path)
+    return web.FileResponse(ANGULAR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 def create_app(settings: Settings | None = None) -> web.Application:
@@ -95,6 +116,8 @@ def _serve_page(app: web.Application) -> None:
     app.router.add_get("/index.html", _index)
     for name in ("css", "js"):
         app.router.add_static(f"/{name}", WWWROOT / name)
+    app.router.add_get("/angular", _angular_root)
+    app.router.add_get("/angular/{tail:.*}", _angular)
     for prefix, folder in LIBRARIES.items():
         if folder.is_dir():
             app.router.add_static(prefix, folder)

@@ -143,7 +143,8 @@ def assert_clean_log(log: Path) -> None:
         assert sign not in text, f"server log {log} shows {sign!r}:\n{text[-4000:]}"
 
 
-def _server(fake: FakeAI, tmp: Path, **settings: str) -> Iterator[ChatServer]:
+def serve_chat(fake: FakeAI, tmp: Path, **settings: str) -> Iterator[ChatServer]:
+    """A chat server process for the length of a fixture; its log must be clean at the end."""
     settings.setdefault("history_db", str(tmp / "history.sqlite3"))
     log = tmp / "server.log"
     server = ChatServer(server_env(fake, **settings), log=log).start()
@@ -157,13 +158,13 @@ def _server(fake: FakeAI, tmp: Path, **settings: str) -> Iterator[ChatServer]:
 @pytest.fixture(scope="session")
 def chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
     """Azure OpenAI (classic routes, API key), default limits."""
-    yield from _server(fake_ai, tmp_path_factory.mktemp("chat"), **azure_settings(fake_ai))
+    yield from serve_chat(fake_ai, tmp_path_factory.mktemp("chat"), **azure_settings(fake_ai))
 
 
 @pytest.fixture(scope="session")
 def tight_chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
     """Small limits, to test trimming, the length limit and the rate limit."""
-    yield from _server(
+    yield from serve_chat(
         fake_ai,
         tmp_path_factory.mktemp("tight"),
         **azure_settings(
@@ -183,7 +184,7 @@ def entra_chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory)
     """Azure OpenAI with no key: DefaultAzureCredential -> managed identity (the fake's /msi/token)."""
     settings = azure_settings(fake_ai)
     del settings["azure_openai_api_key"]
-    yield from _server(fake_ai, tmp_path_factory.mktemp("entra"), **settings)
+    yield from serve_chat(fake_ai, tmp_path_factory.mktemp("entra"), **settings)
 
 
 @pytest.fixture(scope="session")
@@ -191,13 +192,13 @@ def entra_v1_chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFacto
     """The Azure v1 API ({endpoint}/openai/v1/) with DefaultAzureCredential."""
     settings = azure_settings(fake_ai, azure_openai_v1="true")
     del settings["azure_openai_api_key"]
-    yield from _server(fake_ai, tmp_path_factory.mktemp("entra-v1"), **settings)
+    yield from serve_chat(fake_ai, tmp_path_factory.mktemp("entra-v1"), **settings)
 
 
 @pytest.fixture(scope="session")
 def openai_chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
     """An OpenAI-compatible server (the fake's /v1 route)."""
-    yield from _server(
+    yield from serve_chat(
         fake_ai,
         tmp_path_factory.mktemp("openai"),
         openai_base_url=f"{fake_ai.base}/v1",
@@ -209,4 +210,4 @@ def openai_chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="session")
 def local_chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
     """The built-in offline model, chosen because no provider is configured."""
-    yield from _server(fake_ai, tmp_path_factory.mktemp("local"), local_max_output_tokens="48")
+    yield from serve_chat(fake_ai, tmp_path_factory.mktemp("local"), local_max_output_tokens="48")

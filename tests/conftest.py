@@ -77,7 +77,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
 
 
-# the chat servers, as session fixtures (defined apart; imported last, as they use the helpers above)
+# Fixtures defined apart, imported last as they use the helpers above: headless Chromium for
+# the page tests, and the chat servers (session fixtures).
+from .browser import browser, new_page, page_errors  # noqa: E402
 from .chat_fixtures import (  # noqa: E402
     chat_server,
     entra_chat_server,
@@ -89,6 +91,9 @@ from .chat_fixtures import (  # noqa: E402
 )
 
 __all__ = [
+    "browser",
+    "new_page",
+    "page_errors",
     "chat_server",
     "entra_chat_server",
     "entra_v1_chat_server",

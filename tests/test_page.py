@@ -1,0 +1,324 @@
+"""The wwwroot chat page in headless Chromium, against a chat server and the fake Azure OpenAI."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, Request, WebSocket, expect
+
+from .browser import OpenPage, save_screenshot
+from .chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat, token_for
+
+BUSY = "The AI service is busy. Please wait a moment and try again."
+# Console errors Chromium logs while the server is down; the restart tests expect them.
+SERVER_DOWN = (
+    "ERR_CONNECTION_REFUSED",
+    "WebSocket connection to",
+    "Failed to start the connection",
+    "Failed to complete negotiation",
+)
+
+# Records each distinct text of the newest reply as it renders, with the composer's state then.
+RECORD_RENDERS = """
+window.__renders = [];
+document.addEventListener("DOMContentLoaded", () => {
+    const input = document.getElementById("message-input");
+    let last = null;
+    new MutationObserver(() => {
+        const replies = document.querySelectorAll(".message.assistant");
+        const reply = replies[replies.length - 1];
+        const content = reply && reply.querySelector(".content");
+        if (!content || content.textContent === last) return;
+        last = content.textContent;
+        window.__renders.push({ text: last, inputDisabled: input.disabled, busy: reply.getAttribute("aria-busy") });
+    }).observe(document.body, { subtree: true, childList: true, characterData: true });
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def page_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
+    """The page's own server: the restart tests must not disturb the other suites' servers."""
+    yield from serve_chat(fake_ai, tmp_path_factory.mktemp("page"), **azure_settings(fake_ai))
+
+
+def nonce() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def open_chat(new_page: OpenPage, server: ChatServer, query: str = "", **kwargs: Any) -> Page:
+    page, _ = new_page(f"{server.base}/{query}", **kwargs)
+    expect(page.locator("#status")).to_have_text("Connected")
+    return page
+
+
+def open_chat_recording(new_page: OpenPage, server: ChatServer, query: str = "") -> Page:
+    """A page whose renders are recorded from the first one."""
+    page, _ = new_page("about:blank")
+    page.add_init_script(RECORD_RENDERS)
+    page.goto(f"{server.base}/{query}")
+    expect(page.locator("#status")).to_have_text("Connected")
+    return page
+
+
+def send(page: Page, text: str) -> None:
+    page.locator("#message-input").fill(text)
+    page.locator("#message-input").press("Enter")
+
+
+def replies(page: Page) -> Any:
+    return page.locator(".message.assistant")
+
+
+def wait_reply(page: Page, count: int) -> str:
+    """Waits for the count-th reply to complete; returns its text (without the HTML's last newline)."""
+    reply = replies(page).nth(count - 1)
+    expect(reply).to_have_attribute("aria-busy", "false", timeout=30_000)
+    return str(reply.locator(".content").text_content()).strip()
+
+
+def chat(page: Page, text: str) -> str:
+    count = replies(page).count()
+    send(page, text)
+    return wait_reply(page, count + 1)
+
+
+def test_page_loads_connected_from_our_server_only(page_server: ChatServer, new_page: OpenPage) -> None:
+    page, _ = new_page("about:blank")
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(page_server.base + "/")
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator("#status")).to_have_class(re.compile(r"\bconnected\b"))
+    expect(page.locator("#message-input")).to_be_enabled()
+    expect(page.locator("#message-input")).to_be_focused()
+    expect(page.locator("#send-btn")).to_be_enabled()
+    expect(page.locator("#stop-btn")).to_be_hidden()
+    assert requested, "the page loaded something"
+    foreign = [url for url in requested if not url.startswith((page_server.base, "data:"))]
+    assert not foreign, f"requests that left our server: {foreign}"
+    for library in ("/lib/signalr/signalr.min.js", "/lib/marked/marked.umd.js", "/lib/dompurify/purify.min.js"):
+        assert page_server.base + library in requested
+
+
+def test_reply_streams_with_the_composer_locked(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat_recording(new_page, page_server)
+    tag = nonce()
+    send(page, f"[[tokens:60]] {tag}")
+    expect(page.locator(".message.user")).to_have_text(f"[[tokens:60]] {tag}")
+    text = wait_reply(page, 1)
+    assert text == " ".join(f"t{i}" for i in range(60))
+    renders: list[dict[str, Any]] = page.evaluate("window.__renders")
+    streaming = [r for r in renders if r["busy"] == "true" and r["text"].strip() not in ("", text)]
+    assert len(streaming) >= 2, f"intermediate renders before the end: {renders}"
+    assert all(r["inputDisabled"] for r in streaming), "the input is disabled while the reply streams"
+    expect(page.locator("#message-input")).to_be_enabled()
+    expect(page.locator("#message-input")).to_be_focused()
+    expect(page.locator("#stop-btn")).to_be_hidden()
+    expect(page.locator(".thinking")).to_have_count(0)
+    expect(page.locator(".message.assistant > .copy-btn")).to_be_visible()
+
+
+def test_a_long_reply_is_rendered_once_per_frame(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat_recording(new_page, page_server)
+    text = chat(page, f"[[tokens:1000]] {nonce()}")
+    assert text.endswith("t998 t999") and text.startswith("t0 t1 ")
+    renders = page.evaluate("window.__renders.length")
+    # one render per token would be 1,000; tokens arrive every 5 ms, frames every ~16 ms
+    assert 2 <= renders < 500, f"{renders} renders for 1,000 tokens"
+
+
+def test_multi_turn_history_reaches_the_model(page_server: ChatServer, fake_ai: FakeAI, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server)
+    tag = nonce()
+    assert chat(page, f"first {tag}") == f"Echo: first {tag} (history: 2 messages)"
+    assert chat(page, f"second {tag}") == f"Echo: second {tag} (history: 4 messages)"
+    [record] = fake_ai.requests_with(f"second {tag}")
+    sent = [(m["role"], m["content"]) for m in record["body"]["messages"][1:]]
+    assert sent == [
+        ("user", f"first {tag}"),
+        ("assistant", f"Echo: first {tag} (history: 2 messages)"),
+        ("user", f"second {tag}"),
+    ]
+    expect(page.locator(".message.user")).to_have_count(2)
+
+
+def test_clear_resets_the_conversation(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server)
+    chat(page, f"remember {nonce()}")
+    page.locator("#clear-btn").click()
+    expect(page.locator(".message.notice")).to_have_text("Conversation cleared.")
+    expect(page.locator(".message.user")).to_have_count(0)
+    expect(replies(page)).to_have_count(0)
+    assert chat(page, "again").endswith("(history: 2 messages)")
+
+
+def test_stop_ends_the_reply_and_keeps_it(page_server: ChatServer, fake_ai: FakeAI, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server)
+    tag = nonce()
+    send(page, f"[[slow]] {tag}")
+    reply = replies(page).first
+    expect(reply.locator(".content")).to_contain_text("tok3")
+    expect(page.locator("#stop-btn")).to_be_focused()  # sent from the keyboard: Stop is one key away
+    expect(page.locator("#message-input")).to_be_disabled()
+    page.locator("#stop-btn").click()
+    expect(reply).to_have_attribute("aria-busy", "false")
+    expect(page.locator("#stop-btn")).to_be_hidden()
+    expect(page.locator("#message-input")).to_be_enabled()
+    partial = str(reply.locator(".content").text_content())
+    assert partial.startswith("tok0 tok1 tok2 tok3") and "tok399" not in partial
+    deadline = time.monotonic() + 5
+    while fake_ai.requests_with(tag)[0]["outcome"] != "aborted" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_ai.requests_with(tag)[0]["outcome"] == "aborted"
+    assert chat(page, "after").endswith("(history: 4 messages)"), "the partial reply stays in history"
+
+
+def test_busy_upstream_shows_the_friendly_error_and_chat_goes_on(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server)
+    send(page, f"[[429]] {nonce()}")
+    error = page.locator(".message.error")
+    expect(error).to_have_text(BUSY)
+    expect(error).to_have_attribute("role", "alert")
+    expect(page.locator("#message-input")).to_be_enabled()
+    expect(page.locator(".thinking")).to_have_count(0)
+    assert chat(page, "next one").startswith("Echo: next one")
+
+
+MARKDOWN = """Here is code:
+
+```python
+print("hi")
+```
+
+<script>window.__xss = 1</script>
+<img src="x" onerror="window.__xss = 2">
+
+[click me](javascript:window.__xss=3) and **bold**"""
+
+
+def test_markdown_renders_and_html_from_the_model_never_runs(
+    page_server: ChatServer, new_page: OpenPage, tmp_path: Path
+) -> None:
+    page = open_chat(new_page, page_server, permissions=("clipboard-read", "clipboard-write"))
+    text = chat(page, MARKDOWN)
+    reply = replies(page).first
+    expect(reply.locator("pre code")).to_have_text('print("hi")\n')
+    expect(reply.locator("strong")).to_have_text("bold")
+    assert "<script>window.__xss = 1</script>" in text, "the model's HTML is shown as text"
+    assert '<img src="x" onerror="window.__xss = 2">' in text
+    expect(page.locator("#chat-container script, #chat-container img, #chat-container [onerror]")).to_have_count(0)
+    link = reply.locator("a", has_text="click me")
+    assert not (link.get_attribute("href") or "").lower().startswith("javascript")
+    link.click()
+    expect(page.locator(".message.user")).to_have_text(MARKDOWN)  # the user's text stays plain text
+    assert page.evaluate("window.__xss") is None
+
+    reply.locator(".code-block .copy-btn").click()
+    assert page.evaluate("navigator.clipboard.readText()") == 'print("hi")\n'
+    reply.locator(":scope > .copy-btn").click()
+    expect(reply.locator(":scope > .copy-btn")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()").startswith("Echo: Here is code:\n\n```python")
+    save_screenshot(page, "screenshot-page.png", tmp_path)
+
+
+def test_enter_sends_and_shift_enter_makes_a_newline(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server)
+    composer = page.get_by_label("Message")
+    composer.press_sequentially("line one")
+    composer.press("Shift+Enter")
+    composer.press_sequentially("line two")
+    expect(composer).to_have_value("line one\nline two")
+    expect(page.locator(".message.user")).to_have_count(0)
+    composer.press("Enter")
+    expect(page.locator(".message.user")).to_have_text("line one\nline two")
+    expect(composer).to_have_value("")
+    wait_reply(page, 1)
+
+
+def test_accessible_structure(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server)
+    log = page.get_by_role("log", name="Conversation")
+    expect(log).to_have_attribute("aria-live", "polite")
+    expect(page.get_by_role("status")).to_have_text("Connected")
+    expect(page.get_by_role("textbox", name="Message")).to_be_focused()
+    for name in ("Send", "Clear the conversation"):
+        expect(page.get_by_role("button", name=name)).to_be_visible()
+    send(page, f"[[slow]] {nonce()}")
+    expect(replies(page).first).to_have_attribute("aria-busy", "true")
+    page.get_by_role("button", name="Stop the reply").press("Enter")
+    expect(replies(page).first).to_have_attribute("aria-busy", "false")
+    expect(page.get_by_role("button", name="Copy reply")).to_be_visible()
+
+
+@pytest.mark.parametrize("transport", ["WebSockets", "ServerSentEvents", "LongPolling"])
+def test_each_transport_can_be_forced(page_server: ChatServer, new_page: OpenPage, transport: str) -> None:
+    page, _ = new_page("about:blank")
+    sockets: list[WebSocket] = []
+    requests: list[Request] = []
+    page.on("websocket", lambda ws: sockets.append(ws))
+    page.on("request", lambda request: requests.append(request))
+    page.goto(f"{page_server.base}/?transport={transport}")
+    expect(page.locator("#status")).to_have_text("Connected")
+    tag = nonce()
+    assert chat(page, f"over {transport} {tag}") == f"Echo: over {transport} {tag} (history: 2 messages)"
+    hub = [r for r in requests if "/chatHub?id=" in r.url]
+    streams = [r for r in hub if r.method == "GET" and "text/event-stream" in r.headers.get("accept", "")]
+    polls = [r for r in hub if r.method == "GET" and r not in streams]
+    if transport == "WebSockets":
+        assert [s.url for s in sockets if "/chatHub" in s.url], "a WebSocket to /chatHub"
+        assert not hub
+    elif transport == "ServerSentEvents":
+        assert not sockets and len(streams) == 1 and not polls
+    else:
+        assert not sockets and not streams and len(polls) >= 2
+
+
+def test_messagepack_protocol(page_server: ChatServer, new_page: OpenPage) -> None:
+    page, _ = new_page("about:blank")
+    sent: list[str | bytes] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(frame)))
+    page.goto(f"{page_server.base}/?protocol=messagepack")
+    expect(page.locator("#status")).to_have_text("Connected")
+    assert chat(page, "packed").startswith("Echo: packed")
+    assert '"protocol":"messagepack"' in str(sent[0]), "the handshake asks for MessagePack"
+    assert any(isinstance(frame, bytes) for frame in sent[1:]), "invocations go as binary frames"
+
+
+def test_server_restart_reconnects_and_says_the_conversation_was_reset(
+    page_server: ChatServer, new_page: OpenPage
+) -> None:
+    page, errors = new_page(page_server.base + "/")
+    errors.allow(*SERVER_DOWN)
+    expect(page.locator("#status")).to_have_text("Connected")
+    chat(page, "before the restart")
+    page_server.restart()
+    expect(page.locator("#status")).to_have_text("Reconnecting")
+    expect(page.locator("#status")).to_have_text("Connected", timeout=30_000)
+    expect(page.locator(".message.notice")).to_have_text("Reconnected. The conversation was reset.")
+    assert chat(page, "after the restart").endswith("(history: 2 messages)")
+
+
+def test_signed_in_conversation_is_reloaded_after_a_restart(page_server: ChatServer, new_page: OpenPage) -> None:
+    user = f"page-user-{nonce()}"
+    page, errors = new_page(f"{page_server.base}/#token={token_for(user)}")
+    errors.allow(*SERVER_DOWN)
+    expect(page.locator("#status")).to_have_text("Connected")
+    assert "token" not in page.url, "the token leaves the address bar"
+    first = chat(page, "remember the blue door")
+    page_server.restart()
+    expect(page.locator("#status")).to_have_text("Reconnecting")
+    expect(page.locator("#status")).to_have_text("Connected", timeout=30_000)
+    expect(page.locator(".message.notice")).to_have_text("Reconnected.")
+    expect(page.locator(".message.user")).to_have_text("remember the blue door")
+    expect(replies(page).locator(".content")).to_have_text(first)
+    assert chat(page, "and now?").endswith("(history: 4 messages)")
+    page.reload()  # a reload keeps the sign-in (sessionStorage) and shows the conversation
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator(".message.user")).to_have_count(2)
