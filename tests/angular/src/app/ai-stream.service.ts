@@ -1,0 +1,130 @@
+import { DestroyRef, Injectable, InjectionToken, inject, signal } from '@angular/core';
+import { HubConnection, HubConnectionBuilder, LogLevel } from '@microsoft/signalr';
+import { Observable, Subject } from 'rxjs';
+
+/** Where the hub is mapped. Provide another value to point the app at another server. */
+export const AI_HUB_URL = new InjectionToken<string>('AI_HUB_URL', { factory: () => '/chat' });
+
+/** The same delays (ms) for automatic reconnects and for retrying the first start. */
+const RETRY_DELAYS = [0, 2000, 5000, 10000, 30000];
+
+export type ConnectionStatus = 'Connecting' | 'Connected' | 'Reconnecting' | 'Disconnected';
+
+export interface TypingEvent {
+  id: string;
+  typing: boolean;
+}
+
+export interface TextEvent {
+  id: string;
+  text: string;
+}
+
+/**
+ * The chat hub's seed 2 contract over @microsoft/signalr:
+ * `AskAi(prompt)` returns a message id; the reply arrives as `typing(id, true)`,
+ * `partial(id, text)` per token, `typing(id, false)`, `completed(id)`, or as
+ * `error(id, text)` then `completed(id)`. The events can arrive before `ask()`
+ * resolves, so key the UI by the id in the events.
+ */
+@Injectable({ providedIn: 'root' })
+export class AiStreamService {
+  private readonly connection: HubConnection;
+  private readonly statusSignal = signal<ConnectionStatus>('Disconnected');
+  private readonly typingSubject = new Subject<TypingEvent>();
+  private readonly partialSubject = new Subject<TextEvent>();
+  private readonly completedSubject = new Subject<string>();
+  private readonly errorSubject = new Subject<TextEvent>();
+  private readonly statusUpdateSubject = new Subject<string>();
+  private readonly connectionLostSubject = new Subject<void>();
+  private readonly reconnectedSubject = new Subject<void>();
+  private destroyed = false;
+  private everConnected = false;
+  private connecting?: Promise<void>;
+
+  readonly status = this.statusSignal.asReadonly();
+  readonly typing$: Observable<TypingEvent> = this.typingSubject.asObservable();
+  readonly partial$: Observable<TextEvent> = this.partialSubject.asObservable();
+  readonly completed$: Observable<string> = this.completedSubject.asObservable();
+  readonly error$: Observable<TextEvent> = this.errorSubject.asObservable();
+  /** `ReceiveStatusUpdate`: "history_cleared" after `clear()`. */
+  readonly statusUpdate$: Observable<string> = this.statusUpdateSubject.asObservable();
+  /** The connection dropped: replies in flight are over, no more events come for them. */
+  readonly connectionLost$: Observable<void> = this.connectionLostSubject.asObservable();
+  /** Connected again after a loss: the server sees a new connection (a new anonymous conversation). */
+  readonly reconnected$: Observable<void> = this.reconnectedSubject.asObservable();
+
+  constructor() {
+    this.connection = new HubConnectionBuilder()
+      .withUrl(inject(AI_HUB_URL))
+      .withAutomaticReconnect(RETRY_DELAYS)
+      .configureLogging(LogLevel.Warning)
+      .build();
+
+    this.connection.on('typing', (id: string, typing: boolean) => this.typingSubject.next({ id, typing }));
+    this.connection.on('partial', (id: string, text: string) => this.partialSubject.next({ id, text }));
+    this.connection.on('completed', (id: string) => this.completedSubject.next(id));
+    this.connection.on('error', (id: string, text: string) => this.errorSubject.next({ id, text }));
+    this.connection.on('ReceiveStatusUpdate', (status: string) => this.statusUpdateSubject.next(status));
+
+    this.connection.onreconnecting(() => {
+      this.statusSignal.set('Reconnecting');
+      this.connectionLostSubject.next();
+    });
+    this.connection.onreconnected(() => {
+      this.statusSignal.set('Connected');
+      this.reconnectedSubject.next();
+    });
+    // The automatic reconnects gave up (or the server closed the connection): start over.
+    this.connection.onclose(() => {
+      this.statusSignal.set('Disconnected');
+      this.connectionLostSubject.next();
+      if (!this.destroyed) void this.start();
+    });
+
+    inject(DestroyRef).onDestroy(() => {
+      this.destroyed = true;
+      void this.connection.stop();
+    });
+  }
+
+  /** Connects, retrying until it succeeds; safe to call more than once. */
+  start(): Promise<void> {
+    this.connecting ??= this.connect().finally(() => (this.connecting = undefined));
+    return this.connecting;
+  }
+
+  /** Sends a prompt; resolves with its message id once the reply has completed. */
+  ask(prompt: string): Promise<string> {
+    return this.connection.invoke<string>('AskAi', prompt);
+  }
+
+  /** Stops this connection's replies; each still ends with `completed`. */
+  stop(): Promise<void> {
+    return this.connection.invoke('StopGeneration');
+  }
+
+  /** Stops the replies and clears the conversation; then `statusUpdate$` emits "history_cleared". */
+  clear(): Promise<void> {
+    return this.connection.invoke('ClearHistory');
+  }
+
+  private async connect(): Promise<void> {
+    for (let attempt = 0; !this.destroyed; attempt++) {
+      this.statusSignal.set('Connecting');
+      try {
+        await this.connection.start();
+        this.statusSignal.set('Connected');
+        if (this.everConnected) this.reconnectedSubject.next();
+        this.everConnected = true;
+        return;
+      } catch (err) {
+        if (this.destroyed) return;
+        this.statusSignal.set('Disconnected');
+        console.warn('Cannot connect to the chat hub, retrying', err);
+        const delay = RETRY_DELAYS[Math.min(attempt + 1, RETRY_DELAYS.length - 1)];
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+}
