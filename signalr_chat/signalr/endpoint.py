@@ -177,7 +177,10 @@ class HubEndpoint:
             connection.detach(old)
             old.drop()
         socket = web.WebSocketResponse(
-            max_msg_size=self._max_frame, compress=self.options.websocket_compression, autoping=True
+            max_msg_size=self._max_frame,
+            compress=self.options.websocket_compression,
+            autoping=True,
+            decode_text=False,  # Text frames stay bytes: the protocol parses bytes
         )
         return await websockets.serve(request, connection, socket, claimed.resumed if resuming else None)
 

@@ -86,9 +86,7 @@ async def serve(
     error: BaseException | None = None
     try:
         async for message in socket:
-            if message.type is WSMsgType.TEXT:
-                await application.receive(message.data.encode())
-            elif message.type is WSMsgType.BINARY:
+            if message.type is WSMsgType.TEXT or message.type is WSMsgType.BINARY:
                 await application.receive(message.data)
             elif message.type is WSMsgType.ERROR:
                 error = socket.exception()
