@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         # a message at the length limit must reach the chat's friendly check, whatever its
         # characters: up to 6 bytes each once JSON-escaped
         max_message_size=max(32 * 1024, 6 * settings.max_message_length + 1024),
+        websocket_compression=settings.websocket_compression,
     )
     secret = settings.auth_jwt_secret
     validator = (

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     host: str = Field("localhost", description="Interface to listen on.")
     port: int = Field(5000, description="TCP port to listen on.")
     log_level: str = Field("INFO", description="Python logging level.")
+    websocket_compression: bool = Field(
+        False, description="permessage-deflate on WebSockets; off by default, as it costs memory and CPU per message."
+    )
 
     # -- chat ----------------------------------------------------------------
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="First message of every conversation.")

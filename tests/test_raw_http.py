@@ -423,6 +423,22 @@ async def test_websocket_json_uses_text_frames(hub_server: Any, session: aiohttp
         assert {kind for kind, _ in socket.frames} == {WSMsgType.TEXT}
 
 
+@pytest.mark.parametrize("enabled", [False, True])
+async def test_permessage_deflate_only_when_turned_on(session: aiohttp.ClientSession, enabled: bool) -> None:
+    """aiohttp's client offers permessage-deflate; the server accepts it only with the option on."""
+    async with in_process(websocket_compression=enabled) as server:
+        token = (await negotiate(session, server.base, "/testhub"))["connectionToken"]
+        async with session.ws_connect(ws_url(server.base, "/testhub", token), compress=15) as ws:
+            assert bool(ws.compress) is enabled  # the window bits the server agreed to, or 0
+            socket = HubSocket(ws, "json")
+            assert await socket.handshake() == {}
+            assert await socket.call("echo", "x" * 2000, invocation_id="0") == {
+                "type": 3,
+                "invocationId": "0",
+                "result": "x" * 2000,
+            }
+
+
 async def test_websocket_messagepack_uses_binary_frames(hub_server: Any, session: aiohttp.ClientSession) -> None:
     async with hub_socket(session, hub_server.base, protocol="messagepack") as socket:
         # the handshake request went as Text; the answer comes in the connection's (Binary) frame type
