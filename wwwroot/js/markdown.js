@@ -67,6 +67,8 @@ const ChatMarkdown = (() => {
             this.element = element;
             this.text = "";
             this.done = 0; // length of text rendered into finished blocks
+            this.nextRender = 0; // performance.now() before which the open block is not rendered
+            this.deferred = null; // the frame that makes up a skipped render
             this.finished = document.createElement("div");
             this.tail = document.createElement("div");
             this.finished.className = "md-blocks";
@@ -81,11 +83,30 @@ const ChatMarkdown = (() => {
                 this.finished.append(toFragment(this.text.slice(this.done, stable)));
                 this.done = stable;
             }
+            this.renderTail();
+        }
+
+        /**
+         * A huge open block (one long paragraph or code block) costs more per render as it
+         * grows: renders are spaced so they take at most about a fifth of the time, and a
+         * skipped one is made up as soon as that allows, even if no token follows.
+         */
+        renderTail() {
+            const now = performance.now();
+            if (now < this.nextRender) {
+                this.deferred ??= requestAnimationFrame(() => { this.deferred = null; this.renderTail(); });
+                return;
+            }
             this.tail.replaceChildren(toFragment(this.text.slice(this.done)));
+            const took = performance.now() - now;
+            this.nextRender = took > 4 ? now + 5 * took : 0;
         }
 
         /** One last full render, so the reply is exactly what the whole text says. */
         finish() {
+            cancelAnimationFrame(this.deferred);
+            this.deferred = null;
+            this.nextRender = Infinity; // nothing renders into the parts any more
             this.element.replaceChildren(toFragment(this.text));
         }
     }
