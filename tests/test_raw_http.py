@@ -904,6 +904,24 @@ async def test_slow_client_does_not_stall_others(session: aiohttp.ClientSession)
         pass
 
 
+async def test_a_client_that_pauses_reading_gets_everything_in_order(session: aiohttp.ClientSession) -> None:
+    """Writes that wait for the peer to read keep their order, and later records queue behind them."""
+    async with in_process(max_buffer_size=16 * 1024 * 1024) as server, hub_socket(session, server.base) as socket:
+        count, size = 300, 32 * 1024  # 9.6 MB: more than the kernel's socket buffers hold
+        await socket.invoke("blast", count, size, invocation_id="1")
+        await asyncio.sleep(0.5)  # not reading: the server's socket buffer fills and its writes wait
+        for expected in range(count):
+            record = await socket.recv(timeout=10)
+            assert record["type"] == 1 and record["target"] == "Blast"
+            assert record["arguments"] == [expected, "x" * size]
+        assert await socket.recv(timeout=10) == {"type": 3, "invocationId": "1", "result": count}
+        assert await socket.call("echo", "after", invocation_id="2") == {
+            "type": 3,
+            "invocationId": "2",
+            "result": "after",
+        }
+
+
 async def test_dropped_slow_client_is_fully_disconnected(session: aiohttp.ClientSession) -> None:
     async with in_process(max_buffer_size=256 * 1024) as server:
         lifetime = server.endpoint.lifetime

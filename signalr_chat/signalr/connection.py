@@ -133,11 +133,21 @@ class Connection:
     def has_pending(self) -> bool:
         return bool(self._pending)
 
-    def take_pending(self) -> bytes:
+    def take_pending(self, limit: int | None = None) -> bytes:
+        """The pending records as one chunk: all of them, or as many as fit in `limit` (at least one)."""
         pending = self._pending
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        pending.clear()
-        self._pending_size = 0
+        if limit is None or self._pending_size <= limit:
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending.clear()
+            self._pending_size = 0
+            return data
+        count, size = 1, len(pending[0])
+        while count < len(pending) and size + len(pending[count]) <= limit:
+            size += len(pending[count])
+            count += 1
+        data = b"".join(pending[:count])
+        del pending[:count]
+        self._pending_size -= size
         return data
 
     def receive_later(self, data: bytes) -> asyncio.Task[None] | None:

@@ -63,6 +63,7 @@ class HubEndpoint:
         self.dispatcher = HubDispatcher(hub_type, self.lifetime, self.options, factory)
         self.connections = ConnectionManager(self.options)
         self.hub_context = HubContext(self.lifetime, self.options)
+        self._flushes = websockets.FlushScheduler()
         size = self.options.max_message_size
         # a frame may batch several messages; each message is checked against the limit
         self._max_frame = 0 if size is None else max(4 * size, 1024 * 1024)
@@ -182,7 +183,7 @@ class HubEndpoint:
             autoping=True,
             decode_text=False,  # Text frames stay bytes: the protocol parses bytes
         )
-        return await websockets.serve(request, connection, socket, claimed.resumed if resuming else None)
+        return await websockets.serve(request, connection, socket, self._flushes, claimed.resumed if resuming else None)
 
     async def _sse(self, request: web.Request, connection: Connection, headers: dict[str, str]) -> web.StreamResponse:
         if connection.transport is not None:
