@@ -198,6 +198,12 @@ class RawHub(Hub):
     async def get_connection_id(self) -> str:
         return self.context.connection_id
 
+    async def burst(self, count: int) -> int:
+        """Several events for the caller in one go, as a chat reply's tokens can come."""
+        for i in range(count):
+            await self.clients.caller.send("Burst", i)
+        return count
+
     async def blast(self, count: int, size: int) -> int:
         """Broadcast `count` big messages, yielding between them as a real producer would."""
         for i in range(count):
@@ -902,6 +908,16 @@ async def blast_past_a_slow_client(session: aiohttp.ClientSession, server: InPro
 async def test_slow_client_does_not_stall_others(session: aiohttp.ClientSession) -> None:
     async with in_process(max_buffer_size=256 * 1024) as server, blast_past_a_slow_client(session, server):
         pass
+
+
+async def test_records_queued_in_one_turn_leave_in_one_frame(session: aiohttp.ClientSession) -> None:
+    async with in_process() as server, hub_socket(session, server.base) as socket:
+        before = len(socket.frames)
+        await socket.invoke("burst", 5, invocation_id="1")
+        frame = await socket.frame()
+        events = [{"type": 1, "target": "Burst", "arguments": [i]} for i in range(5)]
+        assert split_json(bytearray(frame)) == [*events, {"type": 3, "invocationId": "1", "result": 5}]
+        assert len(socket.frames) == before + 1
 
 
 async def test_a_client_that_pauses_reading_gets_everything_in_order(session: aiohttp.ClientSession) -> None:

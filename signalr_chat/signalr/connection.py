@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from multidict import CIMultiDictProxy, MultiMapping
 
 from .auth import User
 from .background import spawn
@@ -67,20 +67,15 @@ class RequestInfo:
     """The HTTP request that started the transport, kept for the hub context."""
 
     headers: CIMultiDictProxy[str]
-    query: MultiDictProxy[str]
+    query: MultiMapping[str]
     cookies: Mapping[str, str]
     remote: str | None = None
     path: str = ""
 
     @classmethod
     def from_request(cls, request: web.Request) -> RequestInfo:
-        return cls(
-            CIMultiDictProxy(CIMultiDict(request.headers)),
-            MultiDictProxy(MultiDict(request.query)),
-            dict(request.cookies),
-            request.remote,
-            request.path,
-        )
+        # aiohttp's headers and query are immutable views already: kept, not copied
+        return cls(request.headers, request.query, request.cookies, request.remote, request.path)
 
 
 @dataclass(slots=True, eq=False)
@@ -107,7 +102,8 @@ class Connection:
     long_polling: LongPollingTransport | None = None
     #: A POST send is being processed (a concurrent one gets 409).
     posting: bool = False
-    _inbound: deque[bytes] = field(default_factory=deque)
+    #: POST bodies waiting to be processed; created by the first POST (WebSockets never need it).
+    _inbound: deque[bytes] | None = None
     _inbound_task: asyncio.Task[None] | None = None
     _pending: list[bytes] = field(default_factory=list)
     _pending_size: int = 0
@@ -155,21 +151,24 @@ class Connection:
 
         Returns the task draining the backlog when it is long, so the sender can wait.
         """
-        self._inbound.append(data)
+        inbound = self._inbound
+        if inbound is None:
+            inbound = self._inbound = deque()
+        inbound.append(data)
         if self._inbound_task is None:
-            self._inbound_task = spawn(self._drain_inbound())
-        return self._inbound_task if len(self._inbound) > INBOUND_BACKLOG else None
+            self._inbound_task = spawn(self._drain_inbound(inbound))
+        return self._inbound_task if len(inbound) > INBOUND_BACKLOG else None
 
-    async def _drain_inbound(self) -> None:
+    async def _drain_inbound(self, inbound: deque[bytes]) -> None:
         try:
-            while self._inbound and not self.closed and self.application is not None:
-                await self.application.receive(self._inbound.popleft())
+            while inbound and not self.closed and self.application is not None:
+                await self.application.receive(inbound.popleft())
         except Exception as exc:  # a failing receive ends this connection, never the server
             log.exception("connection %s: processing a send failed", self.id)
             await self.dispose(exc)
         finally:
             if self.closed:
-                self._inbound.clear()
+                inbound.clear()
             self._inbound_task = None
 
     def attach(self, transport: Transport) -> None:

@@ -32,7 +32,7 @@ def requires_user(target: Any) -> bool:
 class HubCallerContext:
     """Who is calling, over which connection; lives as long as the connection."""
 
-    __slots__ = ("_abort", "aborted", "connection_id", "items", "request", "user")
+    __slots__ = ("_abort", "_aborted", "_ended", "connection_id", "items", "request", "user")
 
     def __init__(
         self,
@@ -46,9 +46,24 @@ class HubCallerContext:
         self.user = user
         self.items = items
         self.request = request
-        #: Set when the connection ends: long work on its behalf should stop.
-        self.aborted = asyncio.Event()
+        self._aborted: asyncio.Event | None = None  # created on first use: most hubs never ask
+        self._ended = False
         self._abort = abort
+
+    @property
+    def aborted(self) -> asyncio.Event:
+        """Set when the connection ends: long work on its behalf should stop."""
+        if self._aborted is None:
+            self._aborted = asyncio.Event()
+            if self._ended:
+                self._aborted.set()
+        return self._aborted
+
+    def ended(self) -> None:
+        """The connection is over: `aborted` is (or will be created) set."""
+        self._ended = True
+        if self._aborted is not None:
+            self._aborted.set()
 
     @property
     def user_identifier(self) -> str | None:

@@ -280,7 +280,7 @@ class HubConnectionContext:
 
     async def closed(self, error: BaseException | None) -> None:
         """Runs once, after the transport is gone: stop work, fail waiters, tell the hub."""
-        self.caller_context.aborted.set()
+        self.caller_context.ended()
         self.invocations.clear()
         for task in list(self.streams.values()):
             task.cancel()

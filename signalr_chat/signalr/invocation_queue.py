@@ -19,13 +19,15 @@ class InvocationQueue:
     def __init__(self, limit: int) -> None:
         self._limit = max(1, limit)
         self._running = 0
-        self._waiting: deque[_Job] = deque()
+        self._waiting: deque[_Job] | None = None  # created when the limit is first reached
         self.tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, job: _Job) -> None:
         if self._running < self._limit:
             self._start(job)
         else:
+            if self._waiting is None:
+                self._waiting = deque()
             self._waiting.append(job)
 
     def _start(self, job: _Job) -> None:
@@ -42,4 +44,5 @@ class InvocationQueue:
 
     def clear(self) -> None:
         """The connection is gone: jobs not started yet never run."""
-        self._waiting.clear()
+        if self._waiting is not None:
+            self._waiting.clear()
