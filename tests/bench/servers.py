@@ -1,0 +1,97 @@
+"""Starting and stopping the servers under test, each alone on core 0.
+
+Every run gets a fresh server process: RSS and CPU then belong to that run only, and a
+client dropped by one run cannot haunt the next.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import benchvenv
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER_CORE = "0"
+CLIENT_CORE = "1"
+#: The three servers, in the order every repetition runs them.
+KINDS = ("floor", "aiosignalr", "project")
+
+
+@dataclass
+class Server:
+    kind: str
+    process: subprocess.Popen[str]
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def command(kind: str, app: str = "hub") -> list[str]:
+    """The server's argv, without the port."""
+    if kind == "floor":
+        return [sys.executable, "-m", "tests.bench.floor_server"]
+    if kind == "aiosignalr":
+        return [str(benchvenv.ensure()), "-m", "tests.bench.aiosignalr_server"]
+    if kind == "project":
+        return [sys.executable, "-m", "tests.bench.project_server", "--app", app]
+    if kind == "relay-floor":
+        return [sys.executable, "-m", "tests.bench.relay_floor"]
+    if kind == "upstream":
+        return [sys.executable, "-m", "tests.bench.fake_upstream"]
+    raise ValueError(kind)
+
+
+def pinned(core: str, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", core, *argv]
+
+
+def start(
+    kind: str,
+    *,
+    app: str = "hub",
+    args: tuple[str, ...] = (),
+    env: Mapping[str, str] | None = None,
+    core: str = SERVER_CORE,
+    timeout: float = 30.0,
+) -> Server:
+    """Start a server (on core 0 unless told) and wait for its `listening on` line."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    process = subprocess.Popen(
+        pinned(core, [*command(kind, app), "--port", "0", *args]),
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        if line.startswith("listening on"):
+            port = int(line.strip().rsplit(":", 1)[1])
+            # keep reading, so a chatty server never blocks on a full pipe
+            threading.Thread(target=process.stdout.read, daemon=True).start()
+            return Server(kind, process, port)
+    process.kill()
+    raise RuntimeError(f"{kind} server did not start")

@@ -1,0 +1,265 @@
+"""A SignalR client connection as a bare asyncio.Protocol: no tasks, no futures per message.
+
+As the SignalR clients do, the negotiate POST has a short connection of its own; the
+WebSocket connection then carries the upgrade and the handshake, and after that every
+frame goes straight to `on_message`, which the scenario's subclass overrides. Pings are
+answered with pongs; nothing else is parsed unless a subclass asks for it.
+
+(Reusing the negotiate connection for the upgrade would be cheaper for the client, but
+aiohttp then keeps the negotiate response alive for the socket's whole life: ~4 KB of
+RSS per connection that no browser would cause.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket as sockets
+from collections.abc import Callable, Sequence
+from typing import TypeVar, cast
+
+import orjson
+
+from . import wire
+
+UPGRADE, HANDSHAKE, OPEN, CLOSED = range(4)
+
+
+class HandshakeFailed(Exception):
+    pass
+
+
+class SignalRSocket(asyncio.Protocol):
+    def __init__(self, port: int, path: str, protocol: str) -> None:
+        self.port = port
+        self.path = path
+        self.protocol = protocol
+        self.opcode = wire.OP_TEXT if protocol == "json" else wire.OP_BINARY
+        self.phase = UPGRADE
+        self.token = ""
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._http = wire.HttpResponses()
+        self._buffer = bytearray()
+        self.frames_in = 0
+
+    # -- setup ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self.transport.write(wire.upgrade_request(f"{self.path}?id={self.token}", self.port))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.phase = CLOSED
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"closed during setup: {exc}"))
+        self.on_lost()
+
+    def _fail(self, reason: str) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(HandshakeFailed(reason))
+        if self.transport is not None:
+            self.transport.close()
+
+    def _setup(self, data: bytes) -> None:
+        assert self.transport is not None
+        if self.phase == HANDSHAKE:
+            self._frames(data)
+            return
+        for status, _headers, _body in self._http.feed(data):
+            if status != 101:
+                self._fail(f"upgrade: HTTP {status}")
+                return
+            self.phase = HANDSHAKE
+            self.transport.write(wire.client_frame(wire.handshake(self.protocol), wire.OP_TEXT))
+            rest = self._http.take_rest()
+            if rest:
+                self._frames(rest)
+            return
+
+    def _handshake_response(self, payload: bytes) -> None:
+        end = payload.find(wire.RS)
+        if end < 0 or b"error" in payload[:end]:
+            self._fail(f"handshake: {payload[:200]!r}")
+            return
+        self.phase = OPEN
+        self.opened.set_result(None)
+        self.on_open()
+        if end + 1 < len(payload):
+            self.on_message(payload[end + 1 :])
+
+    # -- frames -----------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.phase != OPEN:
+            self._setup(data)
+            return
+        if not self._buffer and len(data) >= 2:
+            # the common case: exactly one small unfragmented data frame
+            length = data[1]
+            if length < 126 and len(data) == length + 2 and data[0] & 0x0F in (wire.OP_TEXT, wire.OP_BINARY):
+                self.frames_in += 1
+                self.on_message(data[2:])
+                return
+        self._frames(data)
+
+    def _frames(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        frames, used = wire.parse_frames(buffer)
+        del buffer[:used]
+        for opcode, payload in frames:
+            if opcode == wire.OP_TEXT or opcode == wire.OP_BINARY:
+                self.frames_in += 1
+                if self.phase == OPEN:
+                    self.on_message(payload)
+                elif self.phase == HANDSHAKE:
+                    self._handshake_response(payload)
+            elif opcode == wire.OP_PING and self.transport is not None:
+                self.transport.write(wire.client_frame(payload, wire.OP_PONG))
+            elif opcode == wire.OP_CLOSE and self.transport is not None:
+                with contextlib.suppress(Exception):
+                    self.transport.write(wire.client_frame(payload[:2], wire.OP_CLOSE))
+                self.transport.close()
+
+    # -- for subclasses -----------------------------------------------------------
+    def on_open(self) -> None:
+        """The handshake is done."""
+
+    def on_message(self, payload: bytes) -> None:
+        """One data frame's payload: one or more SignalR records."""
+
+    def on_lost(self) -> None:
+        """The TCP connection is gone."""
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and self.phase == OPEN:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None and self.phase != CLOSED:
+            with contextlib.suppress(Exception):
+                self.transport.write(wire.client_frame(b"\x03\xe8", wire.OP_CLOSE))
+            self.transport.close()
+
+
+S = TypeVar("S", bound=SignalRSocket)
+
+
+#: Linux: bind() picks the address only; the port is chosen at connect() time, per destination.
+IP_BIND_ADDRESS_NO_PORT = getattr(sockets, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def source_addresses(count: int, per_address: int = 20_000) -> list[str]:
+    """Loopback source addresses, so more than one port range's worth of sockets can reach one port."""
+    return [f"127.0.0.{1 + i // per_address}" for i in range(count)]
+
+
+async def connect(factory: Callable[[], asyncio.Protocol], port: int, source: str) -> None:
+    """Connect from `source` without bind() reserving a port: a plain bind(addr, 0) searches the
+    whole port range under a lock and fails long before connect() would run out of 4-tuples."""
+    loop = asyncio.get_running_loop()
+    sock = _socket(source)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.create_connection(factory, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _socket(source: str) -> sockets.socket:
+    sock = sockets.socket(sockets.AF_INET, sockets.SOCK_STREAM)
+    try:
+        sock.setsockopt(sockets.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.setsockopt(sockets.IPPROTO_TCP, sockets.TCP_NODELAY, 1)
+        sock.bind((source, 0))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Collect(asyncio.Protocol):
+    """Sends one `Connection: close` request and keeps everything until the server closes."""
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.data = bytearray()
+        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(bytes(self.data))
+
+
+async def negotiate(port: int, path: str, source: str = "127.0.0.1") -> str:
+    """POST {path}/negotiate?negotiateVersion=1 on a connection of its own; the connection token."""
+    request = wire.http_request("POST", f"{path}/negotiate?negotiateVersion=1", port, {"Connection": "close"})
+    collect = _Collect(request)
+    await connect(lambda: collect, port, source)
+    return _token(await collect.done)
+
+
+def _token(raw: bytes) -> str:
+    responses = wire.HttpResponses().feed(raw)
+    if not responses:
+        raise HandshakeFailed(f"negotiate: no response ({raw[:100]!r})")
+    status, _headers, body = responses[0]
+    document = orjson.loads(body) if status == 200 else {"error": f"negotiate: HTTP {status}"}
+    if "error" in document:
+        raise HandshakeFailed(str(document["error"]))
+    return str(document.get("connectionToken") or document["connectionId"])
+
+
+async def open_many(
+    factory: Callable[[int], S],
+    count: int,
+    port: int,
+    *,
+    concurrency: int = 64,
+    timeout: float = 30.0,
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[list[S], int]:
+    """Open `count` connections, at most `concurrency` in setup at once; returns the opened ones and the failures.
+
+    The limit keeps the server's accept backlog (128 in aiohttp) from overflowing, which
+    would cost whole-second SYN retransmits rather than measure anything.
+    """
+    gate = asyncio.Semaphore(concurrency)
+    addresses = source_addresses(count)
+    opened: list[S | None] = [None] * count
+    done = itertools.count(1)
+    failures = 0
+
+    async def one(index: int) -> None:
+        nonlocal failures
+        async with gate:
+            socket = factory(index)
+            try:
+                socket.token = await asyncio.wait_for(negotiate(port, socket.path, addresses[index]), timeout)
+                await asyncio.wait_for(connect(lambda: socket, port, addresses[index]), timeout)
+                await asyncio.wait_for(socket.opened, timeout)
+            except (OSError, TimeoutError, HandshakeFailed) as exc:
+                failures += 1
+                if failures <= 3:
+                    print(f"connection {index} failed: {exc!r}", flush=True)
+                socket.close()
+                return
+            opened[index] = socket
+            if on_progress is not None:
+                on_progress(next(done))
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return [s for s in opened if s is not None], failures
+
+
+def close_all(sockets: Sequence[SignalRSocket]) -> None:
+    for socket in sockets:
+        socket.close()
