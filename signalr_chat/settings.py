@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     openai_model: str = Field("gpt-4o-mini", description="Model name on the OpenAI-compatible server.")
     ai_max_retries: int = Field(2, ge=0, description="Retries of the openai SDK on 429/5xx (honouring retry-after).")
     ai_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one upstream request.")
+    ai_max_connections: int = Field(
+        10_000, ge=1, description="Upstream connections held at once: one per streaming reply (the SDK's own is 1,000)."
+    )
     ai_max_output_tokens: int = Field(1024, ge=1, description="Longest reply, in tokens.")
     ai_context_tokens: int = Field(
         16384, ge=256, description="Context window of the remote model; history is trimmed to fit."

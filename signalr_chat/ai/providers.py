@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+import httpx2  # the openai SDK's HTTP client
 import openai
 
 from .errors import ConfigurationError
@@ -48,7 +49,11 @@ def _azure(settings: Settings) -> ChatModel:
     if settings.azure_openai_v1:
         # the v1 API is plain OpenAI: the key or the Entra token travels as a bearer token
         client = openai.AsyncOpenAI(
-            base_url=f"{endpoint}/openai/v1/", api_key=key or token_provider, max_retries=retries, timeout=timeout
+            base_url=f"{endpoint}/openai/v1/",
+            api_key=key or token_provider,
+            max_retries=retries,
+            timeout=timeout,
+            http_client=_http_client(settings),
         )
     else:
         client = openai.AsyncAzureOpenAI(
@@ -59,6 +64,7 @@ def _azure(settings: Settings) -> ChatModel:
             azure_ad_token_provider=token_provider,
             max_retries=retries,
             timeout=timeout,
+            http_client=_http_client(settings),
         )
     log.info("Azure OpenAI: %s, deployment %s, %s", endpoint, deployment, "API key" if key else "Entra ID")
     return OpenAIChatModel(
@@ -72,6 +78,13 @@ def _azure(settings: Settings) -> ChatModel:
     )
 
 
+def _http_client(settings: Settings) -> openai.DefaultAsyncHttpxClient:
+    """The SDK's own client, with room for every streaming reply: each holds a connection for
+    its whole length, and past the SDK's default of 1,000 the next chat waits for one."""
+    limits = httpx2.Limits(max_connections=settings.ai_max_connections, max_keepalive_connections=100)
+    return openai.DefaultAsyncHttpxClient(limits=limits)
+
+
 def _openai_compatible(settings: Settings) -> ChatModel:
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     client = openai.AsyncOpenAI(
@@ -80,6 +93,7 @@ def _openai_compatible(settings: Settings) -> ChatModel:
         api_key=key or "unused",
         max_retries=settings.ai_max_retries,
         timeout=settings.ai_timeout_seconds,
+        http_client=_http_client(settings),
     )
     return OpenAIChatModel(
         client,
