@@ -90,16 +90,11 @@ class WebSocketTransport:
             self.wake()
 
     async def _flush(self) -> None:
-        """What is still pending, awaiting each write: for closing."""
-        connection, socket = self.connection, self.socket
-        if self._writing is not None:
-            await asyncio.wait((self._writing,))
-        try:
-            while connection.has_pending and not socket.closed:
-                opcode = WSMsgType.BINARY if connection.binary else WSMsgType.TEXT
-                await socket.send_frame(connection.take_pending(MAX_BATCH), opcode)
-        except (ConnectionError, RuntimeError) as exc:
-            log.debug("connection %s: send failed: %s", connection.id, exc)
+        """Everything still pending, waiting for the peer to read when it must: for closing."""
+        self.flush_now()
+        while (writing := self._writing) is not None:
+            await asyncio.wait((writing,))
+            self.flush_now()
 
     async def close(self, *, going_away: bool = False, error: bool = False) -> None:
         """Flush, then the close handshake; a peer that stops reading is cut off instead."""
