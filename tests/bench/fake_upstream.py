@@ -14,7 +14,6 @@ Run as `python -m tests.bench.fake_upstream --port 0`; prints `listening on http
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import re
@@ -156,12 +155,7 @@ async def serve(port: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args()
-    procfs.raise_nofile()
-    procfs.install_uvloop()
-    asyncio.run(serve(args.port))
+    procfs.serve_main(serve)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import cast
 import orjson
 
 from . import wire
-from .loadgen import Result, Spec, Tally, Window, latencies_us, per_message
+from .loadgen import Result, Spec, Tally, closed_loop, latencies_us
 
 Handler = Callable[[int, dict[str, str], bytes], None]
 
@@ -182,17 +182,7 @@ async def run_echo(spec: Spec) -> Result:
             clients.append(client)
 
     await asyncio.gather(*(one() for _ in range(spec["connections"])))
-    tally.running = True
-    for client in clients:
-        client.start()
-    await asyncio.sleep(spec["warmup"])
-    window = Window(spec["server_pid"])
-    tally.recording = True
-    await asyncio.sleep(spec["window"])
-    tally.recording = False
-    result = per_message(window.stop(), tally.count)
-    tally.running = False
-    await asyncio.sleep(0.1)
+    result = await closed_loop(tally, clients, spec)
     for client in clients:
         with contextlib.suppress(Exception):
             client.close()

@@ -14,8 +14,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 from . import procfs, stats, wire
 from .wsclient import SignalRSocket, close_all, open_many
@@ -83,6 +83,27 @@ def latencies_us(samples_ns: list[int]) -> dict[str, float]:
     return stats.latency_summary([s / 1000 for s in samples_ns])
 
 
+class ClosedLoopClient(Protocol):
+    def start(self) -> None:
+        """Send the first request; each answer then sends the next while `tally.running`."""
+
+
+async def closed_loop(tally: Tally, clients: Sequence[ClosedLoopClient], spec: Spec) -> Result:
+    """Connected clients each keep one request in flight: the window after the warm-up is measured."""
+    tally.running = True
+    for client in clients:
+        client.start()
+    await asyncio.sleep(spec["warmup"])
+    window = Window(spec["server_pid"])
+    tally.recording = True
+    await asyncio.sleep(spec["window"])
+    tally.recording = False
+    result = per_message(window.stop(), tally.count)
+    tally.running = False
+    await asyncio.sleep(0.1)  # answers in flight land before the sockets close
+    return result
+
+
 # -- echo ---------------------------------------------------------------------------------
 
 
@@ -137,17 +158,7 @@ async def run_echo(spec: Spec) -> Result:
         spec["connections"],
         spec["port"],
     )
-    tally.running = True
-    for socket in sockets:
-        socket.start()
-    await asyncio.sleep(spec["warmup"])
-    window = Window(spec["server_pid"])
-    tally.recording = True
-    await asyncio.sleep(spec["window"])
-    tally.recording = False
-    result = per_message(window.stop(), tally.count)
-    tally.running = False
-    await asyncio.sleep(0.1)
+    result = await closed_loop(tally, sockets, spec)
     close_all(sockets)
     result.update(latency_us=latencies_us(tally.latencies), errors=tally.errors + failed, connected=len(sockets))
     return result

@@ -6,9 +6,13 @@ reads; wake-ups come from the voluntary context switches of the same process.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import os
 import resource
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 #: Enough descriptors for 50,000 sockets on each side, with room for the negotiate leftovers.
@@ -55,8 +59,16 @@ def raise_nofile(limit: int = NOFILE) -> int:
 
 def install_uvloop() -> None:
     """Every process of the benchmark runs on uvloop, as the issue asks."""
-    import asyncio
-
     import uvloop
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def serve_main(serve: Callable[[int], Coroutine[Any, Any, None]]) -> None:
+    """The `main` of a bench server that takes only `--port`: descriptors raised, uvloop, serve."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    raise_nofile()
+    install_uvloop()
+    asyncio.run(serve(args.port))

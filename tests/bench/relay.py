@@ -72,11 +72,7 @@ def run(case: Case, kind: str, profile_to: Path | None = None) -> dict[str, Any]
                 "upstream_pid": upstream.pid,
                 "upstream_port": upstream.port,
             }
-            result = load_under_profile(spec, 180 + case.params.get("chats", 0) / 20, profile_to)
-            if server.process.poll() is not None:
-                result["errors"] = result.get("errors", 0) + 1
-                result["error"] = f"server exited with {server.process.returncode}"
-            return result
+            return server.check_alive(load_under_profile(spec, 180 + case.params.get("chats", 0) / 20, profile_to))
         finally:
             server.stop()
     finally:

@@ -63,30 +63,19 @@ def broadcast_cases(t: Timing) -> Iterator[Case]:
     base = {"mode": "fanout", "warmup": t.warmup, "window": t.window, "payload": 32}
     for connections in (1000, 5000):
         burst = 20 if connections == 1000 else 8
-        yield Case(
-            "broadcast",
-            f"all burst json {connections}c",
-            {
-                **base,
-                "protocol": "json",
-                "connections": connections,
-                "pattern": "all",
-                "style": "burst",
-                "burst": burst,
-            },
-        )
-        yield Case(
-            "broadcast",
-            f"all burst messagepack {connections}c",
-            {
-                **base,
-                "protocol": "messagepack",
-                "connections": connections,
-                "pattern": "all",
-                "style": "burst",
-                "burst": burst,
-            },
-        )
+        for protocol in ("json", "messagepack"):
+            yield Case(
+                "broadcast",
+                f"all burst {protocol} {connections}c",
+                {
+                    **base,
+                    "protocol": protocol,
+                    "connections": connections,
+                    "pattern": "all",
+                    "style": "burst",
+                    "burst": burst,
+                },
+            )
         yield Case(
             "broadcast",
             f"all steady 2/s json {connections}c",
@@ -258,10 +247,6 @@ def _standard(case: Case, kind: str, profile_to: Path | None) -> dict[str, Any]:
     try:
         spec = {**case.params, "port": server.port, "server_pid": server.pid, "path": "/hub"}
         budget = 120 + 4 * float(case.params.get("window", 5)) + case.params.get("connections", 0) / 200
-        result = load_under_profile(spec, budget, profile_to)
-        if server.process.poll() is not None:
-            result["errors"] = result.get("errors", 0) + 1
-            result["error"] = f"server exited with {server.process.returncode}"
-        return result
+        return server.check_alive(load_under_profile(spec, budget, profile_to))
     finally:
         server.stop()

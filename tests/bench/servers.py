@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import benchvenv
 
@@ -34,6 +35,13 @@ class Server:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def check_alive(self, result: dict[str, Any]) -> dict[str, Any]:
+        """The run's result, counted as failed if the server died during it."""
+        if self.process.poll() is not None:
+            result["errors"] = result.get("errors", 0) + 1
+            result["error"] = f"server exited with {self.process.returncode}"
+        return result
 
     def stop(self) -> None:
         if self.process.poll() is None:
