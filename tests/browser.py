@@ -66,15 +66,19 @@ def page_errors() -> list[PageErrors]:
 
 @pytest.fixture
 def new_page(browser: Browser, page_errors: list[PageErrors]) -> Iterator[OpenPage]:
-    """new_page(url) -> (page, errors); every page's context is closed after the test."""
+    """new_page(url, permissions=, init_script=) -> (page, errors); contexts close after the test."""
     contexts = []
 
-    def open_page(url: str, *, permissions: tuple[str, ...] = ()) -> tuple[Page, PageErrors]:
+    def open_page(
+        url: str, *, permissions: tuple[str, ...] = (), init_script: str | None = None
+    ) -> tuple[Page, PageErrors]:
         context = browser.new_context(viewport={"width": 900, "height": 700})
         if permissions:
             context.grant_permissions(list(permissions), origin=url.split("/", 3)[0] + "//" + url.split("/", 3)[2])
         contexts.append(context)
         page = context.new_page()
+        if init_script is not None:  # runs before the page's own scripts
+            page.add_init_script(init_script)
         page.set_default_timeout(15_000)
         errors = PageErrors(page)
         page_errors.append(errors)

@@ -44,9 +44,7 @@ def angular_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def open_app(new_page: OpenPage, server: ChatServer) -> Page:
-    page, _ = new_page("about:blank")
-    page.add_init_script(RECORD_RENDERS)
-    page.goto(f"{server.base}/angular/")
+    page, _ = new_page(f"{server.base}/angular/", init_script=RECORD_RENDERS)
     expect(page.locator("#status")).to_have_text("Connected")
     return page
 

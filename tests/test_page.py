@@ -58,13 +58,9 @@ def open_chat(new_page: OpenPage, server: ChatServer, query: str = "", **kwargs:
     return page
 
 
-def open_chat_recording(new_page: OpenPage, server: ChatServer, query: str = "") -> Page:
+def open_chat_recording(new_page: OpenPage, server: ChatServer) -> Page:
     """A page whose renders are recorded from the first one."""
-    page, _ = new_page("about:blank")
-    page.add_init_script(RECORD_RENDERS)
-    page.goto(f"{server.base}/{query}")
-    expect(page.locator("#status")).to_have_text("Connected")
-    return page
+    return open_chat(new_page, server, init_script=RECORD_RENDERS)
 
 
 def send(page: Page, text: str) -> None:
