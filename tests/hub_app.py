@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from aiohttp import web
@@ -73,6 +73,26 @@ class TestHub(Hub):
 
     async def throw(self) -> None:
         raise RuntimeError("secret internals")
+
+    # Plain `def` methods: run at once when the connection has a free invocation slot.
+    def multiply(self, a: int, b: int) -> int:
+        return a * b
+
+    def plain_nothing(self) -> None:
+        return None
+
+    def plain_connection_id(self) -> str:
+        return self.context.connection_id
+
+    def plain_deferred(self, label: str) -> Awaitable[str]:
+        """A plain def handing back a coroutine (as a decorator's wrapper may): awaited."""
+        return self.slow(label, 0.05)
+
+    def plain_throw(self) -> None:
+        raise RuntimeError("secret internals")
+
+    def plain_hub_exception(self, text: str) -> None:
+        raise HubException(text)
 
     async def throw_hub_exception(self, text: str) -> None:
         raise HubException(text)

@@ -62,6 +62,13 @@ def test_streaming_void_and_authorize_are_recognised() -> None:
     assert not METHODS["echo"].requires_user
 
 
+def test_plain_def_methods_are_callable_and_known_not_to_need_a_task() -> None:
+    """A plain `def` public method is a hub method (ASP.NET Core's synchronous methods)."""
+    assert not METHODS["helperattribute"].is_async
+    assert METHODS["echo"].is_async
+    assert not METHODS["countdown"].is_async, "async generators stream; they are not awaited"
+
+
 def test_wrong_argument_count_has_the_aspnet_text() -> None:
     with pytest.raises(BindingError, match=r"^Invocation provides 1 argument\(s\) but target expects 2\.$"):
         METHODS["sendmessage"].bind(["only one"], [])

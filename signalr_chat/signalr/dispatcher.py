@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from .clients import GroupManager
@@ -112,6 +114,14 @@ class HubDispatcher:
         else:
             future.set_result(message.result)
 
+    def _fail(
+        self, connection: HubConnectionContext, message: InvocationMessage | StreamInvocationMessage, text: str
+    ) -> None:
+        if message.invocation_id is not None:
+            connection.write(CompletionMessage.with_error(message.invocation_id, text))
+        else:
+            log.info("connection %s: %s", connection.connection_id, text)
+
     def _resolve(
         self,
         connection: HubConnectionContext,
@@ -121,41 +131,36 @@ class HubDispatcher:
         """Find and bind the method, or answer with ASP.NET Core's error and return None."""
         target = message.target
         method = self.methods.get(normalize(target))
-
-        def fail(text: str) -> None:
-            if message.invocation_id is not None:
-                connection.write(CompletionMessage.with_error(message.invocation_id, text))
-            else:
-                log.info("connection %s: %s", connection.connection_id, text)
-
         if method is None:
-            fail(f"Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist.")
-            return None
-        if method.streaming and not streaming:
-            fail(f"The client attempted to invoke the streaming '{target}' method with a non-streaming invocation.")
-            return None
-        if streaming and not method.streaming:
-            fail(f"The client attempted to invoke the non-streaming '{target}' method with a streaming invocation.")
-            return None
-        if method.requires_user and connection.user is None:
-            fail(f"Failed to invoke '{target}' because user is unauthorized")
-            return None
+            text = f"Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist."
+        elif method.streaming and not streaming:
+            text = f"The client attempted to invoke the streaming '{target}' method with a non-streaming invocation."
+        elif streaming and not method.streaming:
+            text = f"The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
+        elif method.requires_user and connection.user is None:
+            text = f"Failed to invoke '{target}' because user is unauthorized"
+        else:
+            return self._bind(connection, message, method)
+        self._fail(connection, message, text)
+        return None
+
+    def _bind(
+        self,
+        connection: HubConnectionContext,
+        message: InvocationMessage | StreamInvocationMessage,
+        method: HubMethod,
+    ) -> tuple[HubMethod, list[Any]] | None:
         stream_ids = message.stream_ids or []
         for stream_id in stream_ids:
             if stream_id in connection.uploads:
-                fail(f"Invocation ID '{stream_id}' is already in use.")
+                self._fail(connection, message, f"Invocation ID '{stream_id}' is already in use.")
                 return None
         uploads = [UploadStream(i, self.options.stream_buffer_capacity) for i in stream_ids]
         try:
             arguments = method.bind(message.arguments, uploads)
         except BindingError as exc:
-            fail(
-                error_text(
-                    f"Failed to invoke '{target}' due to an error on the server.",
-                    _InvalidData(str(exc)),
-                    self._detailed,
-                )
-            )
+            failure = f"Failed to invoke '{message.target}' due to an error on the server."
+            self._fail(connection, message, error_text(failure, _InvalidData(str(exc)), self._detailed))
             return None
         for upload in uploads:
             connection.uploads[upload.stream_id] = upload
@@ -166,41 +171,75 @@ class HubDispatcher:
         if resolved is None:
             return
         method, arguments = resolved
-        target, detailed = message.target, self._detailed
+        queue = connection.invocations
+        if method.is_async or not queue.has_room():
+            queue.submit(partial(self._run, connection, message, method, arguments))
+            return
+        # A plain `def` with a free slot runs now, as ASP.NET Core runs a synchronous hub
+        # method: no task, and its Completion leaves in this loop turn.
+        try:
+            result = method.function(self._hub(connection), *arguments)
+        except Exception as exc:
+            self._complete(connection, message, method, None, exc)
+            return
+        if inspect.isawaitable(result):  # a plain def that hands back a coroutine
+            queue.submit(partial(self._await, connection, message, method, result))
+        else:
+            self._complete(connection, message, method, result, None)
 
-        def failed(exc: Exception) -> str:
-            return error_text(f"An unexpected error occurred invoking '{target}' on the server.", exc, detailed)
+    async def _run(
+        self, connection: HubConnectionContext, message: InvocationMessage, method: HubMethod, arguments: list[Any]
+    ) -> None:
+        try:
+            result = method.function(self._hub(connection), *arguments)
+            if method.is_async or inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            self._complete(connection, message, method, None, exc)
+        else:
+            self._complete(connection, message, method, result, None)
 
-        async def run() -> None:
-            try:
-                result = await method.function(self._hub(connection), *arguments)
-            except Exception as exc:
-                if not isinstance(exc, HubException):
-                    log.exception("connection %s: '%s' failed", connection.connection_id, target)
-                error = failed(exc)
-                completion = (
-                    None
-                    if message.invocation_id is None
-                    else CompletionMessage.with_error(message.invocation_id, error)
-                )
-            else:
-                if message.invocation_id is None:
-                    completion = None
-                elif result is None and method.void:
-                    completion = CompletionMessage(message.invocation_id)
-                else:
-                    completion = CompletionMessage.with_result(message.invocation_id, result)
-            finally:
-                for stream_id in message.stream_ids or ():
-                    connection.uploads.pop(stream_id, None)
-            if completion is not None and not connection.connection.closed:
-                try:
-                    connection.write(completion)
-                except (TypeError, ValueError, OverflowError) as exc:  # a result the protocol cannot encode
-                    log.exception("connection %s: '%s' result not serializable", connection.connection_id, target)
-                    connection.write(CompletionMessage.with_error(completion.invocation_id, failed(exc)))
+    async def _await(
+        self, connection: HubConnectionContext, message: InvocationMessage, method: HubMethod, awaitable: Any
+    ) -> None:
+        try:
+            result = await awaitable
+        except Exception as exc:
+            self._complete(connection, message, method, None, exc)
+        else:
+            self._complete(connection, message, method, result, None)
 
-        connection.invocations.submit(run)
+    def _complete(
+        self,
+        connection: HubConnectionContext,
+        message: InvocationMessage,
+        method: HubMethod,
+        result: Any,
+        error: Exception | None,
+    ) -> None:
+        """The method's outcome as a Completion (none for a non-blocking invocation)."""
+        for stream_id in message.stream_ids or ():
+            connection.uploads.pop(stream_id, None)
+        target, invocation_id = message.target, message.invocation_id
+        if error is not None:
+            if not isinstance(error, HubException):
+                log.error("connection %s: '%s' failed", connection.connection_id, target, exc_info=error)
+            if invocation_id is not None and not connection.connection.closed:
+                connection.write(CompletionMessage.with_error(invocation_id, self._failed(target, error)))
+            return
+        if invocation_id is None or connection.connection.closed:
+            return
+        if result is None and method.void:
+            connection.write(CompletionMessage(invocation_id))
+            return
+        try:
+            connection.write(CompletionMessage.with_result(invocation_id, result))
+        except (TypeError, ValueError, OverflowError) as exc:  # a result the protocol cannot encode
+            log.exception("connection %s: '%s' result not serializable", connection.connection_id, target)
+            connection.write(CompletionMessage.with_error(invocation_id, self._failed(target, exc)))
+
+    def _failed(self, target: str, exc: Exception) -> str:
+        return error_text(f"An unexpected error occurred invoking '{target}' on the server.", exc, self._detailed)
 
     def _stream_invocation(self, connection: HubConnectionContext, message: StreamInvocationMessage) -> None:
         invocation_id = message.invocation_id

@@ -35,6 +35,8 @@ class HubMethod:
     #: Positions of parameters that receive client upload streams.
     stream_positions: tuple[int, ...]
     streaming: bool
+    #: `async def`: needs a task. A plain `def` runs at once when the connection has room.
+    is_async: bool
     #: Ends with *args: extra arguments are accepted (a Python addition; .NET has none).
     variadic: bool
     #: A None result completes without a result: `-> None`, or no return annotation.
@@ -83,6 +85,7 @@ def describe(name: str, function: Any) -> HubMethod:
         parameter_count=len(parameters),
         stream_positions=streams,
         streaming=inspect.isasyncgenfunction(function),
+        is_async=inspect.iscoroutinefunction(function),
         variadic=variadic,
         void=returns in (type(None), None, inspect.Signature.empty),
         requires_user=requires_user(function),

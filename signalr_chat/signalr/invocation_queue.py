@@ -22,6 +22,10 @@ class InvocationQueue:
         self._waiting: deque[_Job] | None = None  # created when the limit is first reached
         self.tasks: set[asyncio.Task[None]] = set()
 
+    def has_room(self) -> bool:
+        """Nothing waits and a slot is free: work run now keeps arrival order."""
+        return self._running < self._limit
+
     def submit(self, job: _Job) -> None:
         if self._running < self._limit:
             self._start(job)

@@ -30,6 +30,21 @@ matrixTest("detailed errors show the exception type and message", async (t, comb
     );
 });
 
+matrixTest("a plain def method's exceptions read as an async one's", async (t, combo) => {
+    const c = await connect(t, "/testhub", combo);
+    await rejectsWith(c.invoke("plain_throw"), "An unexpected error occurred invoking 'plain_throw' on the server.");
+    await rejectsWith(
+        c.invoke("plain_hub_exception", "told"),
+        "An unexpected error occurred invoking 'plain_hub_exception' on the server. HubException: told",
+    );
+    const detailed = await connect(t, "/detailed", combo);
+    await rejectsWith(
+        detailed.invoke("plain_throw"),
+        "An unexpected error occurred invoking 'plain_throw' on the server. RuntimeError: secret internals",
+    );
+    assert.equal(await c.invoke("multiply", 3, 3), 9);
+});
+
 matrixTest("a result the protocol cannot encode fails that invocation only", async (t, combo) => {
     const c = await connect(t, "/testhub", combo);
     await rejectsWith(c.invoke("unserializable"), "An unexpected error occurred invoking 'unserializable' on the server.");

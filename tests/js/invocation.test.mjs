@@ -1,6 +1,6 @@
 // Plain invocations, non-blocking sends, server-to-client calls and ordering.
 import assert from "node:assert/strict";
-import { connect, matrixTest, recorder, withTimeout } from "./harness.mjs";
+import { connect, matrixTest, recorder, rejectsWith, withTimeout } from "./harness.mjs";
 
 matrixTest("echo returns objects, arrays, strings and null unchanged", async (t, combo) => {
     const c = await connect(t, "/testhub", combo);
@@ -122,6 +122,35 @@ matrixTest("invocations run in parallel when the hub allows it", async (t, combo
     const { ended, gap } = await raceSlow(c);
     assert.deepEqual(ended, ["b", "a"]);
     assert.ok(gap < 400, `'b' started ${gap.toFixed(0)} ms after 'a'; expected at once`);
+});
+
+matrixTest("a plain def method answers as an async one does", async (t, combo) => {
+    const c = await connect(t, "/testhub", combo);
+    assert.equal(await c.invoke("multiply", 6, 7), 42);
+    assert.equal(await c.invoke("Multiply", -2, 3), -6);
+    assert.equal(await c.invoke("plain_nothing"), undefined);
+    assert.equal(await c.invoke("plain_connection_id"), await c.invoke("get_connection_id"));
+    assert.equal(await c.invoke("plain_deferred", "later"), "later");
+    await rejectsWith(c.invoke("multiply", 1), "Failed to invoke 'multiply' due to an error on the server.");
+});
+
+/** slow('a', 0.3) and then multiply(2, 3), invoked at once: the order their results came back. */
+async function slowThenPlain(c) {
+    const ended = [];
+    const a = c.invoke("slow", "a", 0.3).then((r) => ended.push(r));
+    const b = c.invoke("multiply", 2, 3).then((r) => ended.push(r));
+    await withTimeout(Promise.all([a, b]), 10_000, "slow and multiply");
+    return ended;
+}
+
+matrixTest("a plain def waits its turn behind a running invocation", async (t, combo) => {
+    const c = await connect(t, "/testhub", combo);
+    assert.deepEqual(await slowThenPlain(c), ["a", 6]);
+});
+
+matrixTest("a plain def runs at once when the hub allows parallel invocations", async (t, combo) => {
+    const c = await connect(t, "/parallel", combo);
+    assert.deepEqual(await slowThenPlain(c), [6, "a"]);
 });
 
 matrixTest("invocation ids are independent per connection", async (t, combo) => {
