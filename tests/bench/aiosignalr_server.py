@@ -18,7 +18,10 @@ from aiosignalr.server import Hub, SignalRServer  # type: ignore[import-not-foun
 
 
 class BenchHub(Hub):  # type: ignore[misc,unused-ignore]
-    async def echo(self, message: Any) -> Any:
+    def echo(self, message: Any) -> Any:  # aiosignalr runs it in a task per invocation either way
+        return message
+
+    async def echoasync(self, message: Any) -> Any:
         return message
 
     async def broadcast(self, stamp: int, payload: Any) -> None:

@@ -87,7 +87,7 @@ class Floor:
 
     async def invoke(self, peer: Peer, target: str, arguments: list[Any], invocation_id: str | None) -> None:
         result: Any = None
-        if target == "Echo":
+        if target in ("Echo", "EchoAsync"):
             result = arguments[0]
         elif target == "Broadcast":
             await self.fan_out(self.sockets, "Broadcast", arguments)

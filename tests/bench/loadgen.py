@@ -110,11 +110,11 @@ async def closed_loop(tally: Tally, clients: Sequence[ClosedLoopClient], spec: S
 class EchoSocket(SignalRSocket):
     """One invocation in flight: each Completion sends the next, pre-built, invocation."""
 
-    def __init__(self, port: int, path: str, protocol: str, tally: Tally, payload: str) -> None:
+    def __init__(self, port: int, path: str, protocol: str, tally: Tally, payload: str, target: str) -> None:
         super().__init__(port, path, protocol)
         self.tally = tally
         self.payload = payload
-        record = wire.invocation(protocol, "Echo", [payload], "1")
+        record = wire.invocation(protocol, target, [payload], "1")
         self.frame = wire.client_frame(record, self.opcode)
         self.marker = b'"type":3' if protocol == "json" else b"\x95\x03"
         self.sent_at = 0
@@ -154,7 +154,7 @@ async def run_echo(spec: Spec) -> Result:
     tally = Tally()
     payload = "x" * spec["payload"]
     sockets, failed = await open_many(
-        lambda _: EchoSocket(spec["port"], spec["path"], spec["protocol"], tally, payload),
+        lambda _: EchoSocket(spec["port"], spec["path"], spec["protocol"], tally, payload, spec.get("target", "Echo")),
         spec["connections"],
         spec["port"],
     )

@@ -21,7 +21,10 @@ from . import procfs
 
 
 class BenchHub(Hub):
-    async def echo(self, message: Any) -> Any:
+    def echo(self, message: Any) -> Any:
+        return message
+
+    async def echo_async(self, message: Any) -> Any:
         return message
 
     async def broadcast(self, stamp: int, payload: Any) -> None:

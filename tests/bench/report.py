@@ -124,6 +124,10 @@ def echo_section(records: list[Record]) -> tuple[list[str], list[str]]:
         "",
         "Each connection keeps one `Echo(payload)` invocation in flight and sends the next as its",
         "Completion arrives; throughput over the window, server CPU per invocation from /proc.",
+        "`Echo` is a plain `def` in both SignalR servers' hubs: the project calls it without a task",
+        "(as ASP.NET Core calls a synchronous hub method), aiosignalr starts a task per invocation",
+        "either way. The `async def` row calls `EchoAsync`, the same method as a coroutine, which",
+        "both run as a task per invocation.",
         "",
         *table(header, rows),
     ]

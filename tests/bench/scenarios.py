@@ -54,6 +54,9 @@ def echo_cases(t: Timing) -> Iterator[Case]:
                 name = f"ws {protocol} {connections}c {_size(size)}"
                 params = {**base, "protocol": protocol, "connections": connections, "payload": size}
                 yield Case("echo", name, params)
+    # the same Echo written as an `async def`: what a task per invocation costs
+    params = {**base, "protocol": "json", "connections": 100, "payload": 32, "target": "EchoAsync"}
+    yield Case("echo", "ws json 100c 32B async def", params)
     for mode, label in (("sse-echo", "sse"), ("lp-echo", "longpolling")):
         params = {**base, "mode": mode, "protocol": "json", "connections": 100, "payload": 32}
         yield Case("echo", f"{label} json 100c 32B", params)
