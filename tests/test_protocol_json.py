@@ -151,6 +151,7 @@ READ_CASES: list[tuple[bytes, HubMessage]] = [
         InvocationMessage("UploadSum", [], "1", ["2"]),
     ),
     (b'{"type":1,"invocationId":null,"target":"x","arguments":[]}', InvocationMessage("x", [])),
+    (b'{"type":1,"target":"x","arguments":[],"streamIds":[],"headers":{}}', InvocationMessage("x", [])),
     (b'{"type":2,"invocationId":"2","item":7}', StreamItemMessage("2", 7)),
     (b'{"type":2,"invocationId":"2","item":null}', StreamItemMessage("2", None)),
     (b'{"type":3,"invocationId":"3"}', CompletionMessage("3")),
@@ -278,6 +279,9 @@ MALFORMED: list[tuple[bytes, str | None]] = [
     (b'{"target":"x","arguments":[]}', r"^Missing required property 'type'\.$"),
     (b'{"type":"1","target":"x","arguments":[]}', None),
     (b'{"type":true}', None),
+    # true == 1 and 1.0 == 1 in Python: neither may pass for an invocation
+    (b'{"type":true,"target":"x","arguments":[]}', r"^Expected 'type' to be of type Integer\.$"),
+    (b'{"type":1.0,"target":"x","arguments":[]}', r"^Expected 'type' to be of type Integer\.$"),
     (b'{"type":1,"arguments":[]}', r"^Missing required property 'target'\.$"),
     (b'{"type":1,"target":5,"arguments":[]}', None),
     (b'{"type":1,"target":"x"}', r"^Missing required property 'arguments'\.$"),

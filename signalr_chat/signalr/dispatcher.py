@@ -32,6 +32,8 @@ from .upload_stream import UploadStream
 log = logging.getLogger(__name__)
 
 HubFactory = Callable[[], Hub]
+#: Spellings of targets remembered per hub; a client inventing more only pays `normalize`.
+_MAX_SPELLINGS = 1024
 
 
 class HubDispatcher:
@@ -49,6 +51,8 @@ class HubDispatcher:
         self.groups = GroupManager(lifetime)
         self._factory: HubFactory = factory or hub_type
         self._detailed = options.enable_detailed_errors
+        #: Targets as clients spell them ("SendMessage"), so a call skips `normalize`.
+        self._by_target: dict[str, HubMethod] = {}
 
     def _hub(self, connection: HubConnectionContext) -> Hub:
         hub = self._factory()
@@ -73,7 +77,7 @@ class HubDispatcher:
     # -- messages --------------------------------------------------------
     async def dispatch(self, connection: HubConnectionContext, message: HubMessage) -> None:
         if isinstance(message, InvocationMessage):
-            self._invocation(connection, message)
+            self.invocation(connection, message)
         elif isinstance(message, StreamInvocationMessage):
             self._stream_invocation(connection, message)
         elif isinstance(message, StreamItemMessage):
@@ -130,7 +134,11 @@ class HubDispatcher:
     ) -> tuple[HubMethod, list[Any]] | None:
         """Find and bind the method, or answer with ASP.NET Core's error and return None."""
         target = message.target
-        method = self.methods.get(normalize(target))
+        method = self._by_target.get(target)
+        if method is None:
+            method = self.methods.get(normalize(target))
+            if method is not None and len(self._by_target) < _MAX_SPELLINGS:
+                self._by_target[target] = method
         if method is None:
             text = f"Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist."
         elif method.streaming and not streaming:
@@ -150,12 +158,12 @@ class HubDispatcher:
         message: InvocationMessage | StreamInvocationMessage,
         method: HubMethod,
     ) -> tuple[HubMethod, list[Any]] | None:
-        stream_ids = message.stream_ids or []
-        for stream_id in stream_ids:
+        uploads: list[UploadStream] = []
+        for stream_id in message.stream_ids or ():
             if stream_id in connection.uploads:
                 self._fail(connection, message, f"Invocation ID '{stream_id}' is already in use.")
                 return None
-        uploads = [UploadStream(i, self.options.stream_buffer_capacity) for i in stream_ids]
+            uploads.append(UploadStream(stream_id, self.options.stream_buffer_capacity))
         try:
             arguments = method.bind(message.arguments, uploads)
         except BindingError as exc:
@@ -166,7 +174,7 @@ class HubDispatcher:
             connection.uploads[upload.stream_id] = upload
         return method, arguments
 
-    def _invocation(self, connection: HubConnectionContext, message: InvocationMessage) -> None:
+    def invocation(self, connection: HubConnectionContext, message: InvocationMessage) -> None:
         resolved = self._resolve(connection, message, streaming=False)
         if resolved is None:
             return

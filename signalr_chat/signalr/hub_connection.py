@@ -135,7 +135,10 @@ class HubConnectionContext:
                 message.type in SEQUENCED_TYPES, message.type == MessageType.SEQUENCE
             ):
                 continue
-            await self.dispatcher.dispatch(self, message)
+            if type(message) is InvocationMessage:
+                self.dispatcher.invocation(self, message)  # never waits: no coroutine to await
+            else:
+                await self.dispatcher.dispatch(self, message)
             if self.connection.closed:
                 return
 

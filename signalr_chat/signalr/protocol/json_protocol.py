@@ -82,6 +82,19 @@ def _arguments(obj: dict[str, Any]) -> list[Any]:
 
 def message_from_object(obj: Any) -> HubMessage | None:
     """Validate a decoded record; None for message types this server does not know."""
+    if type(obj) is dict:  # the hot path: a plain invocation, valid, checked in one pass
+        kind = obj.get("type")
+        if kind == 1 and type(kind) is int:
+            target, arguments, invocation_id = obj.get("target"), obj.get("arguments"), obj.get("invocationId")
+            if (
+                type(target) is str
+                and type(arguments) is list
+                and (invocation_id is None or type(invocation_id) is str)
+                and obj.get("streamIds") is None
+                and obj.get("headers") is None
+            ):
+                return InvocationMessage(target, arguments, invocation_id)
+    # everything else, and the exact error for each thing that can be wrong
     if not isinstance(obj, dict):
         raise ProtocolError("Unexpected JSON Token Type. Expected a JSON Object.")
     kind = _require(obj, "type", int, "Integer")
