@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections import defaultdict
 from typing import Any
 
@@ -24,6 +25,8 @@ from aiohttp import WSMsgType, web
 from . import procfs, wire
 
 HANDSHAKE_OK = b"{}" + wire.RS
+#: permessage-deflate for clients that offer it (the deflate scenario sets BENCH_DEFLATE=1).
+DEFLATE = os.environ.get("BENCH_DEFLATE") == "1"
 NEGOTIATE_TRANSPORTS = [
     {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
     {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
@@ -140,7 +143,7 @@ class Floor:
         return web.Response(body=peer.take(), content_type="application/octet-stream")
 
     async def websocket(self, request: web.Request) -> web.WebSocketResponse:
-        socket = web.WebSocketResponse(compress=False)
+        socket = web.WebSocketResponse(compress=DEFLATE)
         await socket.prepare(request)
         peer = Peer()
         peer.socket = socket

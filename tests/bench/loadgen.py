@@ -377,6 +377,7 @@ def main() -> None:
     # a short-lived process: cyclic GC over 50,000 sockets' objects would only slow the client
     gc.disable()
     mode = spec["mode"]
+    SignalRSocket.deflate = bool(spec.get("deflate"))
     runner: Runner
     if mode in ("sse-echo", "lp-echo"):
         from . import httpgen

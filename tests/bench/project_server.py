@@ -11,11 +11,12 @@ Run as `python -m tests.bench.project_server --port 0 [--app chat]`.
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from aiohttp import web
 
-from signalr_chat.signalr import Hub, map_hub
+from signalr_chat.signalr import Hub, HubOptions, map_hub
 
 from . import procfs
 
@@ -39,7 +40,9 @@ class BenchHub(Hub):
 
 def create_hub_app() -> web.Application:
     app = web.Application()
-    map_hub(app, "/hub", BenchHub)
+    # permessage-deflate only for the deflate scenario, which sets BENCH_DEFLATE=1
+    options = HubOptions(websocket_compression=os.environ.get("BENCH_DEFLATE") == "1")
+    map_hub(app, "/hub", BenchHub, options=options)
     return app
 
 

@@ -266,6 +266,44 @@ def idle_section(records: list[Record]) -> tuple[list[str], list[str]]:
     return lines, targets
 
 
+def deflate_section(records: list[Record]) -> tuple[list[str], list[str]]:
+    """Each deflate case beside the same case without it, from the idle and broadcast runs."""
+    cells = Cells(records, "deflate")
+    if not cells.cases:
+        return [], []
+    plain = {"idle": Cells(records, "idle"), "broadcast": Cells(records, "broadcast")}
+    header = ["case", "figure"]
+    for k in ("floor", "project"):
+        header += [f"{k} off", f"{k} on", f"{k} on/off"]
+    rows, costs = [], []
+    for case in cells.cases:
+        base = case.removesuffix(", deflate")
+        idle = " idle " in f" {base} "
+        off_cells = plain["idle" if idle else "broadcast"]
+        key, label = ("rss_per_connection_kb", "KB/conn") if idle else ("server_us_per_msg", "server us/delivery")
+        row = [case, label]
+        for k in ("floor", "project"):
+            off, on = off_cells.median(base, k, key), cells.median(case, k, key)
+            row += [_opt(off, 1, 1), cells.cell(case, k, key), _ratio(None if not off or on is None else on / off)]
+            if k == "project" and off and on is not None:
+                costs.append(f"{on / off:.1f}x {label}")
+        rows.append(row)
+    lines = [
+        "## Permessage-deflate",
+        "",
+        "The idle and broadcast cases at 1,000 connections again, with the clients offering",
+        "permessage-deflate as browsers do and the servers accepting it (the project with",
+        "`WEBSOCKET_COMPRESSION=true`, i.e. `HubOptions.websocket_compression`); `off` is the same",
+        "case from the sections above. aiohttp keeps a compressor per connection and compresses",
+        "each delivery on its own, so neither cost can be shared.",
+        "",
+        *table(header, rows),
+    ]
+    measured = ", ".join(costs) if costs else "not measured"
+    targets = [f"| Permessage-deflate off by default, an option turns it on | on costs the project {measured} | met |"]
+    return lines, targets
+
+
 def relay_section(records: list[Record]) -> tuple[list[str], list[str]]:
     from . import relay
 
@@ -288,6 +326,7 @@ SECTIONS: tuple[Callable[[list[Record]], tuple[list[str], list[str]]], ...] = (
     echo_section,
     broadcast_section,
     idle_section,
+    deflate_section,
     relay_section,
 )
 

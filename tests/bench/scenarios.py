@@ -20,7 +20,7 @@ from . import procfs, servers
 
 #: A run whose load generator used this share of its core measured the client, not the server.
 SATURATED_PCT = 90.0
-SCENARIOS = ("echo", "broadcast", "idle", "relay", "ttft")
+SCENARIOS = ("echo", "broadcast", "idle", "relay", "ttft", "deflate")
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,19 @@ def idle_cases(t: Timing, sizes: tuple[int, ...]) -> Iterator[Case]:
         yield Case("idle", f"{connections} idle ws", params, client_cpu_key="ramp_client_cpu_pct")
 
 
+def deflate_cases(t: Timing) -> Iterator[Case]:
+    """The idle and broadcast cases at 1,000 connections again, with permessage-deflate on.
+
+    Clients offer the extension as browsers do; floor and project turn it on with
+    BENCH_DEFLATE=1 (the project through `HubOptions.websocket_compression`).
+    """
+    kinds = ("floor", "project")
+    idle = next(idle_cases(t, (1000,)))
+    yield Case("deflate", f"{idle.name}, deflate", {**idle.params, "deflate": True}, kinds, idle.client_cpu_key)
+    burst = next(c for c in broadcast_cases(t) if c.name == "all burst json 1000c")
+    yield Case("deflate", f"{burst.name}, deflate", {**burst.params, "deflate": True}, kinds)
+
+
 def all_cases(t: Timing, scenarios: tuple[str, ...], idle_sizes: tuple[int, ...]) -> list[Case]:
     cases: list[Case] = []
     if "echo" in scenarios:
@@ -152,6 +165,8 @@ def all_cases(t: Timing, scenarios: tuple[str, ...], idle_sizes: tuple[int, ...]
         cases += broadcast_cases(t)
     if "idle" in scenarios:
         cases += idle_cases(t, idle_sizes)
+    if "deflate" in scenarios:
+        cases += deflate_cases(t)
     if "relay" in scenarios or "ttft" in scenarios:
         from . import relay
 
@@ -246,7 +261,8 @@ def load_under_profile(spec: dict[str, Any], budget: float, profile_to: Path | N
 
 
 def _standard(case: Case, kind: str, profile_to: Path | None) -> dict[str, Any]:
-    server = servers.start(kind)
+    env = {"BENCH_DEFLATE": "1"} if case.params.get("deflate") else None
+    server = servers.start(kind, env=env)
     try:
         spec = {**case.params, "port": server.port, "server_pid": server.pid, "path": "/hub"}
         budget = 120 + 4 * float(case.params.get("window", 5)) + case.params.get("connections", 0) / 200

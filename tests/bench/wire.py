@@ -14,6 +14,10 @@ import orjson
 #: A fixed, non-zero mask key: the server unmasks every frame as it would a random one.
 MASK_KEY = b"\x5a\xc3\x3c\xa5"
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+#: First-byte bit of a permessage-deflate compressed message.
+RSV1 = 0x40
+#: What a compressed message's deflate stream lacks at its end (RFC 7692, 7.2.2).
+DEFLATE_TAIL = b"\x00\x00\xff\xff"
 RS = b"\x1e"
 WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's sample key; the accept value is not checked
 
@@ -39,7 +43,10 @@ def client_frame(payload: bytes, opcode: int) -> bytes:
 
 
 def parse_frames(buffer: bytearray) -> tuple[list[tuple[int, bytes]], int]:
-    """Complete server frames at the front of `buffer` (opcode, payload) and the bytes they used."""
+    """Complete server frames at the front of `buffer` (opcode, payload) and the bytes they used.
+
+    The opcode keeps RSV1 (0x40): set, the payload is permessage-deflate compressed.
+    """
     frames: list[tuple[int, bytes]] = []
     pos, size = 0, len(buffer)
     while size - pos >= 2:
@@ -58,7 +65,7 @@ def parse_frames(buffer: bytearray) -> tuple[list[tuple[int, bytes]], int]:
         end = start + length
         if end > size:
             break
-        frames.append((buffer[pos] & 0x0F, bytes(buffer[start:end])))
+        frames.append((buffer[pos] & (RSV1 | 0x0F), bytes(buffer[start:end])))
         pos = end
     return frames, pos
 
@@ -153,18 +160,16 @@ def http_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def upgrade_request(target: str, port: int) -> bytes:
-    return http_request(
-        "GET",
-        target,
-        port,
-        {
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Key": WS_KEY.decode(),
-            "Sec-WebSocket-Version": "13",
-        },
-    )
+def upgrade_request(target: str, port: int, deflate: bool = False) -> bytes:
+    headers = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": WS_KEY.decode(),
+        "Sec-WebSocket-Version": "13",
+    }
+    if deflate:  # what browsers offer
+        headers["Sec-WebSocket-Extensions"] = "permessage-deflate; client_max_window_bits"
+    return http_request("GET", target, port, headers)
 
 
 class HttpResponses:

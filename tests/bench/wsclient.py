@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import socket as sockets
+import zlib
 from collections.abc import Callable, Sequence
 from typing import TypeVar, cast
 
@@ -31,6 +32,9 @@ class HandshakeFailed(Exception):
 
 
 class SignalRSocket(asyncio.Protocol):
+    #: Offer permessage-deflate, as browsers do (set once per load-generator process).
+    deflate = False
+
     def __init__(self, port: int, path: str, protocol: str) -> None:
         self.port = port
         self.path = path
@@ -42,12 +46,13 @@ class SignalRSocket(asyncio.Protocol):
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._http = wire.HttpResponses()
         self._buffer = bytearray()
+        self._inflate: zlib._Decompress | None = None  # once the server accepts deflate
         self.frames_in = 0
 
     # -- setup ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        self.transport.write(wire.upgrade_request(f"{self.path}?id={self.token}", self.port))
+        self.transport.write(wire.upgrade_request(f"{self.path}?id={self.token}", self.port, self.deflate))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = CLOSED
@@ -66,9 +71,14 @@ class SignalRSocket(asyncio.Protocol):
         if self.phase == HANDSHAKE:
             self._frames(data)
             return
-        for status, _headers, _body in self._http.feed(data):
+        for status, headers, _body in self._http.feed(data):
             if status != 101:
                 self._fail(f"upgrade: HTTP {status}")
+                return
+            if "permessage-deflate" in headers.get("sec-websocket-extensions", ""):
+                self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+            elif self.deflate:
+                self._fail("upgrade: permessage-deflate offered but not accepted")
                 return
             self.phase = HANDSHAKE
             self.transport.write(wire.client_frame(wire.handshake(self.protocol), wire.OP_TEXT))
@@ -96,7 +106,11 @@ class SignalRSocket(asyncio.Protocol):
         if not self._buffer and len(data) >= 2:
             # the common case: exactly one small unfragmented data frame
             length = data[1]
-            if length < 126 and len(data) == length + 2 and data[0] & 0x0F in (wire.OP_TEXT, wire.OP_BINARY):
+            if (
+                length < 126
+                and len(data) == length + 2
+                and data[0] & (wire.RSV1 | 0x0F) in (wire.OP_TEXT, wire.OP_BINARY)
+            ):
                 self.frames_in += 1
                 self.on_message(data[2:])
                 return
@@ -107,7 +121,10 @@ class SignalRSocket(asyncio.Protocol):
         buffer += data
         frames, used = wire.parse_frames(buffer)
         del buffer[:used]
-        for opcode, payload in frames:
+        for flagged, payload in frames:
+            opcode = flagged & 0x0F
+            if flagged & wire.RSV1 and self._inflate is not None:
+                payload = self._inflate.decompress(payload + wire.DEFLATE_TAIL)
             if opcode == wire.OP_TEXT or opcode == wire.OP_BINARY:
                 self.frames_in += 1
                 if self.phase == OPEN:
