@@ -82,7 +82,8 @@ def _http_client(settings: Settings) -> httpx2.AsyncClient:
     """The SDK's aiohttp transport, with room for every streaming reply.
 
     aiohttp reads a stream for a fraction of httpx2's default transport's cost per read
-    (no cancel scope and timer per chunk), which bounds how many chats one core relays.
+    (httpcore2 and anyio open a cancel scope for every read), and that per-read cost
+    bounds how many chats one core relays.
     Each reply holds a connection for its whole length: past the SDK's default limit of
     1,000 the next chat would wait for one.
     """
