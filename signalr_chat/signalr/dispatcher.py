@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from .clients import GroupManager
 from .errors import error_text
@@ -75,9 +75,14 @@ class HubDispatcher:
             await self.lifetime.on_disconnected(connection)
 
     # -- messages --------------------------------------------------------
-    async def dispatch(self, connection: HubConnectionContext, message: HubMessage) -> None:
+    def dispatch(self, connection: HubConnectionContext, message: HubMessage) -> Awaitable[None] | None:
+        """Act on one message; what the receive loop must wait for before the next, if anything.
+
+        Most messages need no waiting (an invocation runs or queues at once), so they cost
+        no coroutine: only upload backpressure and closing hand back an awaitable.
+        """
         if isinstance(message, InvocationMessage):
-            self.invocation(connection, message)
+            self._invocation(connection, message)
         elif isinstance(message, StreamInvocationMessage):
             self._stream_invocation(connection, message)
         elif isinstance(message, StreamItemMessage):
@@ -85,7 +90,7 @@ class HubDispatcher:
             if upload is None:
                 log.debug("connection %s: item for unknown stream %s", connection.connection_id, message.invocation_id)
             else:
-                await upload.put(message.item)
+                return upload.put(message.item)
         elif isinstance(message, CompletionMessage):
             self._completion(connection, message)
         elif isinstance(message, CancelInvocationMessage):
@@ -97,13 +102,14 @@ class HubDispatcher:
             connection.close_received = True
             if message.error:
                 log.info("connection %s: client closed with error: %s", connection.connection_id, message.error)
-            await connection.connection.dispose()
+            return connection.connection.dispose()
         elif isinstance(message, AckMessage):
             if connection.buffer is not None:
                 connection.buffer.ack(message.sequence_id)
         elif isinstance(message, SequenceMessage) and not connection.apply_sequence(message.sequence_id):
-            await connection.close("Sequence ID greater than amount of messages we've received.")
+            return connection.close("Sequence ID greater than amount of messages we've received.")
         # Ping: receiving anything already reset the client timeout
+        return None
 
     def _completion(self, connection: HubConnectionContext, message: CompletionMessage) -> None:
         upload = connection.uploads.pop(message.invocation_id, None)
@@ -174,7 +180,7 @@ class HubDispatcher:
             connection.uploads[upload.stream_id] = upload
         return method, arguments
 
-    def invocation(self, connection: HubConnectionContext, message: InvocationMessage) -> None:
+    def _invocation(self, connection: HubConnectionContext, message: InvocationMessage) -> None:
         resolved = self._resolve(connection, message, streaming=False)
         if resolved is None:
             return
@@ -185,33 +191,36 @@ class HubDispatcher:
             return
         # A plain `def` with a free slot runs now, as ASP.NET Core runs a synchronous hub
         # method: no task, and its Completion leaves in this loop turn.
-        try:
-            result = method.function(self._hub(connection), *arguments)
-        except Exception as exc:
-            self._complete(connection, message, method, None, exc)
-            return
-        if inspect.isawaitable(result):  # a plain def that hands back a coroutine
-            queue.submit(partial(self._await, connection, message, method, result))
-        else:
-            self._complete(connection, message, method, result, None)
+        pending = self._call(connection, message, method, arguments)
+        if pending is not None:  # a plain def that hands back a coroutine
+            queue.submit(partial(self._settle, connection, message, method, pending))
 
     async def _run(
         self, connection: HubConnectionContext, message: InvocationMessage, method: HubMethod, arguments: list[Any]
     ) -> None:
+        pending = self._call(connection, message, method, arguments)
+        if pending is not None:
+            await self._settle(connection, message, method, pending)
+
+    def _call(
+        self, connection: HubConnectionContext, message: InvocationMessage, method: HubMethod, arguments: list[Any]
+    ) -> Awaitable[Any] | None:
+        """Call the method: completed at once, or the awaitable its outcome waits on."""
         try:
             result = method.function(self._hub(connection), *arguments)
-            if method.is_async or inspect.isawaitable(result):
-                result = await result
         except Exception as exc:
             self._complete(connection, message, method, None, exc)
-        else:
-            self._complete(connection, message, method, result, None)
+            return None
+        if method.is_async or inspect.isawaitable(result):
+            return cast("Awaitable[Any]", result)
+        self._complete(connection, message, method, result, None)
+        return None
 
-    async def _await(
-        self, connection: HubConnectionContext, message: InvocationMessage, method: HubMethod, awaitable: Any
+    async def _settle(
+        self, connection: HubConnectionContext, message: InvocationMessage, method: HubMethod, pending: Awaitable[Any]
     ) -> None:
         try:
-            result = await awaitable
+            result = await pending
         except Exception as exc:
             self._complete(connection, message, method, None, exc)
         else:

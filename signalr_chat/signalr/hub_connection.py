@@ -135,10 +135,9 @@ class HubConnectionContext:
                 message.type in SEQUENCED_TYPES, message.type == MessageType.SEQUENCE
             ):
                 continue
-            if type(message) is InvocationMessage:
-                self.dispatcher.invocation(self, message)  # never waits: no coroutine to await
-            else:
-                await self.dispatcher.dispatch(self, message)
+            waiting = self.dispatcher.dispatch(self, message)
+            if waiting is not None:
+                await waiting
             if self.connection.closed:
                 return
 

@@ -27,7 +27,7 @@ class InvocationQueue:
         return self._running < self._limit
 
     def submit(self, job: _Job) -> None:
-        if self._running < self._limit:
+        if self.has_room():
             self._start(job)
         else:
             if self._waiting is None:
