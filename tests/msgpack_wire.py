@@ -23,22 +23,31 @@ def framed(payload: bytes) -> bytes:
             return bytes(prefix) + payload
 
 
-def split_msgpack(buffer: bytearray) -> list[Any]:
-    """Take every complete framed message off the front of `buffer`, decoded."""
-    records: list[Any] = []
-    while buffer:
-        length = shift = index = 0
+def take_frames(buffer: bytes | bytearray) -> tuple[list[bytes], int]:
+    """The complete framed payloads at the front of `buffer`, and how many bytes they used."""
+    payloads: list[bytes] = []
+    used, size = 0, len(buffer)
+    while used < size:
+        length = shift = 0
+        index = used
         while True:
-            if index >= len(buffer):
-                return records
+            if index >= size:
+                return payloads, used
             byte = buffer[index]
             index += 1
             length |= (byte & 0x7F) << shift
             shift += 7
             if not byte & 0x80:
                 break
-        if index + length > len(buffer):
-            return records
-        records.append(msgpack.unpackb(bytes(buffer[index : index + length]), timestamp=3))
-        del buffer[: index + length]
-    return records
+        if index + length > size:
+            return payloads, used
+        payloads.append(bytes(buffer[index : index + length]))
+        used = index + length
+    return payloads, used
+
+
+def split_msgpack(buffer: bytearray) -> list[Any]:
+    """Take every complete framed message off the front of `buffer`, decoded."""
+    payloads, used = take_frames(buffer)
+    del buffer[:used]
+    return [msgpack.unpackb(payload, timestamp=3) for payload in payloads]

@@ -22,6 +22,7 @@ import msgpack
 import orjson
 from aiohttp import WSMsgType, web
 
+from ..msgpack_wire import framed
 from . import procfs, wire
 
 HANDSHAKE_OK = b"{}" + wire.RS
@@ -181,7 +182,7 @@ def completion(binary: bool, invocation_id: str, result: Any) -> bytes:
         packed: bytes = msgpack.packb(
             [3, {}, invocation_id, 3, result] if result is not None else [3, {}, invocation_id, 2]
         )
-        return wire.varint(len(packed)) + packed
+        return framed(packed)
     body = {"type": 3, "invocationId": invocation_id, "result": result} if result is not None else None
     return orjson.dumps(body or {"type": 3, "invocationId": invocation_id}) + wire.RS
 
@@ -189,7 +190,7 @@ def completion(binary: bool, invocation_id: str, result: Any) -> bytes:
 def invocation(binary: bool, target: str, arguments: list[Any]) -> bytes:
     if binary:
         packed: bytes = msgpack.packb([1, {}, None, target, arguments])
-        return wire.varint(len(packed)) + packed
+        return framed(packed)
     return orjson.dumps({"type": 1, "target": target, "arguments": arguments}) + wire.RS
 
 

@@ -11,6 +11,8 @@ from typing import Any
 import msgpack
 import orjson
 
+from ..msgpack_wire import framed, take_frames
+
 #: A fixed, non-zero mask key: the server unmasks every frame as it would a random one.
 MASK_KEY = b"\x5a\xc3\x3c\xa5"
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -73,16 +75,6 @@ def parse_frames(buffer: bytearray) -> tuple[list[tuple[int, bytes]], int]:
 # -- SignalR records -------------------------------------------------------------
 
 
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = n & 0x7F
-        n >>= 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def handshake(protocol: str) -> bytes:
     return orjson.dumps({"protocol": protocol, "version": 1}) + RS
 
@@ -97,33 +89,20 @@ def invocation(protocol: str, target: str, arguments: list[Any], invocation_id: 
         obj["arguments"] = arguments
         return orjson.dumps(obj) + RS
     packed: bytes = msgpack.packb([1, {}, invocation_id, target, arguments], use_bin_type=True)
-    return varint(len(packed)) + packed
+    return framed(packed)
 
 
 def ping(protocol: str) -> bytes:
     if protocol == "json":
         return b'{"type":6}' + RS
-    return varint(2) + b"\x91\x06"
+    return framed(b"\x91\x06")
 
 
 def split_records(protocol: str, payload: bytes) -> list[bytes]:
     """The records of one frame or body: RS-terminated JSON, or VarInt-prefixed MessagePack."""
     if protocol == "json":
         return payload.split(RS)[:-1]
-    records: list[bytes] = []
-    pos, size = 0, len(payload)
-    while pos < size:
-        length = shift = 0
-        while True:
-            byte = payload[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        records.append(payload[pos : pos + length])
-        pos += length
-    return records
+    return take_frames(payload)[0]
 
 
 def decode(protocol: str, record: bytes) -> Any:
