@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from signalr_chat.signalr import Hub, HubEndpoint, HubException, HubOptions, User, authorize, map_hub
-from signalr_chat.signalr.transports.websockets import WebSocketTransport
+from signalr_chat.signalr.connections.transports.websockets import WebSocketTransport
 
 FIXED_DATE = dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 ENDPOINTS: dict[str, HubEndpoint] = {}

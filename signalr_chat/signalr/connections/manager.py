@@ -11,11 +11,11 @@ import base64
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .background import spawn
 from .connection import Connection
-from .options import HubOptions, TransportKind
+from .options import ConnectionOptions
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,9 @@ def new_id() -> str:
 
 
 class ConnectionManager:
-    def __init__(self, options: HubOptions) -> None:
+    def __init__(self, options: ConnectionOptions, clock: Callable[[], float] = time.monotonic) -> None:
         self.options = options
+        self._clock = clock
         self._by_token: dict[str, Connection] = {}
         self._handle: asyncio.TimerHandle | None = None
 
@@ -58,10 +59,10 @@ class ConnectionManager:
         return len(self._by_token)
 
     def _remove(self, connection: Connection) -> None:
-        if connection.transport_kind is TransportKind.LONG_POLLING:
+        if connection.features is not None and connection.features.polled:
             # Stays registered until a poll collects its last records (a Close message) and
             # sees 204, or the client's DELETE arrives (202), or the disconnect timeout.
-            connection.last_active = time.monotonic()
+            connection.last_active = self._clock()
             return
         self.forget(connection)
 
@@ -75,19 +76,22 @@ class ConnectionManager:
 
     def _beat(self) -> None:
         self._handle = None
-        now = time.monotonic()
+        self.tick(self._clock())
+        if self._by_token:
+            self._ensure_heartbeat()
+
+    def tick(self, now: float) -> None:
+        """One heartbeat at time `now`; tests call it with a clock of their own."""
         timeout = self.options.disconnect_timeout
         for connection in list(self._by_token.values()):
             if not connection.active and now - connection.last_active > timeout:
-                if connection.closed:
+                if connection.disposed:
                     self.forget(connection)
                     continue
                 log.debug("connection %s: inactive for %.0f s, disposing", connection.id, timeout)
                 spawn(connection.dispose())
             elif connection.application is not None:
                 connection.application.tick(now)
-        if self._by_token:
-            self._ensure_heartbeat()
 
     async def shutdown(self) -> None:
         """Graceful stop: every connection closes with going-away, so clients reconnect elsewhere."""
