@@ -523,6 +523,21 @@ async def test_websocket_query_names_are_case_insensitive(hub_server: Any, sessi
         assert await socket.call("add", 1, 1) == {"type": 3, "invocationId": "1", "result": 2}
 
 
+async def test_a_stream_cancelled_in_its_own_frame_completes_and_frees_its_id(
+    hub_server: Any, session: aiohttp.ClientSession
+) -> None:
+    """StreamInvocation then CancelInvocation in one frame: the method never runs, yet the
+    caller gets its Completion and the id is free again (it used to leak, about 1 in 5)."""
+    async with hub_socket(session, hub_server.base) as socket:
+        for _ in range(40):
+            stream = {"type": 4, "invocationId": "s1", "target": "counter", "arguments": [3, 0.01]}
+            await socket.send(stream, {"type": 5, "invocationId": "s1"})
+            while (record := await socket.recv())["type"] == 2:
+                assert record["invocationId"] == "s1"
+            assert record == {"type": 3, "invocationId": "s1"}, "a Completion without error, and the id is free"
+        assert await socket.call("echo", "still serving") == {"type": 3, "invocationId": "1", "result": "still serving"}
+
+
 @pytest.mark.parametrize(
     ("request_bytes", "error"),
     [

@@ -201,3 +201,29 @@ matrixTest("streaming a non-streaming method fails with the exact text", async (
         return true;
     });
 });
+
+matrixTest("a stream's CancellationToken is cancelled when the subscription is disposed", async (t, combo) => {
+    const c = await connect(t, "/testhub", combo);
+    const key = uniqueKey("token");
+    const first = deferred();
+    const subscription = c.stream("watched", key).subscribe({ next: () => first.resolve(), complete: () => {}, error: () => {} });
+    await withTimeout(first.promise, 5_000, "a stream item");
+    assert.equal(await c.invoke("token_cancelled", key), false);
+    subscription.dispose();
+    await eventually(() => c.invoke("token_cancelled", key), 5_000, "the method's token to be cancelled");
+});
+
+matrixTest("a plain method's CancellationToken is cancelled when its caller leaves", async (t, combo) => {
+    const leaving = await connect(t, "/parallel", combo);
+    const key = uniqueKey("leave");
+    await leaving.send("wait_for_cancel", key);
+    const watcher = await connect(t, "/testhub", combo);
+    assert.equal(await watcher.invoke("token_cancelled", key), false);
+    await leaving.stop();
+    await eventually(() => watcher.invoke("token_cancelled", key), 5_000, "the method to see its caller leave");
+});
+
+matrixTest("the hub context tells which transport the caller uses", async (t, combo) => {
+    const c = await connect(t, "/testhub", combo);
+    assert.equal(await c.invoke("transport_name"), combo.transport);
+});
