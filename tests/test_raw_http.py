@@ -559,20 +559,6 @@ async def test_handshake_errors(
         assert socket.buffer == b""  # nothing after the error
 
 
-async def test_handshake_timeout(session: aiohttp.ClientSession) -> None:
-    async with in_process(handshake_timeout=1) as server:
-        async with hub_socket(session, server.base, do_handshake=False) as socket:
-            started = time.monotonic()
-            assert await socket.handshake_response(timeout=5) == {"error": "Handshake was canceled."}
-            assert 0.9 < time.monotonic() - started < 4
-            await socket.wait_closed()
-        # an incomplete handshake is canceled too
-        async with hub_socket(session, server.base, do_handshake=False) as socket:
-            await socket.ws.send_str('{"protocol":"json",')
-            assert await socket.handshake_response(timeout=5) == {"error": "Handshake was canceled."}
-            await socket.wait_closed()
-
-
 # ================================================================================
 # Server-Sent Events
 # ================================================================================
@@ -766,25 +752,6 @@ async def test_keep_alive_ping_when_idle(session: aiohttp.ClientSession) -> None
         assert socket.frames[-1] == (WSMsgType.TEXT, b'{"type":6}\x1e')
 
 
-async def test_client_timeout_closes_with_allow_reconnect(session: aiohttp.ClientSession) -> None:
-    async with (
-        in_process(keep_alive_interval=1, client_timeout=2) as server,
-        hub_socket(session, server.base) as silent,
-        hub_socket(session, server.base) as chatty,
-    ):
-        deadline = time.monotonic() + 8
-        close: Any = None
-        while close is None and time.monotonic() < deadline:
-            await chatty.send({"type": 6})  # keeps the other connection alive
-            try:
-                close = await silent.recv(timeout=0.5)
-            except TimeoutError:
-                continue
-        assert close == {"type": 7, "allowReconnect": True}
-        await silent.wait_closed()
-        assert await chatty.call("echo", "alive") == {"type": 3, "invocationId": "1", "result": "alive"}
-
-
 async def test_message_over_max_size_closes_with_error(hub_server: Any, session: aiohttp.ClientSession) -> None:
     async with hub_socket(session, hub_server.base) as victim, hub_socket(session, hub_server.base) as other:
         await victim.invoke("echo", "x" * 40_000, invocation_id="1")  # over the default 32 KB
@@ -864,21 +831,6 @@ async def test_cors_not_granted_without_configuration(session: aiohttp.ClientSes
 # ================================================================================
 # lifetime: abandoned connections, shutdown, slow clients
 # ================================================================================
-
-
-async def test_abandoned_connections_are_disposed(session: aiohttp.ClientSession) -> None:
-    async with in_process(disconnect_timeout=1) as server:
-        never_started = (await negotiate(session, server.base))["connectionToken"]
-        stopped_polling = (await negotiate(session, server.base))["connectionToken"]
-        async with session.get(f"{server.base}/testhub?id={stopped_polling}") as response:
-            assert response.status == 200
-        assert server.endpoint.connections.get(never_started) is not None
-        assert await eventually(lambda: len(server.endpoint.connections) == 0, timeout=5)
-        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
-            await session.ws_connect(ws_url(server.base, "/testhub", never_started))
-        assert info.value.status == 404
-        async with session.get(f"{server.base}/testhub?id={stopped_polling}") as response:
-            assert response.status == 404
 
 
 async def test_graceful_shutdown(session: aiohttp.ClientSession) -> None:
