@@ -887,6 +887,18 @@ async def test_records_queued_in_one_turn_leave_in_one_frame(session: aiohttp.Cl
         assert len(socket.frames) == before + 1
 
 
+async def test_a_burst_of_invocations_that_do_not_wait_shares_one_frame(session: aiohttp.ClientSession) -> None:
+    """Invocations queued behind each other (one at a time, the default) run back to back in
+    one loop turn when none of them waits, so their Completions leave together."""
+    async with in_process() as server, hub_socket(session, server.base) as socket:
+        before = len(socket.frames)
+        calls = [{"type": 1, "invocationId": str(i), "target": "echo", "arguments": [i]} for i in range(10)]
+        await socket.send(*calls)
+        frame = await socket.frame()
+        assert split_json(bytearray(frame)) == [{"type": 3, "invocationId": str(i), "result": i} for i in range(10)]
+        assert len(socket.frames) == before + 1
+
+
 async def test_a_client_that_pauses_reading_gets_everything_in_order(session: aiohttp.ClientSession) -> None:
     """Writes that wait for the peer to read keep their order, and later records queue behind them."""
     async with in_process(max_buffer_size=16 * 1024 * 1024) as server, hub_socket(session, server.base) as socket:

@@ -1,4 +1,11 @@
-"""Runs one connection's plain invocations in arrival order, at most N at a time."""
+"""Runs one connection's plain invocations in arrival order, at most N at a time.
+
+The receive loop never waits on a hub method, so Completions for client results and
+upload StreamItems keep flowing while a method runs. Each of the N slots is one task
+that drains the queue: invocations that finish without waiting (a broadcast, an echo)
+run back to back in one loop turn, so what a burst sends to a connection leaves in one
+frame, and a burst costs one task instead of one per invocation.
+"""
 
 from __future__ import annotations
 
@@ -9,42 +16,52 @@ from typing import Any
 
 _Job = Callable[[], Coroutine[Any, Any, None]]
 
+#: Jobs one slot runs back to back before it lets the rest of the loop run.
+_TURN = 64
+
 
 class InvocationQueue:
-    """The receive loop never waits on a hub method, so Completions for client results
-    and upload StreamItems keep flowing while a method runs."""
-
-    __slots__ = ("_limit", "_running", "_waiting", "tasks")
+    __slots__ = ("_limit", "_running", "_waiting")
 
     def __init__(self, limit: int) -> None:
         self._limit = max(1, limit)
         self._running = 0
         self._waiting: deque[_Job] | None = None  # created when the limit is first reached
-        self.tasks: set[asyncio.Task[None]] = set()
 
     def has_room(self) -> bool:
-        """Nothing waits and a slot is free: work run now keeps arrival order."""
+        """A slot is free (then nothing waits): work run now keeps arrival order."""
         return self._running < self._limit
 
     def submit(self, job: _Job) -> None:
         if self.has_room():
-            self._start(job)
+            self._running += 1
+            asyncio.get_running_loop().create_task(self._drain(job))
         else:
             if self._waiting is None:
                 self._waiting = deque()
             self._waiting.append(job)
 
-    def _start(self, job: _Job) -> None:
-        self._running += 1
-        task = asyncio.get_running_loop().create_task(job())
-        self.tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
-        self._running -= 1
-        if self._waiting:
-            self._start(self._waiting.popleft())
+    async def _drain(self, job: _Job) -> None:
+        """One slot: this job, then whatever waits, until nothing does."""
+        try:
+            ran = 0
+            while True:
+                try:
+                    await job()
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # the slot itself is being cancelled
+                    # the method let a cancellation of its own escape: its job is over, not the slot
+                waiting = self._waiting
+                if not waiting:
+                    return
+                job = waiting.popleft()
+                ran += 1
+                if ran % _TURN == 0:
+                    await asyncio.sleep(0)
+        finally:
+            self._running -= 1
 
     def clear(self) -> None:
         """The connection is gone: jobs not started yet never run."""
