@@ -22,6 +22,8 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
 from signalr_chat.signalr import Hub, HubEndpoint, HubOptions, InMemoryHubLifetimeManager, map_hub
+from signalr_chat.signalr.connections import Connection
+from signalr_chat.signalr.connections.transports.websockets import WebSocketTransport
 from tests.msgpack_wire import framed, pack, split_msgpack
 
 pytestmark = pytest.mark.timeout(30)
@@ -195,6 +197,12 @@ class RawHub(Hub):
     async def echo(self, value: Any) -> Any:
         return value
 
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    async def send_to_caller(self, method: str, *payload: Any) -> None:
+        await self.clients.caller.send(method, *payload)
+
     async def get_connection_id(self) -> str:
         return self.context.connection_id
 
@@ -232,6 +240,12 @@ async def in_process(**options: Any) -> AsyncIterator[InProcess]:
         yield InProcess(server, endpoint)
     finally:
         await server.close()
+
+
+def server_side(server: InProcess, token: str) -> Connection:
+    connection = server.endpoint.connections.get(token)
+    assert connection is not None
+    return connection
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float) -> bool:
@@ -480,8 +494,7 @@ async def test_messagepack_ping_frame_bytes(session: aiohttp.ClientSession) -> N
 async def test_handshake_split_across_frames(hub_server: Any, session: aiohttp.ClientSession, protocol: str) -> None:
     async with hub_socket(session, hub_server.base, protocol=protocol, do_handshake=False) as socket:
         request = handshake(protocol)
-        await socket.ws.send_str(request[:10].decode())
-        await asyncio.sleep(0.05)
+        await socket.ws.send_str(request[:10].decode())  # two frames: the server gets two messages
         await socket.ws.send_str(request[10:].decode())
         assert await socket.handshake_response() == {}
         expected = (
@@ -642,28 +655,31 @@ async def test_server_sent_events_refuse_messagepack(hub_server: Any, session: a
             assert await stream.content.read() == b""  # the stream ends
 
 
-async def test_concurrent_posts_are_409(hub_server: Any, session: aiohttp.ClientSession) -> None:
-    token = (await negotiate(session, hub_server.base))["connectionToken"]
-    url = hub_server.url(f"/testhub?id={token}")
-    async with session.get(url, headers={"Accept": "text/event-stream"}) as stream:
-        assert await read_until(stream.content, 3) == b":\r\n"
-        release = asyncio.Event()
-        request = handshake()
+async def test_concurrent_posts_are_409(session: aiohttp.ClientSession) -> None:
+    async with in_process() as server:
+        token = (await negotiate(session, server.base))["connectionToken"]
+        url = f"{server.base}/testhub?id={token}"
+        async with session.get(url, headers={"Accept": "text/event-stream"}) as stream:
+            assert await read_until(stream.content, 3) == b":\r\n"
+            release = asyncio.Event()
+            request = handshake()
 
-        async def slow_body() -> AsyncIterator[bytes]:
-            yield request[:5]
-            await release.wait()
-            yield request[5:]
+            async def slow_body() -> AsyncIterator[bytes]:
+                yield request[:5]
+                await release.wait()
+                yield request[5:]
 
-        first = asyncio.ensure_future(session.post(url, data=slow_body()))
-        await asyncio.sleep(0.3)  # the server is now reading the first body
-        async with session.post(url, data=b'{"type":6}\x1e') as second:
-            assert second.status == 409
-        release.set()
-        response = await first
-        assert response.status == 200
-        response.release()
-        assert await read_events(stream.content) == b"data: {}\x1e\r\n\r\n"
+            first = asyncio.ensure_future(session.post(url, data=slow_body()))
+            connection = server_side(server, token)
+            reading = await eventually(lambda: connection.posted is not None and connection.posted.in_progress, 5)
+            assert reading, "the server is reading the first body"
+            async with session.post(url, data=b'{"type":6}\x1e') as second:
+                assert second.status == 409
+            release.set()
+            response = await first
+            assert response.status == 200
+            response.release()
+            assert await read_events(stream.content) == b"data: {}\x1e\r\n\r\n"
 
 
 # ================================================================================
@@ -671,9 +687,15 @@ async def test_concurrent_posts_are_409(hub_server: Any, session: aiohttp.Client
 # ================================================================================
 
 
-async def test_long_polling(hub_server: Any, session: aiohttp.ClientSession) -> None:
-    token = (await negotiate(session, hub_server.base))["connectionToken"]
-    url = hub_server.url(f"/testhub?id={token}")
+async def test_long_polling(session: aiohttp.ClientSession) -> None:
+    async with in_process() as server:
+        await _long_polling(session, server)
+
+
+async def _long_polling(session: aiohttp.ClientSession, server: InProcess) -> None:
+    token = (await negotiate(session, server.base))["connectionToken"]
+    url = f"{server.base}/testhub?id={token}"
+    connection = server_side(server, token)
 
     started = time.monotonic()
     async with session.get(url + "&_=1") as first:
@@ -700,7 +722,7 @@ async def test_long_polling(hub_server: Any, session: aiohttp.ClientSession) -> 
 
     # a poll that waits is answered by what arrives later
     waiting = asyncio.ensure_future(session.get(url + "&_=4"))
-    await asyncio.sleep(0.2)
+    assert await eventually(lambda: connection.active, timeout=5), "the poll is waiting on the server"
     await (
         await session.post(url, data=json_record({"type": 1, "target": "send_to_caller", "arguments": ["E", 1]}))
     ).release()
@@ -710,7 +732,7 @@ async def test_long_polling(hub_server: Any, session: aiohttp.ClientSession) -> 
 
     # a newer poll ends the older with 204
     older = asyncio.ensure_future(session.get(url + "&_=5"))
-    await asyncio.sleep(0.2)
+    assert await eventually(lambda: connection.active, timeout=5), "the older poll is waiting on the server"
     newer = asyncio.ensure_future(session.get(url + "&_=6"))
     async with await older as response:
         assert response.status == 204
@@ -903,8 +925,12 @@ async def test_a_client_that_pauses_reading_gets_everything_in_order(session: ai
     """Writes that wait for the peer to read keep their order, and later records queue behind them."""
     async with in_process(max_buffer_size=16 * 1024 * 1024) as server, hub_socket(session, server.base) as socket:
         count, size = 300, 32 * 1024  # 9.6 MB: more than the kernel's socket buffers hold
+        token = next(iter(server.endpoint.connections)).token
         await socket.invoke("blast", count, size, invocation_id="1")
-        await asyncio.sleep(0.5)  # not reading: the server's socket buffer fills and its writes wait
+        # not reading: the server's socket buffer fills and its writes have to wait
+        transport = server_side(server, token).transport
+        assert isinstance(transport, WebSocketTransport)
+        assert await eventually(lambda: transport._writing is not None, timeout=10)
         for expected in range(count):
             record = await socket.recv(timeout=10)
             assert record["type"] == 1 and record["target"] == "Blast"
