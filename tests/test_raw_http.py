@@ -7,9 +7,11 @@ need special options (short timeouts, small limits, shutdown) build a server in-
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -199,6 +201,10 @@ class RawHub(Hub):
 
     def add(self, a: int, b: int) -> int:
         return a + b
+
+    async def counter(self, count: int) -> AsyncIterator[int]:
+        for i in range(count):
+            yield i
 
     async def send_to_caller(self, method: str, *payload: Any) -> None:
         await self.clients.caller.send(method, *payload)
@@ -951,3 +957,78 @@ async def test_dropped_slow_client_is_fully_disconnected(session: aiohttp.Client
             # Past max_buffer_size the server dropped the client; the connection must end for good
             # (on_disconnected runs, the lifetime forgets it) although the peer never reads again.
             assert await eventually(lambda: slow_id not in lifetime.connections, timeout=5)
+
+
+async def test_a_closed_connection_is_freed_by_reference_counting(session: aiohttp.ClientSession) -> None:
+    """With the cycle collector off, a connection that ends leaves nothing behind: no
+    reference cycle keeps it (or its hub context) waiting for a collection."""
+    gc.collect()
+    gc.disable()
+    try:
+        async with in_process() as server:
+            references: list[weakref.ref[Any]] = []
+            for protocol in ("json", "messagepack"):
+                async with hub_socket(session, server.base, protocol=protocol) as socket:
+                    connection = next(iter(server.endpoint.connections))
+                    assert connection.application is not None
+                    references += [weakref.ref(connection), weakref.ref(connection.application)]
+                    del connection
+                    await socket.call("echo", "x")
+                    await socket.send(
+                        {"type": 4, "invocationId": "s", "target": "counter", "arguments": [2]}
+                        if protocol == "json"
+                        else [4, {}, "s", "counter", [2], []]
+                    )
+                    await socket.recv()
+                    await socket.recv()
+                    await socket.recv()
+            # SSE and long polling, through a POSTed handshake and an invocation
+            for accept in ("text/event-stream", None):
+                token = (await negotiate(session, server.base))["connectionToken"]
+                url = f"{server.base}/testhub?id={token}"
+                headers = {"Accept": accept} if accept else {}
+                if accept:
+                    stream = await session.get(url, headers=headers)
+                else:
+                    await (await session.get(url)).release()
+                await (await session.post(url, data=handshake())).release()
+                await (
+                    await session.post(url, data=json_record({"type": 1, "target": "echo", "arguments": [1]}))
+                ).release()
+                connection = server_side(server, token)
+                references += [weakref.ref(connection), weakref.ref(connection.application)]
+                del connection
+                await (await session.delete(url)).release() if not accept else stream.close()
+            assert await eventually(
+                lambda: not server.endpoint.connections and not server.endpoint.lifetime.connections, 5
+            )
+            assert await eventually(lambda: all(reference() is None for reference in references), 5), [
+                type(r()).__name__ for r in references if r() is not None
+            ]
+    finally:
+        gc.enable()
+
+
+async def test_cancelled_streams_leave_nothing_behind_on_a_live_connection(session: aiohttp.ClientSession) -> None:
+    """StreamInvocation + CancelInvocation pairs (cancelled before and after they start) with the
+    cycle collector off: the objects the server keeps do not grow with the number of pairs."""
+    async with in_process() as server, hub_socket(session, server.base) as socket:
+
+        async def pairs(count: int) -> None:
+            for i in range(count):
+                stream = {"type": 4, "invocationId": f"s{i}", "target": "counter", "arguments": [1000]}
+                await socket.send(stream, {"type": 5, "invocationId": f"s{i}"})
+                while (await socket.recv())["type"] != 3:
+                    pass
+                socket.frames.clear()  # the test's own record of frames must not count
+
+        await pairs(50)  # warm up: caches, first-use state
+        gc.collect()
+        gc.disable()
+        try:
+            before = len(gc.get_objects())
+            await pairs(400)
+            grown = len(gc.get_objects()) - before
+        finally:
+            gc.enable()
+        assert grown < 400, f"{grown} objects kept after 400 cancelled streams"

@@ -105,7 +105,7 @@ class RequestInfo:
         return cls(request.headers, request.query, request.cookies, request.remote, request.path)
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, weakref_slot=True)
 class Connection:
     id: str
     token: str
@@ -202,6 +202,7 @@ class Connection:
         self.disposed = True
         if self.posted is not None:
             self.posted.clear()
+            self.posted = None  # it holds bound methods of ours: a cycle
         transport = self.transport
         if transport is not None:
             try:

@@ -215,6 +215,8 @@ class ConnectionEndpoint:
     async def _post(self, request: web.Request, connection: Connection, headers: dict[str, str]) -> web.Response:
         if connection.features is not None and connection.features.kind is TransportKind.WEBSOCKETS:
             return _text(405, "POST requests are not allowed for WebSocket connections.", headers)
+        if connection.disposed:
+            return _text(404, "No Connection with that ID", headers)
         posted = connection.posted
         if posted is None:
             application = self._application(request, connection)

@@ -56,8 +56,11 @@ class HubCallerContext:
         return self._aborted
 
     def ended(self) -> None:
-        """The connection is over: `connection_aborted` is cancelled."""
+        """The connection is over: `connection_aborted` is cancelled, and `abort` has nothing left
+        to do (dropping the callback also breaks the cycle with the connection, so reference
+        counting frees it without waiting for the cycle collector)."""
         self.connection_aborted.cancel()
+        self._abort = _already_ended
 
     @property
     def user_identifier(self) -> str | None:
@@ -78,6 +81,10 @@ class HubCallerContext:
     def abort(self, *, allow_reconnect: bool = False) -> None:
         """Close the connection. With allow_reconnect the client's automatic reconnect runs."""
         self._abort(allow_reconnect)
+
+
+def _already_ended(allow_reconnect: bool) -> None:
+    return None
 
 
 class Hub:
