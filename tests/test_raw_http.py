@@ -26,6 +26,8 @@ from aiohttp.test_utils import TestServer
 from signalr_chat.signalr import Hub, HubEndpoint, HubOptions, InMemoryHubLifetimeManager, map_hub
 from signalr_chat.signalr.connections import Connection
 from signalr_chat.signalr.connections.transports.websockets import WebSocketTransport
+from signalr_chat.signalr.hubs import HubConnectionContext
+from signalr_chat.signalr.hubs.invocation_queue import MAX_WAITING
 from tests.msgpack_wire import framed, pack, split_msgpack
 
 pytestmark = pytest.mark.timeout(30)
@@ -195,6 +197,9 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 # -- in-process servers -------------------------------------------------------------
 
 
+HELD = asyncio.Event()
+
+
 class RawHub(Hub):
     async def echo(self, value: Any) -> Any:
         return value
@@ -205,6 +210,11 @@ class RawHub(Hub):
     async def counter(self, count: int) -> AsyncIterator[int]:
         for i in range(count):
             yield i
+
+    async def hold(self) -> str:
+        """Occupies the connection's one invocation slot until the test releases it."""
+        await HELD.wait()
+        return "released"
 
     async def send_to_caller(self, method: str, *payload: Any) -> None:
         await self.clients.caller.send(method, *payload)
@@ -1032,3 +1042,46 @@ async def test_cancelled_streams_leave_nothing_behind_on_a_live_connection(sessi
         finally:
             gc.enable()
         assert grown < 400, f"{grown} objects kept after 400 cancelled streams"
+
+
+async def test_a_flood_of_invocations_stops_the_reading_instead_of_growing_the_queue(
+    session: aiohttp.ClientSession,
+) -> None:
+    """With the one invocation slot busy, a client that keeps invoking is not read any
+    further once a few invocations wait (ASP.NET Core stops reading too): the queue stays
+    bounded, and once the slot frees every invocation is answered, in order."""
+    HELD.clear()
+    count, payload = 20_000, "x" * 1000  # 20 MB: far more than the socket buffers between us
+    async with (
+        in_process(max_buffer_size=64 * 1024 * 1024, max_message_size=None) as server,
+        hub_socket(session, server.base) as socket,
+    ):
+        await socket.invoke("hold", invocation_id="held")
+        connection = next(iter(server.endpoint.connections))
+        application = connection.application
+        assert isinstance(application, HubConnectionContext)
+        queue = application.invocations
+        transport = connection.transport
+        assert isinstance(transport, WebSocketTransport) and transport.request.transport is not None
+        socket_reader = transport.request.transport
+
+        async def flood() -> None:
+            for start in range(0, count, 100):
+                batch = [
+                    {"type": 1, "invocationId": str(i), "target": "echo", "arguments": [payload]}
+                    for i in range(start, start + 100)
+                ]
+                await socket.send(*batch)
+
+        sending = asyncio.ensure_future(flood())
+        try:
+            assert await eventually(lambda: not socket_reader.is_reading(), timeout=20), "the server stopped reading"
+            assert queue._waiting is not None and len(queue._waiting) <= MAX_WAITING
+            assert not sending.done(), "the client is held back by the unread socket"
+        finally:
+            HELD.set()
+        results = [await socket.recv(timeout=20) for _ in range(count + 1)]
+        await sending
+        assert results[0] == {"type": 3, "invocationId": "held", "result": "released"}
+        assert [r["invocationId"] for r in results[1:]] == [str(i) for i in range(count)]
+        assert all(r["result"] == payload for r in results[1:])

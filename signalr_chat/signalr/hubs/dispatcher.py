@@ -83,7 +83,7 @@ class HubDispatcher:
         no coroutine: only upload backpressure and closing hand back an awaitable.
         """
         if isinstance(message, InvocationMessage):
-            self._invocation(connection, message)
+            return self._invocation(connection, message)
         elif isinstance(message, StreamInvocationMessage):
             self._stream_invocation(connection, message)
         elif isinstance(message, StreamItemMessage):
@@ -179,20 +179,21 @@ class HubDispatcher:
             connection.uploads[upload.stream_id] = upload
         return method, arguments
 
-    def _invocation(self, connection: HubConnectionContext, message: InvocationMessage) -> None:
+    def _invocation(self, connection: HubConnectionContext, message: InvocationMessage) -> Awaitable[None] | None:
+        """Runs or queues the method; a full queue hands back what the reader must wait for."""
         resolved = self._resolve(connection, message, streaming=False)
         if resolved is None:
-            return
+            return None
         method, arguments = resolved
         queue = connection.invocations
         if method.is_async or not queue.has_room():
-            queue.submit(partial(self._run, connection, message, method, arguments))
-            return
+            return queue.submit(partial(self._run, connection, message, method, arguments))
         # A plain `def` with a free slot runs now, as ASP.NET Core runs a synchronous hub
         # method: no task, and its Completion leaves in this loop turn.
         pending = self._call(connection, message, method, arguments)
         if pending is not None:  # a plain def that hands back a coroutine
-            queue.submit(partial(self._settle, connection, message, method, pending))
+            return queue.submit(partial(self._settle, connection, message, method, pending))
+        return None
 
     async def _run(
         self, connection: HubConnectionContext, message: InvocationMessage, method: HubMethod, arguments: list[Any]
