@@ -211,6 +211,12 @@ class RawHub(Hub):
         for i in range(count):
             yield i
 
+    async def send_many(self, count: int, size: int) -> int:
+        chunk = "y" * size
+        for i in range(count):
+            await self.clients.caller.send("Chunk", i, chunk)
+        return count
+
     async def hold(self) -> str:
         """Occupies the connection's one invocation slot until the test releases it."""
         await HELD.wait()
@@ -1085,3 +1091,32 @@ async def test_a_flood_of_invocations_stops_the_reading_instead_of_growing_the_q
         assert results[0] == {"type": 3, "invocationId": "held", "result": "released"}
         assert [r["invocationId"] for r in results[1:]] == [str(i) for i in range(count)]
         assert all(r["result"] == payload for r in results[1:])
+
+
+async def test_a_slow_reader_slows_its_sender_down_and_loses_nothing(session: aiohttp.ClientSession) -> None:
+    """A reply far bigger than the outbox bound to a client that is not reading: the hub
+    method waits for room instead of the client being dropped, and everything arrives."""
+    count, size = 1000, 16 * 1024  # 16 MB: more than the socket buffers between us hold
+    async with in_process(max_buffer_size=64 * 1024) as server, hub_socket(session, server.base) as socket:
+        connection = next(iter(server.endpoint.connections))
+        await socket.invoke("send_many", count, size, invocation_id="1")
+        assert await eventually(lambda: connection._room is not None, timeout=10), "the sender waits for room"
+        assert not connection.disposed
+        for expected in range(count):
+            record = await socket.recv(timeout=10)
+            assert record["target"] == "Chunk" and record["arguments"] == [expected, "y" * size]
+        assert await socket.recv(timeout=10) == {"type": 3, "invocationId": "1", "result": count}
+
+
+async def test_a_client_that_never_reads_is_dropped_after_the_send_timeout(session: aiohttp.ClientSession) -> None:
+    async with in_process(max_buffer_size=64 * 1024, send_timeout=0.3) as server:
+        async with hub_socket(session, server.base) as socket:
+            connection = next(iter(server.endpoint.connections))
+            await socket.invoke("send_many", 1000, 16 * 1024, invocation_id="1")
+            assert await eventually(lambda: connection.disposed, timeout=10), "dropped as a slow client"
+        async with hub_socket(session, server.base) as other:
+            assert await other.call("echo", "others are served") == {
+                "type": 3,
+                "invocationId": "1",
+                "result": "others are served",
+            }

@@ -201,6 +201,9 @@ class HubDispatcher:
         pending = self._call(connection, message, method, arguments)
         if pending is not None:
             await self._settle(connection, message, method, pending)
+        waiting = connection.backpressure()  # a big result: the next invocation waits for the client
+        if waiting is not None:
+            await waiting
 
     def _call(
         self, connection: HubConnectionContext, message: InvocationMessage, method: HubMethod, arguments: list[Any]
@@ -291,6 +294,9 @@ class HubDispatcher:
                 if token.cancelled:
                     break
                 connection.write(StreamItemMessage(invocation_id, item))
+                waiting = connection.backpressure()
+                if waiting is not None:
+                    await waiting
         except asyncio.CancelledError:
             if not token.cancelled or connection.ended:
                 raise  # the connection is closing: nobody to complete to

@@ -124,6 +124,22 @@ class HubConnectionContext:
         self._sent_since_beat = True
         self.connection_context.send(data)
 
+    def backpressure(self) -> Awaitable[None] | None:
+        """None while the client keeps up; else a wait for it, which drops it after `send_timeout`."""
+        room = self.connection_context.room()
+        return None if room is None else self._wait_for_room(room)
+
+    async def _wait_for_room(self, room: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(room), self.options.send_timeout)
+        except TimeoutError:
+            log.warning(
+                "connection %s: client took nothing for %.0f s, dropping slow client",
+                self.connection_id,
+                self.options.send_timeout,
+            )
+            self.connection_context.abort()
+
     # -- the Application side of Connection --------------------------------
     def start(self) -> None:
         self._started_at = time.monotonic()

@@ -74,6 +74,9 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
         connection = self.connections.get(connection_id)
         if connection is not None:
             connection.write_encoded(connection.protocol.encode_invocation(method, args))
+            waiting = connection.backpressure()
+            if waiting is not None:
+                await waiting
 
     async def send_connections(self, connection_ids: Collection[str], method: str, args: tuple[Any, ...]) -> None:
         found = (self.connections.get(i) for i in connection_ids)
