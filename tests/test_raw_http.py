@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections import deque
@@ -22,7 +23,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
 from signalr_chat.signalr import Hub, HubEndpoint, HubOptions, InMemoryHubLifetimeManager, map_hub
-from tests.msgpack_wire import framed, pack, split_msgpack
+from tests.msgpack_wire import TIMESTAMP_PAST_9999, framed, pack, split_msgpack
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -802,6 +803,51 @@ async def test_malformed_message_closes_only_that_connection(
         assert await bad.recv() == expected
         assert await bad.wait_closed() == 1011
         assert await good.call("add", 20, 22) == {"type": 3, "invocationId": "1", "result": 42}
+
+
+#: MessagePack the unpacker itself chokes on (not a malformed hub message): these once
+#: escaped the protocol as TypeError and OverflowError and ended the connection silently.
+UNPACKABLE = {
+    "array-keyed-map": framed(pack([1, {}, "1", "echo", [{(1,): 2}]])),
+    "timestamp-past-9999": framed(pack([1, {}, "1", "echo", [TIMESTAMP_PAST_9999]])),
+}
+
+
+async def send_over_long_polling(session: aiohttp.ClientSession, base: str, payload: bytes) -> list[Any]:
+    """Handshake as MessagePack over long polling, POST `payload`, return what the next poll brings."""
+    token = (await negotiate(session, base))["connectionToken"]
+    url = f"{base}/testhub?id={token}"
+    await (await session.get(url)).release()
+    await (await session.post(url, data=handshake("messagepack"))).release()
+    async with session.get(url) as poll:
+        assert await poll.read() == b"{}\x1e"
+    async with session.post(url, data=payload) as response:
+        assert response.status == 200
+    async with session.get(url) as poll:
+        assert poll.status == 200
+        records = split_msgpack(bytearray(await poll.read()))
+    async with session.get(url) as poll:
+        assert poll.status in (204, 404), "polling ends after the Close message"
+    return records
+
+
+@pytest.mark.parametrize("payload", UNPACKABLE.values(), ids=UNPACKABLE.keys())
+@pytest.mark.parametrize("transport", ["WebSockets", "LongPolling"])
+async def test_unpackable_messagepack_closes_with_an_error_and_no_traceback(
+    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture, transport: str, payload: bytes
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with in_process() as server:
+        if transport == "WebSockets":
+            async with hub_socket(session, server.base, protocol="messagepack") as socket:
+                await socket.send_raw(payload)
+                assert await socket.recv() == [7, CLOSED_WITH_ERROR, False]
+                assert await socket.wait_closed() == 1011
+        else:
+            assert await send_over_long_polling(session, server.base, payload) == [[7, CLOSED_WITH_ERROR, False]]
+        async with hub_socket(session, server.base) as other:
+            assert await other.call("echo", "alive") == {"type": 3, "invocationId": "1", "result": "alive"}
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
 
 
 async def test_client_close_message_ends_the_connection(hub_server: Any, session: aiohttp.ClientSession) -> None:

@@ -28,6 +28,7 @@ from .messages import (
 ERROR_RESULT, VOID_RESULT, NON_VOID_RESULT = 1, 2, 3
 _MAX_VARINT_BYTES = 5
 _EMPTY_MAP: dict[str, str] = {}
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _default(value: Any) -> Any:
@@ -35,7 +36,10 @@ def _default(value: Any) -> Any:
         # the JS client decodes the timestamp extension into a Date; naive means UTC
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
-        return msgpack.Timestamp.from_datetime(value)
+        # exact arithmetic: msgpack's from_datetime truncates a float toward zero, which
+        # moves an instant before 1970 with a fraction of a second by one second
+        delta = value - _EPOCH
+        return msgpack.Timestamp(delta.days * 86_400 + delta.seconds, delta.microseconds * 1000)
     if isinstance(value, (set, frozenset)):
         return list(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -74,9 +78,12 @@ def frame(payload: bytes) -> bytes:
 
 
 def _unpack(payload: bytes) -> Any:
+    # Whatever the unpacker raises is about the bytes: a map keyed by an array is a
+    # TypeError (unhashable key), a timestamp past year 9999 an OverflowError, deep
+    # nesting a ValueError. All of it is malformed input, and only ProtocolError may leave.
     try:
         return msgpack.unpackb(payload, raw=False, timestamp=3, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException) as exc:
+    except Exception as exc:
         raise ProtocolError(f"Deserializing object of the `Object` type failed. {exc}") from None
 
 
@@ -89,6 +96,8 @@ def _str(value: Any, what: str) -> str:
 def _headers(value: Any) -> dict[str, str] | None:
     if not isinstance(value, dict):
         raise ProtocolError("Reading map length for 'headers' failed.")
+    if not all(type(k) is str and type(v) is str for k, v in value.items()):
+        raise ProtocolError("Reading 'headers' as String failed.")
     return value or None
 
 
