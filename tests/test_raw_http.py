@@ -545,6 +545,33 @@ async def test_handshake_errors(
         assert socket.buffer == b""  # nothing after the error
 
 
+#: A handshake record of 900 KB: far over the 32 KB receive limit, yet in one WebSocket frame.
+OVERSIZED_HANDSHAKE = json_record({"protocol": "json", "version": 1, "pad": "x" * 900_000})
+
+
+async def test_oversized_handshake_in_one_piece_is_refused(session: aiohttp.ClientSession) -> None:
+    async with in_process() as server:
+        async with hub_socket(session, server.base, do_handshake=False) as socket:
+            await socket.send_raw(OVERSIZED_HANDSHAKE)
+            assert await socket.handshake_response() == {"error": "Handshake was canceled."}
+            await socket.wait_closed()
+            assert socket.buffer == b""
+        # long polling: the whole record in one POST body
+        token = (await negotiate(session, server.base))["connectionToken"]
+        url = f"{server.base}/testhub?id={token}"
+        await (await session.get(url)).release()
+        await (await session.post(url, data=OVERSIZED_HANDSHAKE)).release()
+        async with session.get(url) as poll:
+            assert json.loads((await poll.read()).rstrip(RS)) == {"error": "Handshake was canceled."}
+        async with session.get(url) as poll:
+            assert poll.status in (204, 404)
+        # a handshake at the limit is still fine
+        async with hub_socket(session, server.base, do_handshake=False) as socket:
+            padding = 32 * 1024 - len(handshake()) - len(',"pad":""')
+            await socket.send_raw(json_record({"protocol": "json", "version": 1, "pad": "x" * padding}))
+            assert await socket.handshake_response() == {}
+
+
 async def test_handshake_timeout(session: aiohttp.ClientSession) -> None:
     async with in_process(handshake_timeout=1) as server:
         async with hub_socket(session, server.base, do_handshake=False) as socket:

@@ -146,7 +146,7 @@ class HubConnectionContext:
         buffer += data
         limit = self.options.max_message_size
         try:
-            parsed = parse_handshake_request(buffer)
+            parsed = parse_handshake_request(buffer, limit)
         except ProtocolError as exc:
             await self._fail_handshake(
                 error_text(
