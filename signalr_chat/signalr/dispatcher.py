@@ -27,6 +27,7 @@ from .protocol import (
     StreamInvocationMessage,
     StreamItemMessage,
 )
+from .untrusted import Untrusted
 from .upload_stream import UploadStream
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,11 @@ class HubDispatcher:
         elif isinstance(message, StreamItemMessage):
             upload = connection.uploads.get(message.invocation_id)
             if upload is None:
-                log.debug("connection %s: item for unknown stream %s", connection.connection_id, message.invocation_id)
+                log.debug(
+                    "connection %s: item for unknown stream %s",
+                    connection.connection_id,
+                    Untrusted(message.invocation_id),
+                )
             else:
                 return upload.put(message.item)
         elif isinstance(message, CompletionMessage):
@@ -101,7 +106,9 @@ class HubDispatcher:
         elif isinstance(message, CloseMessage):
             connection.close_received = True
             if message.error:
-                log.info("connection %s: client closed with error: %s", connection.connection_id, message.error)
+                log.info(
+                    "connection %s: client closed with error: %s", connection.connection_id, Untrusted(message.error)
+                )
             return connection.connection.dispose()
         elif isinstance(message, AckMessage):
             if connection.buffer is not None:
@@ -118,7 +125,9 @@ class HubDispatcher:
             return
         future = connection.pending_results.get(message.invocation_id)
         if future is None or future.done():
-            log.debug("connection %s: unexpected completion %s", connection.connection_id, message.invocation_id)
+            log.debug(
+                "connection %s: unexpected completion %s", connection.connection_id, Untrusted(message.invocation_id)
+            )
         elif message.error is not None:
             future.set_exception(HubException(message.error))
         else:
@@ -130,7 +139,7 @@ class HubDispatcher:
         if message.invocation_id is not None:
             connection.write(CompletionMessage.with_error(message.invocation_id, text))
         else:
-            log.info("connection %s: %s", connection.connection_id, text)
+            log.info("connection %s: %s", connection.connection_id, Untrusted(text))
 
     def _resolve(
         self,
@@ -240,7 +249,7 @@ class HubDispatcher:
         target, invocation_id = message.target, message.invocation_id
         if error is not None:
             if not isinstance(error, HubException):
-                log.error("connection %s: '%s' failed", connection.connection_id, target, exc_info=error)
+                log.error("connection %s: %s failed", connection.connection_id, Untrusted(target), exc_info=error)
             if invocation_id is not None and not connection.connection.closed:
                 connection.write(CompletionMessage.with_error(invocation_id, self._failed(target, error)))
             return
@@ -252,7 +261,7 @@ class HubDispatcher:
         try:
             connection.write(CompletionMessage.with_result(invocation_id, result))
         except (TypeError, ValueError, OverflowError) as exc:  # a result the protocol cannot encode
-            log.exception("connection %s: '%s' result not serializable", connection.connection_id, target)
+            log.exception("connection %s: %s result not serializable", connection.connection_id, Untrusted(target))
             connection.write(CompletionMessage.with_error(invocation_id, self._failed(target, exc)))
 
     def _failed(self, target: str, exc: Exception) -> str:
@@ -283,7 +292,9 @@ class HubDispatcher:
                     task.uncancel()
             except Exception as exc:
                 if not isinstance(exc, HubException):
-                    log.exception("connection %s: stream '%s' failed", connection.connection_id, message.target)
+                    log.exception(
+                        "connection %s: stream %s failed", connection.connection_id, Untrusted(message.target)
+                    )
                 error = error_text("An error occurred on the server while streaming results.", exc, self._detailed)
             finally:
                 await generator.aclose()

@@ -37,6 +37,7 @@ from .protocol import (
     parse_handshake_request,
 )
 from .stateful_reconnect import MessageBuffer
+from .untrusted import Untrusted
 from .upload_stream import UploadStream
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class HubConnectionContext:
         try:
             messages = self._decoder.feed(data)
         except ProtocolError as exc:
-            log.info("connection %s: protocol error: %s", self.connection_id, exc)
+            log.info("connection %s: protocol error: %s", self.connection_id, Untrusted(exc))
             await self.close(error_text(CLOSED_WITH_ERROR, exc, self.options.enable_detailed_errors), exception=exc)
             return
         buffer = self.buffer
@@ -201,7 +202,7 @@ class HubConnectionContext:
             await self.receive(rest)
 
     async def _fail_handshake(self, error: str) -> None:
-        log.info("connection %s: handshake failed: %s", self.connection_id, error)
+        log.info("connection %s: handshake failed: %s", self.connection_id, Untrusted(error))
         self.connection.send(handshake_response(error))
         await self.connection.dispose()
 
