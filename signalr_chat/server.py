@@ -11,6 +11,8 @@ import signal
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from .bad_requests import log_bad_requests_at_debug
+
 log = logging.getLogger(__name__)
 
 #: Query parameters that carry credentials (browsers cannot set headers on WebSockets or EventSource).
@@ -59,6 +61,7 @@ def install_uvloop() -> None:
 
 
 async def serve(app: web.Application, host: str, port: int) -> None:
+    log_bad_requests_at_debug()
     # handler_cancellation: a dropped SSE stream or long poll cancels its handler at once
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5, access_log_class=RedactingAccessLogger)
     await runner.setup()
