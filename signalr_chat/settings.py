@@ -59,6 +59,18 @@ class Settings(BaseSettings):
         50, ge=2, description="Messages kept per conversation, besides the system prompt."
     )
     max_message_length: int = Field(8000, ge=1, description="Longest user message accepted, in characters.")
+    max_reply_length: int = Field(
+        100_000,
+        ge=1,
+        description="Longest reply relayed and stored, in characters: a longer one is cut there, the model stopped, "
+        "and the user told.",
+    )
+    reply_first_token_timeout_seconds: float = Field(
+        30.0, gt=0, description="A reply with no text this long after it was asked for ends with the error."
+    )
+    reply_timeout_seconds: float = Field(
+        300.0, gt=0, description="A reply still streaming this long after it was asked for is ended with the error."
+    )
     rate_limit_messages: int = Field(
         20, ge=0, description="Messages a user (or an anonymous connection) may send per window; 0 turns it off."
     )
