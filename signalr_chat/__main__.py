@@ -8,7 +8,18 @@ import sys
 from dotenv import load_dotenv
 from pydantic import ValidationError
 
+from .http_guard import HttpLimits
 from .settings import Settings
+
+
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        request_header_timeout=settings.http_request_header_timeout_seconds,
+        keep_alive_timeout=settings.http_keep_alive_timeout_seconds,
+        min_request_body_rate=settings.http_min_request_body_rate,
+        min_request_body_grace=settings.http_min_request_body_grace_seconds,
+        max_connections=settings.http_max_connections,
+    )
 
 
 def main() -> None:
@@ -26,7 +37,7 @@ def main() -> None:
     from .server import run
 
     try:
-        run(create_app(settings), settings.host, settings.port)
+        run(create_app(settings), settings.host, settings.port, http_limits(settings))
     except ConfigurationError as exc:
         sys.exit(f"error: {exc}")
 

@@ -33,6 +33,7 @@ from ..protocol import (
     parse_handshake_request,
 )
 from ..protocol.stateful_reconnect import MessageBuffer
+from ..untrusted import Untrusted
 from .cancellation import CancellationToken
 from .clients import HubCallerClients
 from .errors import error_text
@@ -155,7 +156,7 @@ class HubConnectionContext:
         try:
             messages = self._decoder.feed(data)
         except ProtocolError as exc:
-            log.info("connection %s: protocol error: %s", self.connection_id, exc)
+            log.info("connection %s: protocol error: %s", self.connection_id, Untrusted(exc))
             await self.close(error_text(CLOSED_WITH_ERROR, exc, self.options.enable_detailed_errors), exception=exc)
             return
         buffer = self.buffer
@@ -175,7 +176,7 @@ class HubConnectionContext:
         buffer += data
         limit = self.options.max_message_size
         try:
-            parsed = parse_handshake_request(buffer)
+            parsed = parse_handshake_request(buffer, limit)
         except ProtocolError as exc:
             await self._fail_handshake(
                 error_text(
@@ -229,7 +230,7 @@ class HubConnectionContext:
             await self.receive(rest)
 
     async def _fail_handshake(self, error: str) -> None:
-        log.info("connection %s: handshake failed: %s", self.connection_id, error)
+        log.info("connection %s: handshake failed: %s", self.connection_id, Untrusted(error))
         self.connection_context.send(handshake_response(error))
         await self.connection_context.dispose()
 

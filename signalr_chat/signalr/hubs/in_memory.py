@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol import CompletionMessage, HubProtocol, InvocationMessage
+from ..untrusted import Untrusted
 from .errors import HubException
 from .lifetime import HubConnection, HubLifetimeManager, new_invocation_id
 
@@ -138,7 +139,7 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
     def set_connection_result(self, connection_id: str, completion: CompletionMessage) -> None:
         pending = self._pending.get(completion.invocation_id)
         if pending is None or pending.connection_id != connection_id or pending.future.done():
-            log.debug("connection %s: unexpected completion %r", connection_id, completion.invocation_id[:64])
+            log.debug("connection %s: unexpected completion %s", connection_id, Untrusted(completion.invocation_id))
         elif completion.error is not None:
             pending.future.set_exception(HubException(completion.error))
         else:
