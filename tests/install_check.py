@@ -7,6 +7,10 @@
   small hub serves on a free loopback port, and the stock JS client invokes, receives a broadcast
   and reads a stream on every transport and protocol (tests/js/install/small_hub.test.mjs).
   `python -m signalr_chat` names the extra it lacks.
+- page: the `chat` extra added to the same venv, `python -m signalr_chat` (the OpenAI-compatible
+  provider at a port where nothing listens: no model is needed to serve the page) serves `/`
+  and every file the page links (its CSS, scripts and the /lib/ browser libraries) from the
+  installed package, and the Angular client at `/angular/` when the wheel was built with it.
 
 Each check prints `ok` or raises; the last line is `N passed, N failed`, and any failure
 exits non-zero. Standard library only, so any Python 3.11 runs it.
@@ -23,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,9 +118,12 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def build_wheel(out: Path) -> Path:
-    # setuptools builds in ./build and never empties it: a module removed from the source would
-    # still ride along in the wheel
+    # setuptools builds in ./build and never empties it, and reads the file list of the last
+    # build from *.egg-info: a file removed from the source or from setup.py's package_data
+    # would still ride along in the wheel
     shutil.rmtree(ROOT / "build", ignore_errors=True)
+    for egg_info in ROOT.glob("*.egg-info"):
+        shutil.rmtree(egg_info)
     run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", out, ROOT])
     wheels = list(out.glob("signalr_chat-*.whl"))
     if len(wheels) != 1:
@@ -191,8 +200,59 @@ def _summary(spec_output: str) -> str:
     return "\n".join("      " + line for line in spec_output.splitlines() if line.lstrip().startswith("\u2714"))
 
 
+#: Settings the chat reads from the environment: none of the caller's may reach the server.
+CHAT_ENV_PREFIXES = ("AZURE_", "OPENAI_", "IDENTITY_", "MSI_", "AI_", "LOCAL_", "AUTH_", "HISTORY_")
+
+
+def get(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body: bytes = response.read()
+    except OSError as exc:  # urllib's HTTPError included
+        raise CheckFailed(f"GET {url}: {exc}") from exc
+    if not body:
+        raise CheckFailed(f"GET {url}: empty body")
+    return body
+
+
+def check_page(wheel: Path, scratch: Path) -> None:
+    python = CORE_VENV / "bin" / "python"
+    pip_install(python, f"{wheel}[chat]")
+    wwwroot = run([python, "-c", "from signalr_chat.app import WWWROOT; print(WWWROOT)"], cwd=scratch, env=clean_env())
+    if not Path(wwwroot.strip()).is_relative_to(CORE_VENV):
+        raise CheckFailed(f"the installed app serves the page from {wwwroot.strip()}, not from the package")
+    port = free_port()
+    env = {k: v for k, v in clean_env().items() if not k.startswith(CHAT_ENV_PREFIXES)}
+    env |= {"OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1", "HISTORY_STORE": "memory"}
+    args: list[str | Path] = [python, "-m", "signalr_chat", "--host", "127.0.0.1", "--port", str(port)]
+    with serving(args, port, cwd=scratch, env=env):
+        base = f"http://127.0.0.1:{port}"
+        page = get(base + "/").decode()
+        linked = re.findall(r'(?:src|href)="(/[^"]*)"', page)
+        if not any(path.startswith("/lib/") for path in linked):
+            raise CheckFailed(f"the page links no /lib/ library: {linked}")
+        for path in linked:
+            get(base + path)
+        angular = wheel_has(wheel, "signalr_chat/wwwroot/angular/index.html")
+        if angular:
+            shell = get(base + "/angular/").decode()
+            bundle = re.findall(r'(?:src|href)="([^"/:][^":]*\.(?:js|css))"', shell)
+            if not bundle:
+                raise CheckFailed(f"the Angular client's index.html links no script or stylesheet:\n{shell}")
+            for name in bundle:
+                get(f"{base}/angular/{name}")
+    print(f"  ok  page: / and {', '.join(linked)} served from the installed package")
+    angular_result = "and its bundle served" if angular else "not built, so not in the wheel"
+    print(f"  ok  page: the Angular client at /angular/ {angular_result}")
+
+
+def wheel_has(wheel: Path, name: str) -> bool:
+    with zipfile.ZipFile(wheel) as archive:
+        return name in archive.namelist()
+
+
 def main() -> int:
-    checks: list[Callable[[Path, Path], None]] = [check_core]
+    checks: list[Callable[[Path, Path], None]] = [check_core, check_page]
     passed = failed = 0
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="signalr-chat-install-") as tmp:
