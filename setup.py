@@ -25,5 +25,7 @@ setup(
             "node_modules/marked/lib/*",
             "node_modules/dompurify/dist/*",
         ],
+        # PEP 561: type checkers read the package's own hints
+        "signalr_chat": ["py.typed"],
     },
 )

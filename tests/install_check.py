@@ -7,6 +7,9 @@
   small hub serves on a free loopback port, and the stock JS client invokes, receives a broadcast
   and reads a stream on every transport and protocol (tests/js/install/small_hub.test.mjs).
   `python -m signalr_chat` names the extra it lacks.
+- core at its lower bounds: the same small hub and JS client with the core dependencies at
+  the lowest versions pyproject.toml allows (uv's lowest-direct resolution); `make
+  check-lowest` covers the chat's, whose openai extra lifts aiohttp above its own bound.
 - page: the `chat` extra added to the same venv, `python -m signalr_chat` (the OpenAI-compatible
   provider at a port where nothing listens: no model is needed to serve the page) serves `/`
   and every file the page links (its CSS, scripts and the /lib/ browser libraries) from the
@@ -50,6 +53,8 @@ CHAT_ONLY_MODULES = (
     "jwt",
 )
 LOCAL_ONLY_MODULES = ("llama_cpp",)
+#: The core install's own dependencies (pyproject.toml's `dependencies`).
+CORE_DEPENDENCIES = ("aiohttp", "multidict", "orjson", "msgpack", "uvloop")
 
 #: The last line of the README's small hub, replaced by the project's runner on a given port.
 README_RUN_LINE = "web.run_app(app, port=5000)"
@@ -166,7 +171,8 @@ def check_core(wheel: Path, scratch: Path) -> None:
     python = fresh_venv(CORE_VENV)
     pip_install(python, wheel)
     probe = (
-        "import importlib.util, signalr_chat.signalr as s; "
+        "import importlib.util, pathlib, signalr_chat.signalr as s; "
+        "assert (pathlib.Path(s.__file__).parent.parent / 'py.typed').is_file(), 'py.typed is not installed'; "
         f"print(s.__file__); print(*[m for m in {CHAT_ONLY_MODULES + LOCAL_ONLY_MODULES!r} "
         "if importlib.util.find_spec(m.split('.')[0]) is not None])"
     )
@@ -184,6 +190,28 @@ def check_core(wheel: Path, scratch: Path) -> None:
         raise CheckFailed(f"python -m signalr_chat on a core install should name the `chat` extra\n{chat.stderr}")
     print("  ok  core install: python -m signalr_chat names the `chat` extra")
 
+    serve_small_hub(python, scratch, "core install")
+
+
+def check_core_lowest(wheel: Path, scratch: Path) -> None:
+    """The core dependencies at the lowest versions pyproject.toml allows (uv's lowest-direct)."""
+    uv = Path(sys.executable).parent / "uv"
+    if not uv.is_file():
+        raise CheckFailed(f"uv is not installed beside {sys.executable} (the test extra brings it)")
+    python = fresh_venv(CORE_VENV)
+    # lowest-direct lowers only the requirements named on the command line: the wheel's own
+    # dependencies would be transitive there, so they are resolved from pyproject.toml first
+    lowest = scratch / "core-lowest.txt"
+    resolve: list[str | Path] = ["--resolution", "lowest-direct", "--output-file", lowest, ROOT / "pyproject.toml"]
+    run([uv, "pip", "compile", "--quiet", "--python", python, *resolve])
+    run([uv, "pip", "install", "--quiet", "--python", python, "--constraint", lowest, wheel])
+    installed = run([uv, "pip", "freeze", "--python", python]).split()
+    direct = [line for line in installed if line.split("==")[0].lower() in CORE_DEPENDENCIES]
+    print(f"  ok  core at its lower bounds: {' '.join(direct)}")
+    serve_small_hub(python, scratch, "core at its lower bounds")
+
+
+def serve_small_hub(python: Path, scratch: Path, what: str) -> None:
     hub = scratch / "small_hub.py"
     hub.write_text(readme_small_hub(), encoding="utf-8")
     port = free_port()
@@ -191,13 +219,13 @@ def check_core(wheel: Path, scratch: Path) -> None:
         output = node_test(
             JS_DIR / "install" / "small_hub.test.mjs", clean_env(SIGNALR_BASE_URL=f"http://127.0.0.1:{port}")
         )
-    print("  ok  core install: the README's small hub and the stock JS client")
-    print(_summary(output))
+    print(f"  ok  {what}: the README's small hub and the stock JS client ({_summary(output)})")
 
 
 def _summary(spec_output: str) -> str:
-    """The spec reporter's per-test lines (a check mark and the name), indented."""
-    return "\n".join("      " + line for line in spec_output.splitlines() if line.lstrip().startswith("\u2714"))
+    """The spec reporter's closing counts, e.g. `tests 15, pass 15, fail 0`."""
+    counts = re.findall(r"^\u2139 (tests|pass|fail) (\d+)$", spec_output, re.M)
+    return ", ".join(f"{name} {count}" for name, count in counts)
 
 
 #: Settings the chat reads from the environment: none of the caller's may reach the server.
@@ -252,7 +280,7 @@ def wheel_has(wheel: Path, name: str) -> bool:
 
 
 def main() -> int:
-    checks: list[Callable[[Path, Path], None]] = [check_core, check_page]
+    checks: list[Callable[[Path, Path], None]] = [check_core, check_page, check_core_lowest]
     passed = failed = 0
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="signalr-chat-install-") as tmp:
