@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 
-from dotenv import load_dotenv
-from pydantic import ValidationError
+try:
+    from dotenv import load_dotenv
+    from pydantic import ValidationError
 
-from .http_guard import HttpLimits
-from .settings import Settings
+    from .http_guard import HttpLimits
+    from .settings import Settings
+except ModuleNotFoundError as missing:  # a core install: the SignalR library alone
+    sys.exit(f"error: the chat needs the `chat` extra ({missing.name} is missing): pip install 'signalr-chat[chat]'")
 
 
 def http_limits(settings: Settings) -> HttpLimits:
