@@ -910,6 +910,18 @@ async def test_cors_preflight(hub_server: Any, session: aiohttp.ClientSession) -
         assert r.headers["Access-Control-Allow-Credentials"] == "true"
 
 
+def test_cors_wildcard_with_credentials_is_refused_at_startup() -> None:
+    with pytest.raises(ValueError, match=r"does not allow specifying a wildcard \(any\) origin and credentials"):
+        HubOptions(cors_origins=("*",))
+
+
+async def test_cors_only_for_listed_origins(session: aiohttp.ClientSession) -> None:
+    async with in_process(cors_origins=("http://good.test",)) as server:
+        for origin, granted in (("http://good.test", True), ("http://evil.test", False)):
+            async with session.post(f"{server.base}/testhub/negotiate", headers={"Origin": origin}) as r:
+                assert r.headers.get("Access-Control-Allow-Origin") == (origin if granted else None)
+
+
 async def test_cors_not_granted_without_configuration(session: aiohttp.ClientSession) -> None:
     async with in_process() as server:
         headers = {"Origin": "http://evil.test", "Access-Control-Request-Method": "POST"}

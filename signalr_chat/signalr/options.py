@@ -13,6 +13,11 @@ class TransportKind(Enum):
 
 
 ALL_TRANSPORTS = frozenset(TransportKind)
+#: ASP.NET Core's startup error for AllowAnyOrigin() with AllowCredentials().
+WILDCARD_WITH_CREDENTIALS = (
+    "The CORS protocol does not allow specifying a wildcard (any) origin and credentials at the same time. "
+    "Configure the CORS policy by listing individual origins if credentials needs to be supported."
+)
 
 
 @dataclass(slots=True)
@@ -34,9 +39,15 @@ class HubOptions:
     disconnect_timeout: float = 15.0
     long_poll_timeout: float = 90.0
     transports: frozenset[TransportKind] = ALL_TRANSPORTS
-    #: Origins allowed cross-origin (credentials included); "*" echoes any origin.
+    #: Origins allowed cross-origin, credentials included, so each must be listed: "*" is refused.
     cors_origins: tuple[str, ...] = ()
     #: Unsent bytes one connection may hold before it is dropped as too slow.
     max_buffer_size: int = 1024 * 1024
     websocket_compression: bool = False
     protocols: tuple[str, ...] = field(default=("json", "messagepack"))
+
+    def __post_init__(self) -> None:
+        # the browser client sends credentials, so the CORS answer must name the origin:
+        # allowing any origin would let every site call the hub with a user's credentials
+        if "*" in self.cors_origins:
+            raise ValueError(WILDCARD_WITH_CREDENTIALS)
