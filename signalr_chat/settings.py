@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     host: str = Field("localhost", description="Interface to listen on.")
     port: int = Field(5000, description="TCP port to listen on.")
     log_level: str = Field("INFO", description="Python logging level.")
+    log_user_content: bool = Field(
+        False,
+        description="Let DEBUG logging show users' messages (aiosqlite logs each query with its values); off, "
+        "they never reach the log.",
+    )
     websocket_compression: bool = Field(
         False, description="permessage-deflate on WebSockets; off by default, as it costs memory and CPU per message."
     )

@@ -3,6 +3,7 @@ reconnect or a server restart. aiosqlite runs the queries on its own thread."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,11 +25,17 @@ CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation, i
 """
 
 
+#: aiosqlite logs every query with its values at DEBUG: users' messages, verbatim.
+AIOSQLITE_LOGGER = "aiosqlite"
+
+
 class SqliteHistoryStore:
-    def __init__(self, path: Path, keep: int) -> None:
+    def __init__(self, path: Path, keep: int, *, log_queries: bool = False) -> None:
         self._path = path
         self._keep = keep
         self._db: aiosqlite.Connection | None = None
+        # a DEBUG log level must not put users' messages in the log unless asked to
+        logging.getLogger(AIOSQLITE_LOGGER).setLevel(logging.NOTSET if log_queries else logging.INFO)
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
