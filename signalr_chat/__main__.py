@@ -8,7 +8,7 @@ import sys
 from dotenv import load_dotenv
 from pydantic import ValidationError
 
-from .settings import Settings
+from .command_line import parse_settings
 
 
 def main() -> None:
@@ -16,7 +16,7 @@ def main() -> None:
     # read their own variables (AZURE_CLIENT_ID, AZURE_TOKEN_CREDENTIALS, ...) from there
     load_dotenv(override=False)
     try:
-        settings = Settings(_cli_parse_args=True)  # type: ignore[call-arg]
+        settings = parse_settings()
     except ValidationError as exc:
         sys.exit(f"error: invalid settings\n{exc}")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
