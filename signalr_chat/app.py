@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -11,7 +12,10 @@ from .ai import create_model
 from .chat import ChatHub, ChatService
 from .chat.history import HistoryStore, InMemoryHistoryStore
 from .chat.sqlite_history import SqliteHistoryStore
+from .drain import GracefulDrain
+from .health import Health
 from .jwt_auth import jwt_validator
+from .server import DRAIN
 from .settings import Settings
 from .signalr import HubOptions, InMemoryHubLifetimeManager, map_hub
 
@@ -25,6 +29,7 @@ LIBRARIES = {
 }
 log = logging.getLogger(__name__)
 CHAT_SERVICE = web.AppKey("chat_service", ChatService)
+HEALTH = web.AppKey("health", Health)
 
 #: The two paths the seed front ends use: the wwwroot page and the Angular app.
 CHAT_PATHS = ("/chatHub", "/chat")
@@ -69,12 +74,17 @@ def create_app(settings: Settings | None = None) -> web.Application:
 
     app = web.Application()
     app[CHAT_SERVICE] = chat
+    health = app[HEALTH] = Health()
+    model_started = False
+    health.add_check("model", lambda: None if model_started else f"{model.name} is starting")
 
     async def start(app: web.Application) -> None:
+        nonlocal model_started
         try:
             if sqlite is not None:
                 await sqlite.open()
             await model.start()
+            model_started = True
         except BaseException:
             # aiohttp runs no cleanup after a failed startup; an open store would keep the process alive
             await stop(app)
@@ -103,10 +113,15 @@ def create_app(settings: Settings | None = None) -> web.Application:
         else None
     )
     lifetime = InMemoryHubLifetimeManager()
-    for path in CHAT_PATHS:
+    endpoints = [
         map_hub(
             app, path, ChatHub, options=options, lifetime=lifetime, validator=validator, factory=lambda: ChatHub(chat)
         )
+        for path in CHAT_PATHS
+    ]
+    drain: Callable[[], Awaitable[None]] = GracefulDrain(health, endpoints, chat, settings.drain_timeout_seconds)
+    app[DRAIN] = drain
+    health.add_routes(app)
     _serve_page(app)
     return app
 

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     websocket_compression: bool = Field(
         False, description="permessage-deflate on WebSockets; off by default, as it costs memory and CPU per message."
     )
+    drain_timeout_seconds: float = Field(
+        20.0,
+        ge=0,
+        description="On SIGTERM, how long replies in flight may take to finish; then they stop and are stored as far "
+        "as they got, and every client is told to reconnect elsewhere.",
+    )
 
     # -- chat ----------------------------------------------------------------
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="First message of every conversation.")

@@ -18,6 +18,7 @@ from .connection import Connection, RequestInfo
 from .connection_manager import ConnectionManager
 from .cors import cors_headers, preflight
 from .dispatcher import HubDispatcher, HubFactory
+from .draining import SHUTTING_DOWN
 from .hub import Hub, requires_user
 from .hub_connection import HubConnectionContext
 from .lifetime import HubLifetimeManager, InMemoryHubLifetimeManager
@@ -64,6 +65,8 @@ class HubEndpoint:
         self.connections = ConnectionManager(self.options)
         self.hub_context = HubContext(self.lifetime, self.options)
         self._flushes = websockets.FlushScheduler()
+        #: Set by a graceful stop: new connections get 503 (see draining.py).
+        self.draining = False
         size = self.options.max_message_size
         # a frame may batch several messages; each message is checked against the limit
         self._max_frame = 0 if size is None else max(4 * size, 1024 * 1024)
@@ -85,6 +88,8 @@ class HubEndpoint:
         headers = cors_headers(request, self.options.cors_origins)
         if request.method != "POST":
             return web.Response(status=405, headers=headers)
+        if self.draining:
+            return _text(503, SHUTTING_DOWN, headers)
         user = await self._user(request, headers)
         if isinstance(user, web.Response):
             return user
@@ -161,6 +166,8 @@ class HubEndpoint:
                 return _text(404, "No Connection with that ID", headers)
             if not _same_user(connection, user):
                 return web.Response(status=403, headers=headers)
+        elif self.draining:
+            return _text(503, SHUTTING_DOWN, headers)
         else:  # skipNegotiation: the connection starts here
             connection = self.connections.create(0)
             connection.user = user
