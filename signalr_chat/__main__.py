@@ -24,9 +24,15 @@ def main() -> None:
     from .ai import ConfigurationError
     from .app import create_app
     from .server import run
+    from .telemetry_setup import configure
 
     try:
-        run(create_app(settings), settings.host, settings.port)
+        telemetry = configure(settings)
+        try:
+            run(create_app(settings), settings.host, settings.port)
+        finally:
+            if telemetry is not None:
+                telemetry.shutdown()  # the last spans and metrics leave before the process does
     except ConfigurationError as exc:
         sys.exit(f"error: {exc}")
 

@@ -7,8 +7,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 
 from .ai import create_model
+from .ai.telemetry import GenAITelemetry
 from .chat import ChatHub, ChatService
 from .chat.history import HistoryStore, InMemoryHistoryStore
 from .chat.sqlite_history import SqliteHistoryStore
@@ -18,6 +21,7 @@ from .jwt_auth import jwt_validator
 from .server import DRAIN
 from .settings import Settings
 from .signalr import HubOptions, InMemoryHubLifetimeManager, map_hub
+from .signalr.telemetry import SignalRTelemetry, sdk_providers
 
 WWWROOT = Path(__file__).resolve().parent.parent / "wwwroot"
 #: Browser libraries, installed from npm into wwwroot/node_modules by `make`, served at /lib/.
@@ -58,8 +62,23 @@ async def _angular(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(ANGULAR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-def create_app(settings: Settings | None = None) -> web.Application:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+) -> web.Application:
+    """The chat app; telemetry goes to the given OpenTelemetry providers, else the global ones,
+    and nowhere (at no cost) when no SDK backs them."""
     settings = settings or Settings()
+    tracer_provider, meter_provider = sdk_providers(tracer_provider, meter_provider)
+    configured = tracer_provider is not None or meter_provider is not None
+    signalr_telemetry = SignalRTelemetry.create(tracer_provider, meter_provider) if configured else None
+    genai_telemetry = (
+        GenAITelemetry(tracer_provider, meter_provider, capture_content=settings.genai_capture_message_content)
+        if configured
+        else None
+    )
     keep = settings.max_history_messages
     user_store: HistoryStore
     # without sign-in every conversation is anonymous: no file to create
@@ -69,7 +88,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     else:
         sqlite = None
         user_store = InMemoryHistoryStore(keep)
-    model = create_model(settings)
+    model = create_model(settings, genai_telemetry)
     chat = ChatService(model, settings, anonymous_store=InMemoryHistoryStore(keep), user_store=user_store)
 
     app = web.Application()
@@ -115,7 +134,14 @@ def create_app(settings: Settings | None = None) -> web.Application:
     lifetime = InMemoryHubLifetimeManager()
     endpoints = [
         map_hub(
-            app, path, ChatHub, options=options, lifetime=lifetime, validator=validator, factory=lambda: ChatHub(chat)
+            app,
+            path,
+            ChatHub,
+            options=options,
+            lifetime=lifetime,
+            validator=validator,
+            factory=lambda: ChatHub(chat),
+            telemetry=signalr_telemetry,
         )
         for path in CHAT_PATHS
     ]

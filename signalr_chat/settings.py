@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     websocket_compression: bool = Field(
         False, description="permessage-deflate on WebSockets; off by default, as it costs memory and CPU per message."
     )
+    genai_capture_message_content: bool = Field(
+        False,
+        validation_alias=AliasChoices(
+            "genai_capture_message_content", "otel_instrumentation_genai_capture_message_content"
+        ),
+        description="Record chat messages in the model-call spans (gen_ai.input.messages, gen_ai.output.messages); "
+        "also OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT. Off: content never leaves the server.",
+    )
     drain_timeout_seconds: float = Field(
         20.0,
         ge=0,

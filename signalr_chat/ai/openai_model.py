@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from urllib.parse import urlsplit
 
 import openai
 import orjson
 
 from .errors import AiContentFiltered, AiError, classify
 from .model import ChatMessage, estimate_tokens
+from .telemetry import GenAITelemetry, ModelCall
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ class OpenAIChatModel:
         max_output_tokens: int,
         temperature: float | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        telemetry: GenAITelemetry | None = None,
     ) -> None:
         self.name = f"{provider}:{model}"
         self.context_tokens = context_tokens
@@ -40,6 +43,9 @@ class OpenAIChatModel:
         self._provider = provider
         self._temperature = temperature
         self._on_close = on_close
+        self._telemetry = telemetry
+        address = urlsplit(str(client.base_url))
+        self._server = (address.hostname, address.port)
 
     async def start(self) -> None:
         log.info("chat model: %s via %s", self.name, self._client.base_url)
@@ -59,11 +65,14 @@ class OpenAIChatModel:
         # The messages travel in `extra_body`: they are plain {"role", "content"} strings
         # already, and the SDK's typed transform walks each one (~0.14 ms a message, 7 ms
         # for a 50-message history before the request even starts).
+        call = None if self._telemetry is None else self._start_call(messages)
         request = self._client.chat.completions.with_streaming_response.create(
             model=self._model,
             messages=(),
             extra_body={"messages": list(messages)},
             stream=True,
+            # token usage arrives in a last chunk only when asked for, and only telemetry needs it
+            stream_options=openai.omit if call is None else {"include_usage": True},
             max_tokens=self.max_output_tokens,
             temperature=openai.omit if self._temperature is None else self._temperature,
         )
@@ -71,14 +80,33 @@ class OpenAIChatModel:
             # leaving the block closes the response: the HTTP request is aborted when we stop early
             async with request as response:
                 async for line in response.iter_lines():
-                    for text in self._deltas(line):
+                    for text in self._deltas(line, call):
                         yield text
-        except AiError:
+        except AiError as exc:
+            if call is not None:
+                call.failed(exc)
             raise
         except Exception as exc:
+            if call is not None:
+                call.failed(exc)
             raise classify(exc, self._provider) from exc
+        finally:
+            if call is not None:
+                call.end()
 
-    def _deltas(self, line: str) -> list[str]:
+    def _start_call(self, messages: Sequence[ChatMessage]) -> ModelCall:
+        assert self._telemetry is not None
+        return self._telemetry.chat(
+            self._provider,
+            self._model,
+            messages,
+            server_address=self._server[0],
+            server_port=self._server[1],
+            max_tokens=self.max_output_tokens,
+            temperature=self._temperature,
+        )
+
+    def _deltas(self, line: str, call: ModelCall | None = None) -> list[str]:
         """The text deltas of one server-sent event line (most carry one; Azure's first none)."""
         if not line.startswith("data:"):
             return []  # blank separators, comments, `event:` lines
@@ -86,6 +114,8 @@ class OpenAIChatModel:
         if data == "[DONE]":
             return []
         chunk = orjson.loads(data)
+        if call is not None:
+            call.chunk(chunk)
         if chunk.get("error"):
             raise RuntimeError(f"error event in the stream: {chunk['error']}")
         deltas = []

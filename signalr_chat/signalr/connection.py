@@ -25,6 +25,7 @@ from .options import TransportKind
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from .telemetry import SignalRTelemetry
     from .transports.long_polling import LongPollingTransport
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class Connection:
     _pending: list[bytes] = field(default_factory=list)
     _pending_size: int = 0
     _on_dispose: Callable[[Connection], None] | None = None
+    telemetry: SignalRTelemetry | None = None
 
     def send(self, data: bytes) -> bool:
         """Queue bytes for the client; False when the connection is gone or overflowing."""
@@ -119,6 +121,8 @@ class Connection:
             log.warning("connection %s: %d bytes unsent, dropping slow client", self.id, self._pending_size)
             self._pending.clear()
             self._pending_size = 0
+            if self.telemetry is not None:
+                self.telemetry.slow_client_dropped()
             self.abort()
             return False
         if self.transport is not None:

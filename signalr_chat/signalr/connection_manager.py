@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from .background import spawn
 from .connection import Connection
 from .options import HubOptions, TransportKind
+from .telemetry import SignalRTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class ConnectionManager:
         self.options = options
         self._by_token: dict[str, Connection] = {}
         self._handle: asyncio.TimerHandle | None = None
+        self.telemetry: SignalRTelemetry | None = None
 
     def create(self, negotiate_version: int, *, stateful_reconnect: bool = False) -> Connection:
         connection_id = new_id()
@@ -44,6 +46,9 @@ class ConnectionManager:
             max_buffer_size=self.options.max_buffer_size,
         )
         connection._on_dispose = self._remove
+        if self.telemetry is not None:
+            connection.telemetry = self.telemetry
+            self.telemetry.connection_created(connection)
         self._by_token[token] = connection
         self._ensure_heartbeat()
         return connection
@@ -58,6 +63,8 @@ class ConnectionManager:
         return len(self._by_token)
 
     def _remove(self, connection: Connection) -> None:
+        if self.telemetry is not None:
+            self.telemetry.connection_ended(connection)
         if connection.transport_kind is TransportKind.LONG_POLLING:
             # Stays registered until a poll collects its last records (a Close message) and
             # sees 204, or the client's DELETE arrives (202), or the disconnect timeout.
@@ -83,6 +90,8 @@ class ConnectionManager:
                     self.forget(connection)
                     continue
                 log.debug("connection %s: inactive for %.0f s, disposing", connection.id, timeout)
+                if self.telemetry is not None:
+                    self.telemetry.timed_out(connection)
                 spawn(connection.dispose())
             elif connection.application is not None:
                 connection.application.tick(now)

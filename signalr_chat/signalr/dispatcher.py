@@ -27,6 +27,7 @@ from .protocol import (
     StreamInvocationMessage,
     StreamItemMessage,
 )
+from .telemetry import SignalRTelemetry
 from .upload_stream import UploadStream
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class HubDispatcher:
         self._detailed = options.enable_detailed_errors
         #: Targets as clients spell them ("SendMessage"), so a call skips `normalize`.
         self._by_target: dict[str, HubMethod] = {}
+        #: Set by the endpoint when an OpenTelemetry SDK is configured.
+        self.telemetry: SignalRTelemetry | None = None
 
     def _hub(self, connection: HubConnectionContext) -> Hub:
         hub = self._factory()
@@ -185,6 +188,8 @@ class HubDispatcher:
         if resolved is None:
             return
         method, arguments = resolved
+        if self.telemetry is not None:
+            method = self.telemetry.traced(self.hub_type, connection, message, method)
         queue = connection.invocations
         if method.is_async or not queue.has_room():
             queue.submit(partial(self._run, connection, message, method, arguments))
@@ -268,6 +273,8 @@ class HubDispatcher:
         if resolved is None:
             return
         method, arguments = resolved
+        if self.telemetry is not None:
+            method = self.telemetry.traced(self.hub_type, connection, message, method)
 
         async def run() -> None:
             error: str | None = None

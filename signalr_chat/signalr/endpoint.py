@@ -30,6 +30,7 @@ from .negotiate import (
     wants_stateful_reconnect,
 )
 from .options import HubOptions, TransportKind
+from .telemetry import SignalRTelemetry
 from .transports import long_polling, server_sent_events, websockets
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class HubEndpoint:
         lifetime: HubLifetimeManager | None = None,
         validator: TokenValidator | None = None,
         factory: HubFactory | None = None,
+        telemetry: SignalRTelemetry | None = None,
     ) -> None:
         self.options = options or HubOptions()
         self.lifetime = lifetime or InMemoryHubLifetimeManager()
@@ -65,6 +67,11 @@ class HubEndpoint:
         self.connections = ConnectionManager(self.options)
         self.hub_context = HubContext(self.lifetime, self.options)
         self._flushes = websockets.FlushScheduler()
+        #: None unless an OpenTelemetry SDK is configured (given, or the global one).
+        self.telemetry = telemetry or SignalRTelemetry.create()
+        if self.telemetry is not None:
+            self.dispatcher.telemetry = self.connections.telemetry = self.telemetry
+            self.telemetry.watch(self.connections.__iter__)
         #: Set by a graceful stop: new connections get 503 (see draining.py).
         self.draining = False
         size = self.options.max_message_size
@@ -141,6 +148,8 @@ class HubEndpoint:
             return _text(404, f"{kind.value} transport not supported by this end point type", headers)
         if connection.transport_kind is None:
             connection.transport_kind = kind
+            if self.telemetry is not None:
+                self.telemetry.transport_started(connection)
         elif connection.transport_kind is not kind:
             return _text(400, "Cannot change transports mid-connection", headers)
         return self._application(request, connection)
@@ -248,6 +257,8 @@ class HubEndpoint:
     # -- shutdown ----------------------------------------------------------
     async def shutdown(self, _app: Any = None) -> None:
         """Tell every client to reconnect elsewhere, then close: Close(allowReconnect), 1001."""
+        if self.telemetry is not None:
+            self.telemetry.shutting_down = True
         closing = [
             c.application.close(allow_reconnect=True, going_away=True)
             for c in self.connections
@@ -275,9 +286,12 @@ def map_hub(
     lifetime: HubLifetimeManager | None = None,
     validator: TokenValidator | None = None,
     factory: HubFactory | None = None,
+    telemetry: SignalRTelemetry | None = None,
 ) -> HubEndpoint:
     """Serve `hub_type` at `path` (matched case-insensitively) and `path/negotiate`."""
-    endpoint = HubEndpoint(hub_type, options=options, lifetime=lifetime, validator=validator, factory=factory)
+    endpoint = HubEndpoint(
+        hub_type, options=options, lifetime=lifetime, validator=validator, factory=factory, telemetry=telemetry
+    )
     hub = "{_hub:(?i:" + re.escape(path.strip("/")) + ")}"
     app.router.add_route("*", f"/{hub}/{{_negotiate:(?i:negotiate)}}", endpoint.negotiate)
     app.router.add_route("*", f"/{hub}", endpoint.connect)
