@@ -18,6 +18,7 @@ from .chat.sqlite_history import SqliteHistoryStore
 from .drain import GracefulDrain
 from .health import Health
 from .jwt_auth import jwt_validator
+from .metrics_endpoint import add_metrics_route
 from .server import DRAIN
 from .settings import Settings
 from .signalr import HubOptions, InMemoryHubLifetimeManager, map_hub
@@ -148,6 +149,8 @@ def create_app(
     drain: Callable[[], Awaitable[None]] = GracefulDrain(health, endpoints, chat, settings.drain_timeout_seconds)
     app[DRAIN] = drain
     health.add_routes(app)
+    if settings.metrics_enabled:
+        add_metrics_route(app, settings.metrics_token)
     _serve_page(app)
     return app
 

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         description="Record chat messages in the model-call spans (gen_ai.input.messages, gen_ai.output.messages); "
         "also OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT. Off: content never leaves the server.",
     )
+    metrics_enabled: bool = Field(
+        False, description="Serve /metrics in the Prometheus text format (needs the [otel] extra)."
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token that /metrics requires (Authorization: Bearer ...); unset: no token."
+    )
     drain_timeout_seconds: float = Field(
         20.0,
         ge=0,

@@ -59,6 +59,8 @@ def configure(settings: Settings, environ: Mapping[str, str] = os.environ) -> Co
         return None
     span_exporters = exporters(environ, "TRACES")
     metric_exporters = exporters(environ, "METRICS")
+    if settings.metrics_enabled and "prometheus" not in metric_exporters:
+        metric_exporters.append("prometheus")  # /metrics reads the Prometheus reader
     if not span_exporters and not metric_exporters:
         return None
     try:
