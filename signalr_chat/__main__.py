@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from dotenv import load_dotenv
 from pydantic import ValidationError
 
 from .command_line import parse_settings
+from .json_logging import configure_logging
 
 
 def main() -> None:
@@ -19,7 +19,7 @@ def main() -> None:
         settings = parse_settings()
     except ValidationError as exc:
         sys.exit(f"error: invalid settings\n{exc}")
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
 
     from .ai import ConfigurationError
     from .app import create_app

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import auth
+from . import auth, log_context
 from .auth import TokenValidator, User
 from .clients import GroupManager, HubClients
 from .connection import Connection, RequestInfo
@@ -155,6 +155,7 @@ class HubEndpoint:
         return self._application(request, connection)
 
     def _application(self, request: web.Request, connection: Connection) -> HubConnectionContext:
+        log_context.bind(connection)  # log lines of this request and the tasks it starts name the connection
         application = connection.application
         if application is None:
             connection.request = RequestInfo.from_request(request)
