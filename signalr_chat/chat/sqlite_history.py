@@ -3,6 +3,7 @@ reconnect or a server restart. aiosqlite runs the queries on its own thread."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,10 @@ class SqliteHistoryStore:
         self._path = path
         self._keep = keep
         self._db: aiosqlite.Connection | None = None
+        # One connection for every writer: an append is insert + trim + commit, and another
+        # writer's statements between them would commit half of it, or (seen when a drain
+        # stored 50 replies at once) fail with sqlite3's "bad parameter or other API misuse".
+        self._writing = asyncio.Lock()
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,6 +56,10 @@ class SqliteHistoryStore:
         return [cast(ChatMessage, {"role": role, "content": content}) for role, content in rows]
 
     async def append(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
+        async with self._writing:
+            await self._append(conversation, messages)
+
+    async def _append(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
         now = time.time()
         await self.db.executemany(
             "INSERT INTO messages (conversation, role, content, created) VALUES (?, ?, ?, ?)",
@@ -64,8 +73,9 @@ class SqliteHistoryStore:
         await self.db.commit()
 
     async def clear(self, conversation: str) -> None:
-        await self.db.execute("DELETE FROM messages WHERE conversation = ?", (conversation,))
-        await self.db.commit()
+        async with self._writing:
+            await self.db.execute("DELETE FROM messages WHERE conversation = ?", (conversation,))
+            await self.db.commit()
 
     async def close(self) -> None:
         if self._db is not None:
