@@ -5,10 +5,12 @@
 3. Invocations in flight, chat replies among them, may finish for `drain_timeout_seconds`.
 4. Replies still running then are stopped: each ends normally, stored as far as it got.
 5. Every client gets Close with allowReconnect: true, and reconnects to another instance.
+6. Long-polling clients get a moment to collect that Close with their next poll.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -23,6 +25,10 @@ log = logging.getLogger(__name__)
 
 #: After the stop at the limit, how long replies get to store themselves and complete.
 STOP_GRACE_SECONDS = 5.0
+#: How long long-polling clients get to collect their Close before the listener closes.
+COLLECT_SECONDS = 2.0
+#: How often the drain looks whether they have.
+_COLLECT_CHECK = 0.05
 
 
 @dataclass(slots=True)
@@ -35,7 +41,7 @@ class GracefulDrain:
     @property
     def bound(self) -> float:
         """The longest a drain takes: the limit, then the grace for stopped replies."""
-        return self.limit + STOP_GRACE_SECONDS
+        return self.limit + STOP_GRACE_SECONDS + COLLECT_SECONDS
 
     def begin(self) -> None:
         """Steps 1 and 2, at once: not ready, and no new connections."""
@@ -56,4 +62,11 @@ class GracefulDrain:
             await wait_for_invocations(self.endpoints, STOP_GRACE_SECONDS)
         for endpoint in self.endpoints:
             await endpoint.shutdown()  # Close(allowReconnect: true) to every client
+        await self._collected()
         log.info("drained in %.1f s", time.monotonic() - started)
+
+    async def _collected(self) -> None:
+        """A closed long-polling connection stays registered until a poll has taken its Close."""
+        deadline = time.monotonic() + COLLECT_SECONDS
+        while any(len(endpoint.connections) for endpoint in self.endpoints) and time.monotonic() < deadline:
+            await asyncio.sleep(_COLLECT_CHECK)

@@ -17,6 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from signalr_chat.app import HEALTH, create_app
-from signalr_chat.drain import STOP_GRACE_SECONDS, GracefulDrain
+from signalr_chat.drain import COLLECT_SECONDS, STOP_GRACE_SECONDS, GracefulDrain
 from signalr_chat.server import DRAIN
 from signalr_chat.settings import Settings
 
@@ -35,7 +36,7 @@ STREAMS = 50
 CONNECTIONS = 200
 DRAIN_LIMIT = 2.0
 #: The drain's bound, plus aiohttp's shutdown_timeout for the last handlers.
-EXIT_BOUND = DRAIN_LIMIT + STOP_GRACE_SECONDS + 5
+EXIT_BOUND = DRAIN_LIMIT + STOP_GRACE_SECONDS + COLLECT_SECONDS + 5
 
 
 def offline_settings() -> Settings:
@@ -107,24 +108,35 @@ def stored_replies(db: Path) -> dict[str, list[tuple[str, str]]]:
     return found
 
 
-@pytest.mark.timeout(240)
-def test_sigterm_drains_streaming_replies(fake_ai: FakeAI, tmp_path: Path) -> None:
+@dataclass
+class Drained:
+    result: dict[str, Any]
+    exit_code: int
+    took: float
+    stored: dict[str, list[tuple[str, str]]]
+    log: str
+
+
+def drain_during_replies(
+    fake: FakeAI, tmp_path: Path, *, streams: int, idle: int, marker: str, limit: float, bound: float
+) -> Drained:
+    """SIGTERM once `streams` replies to `{marker} drain-{i}` have tokens; what everyone saw."""
     node = shutil.which("node")
     assert node is not None, "node is not installed"
     db = tmp_path / "history.sqlite3"
-    env = server_env(fake_ai, **azure_settings(fake_ai, history_db=str(db), drain_timeout_seconds=str(DRAIN_LIMIT)))
+    env = server_env(fake, **azure_settings(fake, history_db=str(db), drain_timeout_seconds=str(limit)))
     env["LOG_LEVEL"] = "INFO"
     log = tmp_path / "server.log"
     server = ChatServer(env, log=log).start()
-    users = [f"drain{i}" for i in range(STREAMS)]
     clients = subprocess.Popen(
         [node, "chat/drain_clients.mjs"],
         cwd=JS_DIR,
         env={
             **env,
             "SIGNALR_BASE_URL": server.base,
-            "DRAIN_TOKENS": json.dumps([token_for(user) for user in users]),
-            "DRAIN_IDLE": str(CONNECTIONS - STREAMS),
+            "DRAIN_TOKENS": json.dumps([token_for(f"drain{i}") for i in range(streams)]),
+            "DRAIN_IDLE": str(idle),
+            "DRAIN_MARKER": marker,
         },
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -142,31 +154,64 @@ def test_sigterm_drains_streaming_replies(fake_ai: FakeAI, tmp_path: Path) -> No
         clients.stdin.write("draining\n")
         clients.stdin.flush()
         result = json.loads(clients.stdout.readline())
-        exit_code = server.process.wait(timeout=EXIT_BOUND)
+        exit_code = server.process.wait(timeout=bound)
         took = time.monotonic() - signalled
         clients.wait(timeout=30)
     finally:
         if clients.poll() is None:
             clients.kill()
         server.stop()
+    text = log.read_text()
+    assert_clean_log(log)
+    return Drained(result, exit_code, took, stored_replies(db), text)
 
-    assert exit_code == 0
-    assert took <= EXIT_BOUND
+
+def assert_everyone_told_to_reconnect(drained: Drained, connections: int) -> None:
+    result = drained.result
+    assert drained.exit_code == 0
     assert result["closedEarly"] == 0, "/readyz turned 503 before any client was closed"
     assert "Server is shutting down" in result["refused"] and "503" in result["refused"], result["refused"]
-    assert len(result["clients"]) == CONNECTIONS
+    assert len(result["clients"]) == connections
     for client in result["clients"]:
         assert client["closeMessage"], client
         assert client["reconnecting"] == {"error": None}, f"Close(allowReconnect) starts a clean reconnect: {client}"
-    stored = stored_replies(db)
-    for index, (user, client) in enumerate(zip(users, result["clients"], strict=False)):
+
+
+@pytest.mark.timeout(240)
+def test_sigterm_stops_replies_at_the_limit_and_stores_them(fake_ai: FakeAI, tmp_path: Path) -> None:
+    """200 connections, 50 of them streaming 20-second replies, a 2-second limit."""
+    drained = drain_during_replies(
+        fake_ai, tmp_path, streams=STREAMS, idle=CONNECTIONS - STREAMS, marker="[[slow]]", limit=2, bound=EXIT_BOUND
+    )
+    assert drained.took <= EXIT_BOUND
+    assert_everyone_told_to_reconnect(drained, CONNECTIONS)
+    for index, client in enumerate(drained.result["clients"][:STREAMS]):
         reply = client["reply"]
         assert reply["error"] is None and reply["ended"], f"the reply ended normally: {client}"
         assert 3 <= len(reply["tokens"]) < 400, "stopped at the limit, not finished"
-        assert stored[f"user:{user}"] == [
+        assert drained.stored[f"user:drain{index}"] == [
             ("user", f"[[slow]] drain-{index}"),
             ("assistant", "".join(reply["tokens"])),
         ], "stored exactly as far as the client got"
-    text = log.read_text()
-    assert "drain limit of 2 s reached: 50 replies stopped" in text, text[-3000:]
-    assert_clean_log(log)
+    assert "drain limit of 2 s reached: 50 replies stopped" in drained.log, drained.log[-3000:]
+
+
+@pytest.mark.timeout(240)
+def test_sigterm_lets_replies_within_the_limit_finish(fake_ai: FakeAI, tmp_path: Path) -> None:
+    """Replies of 300 tokens (1.5 s) under the default 20-second limit finish whole before Close."""
+    drained = drain_during_replies(
+        fake_ai,
+        tmp_path,
+        streams=5,
+        idle=0,
+        marker="[[tokens:300]]",
+        limit=20,
+        bound=20 + STOP_GRACE_SECONDS + COLLECT_SECONDS + 5,
+    )
+    assert_everyone_told_to_reconnect(drained, 5)
+    for index, client in enumerate(drained.result["clients"]):
+        reply = client["reply"]
+        assert reply["error"] is None and reply["ended"]
+        assert len(reply["tokens"]) == 300, "the whole reply, before the Close"
+        assert drained.stored[f"user:drain{index}"][1] == ("assistant", "".join(reply["tokens"]))
+    assert "drain limit" not in drained.log

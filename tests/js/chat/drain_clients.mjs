@@ -1,5 +1,5 @@
 // Stock clients through a graceful drain, driven by tests/test_drain.py over stdin/stdout.
-// DRAIN_TOKENS (a JSON list of bearer tokens) users each stream a slow reply; DRAIN_IDLE
+// DRAIN_TOKENS (a JSON list of bearer tokens) users each stream a reply to DRAIN_MARKER; DRAIN_IDLE
 // more connections sit idle; every transport/protocol pair takes its turn.
 //   stdout "streaming"  every reply has tokens: the test may send SIGTERM now
 //   stdin  "draining"   /readyz said 503: no client may have been closed yet; a new one is refused
@@ -10,6 +10,7 @@ import { build, MATRIX, stopQuietly, withTimeout } from "../harness.mjs";
 const base = process.env.SIGNALR_BASE_URL.replace(/\/+$/, "");
 const tokens = JSON.parse(process.env.DRAIN_TOKENS);
 const idle = Number(process.env.DRAIN_IDLE ?? "0");
+const marker = process.env.DRAIN_MARKER ?? "[[slow]]";
 const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
 function until(check, ms, what) {
@@ -54,7 +55,7 @@ const everyone = [...chatting, ...waiting];
 await Promise.all(everyone.map((c) => withTimeout(c.connection.start(), 30_000, `start [${c.combo.transport}]`)));
 
 const replies = chatting.map((c, i) =>
-    c.connection.invoke("SendMessage", `[[slow]] drain-${i}`).then(
+    c.connection.invoke("SendMessage", `${marker} drain-${i}`).then(
         () => null,
         (error) => String(error),
     ),
