@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         None, description="Bearer token that /metrics requires (Authorization: Bearer ...); unset: no token."
     )
     drain_timeout_seconds: float = Field(
-        20.0,
+        15.0,
         ge=0,
         description="On SIGTERM, how long replies in flight may take to finish; then they stop and are stored as far "
         "as they got, and every client is told to reconnect elsewhere.",

@@ -198,7 +198,7 @@ def test_sigterm_stops_replies_at_the_limit_and_stores_them(fake_ai: FakeAI, tmp
 
 @pytest.mark.timeout(240)
 def test_sigterm_lets_replies_within_the_limit_finish(fake_ai: FakeAI, tmp_path: Path) -> None:
-    """Replies of 300 tokens (1.5 s) under the default 20-second limit finish whole before Close."""
+    """Replies of 300 tokens (1.5 s) under a 20-second limit finish whole before Close."""
     drained = drain_during_replies(
         fake_ai,
         tmp_path,
