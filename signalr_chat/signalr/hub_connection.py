@@ -79,7 +79,6 @@ class HubConnectionContext:
             connection.id, connection.user, connection.items, connection.request, self.abort
         )
         self.caller_clients = HubCallerClients(dispatcher.lifetime, options, connection.id)
-        self.telemetry = dispatcher.telemetry
 
     # -- writing ---------------------------------------------------------
     def write(self, message: HubMessage) -> None:
@@ -98,8 +97,9 @@ class HubConnectionContext:
                 return  # the socket is down: the replay after reconnect delivers it
         self._sent_since_beat = True
         self.connection.send(data)
-        if self.telemetry is not None:
-            self.telemetry.sent()
+        telemetry = self.dispatcher.telemetry  # the endpoint's, not a field: idle connections stay small
+        if telemetry is not None:
+            telemetry.sent()
 
     async def invoke_client(self, method: str, args: tuple[Any, ...], timeout: float | None) -> Any:
         """Ask this client for a result: our own invocation id, answered by its Completion."""
@@ -132,8 +132,9 @@ class HubConnectionContext:
             log.info("connection %s: protocol error: %s", self.connection_id, exc)
             await self.close(error_text(CLOSED_WITH_ERROR, exc, self.options.enable_detailed_errors), exception=exc)
             return
-        if self.telemetry is not None:
-            self.telemetry.received(len(messages))
+        telemetry = self.dispatcher.telemetry
+        if telemetry is not None:
+            telemetry.received(len(messages))
         buffer = self.buffer
         for message in messages:
             if buffer is not None and not buffer.should_process(
