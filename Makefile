@@ -91,6 +91,7 @@ lint: $(VENV)/.test-installed
 	$(PY) -m ruff check signalr_chat tests
 	$(PY) -m ruff format --check signalr_chat tests
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 test: $(VENV)/.test-installed node-deps angular lint
 	$(PY) -m pytest

@@ -22,7 +22,8 @@ from .metrics_endpoint import add_metrics_route
 from .server import DRAIN
 from .settings import Settings
 from .signalr import HubOptions, InMemoryHubLifetimeManager, map_hub
-from .signalr.telemetry import SignalRTelemetry, sdk_providers
+from .signalr.connections.telemetry import ConnectionTelemetry, sdk_providers
+from .signalr.hubs.telemetry import HubTelemetry
 
 WWWROOT = Path(__file__).resolve().parent.parent / "wwwroot"
 #: Browser libraries, installed from npm into wwwroot/node_modules by `make`, served at /lib/.
@@ -74,7 +75,11 @@ def create_app(
     settings = settings or Settings()
     tracer_provider, meter_provider = sdk_providers(tracer_provider, meter_provider)
     configured = tracer_provider is not None or meter_provider is not None
-    signalr_telemetry = SignalRTelemetry.create(tracer_provider, meter_provider) if configured else None
+    signalr_telemetry = (
+        (HubTelemetry.create(tracer_provider, meter_provider), ConnectionTelemetry.create(meter_provider))
+        if configured
+        else (None, None)
+    )
     genai_telemetry = (
         GenAITelemetry(tracer_provider, meter_provider, capture_content=settings.genai_capture_message_content)
         if configured

@@ -2,7 +2,7 @@
 
 1. Readiness turns false (/readyz 503), so the load balancer sends no one new.
 2. New negotiates (and skip-negotiation WebSockets) get 503 "Server is shutting down".
-3. Invocations in flight, chat replies among them, may finish for `drain_timeout_seconds`.
+3. Chat replies in flight (and server streams) may finish for `drain_timeout_seconds`.
 4. Replies still running then are stopped: each ends normally, stored as far as it got.
 5. Every client gets Close with allowReconnect: true, and reconnects to another instance.
 6. Long-polling clients get a moment to collect that Close with their next poll.
@@ -15,11 +15,12 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .chat import ChatService
 from .health import Health
 from .signalr import HubEndpoint
-from .signalr.draining import in_flight, wait_for_invocations
+from .signalr.hubs.hub_connection import HubConnectionContext
 
 log = logging.getLogger(__name__)
 
@@ -40,30 +41,49 @@ class GracefulDrain:
 
     @property
     def bound(self) -> float:
-        """The longest a drain takes: the limit, then the grace for stopped replies."""
+        """The longest a drain takes: the limit, the grace for stopped replies, the last polls."""
         return self.limit + STOP_GRACE_SECONDS + COLLECT_SECONDS
 
     def begin(self) -> None:
         """Steps 1 and 2, at once: not ready, and no new connections."""
         self.health.draining = True
         for endpoint in self.endpoints:
-            endpoint.draining = True
+            endpoint.connection_endpoint.accepting = False
 
     async def __call__(self) -> None:
         started = time.monotonic()
         self.begin()
-        running = sum(len(in_flight(endpoint)) for endpoint in self.endpoints)
-        log.info("draining: not ready, new connections refused; %d invocations in flight", running)
-        if not await wait_for_invocations(self.endpoints, self.limit):
+        log.info("draining: not ready, new connections refused; %d replies in flight", len(self._running()))
+        if not await self._settled(self.limit):
             stopped = self.chat.stop_all()
             log.info(
                 "drain limit of %.0f s reached: %d replies stopped, stored as far as they got", self.limit, stopped
             )
-            await wait_for_invocations(self.endpoints, STOP_GRACE_SECONDS)
+            await self._settled(STOP_GRACE_SECONDS)
         for endpoint in self.endpoints:
             await endpoint.shutdown()  # Close(allowReconnect: true) to every client
         await self._collected()
         log.info("drained in %.1f s", time.monotonic() - started)
+
+    def _running(self) -> set[asyncio.Task[Any]]:
+        """The tasks of the chat's replies, and of server streams (whose completion follows the reply)."""
+        tasks: set[asyncio.Task[Any]] = {reply.task for reply in self.chat.replies_in_flight()}
+        for endpoint in self.endpoints:
+            for connection in endpoint.connections:
+                application = connection.application
+                if isinstance(application, HubConnectionContext):
+                    tasks.update(stream.task for stream in application.streams.values())
+        return tasks
+
+    async def _settled(self, timeout: float) -> bool:
+        """Wait until nothing runs (replies started meanwhile count too); False at the timeout."""
+        deadline = time.monotonic() + timeout
+        while tasks := self._running():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.wait(tasks, timeout=remaining)
+        return True
 
     async def _collected(self) -> None:
         """A closed long-polling connection stays registered until a poll has taken its Close."""

@@ -1,7 +1,7 @@
 """LOG_FORMAT=json: one JSON object per line, for log collectors, from stdlib logging.
 
 Each line carries the connection id and user id the code was serving (see
-signalr/log_context.py) and, when an OpenTelemetry SDK traces, the trace and span ids, so
+signalr/connections/log_context.py) and, when an OpenTelemetry SDK traces, the trace and span ids, so
 a log line leads to its trace. Credentials never reach it: the user id is the token's
 subject, and access-log URLs have their access_token masked before they are logged.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from opentelemetry import trace
 
-from .signalr import log_context
+from .signalr.connections import log_context
 
 
 class JsonLinesFormatter(logging.Formatter):

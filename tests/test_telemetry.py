@@ -29,6 +29,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from signalr_chat.app import create_app
+from signalr_chat.drain import GracefulDrain
+from signalr_chat.server import DRAIN
 from signalr_chat.settings import Settings
 from signalr_chat.telemetry_setup import configure, exporters
 
@@ -239,7 +241,7 @@ async def test_an_error_turn_yields_error_type(aiohttp_server: Any, fake_ai: Fak
     hub = only(telemetry.finished(f"{HUB}/StreamMessage"))
     assert hub.kind is SpanKind.SERVER
     assert hub.status.status_code is StatusCode.ERROR
-    assert (hub.attributes or {})["error.type"] == "signalr_chat.signalr.hub.HubException"
+    assert (hub.attributes or {})["error.type"] == "signalr_chat.signalr.hubs.errors.HubException"
 
     model = only(telemetry.finished(f"chat {DEPLOYMENT}"))
     assert model.status.status_code is StatusCode.ERROR
@@ -292,12 +294,11 @@ async def test_without_an_sdk_nothing_is_built(aiohttp_server: Any, fake_ai: Fak
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
     assert type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider"
     app = create_app(settings(fake_ai))
-    endpoints = [
-        r.handler.__self__  # type: ignore[attr-defined]
-        for r in app.router.routes()
-        if getattr(r.handler, "__name__", "") == "negotiate"
-    ]
-    assert endpoints and all(e.telemetry is None and e.dispatcher.telemetry is None for e in endpoints)
+    drain = app[DRAIN]
+    assert isinstance(drain, GracefulDrain)
+    assert drain.endpoints
+    for endpoint in drain.endpoints:
+        assert endpoint.dispatcher.telemetry is None and endpoint.connection_endpoint.telemetry is None
     base = await serve(aiohttp_server, None, settings(fake_ai))
     seen = await stock_client(base, ("invoke", "SendMessage", "hello"))
     assert seen["outcomes"] == [{}], "SendMessage completed (void: no result)"

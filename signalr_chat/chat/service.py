@@ -269,6 +269,10 @@ class ChatService:
             generation.stop()
         return len(generations)
 
+    def replies_in_flight(self) -> list[Generation]:
+        """Every reply streaming or waiting for its turn (a graceful stop waits for them)."""
+        return [g for active in self._generations.values() for g in active]
+
     def stop_all(self) -> int:
         """Stop every reply (a graceful stop's limit is up); each is stored as far as it got."""
         generations = [g for active in self._generations.values() for g in active if not g.stopped]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 from typing import Any
 
 import msgpack
@@ -24,29 +22,15 @@ from .messages import (
     StreamInvocationMessage,
     StreamItemMessage,
 )
+from .values import msgpack_default
 
 ERROR_RESULT, VOID_RESULT, NON_VOID_RESULT = 1, 2, 3
 _MAX_VARINT_BYTES = 5
 _EMPTY_MAP: dict[str, str] = {}
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        # the JS client decodes the timestamp extension into a Date; naive means UTC
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return msgpack.Timestamp.from_datetime(value)
-    if isinstance(value, (set, frozenset)):
-        return list(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="python")
-    raise TypeError(f"Type is not MessagePack serializable: {type(value).__name__}")
-
-
 # One packer reused for every message: building a Packer allocates its buffer each time.
-_packer = msgpack.Packer(default=_default, use_bin_type=True, autoreset=True)
+_packer = msgpack.Packer(default=msgpack_default, use_bin_type=True, autoreset=True)
 
 
 def packb(value: Any) -> bytes:

@@ -9,14 +9,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, cast
 
-from .clients import GroupManager
-from .errors import error_text
-from .hub import Hub, HubException
-from .hub_connection import HubConnectionContext
-from .hub_methods import BindingError, HubMethod, discover, normalize
-from .lifetime import HubLifetimeManager
-from .options import HubOptions
-from .protocol import (
+from ..protocol import (
     AckMessage,
     CancelInvocationMessage,
     CloseMessage,
@@ -27,7 +20,15 @@ from .protocol import (
     StreamInvocationMessage,
     StreamItemMessage,
 )
-from .telemetry import SignalRTelemetry
+from .cancellation import CancellationToken
+from .clients import GroupManager
+from .errors import HubException, error_text
+from .hub import Hub
+from .hub_connection import HubConnectionContext, RunningStream
+from .lifetime import HubLifetimeManager
+from .methods import BindingError, HubMethod, discover, normalize
+from .options import HubOptions
+from .telemetry import HubTelemetry
 from .upload_stream import UploadStream
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,9 @@ class HubDispatcher:
         self._detailed = options.enable_detailed_errors
         #: Targets as clients spell them ("SendMessage"), so a call skips `normalize`.
         self._by_target: dict[str, HubMethod] = {}
-        #: Set by the endpoint when an OpenTelemetry SDK is configured.
-        self.telemetry: SignalRTelemetry | None = None
+        #: Set by the endpoint when an OpenTelemetry SDK is configured, with the hub's name.
+        self.telemetry: HubTelemetry | None = None
+        self.hub_name = f"{hub_type.__module__}.{hub_type.__qualname__}"
 
     def _hub(self, connection: HubConnectionContext) -> Hub:
         hub = self._factory()
@@ -85,7 +87,7 @@ class HubDispatcher:
         no coroutine: only upload backpressure and closing hand back an awaitable.
         """
         if isinstance(message, InvocationMessage):
-            self._invocation(connection, message)
+            return self._invocation(connection, message)
         elif isinstance(message, StreamInvocationMessage):
             self._stream_invocation(connection, message)
         elif isinstance(message, StreamItemMessage):
@@ -97,15 +99,15 @@ class HubDispatcher:
         elif isinstance(message, CompletionMessage):
             self._completion(connection, message)
         elif isinstance(message, CancelInvocationMessage):
-            task = connection.streams.get(message.invocation_id)
-            if task is not None:
-                connection.cancelled_streams.add(message.invocation_id)
-                task.cancel()
+            stream = connection.streams.get(message.invocation_id)
+            if stream is not None:
+                stream.token.cancel()
+                stream.task.cancel()
         elif isinstance(message, CloseMessage):
             connection.close_received = True
             if message.error:
                 log.info("connection %s: client closed with error: %s", connection.connection_id, message.error)
-            return connection.connection.dispose()
+            return connection.connection_context.dispose()
         elif isinstance(message, AckMessage):
             if connection.buffer is not None:
                 connection.buffer.ack(message.sequence_id)
@@ -118,14 +120,8 @@ class HubDispatcher:
         upload = connection.uploads.pop(message.invocation_id, None)
         if upload is not None:
             upload.complete(message.error)
-            return
-        future = connection.pending_results.get(message.invocation_id)
-        if future is None or future.done():
-            log.debug("connection %s: unexpected completion %s", connection.connection_id, message.invocation_id)
-        elif message.error is not None:
-            future.set_exception(HubException(message.error))
-        else:
-            future.set_result(message.result)
+        else:  # a client result: only the lifetime manager knows who waits for it
+            self.lifetime.set_connection_result(connection.connection_id, message)
 
     def _fail(
         self, connection: HubConnectionContext, message: InvocationMessage | StreamInvocationMessage, text: str
@@ -140,6 +136,7 @@ class HubDispatcher:
         connection: HubConnectionContext,
         message: InvocationMessage | StreamInvocationMessage,
         streaming: bool,
+        token: CancellationToken | None = None,
     ) -> tuple[HubMethod, list[Any]] | None:
         """Find and bind the method, or answer with ASP.NET Core's error and return None."""
         target = message.target
@@ -157,7 +154,9 @@ class HubDispatcher:
         elif method.requires_user and connection.user is None:
             text = f"Failed to invoke '{target}' because user is unauthorized"
         else:
-            return self._bind(connection, message, method)
+            if token is None and method.token_position is not None:
+                token = connection.caller_context.connection_aborted
+            return self._bind(connection, message, method, token)
         self._fail(connection, message, text)
         return None
 
@@ -166,6 +165,7 @@ class HubDispatcher:
         connection: HubConnectionContext,
         message: InvocationMessage | StreamInvocationMessage,
         method: HubMethod,
+        token: CancellationToken | None = None,
     ) -> tuple[HubMethod, list[Any]] | None:
         uploads: list[UploadStream] = []
         for stream_id in message.stream_ids or ():
@@ -174,7 +174,7 @@ class HubDispatcher:
                 return None
             uploads.append(UploadStream(stream_id, self.options.stream_buffer_capacity))
         try:
-            arguments = method.bind(message.arguments, uploads)
+            arguments = method.bind(message.arguments, uploads, token)
         except BindingError as exc:
             failure = f"Failed to invoke '{message.target}' due to an error on the server."
             self._fail(connection, message, error_text(failure, _InvalidData(str(exc)), self._detailed))
@@ -183,22 +183,23 @@ class HubDispatcher:
             connection.uploads[upload.stream_id] = upload
         return method, arguments
 
-    def _invocation(self, connection: HubConnectionContext, message: InvocationMessage) -> None:
+    def _invocation(self, connection: HubConnectionContext, message: InvocationMessage) -> Awaitable[None] | None:
+        """Runs or queues the method; a full queue hands back what the reader must wait for."""
         resolved = self._resolve(connection, message, streaming=False)
         if resolved is None:
-            return
+            return None
         method, arguments = resolved
         if self.telemetry is not None:
-            method = self.telemetry.traced(self.hub_type, connection, message, method)
+            method = self.telemetry.traced(self.hub_name, connection, message, method)
         queue = connection.invocations
         if method.is_async or not queue.has_room():
-            queue.submit(partial(self._run, connection, message, method, arguments))
-            return
+            return queue.submit(partial(self._run, connection, message, method, arguments))
         # A plain `def` with a free slot runs now, as ASP.NET Core runs a synchronous hub
         # method: no task, and its Completion leaves in this loop turn.
         pending = self._call(connection, message, method, arguments)
         if pending is not None:  # a plain def that hands back a coroutine
-            queue.submit(partial(self._settle, connection, message, method, pending))
+            return queue.submit(partial(self._settle, connection, message, method, pending))
+        return None
 
     async def _run(
         self, connection: HubConnectionContext, message: InvocationMessage, method: HubMethod, arguments: list[Any]
@@ -246,10 +247,10 @@ class HubDispatcher:
         if error is not None:
             if not isinstance(error, HubException):
                 log.error("connection %s: '%s' failed", connection.connection_id, target, exc_info=error)
-            if invocation_id is not None and not connection.connection.closed:
+            if invocation_id is not None and not connection.ended:
                 connection.write(CompletionMessage.with_error(invocation_id, self._failed(target, error)))
             return
-        if invocation_id is None or connection.connection.closed:
+        if invocation_id is None or connection.ended:
             return
         if result is None and method.void:
             connection.write(CompletionMessage(invocation_id))
@@ -269,39 +270,64 @@ class HubDispatcher:
             in_use = f"Invocation ID '{invocation_id}' is already in use."
             connection.write(CompletionMessage.with_error(invocation_id, in_use))
             return
-        resolved = self._resolve(connection, message, streaming=True)
+        token = CancellationToken()
+        resolved = self._resolve(connection, message, streaming=True, token=token)
         if resolved is None:
             return
         method, arguments = resolved
         if self.telemetry is not None:
-            method = self.telemetry.traced(self.hub_type, connection, message, method)
+            method = self.telemetry.traced(self.hub_name, connection, message, method)
+        task = asyncio.get_running_loop().create_task(self._stream(connection, message, method, arguments, token))
+        connection.streams[invocation_id] = RunningStream(task, token)
+        # The task may be cancelled before its coroutine ever runs (a CancelInvocation in the
+        # same frame): then no code inside it runs, so completing and forgetting happen here.
+        task.add_done_callback(partial(self._stream_done, connection, message))
 
-        async def run() -> None:
-            error: str | None = None
-            generator = method.function(self._hub(connection), *arguments)
-            try:
-                async for item in generator:
-                    connection.write(StreamItemMessage(invocation_id, item))
-            except asyncio.CancelledError:
-                if invocation_id not in connection.cancelled_streams:
-                    raise  # the connection is closing: nobody to complete to
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
-            except Exception as exc:
-                if not isinstance(exc, HubException):
-                    log.exception("connection %s: stream '%s' failed", connection.connection_id, message.target)
-                error = error_text("An error occurred on the server while streaming results.", exc, self._detailed)
-            finally:
-                await generator.aclose()
-                connection.streams.pop(invocation_id, None)
-                connection.cancelled_streams.discard(invocation_id)
-                for stream_id in message.stream_ids or ():
-                    connection.uploads.pop(stream_id, None)
-            if not connection.connection.closed:
-                connection.write(CompletionMessage(invocation_id, error=error))
+    async def _stream(
+        self,
+        connection: HubConnectionContext,
+        message: StreamInvocationMessage,
+        method: HubMethod,
+        arguments: list[Any],
+        token: CancellationToken,
+    ) -> str | None:
+        """Runs the generator; the error text for the Completion, or None."""
+        invocation_id = message.invocation_id
+        generator = method.function(self._hub(connection), *arguments)
+        try:
+            async for item in generator:
+                if token.cancelled:
+                    break
+                connection.write(StreamItemMessage(invocation_id, item))
+        except asyncio.CancelledError:
+            if not token.cancelled or connection.ended:
+                raise  # the connection is closing: nobody to complete to
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        except Exception as exc:
+            if token.cancelled:  # the method gave up because the caller did: not an error
+                return None
+            if not isinstance(exc, HubException):
+                log.exception("connection %s: stream '%s' failed", connection.connection_id, message.target)
+            return error_text("An error occurred on the server while streaming results.", exc, self._detailed)
+        finally:
+            await generator.aclose()
+        return None
 
-        connection.streams[invocation_id] = asyncio.get_running_loop().create_task(run())
+    def _stream_done(
+        self, connection: HubConnectionContext, message: StreamInvocationMessage, task: asyncio.Task[str | None]
+    ) -> None:
+        invocation_id = message.invocation_id
+        stream = connection.streams.get(invocation_id)
+        if stream is not None and stream.task is task:
+            del connection.streams[invocation_id]
+        for stream_id in message.stream_ids or ():
+            connection.uploads.pop(stream_id, None)
+        if connection.ended:
+            return
+        error = None if task.cancelled() else task.result()
+        connection.write(CompletionMessage(invocation_id, error=error))
 
 
 class _InvalidData(Exception):

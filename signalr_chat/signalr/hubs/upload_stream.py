@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .background import spawn
-from .hub import HubException
+from ..connections.background import spawn
+from .errors import HubException
 
 _END = object()
 

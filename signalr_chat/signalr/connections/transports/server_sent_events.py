@@ -7,9 +7,9 @@ import logging
 
 from aiohttp import web
 
+from ...protocol.negotiate import TransportKind
 from ..background import spawn
-from ..connection import Connection
-from ..options import TransportKind
+from ..connection import Connection, TransportFeatures
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,9 @@ HEADERS = {
 }
 #: Sent and flushed at once: the client's start() waits for the first bytes.
 PREAMBLE = b":\r\n"
+FEATURES = TransportFeatures(
+    TransportKind.SERVER_SENT_EVENTS, binary=False, inherent_keep_alive=False, reconnectable=False, polled=False
+)
 
 
 def format_event(payload: bytes) -> bytes:
@@ -32,7 +35,8 @@ def format_event(payload: bytes) -> bytes:
 
 
 class ServerSentEventsTransport:
-    kind = TransportKind.SERVER_SENT_EVENTS
+    features = FEATURES
+    active = True
 
     def __init__(self, connection: Connection, request: web.Request) -> None:
         self.connection = connection
@@ -77,6 +81,6 @@ async def serve(request: web.Request, connection: Connection, headers: dict[str,
         connection.detach(transport)
         if not transport.finished.done():
             transport.finished.set_result(None)
-        if not connection.closed:
-            spawn(application.transport_ended(error))
+        if not connection.disposed:
+            spawn(application.on_transport_ended(error))
     return response

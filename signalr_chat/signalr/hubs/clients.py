@@ -30,7 +30,7 @@ class SingleClientProxy(ClientProxy):
     __slots__ = ("_connection_id", "_lifetime", "_timeout")
 
     def __init__(self, lifetime: HubLifetimeManager, connection_id: str, timeout: float | None) -> None:
-        super().__init__(lambda m, a: lifetime.send_connections((connection_id,), m, a))
+        super().__init__(lambda m, a: lifetime.send_connection(connection_id, m, a))
         self._lifetime = lifetime
         self._connection_id = connection_id
         self._timeout = timeout
@@ -107,7 +107,9 @@ class GroupManager:
         self._lifetime = lifetime
 
     async def add(self, connection_id: str, group: str) -> None:
+        """Raises ConnectionError when no server holds the connection."""
         await self._lifetime.add_to_group(connection_id, group)
 
     async def remove(self, connection_id: str, group: str) -> None:
+        """Raises ConnectionError when no server holds the connection."""
         await self._lifetime.remove_from_group(connection_id, group)

@@ -1,6 +1,6 @@
 """A negotiated connection, independent of the transport that carries it.
 
-The hub layer writes encoded bytes into an ordered, bounded outbox; whichever transport
+The layer above writes encoded bytes into an ordered, bounded outbox; whichever transport
 is attached drains it (a WebSocket frame, an SSE event, a long-poll response). Pending
 records leave together, so a burst costs one frame, and a client that cannot keep up
 is dropped rather than allowed to stall anyone else.
@@ -8,34 +8,53 @@ is dropped rather than allowed to stall anyone else.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from multidict import CIMultiDictProxy, MultiMapping
 
+from ..protocol.negotiate import TransportKind
 from .auth import User
 from .background import spawn
-from .options import TransportKind
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from .telemetry import SignalRTelemetry
-    from .transports.long_polling import LongPollingTransport
+    from .inbound import PostedSends
+    from .telemetry import ConnectionTelemetry
 
 log = logging.getLogger(__name__)
 
-#: POST bodies queued before a sender has to wait for them to be processed.
-INBOUND_BACKLOG = 16
+
+@dataclass(frozen=True, slots=True)
+class TransportFeatures:
+    """What a transport can do, so the layer above never asks which transport it is.
+
+    ASP.NET Core tells its hub layer the same through connection features
+    (IHttpTransportFeature, ITransferFormatFeature, IConnectionInherentKeepAliveFeature).
+    """
+
+    kind: TransportKind
+    #: Carries binary messages (MessagePack); Server-Sent Events carry text only.
+    binary: bool
+    #: The transport itself shows the client is alive (a long poll): no pings, no client timeout.
+    inherent_keep_alive: bool
+    #: A dropped socket can be replaced by a new one under stateful reconnect.
+    reconnectable: bool
+    #: The client collects what is sent by asking (a poll): an ended connection stays
+    #: registered until its last records are collected.
+    polled: bool
 
 
 class Transport(Protocol):
-    kind: TransportKind
+    features: TransportFeatures
+
+    @property
+    def active(self) -> bool:
+        """Bytes can reach the client now (a socket is open, a poll is outstanding)."""
 
     def wake(self) -> None:
         """Bytes are pending: send them soon."""
@@ -48,16 +67,24 @@ class Transport(Protocol):
 
 
 class Application(Protocol):
-    """What runs on a connection: the hub layer, in this project."""
+    """What runs on a connection: the hub layer, or a raw connection handler."""
 
     def start(self) -> None: ...
 
     async def receive(self, data: bytes) -> None: ...
 
-    async def transport_ended(self, exception: BaseException | None) -> None:
+    async def on_transport_ended(self, exception: BaseException | None) -> None:
         """The attached transport is gone; the application decides whether the connection is."""
 
-    async def closed(self, error: BaseException | None) -> None: ...
+    @property
+    def accepts_reconnect(self) -> bool:
+        """A new socket may take over this connection (stateful reconnect)."""
+
+    def on_reconnected(self) -> None:
+        """A new socket took over: replay what the client missed."""
+
+    async def on_closed(self, error: BaseException | None) -> None:
+        """The connection is over, exactly once."""
 
     def tick(self, now: float) -> None:
         """The shared heartbeat, once a second: keep-alive and timeouts."""
@@ -79,41 +106,44 @@ class RequestInfo:
         return cls(request.headers, request.query, request.cookies, request.remote, request.path)
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, weakref_slot=True)
 class Connection:
     id: str
     token: str
     negotiate_version: int
     stateful_reconnect: bool = False
     user: User | None = None
-    transport_kind: TransportKind | None = None
+    #: Set when the first transport request arrives; a connection never changes transport.
+    features: TransportFeatures | None = None
     transport: Transport | None = None
     request: RequestInfo | None = None
     application: Application | None = None
-    #: Set by the hub layer after the handshake: MessagePack goes out in Binary frames.
+    #: Set by the layer above after its handshake: records go out in Binary frames.
     binary: bool = False
     max_buffer_size: int = 1024 * 1024
-    #: True while a transport is attached (a WebSocket is open, a poll is outstanding).
-    active: bool = False
     last_active: float = field(default_factory=time.monotonic)
-    closed: bool = False
+    disposed: bool = False
     #: The hub's `context.items`: application state for this connection.
     items: dict[str, Any] = field(default_factory=dict)
-    #: The long-polling transport lives across polls; None for other transports.
-    long_polling: LongPollingTransport | None = None
-    #: A POST send is being processed (a concurrent one gets 409).
-    posting: bool = False
-    #: POST bodies waiting to be processed; created by the first POST (WebSockets never need it).
-    _inbound: deque[bytes] | None = None
-    _inbound_task: asyncio.Task[None] | None = None
+    #: Bodies POSTed by SSE and long-polling clients; created by the first POST.
+    posted: PostedSends | None = None
     _pending: list[bytes] = field(default_factory=list)
     _pending_size: int = 0
     _on_dispose: Callable[[Connection], None] | None = None
-    telemetry: SignalRTelemetry | None = None
+    telemetry: ConnectionTelemetry | None = None
+
+    @property
+    def transport_kind(self) -> TransportKind | None:
+        return self.features.kind if self.features is not None else None
+
+    @property
+    def active(self) -> bool:
+        transport = self.transport
+        return transport is not None and transport.active
 
     def send(self, data: bytes) -> bool:
         """Queue bytes for the client; False when the connection is gone or overflowing."""
-        if self.closed:
+        if self.disposed:
             return False
         self._pending.append(data)
         self._pending_size += len(data)
@@ -150,47 +180,20 @@ class Connection:
         self._pending_size -= size
         return data
 
-    def receive_later(self, data: bytes) -> asyncio.Task[None] | None:
-        """A POST body: answered at once, processed in arrival order, as ASP.NET's pipe does.
-
-        Returns the task draining the backlog when it is long, so the sender can wait.
-        """
-        inbound = self._inbound
-        if inbound is None:
-            inbound = self._inbound = deque()
-        inbound.append(data)
-        if self._inbound_task is None:
-            self._inbound_task = spawn(self._drain_inbound(inbound))
-        return self._inbound_task if len(inbound) > INBOUND_BACKLOG else None
-
-    async def _drain_inbound(self, inbound: deque[bytes]) -> None:
-        try:
-            while inbound and not self.closed and self.application is not None:
-                await self.application.receive(inbound.popleft())
-        except Exception as exc:  # a failing receive ends this connection, never the server
-            log.exception("connection %s: processing a send failed", self.id)
-            await self.dispose(exc)
-        finally:
-            if self.closed:
-                inbound.clear()
-            self._inbound_task = None
-
     def attach(self, transport: Transport) -> None:
         self.transport = transport
-        self.active = True
         if self._pending:
             transport.wake()
 
     def detach(self, transport: Transport) -> None:
-        """The transport went away; the connection may live on (long polling, stateful reconnect)."""
+        """The transport went away; the connection may live on (stateful reconnect)."""
         if self.transport is transport:
             self.transport = None
-            self.active = False
             self.last_active = time.monotonic()
 
     def abort(self) -> None:
         """End the connection now, from anywhere, without waiting for unsent data."""
-        if self.closed:
+        if self.disposed:
             return
         if self.transport is not None:
             self.transport.drop()
@@ -198,9 +201,12 @@ class Connection:
 
     async def dispose(self, error: BaseException | None = None, *, going_away: bool = False) -> None:
         """End the transport and the application exactly once."""
-        if self.closed:
+        if self.disposed:
             return
-        self.closed = True
+        self.disposed = True
+        if self.posted is not None:
+            self.posted.clear()
+            self.posted = None  # it holds bound methods of ours: a cycle
         transport = self.transport
         if transport is not None:
             try:
@@ -208,8 +214,10 @@ class Connection:
             except Exception:  # the peer may be gone already
                 log.debug("connection %s: transport close failed", self.id, exc_info=True)
         self.transport = None
-        self.active = False
         if self._on_dispose is not None:
             self._on_dispose(self)
-        if self.application is not None:
-            await self.application.closed(error)
+        application = self.application
+        if application is not None:
+            await application.on_closed(error)
+            # break the cycle connection <-> application, so reference counting frees both
+            self.application = None

@@ -1,82 +1,86 @@
-"""Maps a hub onto an aiohttp app: negotiate, the three transports, auth and CORS."""
+"""One connection URL on an aiohttp app: negotiate, the three transports, auth and CORS.
+
+It knows nothing of hubs: what runs on a connection comes from an application factory,
+as ASP.NET Core's `MapConnections` runs any ConnectionHandler.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from . import auth, log_context
-from .auth import TokenValidator, User
-from .clients import GroupManager, HubClients
-from .connection import Connection, RequestInfo
-from .connection_manager import ConnectionManager
-from .cors import cors_headers, preflight
-from .dispatcher import HubDispatcher, HubFactory
-from .draining import SHUTTING_DOWN
-from .hub import Hub, requires_user
-from .hub_connection import HubConnectionContext
-from .lifetime import HubLifetimeManager, InMemoryHubLifetimeManager
-from .negotiate import (
+from ..protocol.negotiate import (
     NegotiateError,
+    TransportKind,
     lower_query,
     negotiate_document,
     requested_version,
     wants_stateful_reconnect,
 )
-from .options import HubOptions, TransportKind
-from .telemetry import SignalRTelemetry
+from . import auth, log_context
+from .auth import TokenValidator, User
+from .connection import Application, Connection, RequestInfo, TransportFeatures
+from .cors import cors_headers, preflight
+from .inbound import PostedSends
+from .manager import ConnectionManager
+from .options import ConnectionOptions
+from .telemetry import ConnectionTelemetry
 from .transports import long_polling, server_sent_events, websockets
 
-log = logging.getLogger(__name__)
+#: Builds what runs on a new connection; called once, by the connection's first transport request.
+ApplicationFactory = Callable[[Connection], Application]
+
+_FEATURES = {
+    TransportKind.WEBSOCKETS: websockets.FEATURES,
+    TransportKind.SERVER_SENT_EVENTS: server_sent_events.FEATURES,
+    TransportKind.LONG_POLLING: long_polling.FEATURES,
+}
+
+
+#: The 503 a draining endpoint answers a new connection with; @microsoft/signalr reports it
+#: as "Failed to complete negotiation with the server: Error: Server is shutting down: Status code '503'".
+SHUTTING_DOWN = "Server is shutting down"
 
 
 def _text(status: int, text: str, headers: dict[str, str]) -> web.Response:
     return web.Response(status=status, text=text, headers=headers)
 
 
-class HubContext:
-    """Reach a hub's clients from outside a hub method (background jobs, HTTP handlers)."""
-
-    def __init__(self, lifetime: HubLifetimeManager, options: HubOptions) -> None:
-        self.clients = HubClients(lifetime, options)
-        self.groups = GroupManager(lifetime)
-
-
-class HubEndpoint:
+class ConnectionEndpoint:
     def __init__(
         self,
-        hub_type: type[Hub],
+        application_factory: ApplicationFactory,
         *,
-        options: HubOptions | None = None,
-        lifetime: HubLifetimeManager | None = None,
+        options: ConnectionOptions | None = None,
         validator: TokenValidator | None = None,
-        factory: HubFactory | None = None,
-        telemetry: SignalRTelemetry | None = None,
+        require_user: bool = False,
+        telemetry: ConnectionTelemetry | None = None,
     ) -> None:
-        self.options = options or HubOptions()
-        self.lifetime = lifetime or InMemoryHubLifetimeManager()
+        self.options = options or ConnectionOptions()
+        self.application_factory = application_factory
         self.validator = validator
-        self.require_user = requires_user(hub_type)
-        self.dispatcher = HubDispatcher(hub_type, self.lifetime, self.options, factory)
+        self.require_user = require_user
         self.connections = ConnectionManager(self.options)
-        self.hub_context = HubContext(self.lifetime, self.options)
-        self._flushes = websockets.FlushScheduler()
         #: None unless an OpenTelemetry SDK is configured (given, or the global one).
-        self.telemetry = telemetry or SignalRTelemetry.create()
+        self.telemetry = telemetry or ConnectionTelemetry.create()
         if self.telemetry is not None:
-            self.dispatcher.telemetry = self.connections.telemetry = self.telemetry
+            self.connections.telemetry = self.telemetry
             self.telemetry.watch(self.connections.__iter__)
-        #: Set by a graceful stop: new connections get 503 (see draining.py).
-        self.draining = False
-        size = self.options.max_message_size
-        # a frame may batch several messages; each message is checked against the limit
-        self._max_frame = 0 if size is None else max(4 * size, 1024 * 1024)
+        self._flushes = websockets.FlushScheduler()
+        #: Set while the server drains: new connections are refused.
+        self.accepting = True
+
+    def route(self, app: web.Application, path: str) -> None:
+        """Serve at `path` (matched case-insensitively) and `path/negotiate`."""
+        name = "{_path:(?i:" + re.escape(path.strip("/")) + ")}"
+        app.router.add_route("*", f"/{name}/{{_negotiate:(?i:negotiate)}}", self.negotiate)
+        app.router.add_route("*", f"/{name}", self.connect)
 
     # -- shared request checks ---------------------------------------------
     async def _user(self, request: web.Request, headers: dict[str, str]) -> User | web.Response | None:
@@ -95,7 +99,7 @@ class HubEndpoint:
         headers = cors_headers(request, self.options.cors_origins)
         if request.method != "POST":
             return web.Response(status=405, headers=headers)
-        if self.draining:
+        if not self.accepting:
             return _text(503, SHUTTING_DOWN, headers)
         user = await self._user(request, headers)
         if isinstance(user, web.Response):
@@ -142,27 +146,25 @@ class HubEndpoint:
 
     def _claim(
         self, request: web.Request, connection: Connection, kind: TransportKind, headers: dict[str, str]
-    ) -> web.Response | HubConnectionContext:
+    ) -> web.Response | Application:
         """Bind the connection to its transport on first use; refuse a change of transport."""
         if kind not in self.options.transports:
             return _text(404, f"{kind.value} transport not supported by this end point type", headers)
-        if connection.transport_kind is None:
-            connection.transport_kind = kind
+        if connection.features is None:
+            connection.features = _FEATURES[kind]
             if self.telemetry is not None:
                 self.telemetry.transport_started(connection)
-        elif connection.transport_kind is not kind:
+        elif connection.features.kind is not kind:
             return _text(400, "Cannot change transports mid-connection", headers)
         return self._application(request, connection)
 
-    def _application(self, request: web.Request, connection: Connection) -> HubConnectionContext:
+    def _application(self, request: web.Request, connection: Connection) -> Application:
         log_context.bind(connection)  # log lines of this request and the tasks it starts name the connection
         application = connection.application
         if application is None:
             connection.request = RequestInfo.from_request(request)
-            application = HubConnectionContext(connection, self.dispatcher, self.options)
-            connection.application = application
+            application = connection.application = self.application_factory(connection)
             application.start()
-        assert isinstance(application, HubConnectionContext)
         return application
 
     async def _websocket(
@@ -172,100 +174,96 @@ class HubEndpoint:
             return _text(404, "WebSockets transport not supported by this end point type", headers)
         if token:
             connection = self.connections.get(token)
-            if connection is None or connection.closed:
+            if connection is None or connection.disposed:
                 return _text(404, "No Connection with that ID", headers)
             if not _same_user(connection, user):
                 return web.Response(status=403, headers=headers)
-        elif self.draining:
+        elif not self.accepting:
             return _text(503, SHUTTING_DOWN, headers)
         else:  # skipNegotiation: the connection starts here
             connection = self.connections.create(0)
             connection.user = user
+        first = connection.features is None
         claimed = self._claim(request, connection, TransportKind.WEBSOCKETS, headers)
         if isinstance(claimed, web.Response):
             return claimed
-        resuming = claimed.handshake_done
-        if resuming and not claimed.can_resume:
-            return _text(409, "Connection already has an active WebSocket", headers)
-        if connection.transport is not None:
-            if not resuming:
+        if not first:
+            if not claimed.accepts_reconnect:
                 return _text(409, "Connection already has an active WebSocket", headers)
-            # the client saw its socket die before we did: the new one replaces it
-            old = connection.transport
-            connection.detach(old)
-            old.drop()
+            if connection.transport is not None:
+                # the client saw its socket die before we did: the new one replaces it
+                old = connection.transport
+                connection.detach(old)
+                old.drop()
         socket = web.WebSocketResponse(
-            max_msg_size=self._max_frame,
+            max_msg_size=self.options.max_frame_size,
             compress=self.options.websocket_compression,
             autoping=True,
             decode_text=False,  # Text frames stay bytes: the protocol parses bytes
         )
-        return await websockets.serve(request, connection, socket, self._flushes, claimed.resumed if resuming else None)
+        on_open = None if first else claimed.on_reconnected
+        return await websockets.serve(request, connection, socket, self._flushes, on_open)
 
     async def _sse(self, request: web.Request, connection: Connection, headers: dict[str, str]) -> web.StreamResponse:
-        if connection.transport is not None:
-            return _text(409, "Connection already has an active event stream", headers)
         claimed = self._claim(request, connection, TransportKind.SERVER_SENT_EVENTS, headers)
         if isinstance(claimed, web.Response):
             return claimed
+        if connection.transport is not None:
+            return _text(409, "Connection already has an active event stream", headers)
         return await server_sent_events.serve(request, connection, headers)
 
     async def _poll(self, request: web.Request, connection: Connection, headers: dict[str, str]) -> web.StreamResponse:
-        first = connection.transport_kind is None
+        first = connection.features is None
         claimed = self._claim(request, connection, TransportKind.LONG_POLLING, headers)
         if isinstance(claimed, web.Response):
             return claimed
-        transport = connection.long_polling
-        if transport is None:
-            transport = connection.long_polling = long_polling.LongPollingTransport(connection)
+        transport = connection.transport
+        if not isinstance(transport, long_polling.LongPollingTransport):
+            transport = long_polling.LongPollingTransport(connection)
+            if not connection.disposed:  # else the poll collects the last records, then 204
+                connection.attach(transport)
         if first:  # the first poll returns at once: the client's start() waits for it
             connection.last_active = time.monotonic()
             return web.Response(status=200, headers=headers)
         response = await transport.poll(self.options.long_poll_timeout)
         response.headers.update(headers)
-        if connection.closed and not connection.has_pending:
+        if connection.disposed and not connection.has_pending:
             self.connections.forget(connection)
         return response
 
     async def _post(self, request: web.Request, connection: Connection, headers: dict[str, str]) -> web.Response:
-        if connection.transport_kind is TransportKind.WEBSOCKETS:
+        if connection.features is not None and connection.features.kind is TransportKind.WEBSOCKETS:
             return _text(405, "POST requests are not allowed for WebSocket connections.", headers)
-        if connection.posting:
+        if connection.disposed:
+            return _text(404, "No Connection with that ID", headers)
+        posted = connection.posted
+        if posted is None:
+            application = self._application(request, connection)
+            posted = connection.posted = PostedSends(application.receive, connection.dispose)
+        if posted.in_progress:
             return _text(409, "Another send request is in progress.", headers)
-        connection.posting = True
+        posted.in_progress = True
         try:
             body = await request.read()
-            if connection.closed:
+            if connection.disposed:
                 return _text(404, "No Connection with that ID", headers)
-            self._application(request, connection)
-            backlog = connection.receive_later(body)
+            backlog = posted.add(body)
             if backlog is not None:
                 await asyncio.shield(backlog)
         finally:
-            connection.posting = False
+            posted.in_progress = False
         return web.Response(status=200, headers=headers)
 
     async def _delete(self, connection: Connection, headers: dict[str, str]) -> web.Response:
-        if connection.transport_kind is not TransportKind.LONG_POLLING:
+        if connection.features is None or not connection.features.polled:
             return _text(400, "Cannot terminate this connection using the DELETE endpoint.", headers)
-        transport = connection.long_polling
-        if transport is not None:
-            await transport.close()
         await connection.dispose()
         self.connections.forget(connection)  # the client is gone: nobody collects what is left
         return web.Response(status=202, headers=headers)
 
-    # -- shutdown ----------------------------------------------------------
     async def shutdown(self, _app: Any = None) -> None:
-        """Tell every client to reconnect elsewhere, then close: Close(allowReconnect), 1001."""
         if self.telemetry is not None:
             self.telemetry.shutting_down = True
-        closing = [
-            c.application.close(allow_reconnect=True, going_away=True)
-            for c in self.connections
-            if isinstance(c.application, HubConnectionContext) and c.application.handshake_done
-        ]
-        await asyncio.gather(*closing, return_exceptions=True)
         await self.connections.shutdown()
 
 
@@ -278,23 +276,4 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def map_hub(
-    app: web.Application,
-    path: str,
-    hub_type: type[Hub],
-    *,
-    options: HubOptions | None = None,
-    lifetime: HubLifetimeManager | None = None,
-    validator: TokenValidator | None = None,
-    factory: HubFactory | None = None,
-    telemetry: SignalRTelemetry | None = None,
-) -> HubEndpoint:
-    """Serve `hub_type` at `path` (matched case-insensitively) and `path/negotiate`."""
-    endpoint = HubEndpoint(
-        hub_type, options=options, lifetime=lifetime, validator=validator, factory=factory, telemetry=telemetry
-    )
-    hub = "{_hub:(?i:" + re.escape(path.strip("/")) + ")}"
-    app.router.add_route("*", f"/{hub}/{{_negotiate:(?i:negotiate)}}", endpoint.negotiate)
-    app.router.add_route("*", f"/{hub}", endpoint.connect)
-    app.on_shutdown.append(endpoint.shutdown)
-    return endpoint
+__all__ = ["ApplicationFactory", "ConnectionEndpoint", "TransportFeatures"]

@@ -1,18 +1,11 @@
-"""Server options, with ASP.NET Core SignalR's defaults."""
+"""Hub options, with ASP.NET Core SignalR's defaults (the connection layer's among them)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 
-
-class TransportKind(Enum):
-    WEBSOCKETS = "WebSockets"
-    SERVER_SENT_EVENTS = "ServerSentEvents"
-    LONG_POLLING = "LongPolling"
-
-
-ALL_TRANSPORTS = frozenset(TransportKind)
+from ..connections import ConnectionOptions
+from ..protocol.negotiate import ALL_TRANSPORTS, TransportKind
 
 
 @dataclass(slots=True)
@@ -40,3 +33,18 @@ class HubOptions:
     max_buffer_size: int = 1024 * 1024
     websocket_compression: bool = False
     protocols: tuple[str, ...] = field(default=("json", "messagepack"))
+
+    def connection_options(self) -> ConnectionOptions:
+        """The part the connection layer uses."""
+        size = self.max_message_size
+        return ConnectionOptions(
+            transports=self.transports,
+            disconnect_timeout=self.disconnect_timeout,
+            long_poll_timeout=self.long_poll_timeout,
+            cors_origins=self.cors_origins,
+            max_buffer_size=self.max_buffer_size,
+            websocket_compression=self.websocket_compression,
+            # a frame may batch several messages; each message is checked against the limit
+            max_frame_size=0 if size is None else max(4 * size, 1024 * 1024),
+            allow_stateful_reconnect=self.allow_stateful_reconnect,
+        )

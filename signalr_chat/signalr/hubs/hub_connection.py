@@ -1,25 +1,22 @@
 """One connection as the hub layer sees it: handshake, decoding, keep-alive, close.
 
-It sits on the transport-neutral Connection and never on a transport: it reads the
-bytes a transport hands it and writes encoded messages into the connection's outbox.
+It is the Application running on a transport-neutral Connection and never sees a
+transport: it reads the bytes a transport hands it, writes encoded messages into the
+connection's outbox, and learns what the transport can do from its features.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
-from .background import spawn
-from .clients import HubCallerClients
-from .connection import Connection
-from .errors import error_text
-from .hub import HubCallerContext
-from .invocation_queue import InvocationQueue
-from .options import HubOptions, TransportKind
-from .protocol import (
+from ..connections import Connection
+from ..connections.background import spawn
+from ..protocol import (
     JSON,
     PROTOCOLS,
     SEQUENCED_TYPES,
@@ -27,7 +24,6 @@ from .protocol import (
     CloseMessage,
     HubMessage,
     HubProtocol,
-    InvocationMessage,
     MessageDecoder,
     MessageType,
     ProtocolError,
@@ -36,11 +32,40 @@ from .protocol import (
     handshake_response,
     parse_handshake_request,
 )
-from .stateful_reconnect import MessageBuffer
+from ..protocol.stateful_reconnect import MessageBuffer
+from .cancellation import CancellationToken
+from .clients import HubCallerClients
+from .errors import error_text
+from .hub import HubCallerContext
+from .invocation_queue import InvocationQueue
+from .lifetime import HubLifetimeManager
+from .options import HubOptions
 from .upload_stream import UploadStream
 
 if TYPE_CHECKING:
-    from .dispatcher import HubDispatcher
+    from .telemetry import HubTelemetry
+
+
+class MessageDispatcher(Protocol):
+    """What the connection hands its messages to (the HubDispatcher)."""
+
+    #: Counts messages when an OpenTelemetry SDK is configured.
+    telemetry: HubTelemetry | None
+
+    def dispatch(self, connection: HubConnectionContext, message: HubMessage) -> Awaitable[None] | None: ...
+
+    async def on_connected(self, connection: HubConnectionContext) -> None: ...
+
+    async def on_disconnected(self, connection: HubConnectionContext, error: BaseException | None) -> None: ...
+
+
+@dataclass(slots=True)
+class RunningStream:
+    """A server-to-client stream: its task, and the token its method may watch."""
+
+    task: asyncio.Task[str | None]
+    token: CancellationToken
+
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +73,20 @@ CLOSED_WITH_ERROR = "Connection closed with an error."
 
 
 class HubConnectionContext:
-    def __init__(self, connection: Connection, dispatcher: HubDispatcher, options: HubOptions) -> None:
-        self.connection = connection
+    def __init__(
+        self,
+        connection: Connection,
+        dispatcher: MessageDispatcher,
+        lifetime: HubLifetimeManager,
+        options: HubOptions,
+    ) -> None:
+        self.connection_context = connection
         self.connection_id = connection.id
         self.dispatcher = dispatcher
         self.options = options
         self.user = connection.user
         self.user_identifier = connection.user.id if connection.user is not None else None
         self.protocol: HubProtocol = JSON
-        self.group_names: set[str] = set()
         self.handshake_done = False
         self._handshake_buffer = bytearray()
         self._decoder: MessageDecoder | None = None
@@ -69,16 +99,18 @@ class HubConnectionContext:
         self._received_since_beat = False
         self._connected = False
         self.close_received = False
-        self.streams: dict[str, asyncio.Task[None]] = {}
-        self.cancelled_streams: set[str] = set()
+        self.streams: dict[str, RunningStream] = {}
         self.uploads: dict[str, UploadStream] = {}
-        self.pending_results: dict[str, asyncio.Future[Any]] = {}
-        self._ids = itertools.count(1)
         self.invocations = InvocationQueue(options.max_parallel_invocations)
         self.caller_context = HubCallerContext(
-            connection.id, connection.user, connection.items, connection.request, self.abort
+            connection.id, connection.user, connection.items, connection.request, connection.transport_kind, self.abort
         )
-        self.caller_clients = HubCallerClients(dispatcher.lifetime, options, connection.id)
+        self.caller_clients = HubCallerClients(lifetime, options, connection.id)
+
+    @property
+    def ended(self) -> bool:
+        """The connection is over: nothing more is written or dispatched."""
+        return self.connection_context.disposed
 
     # -- writing ---------------------------------------------------------
     def write(self, message: HubMessage) -> None:
@@ -91,35 +123,22 @@ class HubConnectionContext:
             buffer.sent(data)
             if buffer.overflowing:
                 log.warning("connection %s: reconnect buffer full, closing", self.connection_id)
-                self.connection.abort()
+                self.connection_context.abort()
                 return
-            if self.connection.transport is None:
+            if self.connection_context.transport is None:
                 return  # the socket is down: the replay after reconnect delivers it
         self._sent_since_beat = True
-        self.connection.send(data)
+        self.connection_context.send(data)
         telemetry = self.dispatcher.telemetry  # the endpoint's, not a field: idle connections stay small
         if telemetry is not None:
             telemetry.sent()
-
-    async def invoke_client(self, method: str, args: tuple[Any, ...], timeout: float | None) -> Any:
-        """Ask this client for a result: our own invocation id, answered by its Completion."""
-        if self.connection.closed:
-            raise ConnectionError(f"Connection '{self.connection_id}' disconnected.")
-        invocation_id = f"s{next(self._ids)}"
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.pending_results[invocation_id] = future
-        try:
-            self.write(InvocationMessage(method, list(args), invocation_id))
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            self.pending_results.pop(invocation_id, None)
 
     # -- the Application side of Connection --------------------------------
     def start(self) -> None:
         self._started_at = time.monotonic()
 
     async def receive(self, data: bytes) -> None:
-        if self.connection.closed:
+        if self.connection_context.disposed:
             return  # late bytes from a transport that has not noticed yet
         self._received_since_beat = True
         if not self.handshake_done:
@@ -144,7 +163,7 @@ class HubConnectionContext:
             waiting = self.dispatcher.dispatch(self, message)
             if waiting is not None:
                 await waiting
-            if self.connection.closed:
+            if self.connection_context.disposed:
                 return
 
     async def _handshake(self, data: bytes) -> None:
@@ -177,25 +196,24 @@ class HubConnectionContext:
             )
             return
         binary = protocol.transfer_format is TransferFormat.BINARY
-        if binary and self.connection.transport_kind is TransportKind.SERVER_SENT_EVENTS:
+        features = self.connection_context.features
+        if binary and features is not None and not features.binary:
             await self._fail_handshake(
                 f"Cannot use the '{protocol.name}' protocol on the current transport. "
                 "The transport does not support 'Binary' transfer format."
             )
             return
         self.protocol = protocol
-        self.connection.binary = binary
+        self.connection_context.binary = binary
         self._decoder = protocol.decoder(limit)
-        if (
-            self.connection.stateful_reconnect
-            and request.version >= 2
-            and self.connection.transport_kind is TransportKind.WEBSOCKETS
-        ):
+        if features is not None:
+            self.caller_context.transport = features.kind
+        if self.connection_context.stateful_reconnect and request.version >= 2 and features and features.reconnectable:
             self.buffer = MessageBuffer(self.options.stateful_reconnect_buffer_size)
         rest = bytes(buffer[used:])
         buffer.clear()
         self.handshake_done = True
-        self.connection.send(handshake_response())
+        self.connection_context.send(handshake_response())
         try:
             await self.dispatcher.on_connected(self)
         except Exception as exc:
@@ -208,58 +226,59 @@ class HubConnectionContext:
 
     async def _fail_handshake(self, error: str) -> None:
         log.info("connection %s: handshake failed: %s", self.connection_id, error)
-        self.connection.send(handshake_response(error))
-        await self.connection.dispose()
+        self.connection_context.send(handshake_response(error))
+        await self.connection_context.dispose()
 
-    async def transport_ended(self, exception: BaseException | None) -> None:
+    async def on_transport_ended(self, exception: BaseException | None) -> None:
         """The transport is gone. Under stateful reconnect the connection waits for the client."""
-        if self.connection.closed or self.connection.transport is not None:
+        if self.connection_context.disposed or self.connection_context.transport is not None:
             return  # already closed, or a newer socket has taken over
         if self.buffer is not None and not self.close_received:
             log.debug("connection %s: socket dropped, awaiting reconnect", self.connection_id)
             self.buffer.disconnected()
             return
-        await self.connection.dispose(exception)
+        await self.connection_context.dispose(exception)
 
     @property
-    def can_resume(self) -> bool:
+    def accepts_reconnect(self) -> bool:
         """Stateful reconnect is on: a new socket for this connection replaces the old one."""
         return self.handshake_done and self.buffer is not None and not self.close_received
 
-    def resumed(self) -> None:
+    def on_reconnected(self) -> None:
         """A new socket for a dropped connection: announce what we replay, then replay it."""
         assert self.buffer is not None
         self.buffer.disconnected()
-        if self.connection.has_pending:
-            self.connection.take_pending()  # all of it is in the replay below
+        if self.connection_context.has_pending:
+            self.connection_context.take_pending()  # all of it is in the replay below
         first, replay = self.buffer.resend()
-        self.connection.send(self.protocol.encode(SequenceMessage(first)))
+        self.connection_context.send(self.protocol.encode(SequenceMessage(first)))
         for data in replay:
-            self.connection.send(data)
+            self.connection_context.send(data)
 
     def apply_sequence(self, sequence_id: int) -> bool:
         return self.buffer is None or self.buffer.reset_sequence(sequence_id)
 
     def tick(self, now: float) -> None:
         """The shared heartbeat: handshake timeout, acks, keep-alive pings, client timeout."""
-        if self.connection.closed:
+        if self.connection_context.disposed:
             return
         if not self.handshake_done:
-            if now - self._started_at > self.options.handshake_timeout and self.connection.transport_kind:
+            if now - self._started_at > self.options.handshake_timeout and self.connection_context.features:
                 spawn(self._fail_handshake("Handshake was canceled."))
             return
-        if self.connection.transport is None or self.connection.transport_kind is TransportKind.LONG_POLLING:
-            return  # long polling has inherent keep-alive; a dropped stateful socket waits
+        features = self.connection_context.features
+        if self.connection_context.transport is None or features is None or features.inherent_keep_alive:
+            return  # long polling shows the client is there by polling; a dropped stateful socket waits
         buffer = self.buffer
         if buffer is not None and buffer.ack_due:
             buffer.ack_due = False
-            self.connection.send(self.protocol.encode(AckMessage(buffer.latest_received_id)))
+            self.connection_context.send(self.protocol.encode(AckMessage(buffer.latest_received_id)))
         if self._sent_since_beat:
             self._sent_since_beat = False
             self._last_sent = now
         elif now - self._last_sent >= self.options.keep_alive_interval:
             self._last_sent = now
-            self.connection.send(self.protocol.ping)
+            self.connection_context.send(self.protocol.ping)
         if self._received_since_beat:
             self._received_since_beat = False
             self._last_received = now
@@ -280,23 +299,21 @@ class HubConnectionContext:
         going_away: bool = False,
     ) -> None:
         """Server-initiated close: a Close message first, then the transport."""
-        if self.connection.closed:
+        if self.connection_context.disposed:
             return
         if self.handshake_done:
             self.write(CloseMessage(error, allow_reconnect))
-        await self.connection.dispose(exception, going_away=going_away)
+        await self.connection_context.dispose(exception, going_away=going_away)
 
-    async def closed(self, error: BaseException | None) -> None:
-        """Runs once, after the transport is gone: stop work, fail waiters, tell the hub."""
+    async def on_closed(self, error: BaseException | None) -> None:
+        """Runs once, after the transport is gone: stop work, tell methods, tell the hub."""
         self.caller_context.ended()
         self.invocations.clear()
-        for task in list(self.streams.values()):
-            task.cancel()
+        for stream in list(self.streams.values()):
+            stream.token.cancel()
+            stream.task.cancel()
         for upload in self.uploads.values():
             upload.complete("The connection was closed.")
-        for future in self.pending_results.values():
-            if not future.done():
-                future.set_exception(ConnectionError(f"Connection '{self.connection_id}' disconnected."))
         if self._connected:
             self._connected = False
             await self.dispatcher.on_disconnected(self, error)

@@ -11,12 +11,12 @@ import base64
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .background import spawn
 from .connection import Connection
-from .options import HubOptions, TransportKind
-from .telemetry import SignalRTelemetry
+from .options import ConnectionOptions
+from .telemetry import ConnectionTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,12 @@ def new_id() -> str:
 
 
 class ConnectionManager:
-    def __init__(self, options: HubOptions) -> None:
+    def __init__(self, options: ConnectionOptions, clock: Callable[[], float] = time.monotonic) -> None:
         self.options = options
+        self._clock = clock
         self._by_token: dict[str, Connection] = {}
         self._handle: asyncio.TimerHandle | None = None
-        self.telemetry: SignalRTelemetry | None = None
+        self.telemetry: ConnectionTelemetry | None = None
 
     def create(self, negotiate_version: int, *, stateful_reconnect: bool = False) -> Connection:
         connection_id = new_id()
@@ -65,10 +66,10 @@ class ConnectionManager:
     def _remove(self, connection: Connection) -> None:
         if self.telemetry is not None:
             self.telemetry.connection_ended(connection)
-        if connection.transport_kind is TransportKind.LONG_POLLING:
+        if connection.features is not None and connection.features.polled:
             # Stays registered until a poll collects its last records (a Close message) and
             # sees 204, or the client's DELETE arrives (202), or the disconnect timeout.
-            connection.last_active = time.monotonic()
+            connection.last_active = self._clock()
             return
         self.forget(connection)
 
@@ -82,11 +83,16 @@ class ConnectionManager:
 
     def _beat(self) -> None:
         self._handle = None
-        now = time.monotonic()
+        self.tick(self._clock())
+        if self._by_token:
+            self._ensure_heartbeat()
+
+    def tick(self, now: float) -> None:
+        """One heartbeat at time `now`; tests call it with a clock of their own."""
         timeout = self.options.disconnect_timeout
         for connection in list(self._by_token.values()):
             if not connection.active and now - connection.last_active > timeout:
-                if connection.closed:
+                if connection.disposed:
                     self.forget(connection)
                     continue
                 log.debug("connection %s: inactive for %.0f s, disposing", connection.id, timeout)
@@ -95,8 +101,6 @@ class ConnectionManager:
                 spawn(connection.dispose())
             elif connection.application is not None:
                 connection.application.tick(now)
-        if self._by_token:
-            self._ensure_heartbeat()
 
     async def shutdown(self) -> None:
         """Graceful stop: every connection closes with going-away, so clients reconnect elsewhere."""

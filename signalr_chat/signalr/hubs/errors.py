@@ -1,8 +1,10 @@
-"""The error texts clients see, built as ASP.NET Core builds them."""
+"""HubException and the error texts clients see, built as ASP.NET Core builds them."""
 
 from __future__ import annotations
 
-from .hub import HubException
+
+class HubException(Exception):
+    """An error whose message is meant for the client; other exceptions stay server-side."""
 
 
 def error_text(base: str, exception: BaseException | None, detailed: bool) -> str:

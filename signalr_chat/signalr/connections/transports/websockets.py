@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from ...protocol.negotiate import TransportKind
 from ..background import spawn
-from ..connection import Connection
+from ..connection import Connection, TransportFeatures
 from ..eager import start_eagerly
-from ..options import TransportKind
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,9 @@ CLOSE_TIMEOUT = 5.0
 #: Records batched into one frame stop here (a bigger record still goes alone): clients cap
 #: the frames they accept (aiohttp at 4 MB), and a backlog must not become one huge frame.
 MAX_BATCH = 64 * 1024
+FEATURES = TransportFeatures(
+    TransportKind.WEBSOCKETS, binary=True, inherent_keep_alive=False, reconnectable=True, polled=False
+)
 
 
 class FlushScheduler:
@@ -49,7 +52,8 @@ class FlushScheduler:
 
 
 class WebSocketTransport:
-    kind = TransportKind.WEBSOCKETS
+    features = FEATURES
+    active = True
 
     def __init__(
         self, connection: Connection, socket: web.WebSocketResponse, request: web.Request, scheduler: FlushScheduler
@@ -145,6 +149,6 @@ async def serve(
         error = exc
     finally:
         connection.detach(transport)
-        if not connection.closed:
-            spawn(application.transport_ended(error))
+        if not connection.disposed:
+            spawn(application.on_transport_ended(error))
     return socket

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from enum import Enum
 from typing import Any
 
-from .options import TransportKind
+
+class TransportKind(Enum):
+    """The transports by the names negotiate and the clients use."""
+
+    WEBSOCKETS = "WebSockets"
+    SERVER_SENT_EVENTS = "ServerSentEvents"
+    LONG_POLLING = "LongPolling"
+
+
+ALL_TRANSPORTS = frozenset(TransportKind)
 
 _FORMATS = {
     TransportKind.WEBSOCKETS: ["Text", "Binary"],

@@ -8,6 +8,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from .cancellation import CancellationToken
 from .hub import Hub, requires_user
 
 _STREAM_ORIGINS = (
@@ -34,6 +35,8 @@ class HubMethod:
     parameter_count: int
     #: Positions of parameters that receive client upload streams.
     stream_positions: tuple[int, ...]
+    #: Position of the CancellationToken parameter the dispatcher supplies, if any.
+    token_position: int | None
     streaming: bool
     #: `async def`: needs a task. A plain `def` runs at once when the connection has room.
     is_async: bool
@@ -43,8 +46,9 @@ class HubMethod:
     void: bool
     requires_user: bool
 
-    def bind(self, arguments: list[Any], streams: list[Any]) -> list[Any]:
-        expected = self.parameter_count - len(self.stream_positions)
+    def bind(self, arguments: list[Any], streams: list[Any], token: CancellationToken | None = None) -> list[Any]:
+        supplied = len(self.stream_positions) + (self.token_position is not None)
+        expected = self.parameter_count - supplied
         if len(arguments) != expected and not (self.variadic and len(arguments) > expected):
             raise BindingError(f"Invocation provides {len(arguments)} argument(s) but target expects {expected}.")
         if len(streams) != len(self.stream_positions):
@@ -53,13 +57,18 @@ class HubMethod:
             raise BindingError(
                 f"Client sent {len(streams)} stream(s), Hub method expects {len(self.stream_positions)}."
             )
-        if not streams:
+        if not supplied:
             return arguments
         bound: list[Any] = []
         plain = iter(arguments)
         uploads = iter(streams)
         for position in range(self.parameter_count):
-            bound.append(next(uploads) if position in self.stream_positions else next(plain))
+            if position == self.token_position:
+                bound.append(token if token is not None else CancellationToken())
+            elif position in self.stream_positions:
+                bound.append(next(uploads))
+            else:
+                bound.append(next(plain))
         bound.extend(plain)  # *args takes the rest
         return bound
 
@@ -78,12 +87,14 @@ def describe(name: str, function: Any) -> HubMethod:
     variadic = any(p.kind is p.VAR_POSITIONAL for p in parameters)
     parameters = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     streams = tuple(i for i, p in enumerate(parameters) if _is_stream(hints.get(p.name)))
+    tokens = [i for i, p in enumerate(parameters) if hints.get(p.name) is CancellationToken]
     returns = hints.get("return", inspect.Signature.empty)
     return HubMethod(
         name=name,
         function=function,
         parameter_count=len(parameters),
         stream_positions=streams,
+        token_position=tokens[0] if tokens else None,
         streaming=inspect.isasyncgenfunction(function),
         is_async=inspect.iscoroutinefunction(function),
         variadic=variadic,

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from enum import Enum
 
 from aiohttp import web
 
-from ..connection import Connection
-from ..options import TransportKind
+from ...protocol.negotiate import TransportKind
+from ..connection import Connection, TransportFeatures
 
 log = logging.getLogger(__name__)
+
+FEATURES = TransportFeatures(
+    TransportKind.LONG_POLLING, binary=True, inherent_keep_alive=True, reconnectable=False, polled=True
+)
 
 
 class _Wake(Enum):
@@ -21,13 +26,17 @@ class _Wake(Enum):
 
 
 class LongPollingTransport:
-    """Lives as long as the connection; attached only while a poll is outstanding."""
+    """Attached for the connection's whole life; active only while a poll is outstanding."""
 
-    kind = TransportKind.LONG_POLLING
+    features = FEATURES
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._poll: asyncio.Future[_Wake] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._poll is not None
 
     def _resolve(self, reason: _Wake) -> None:
         if self._poll is not None and not self._poll.done():
@@ -45,12 +54,11 @@ class LongPollingTransport:
     async def poll(self, timeout: float) -> web.Response:
         connection = self.connection
         self._resolve(_Wake.SUPERSEDED)  # a newer poll ends the older with 204
-        if connection.closed:
+        if connection.disposed:
             return _final(connection)
         if connection.has_pending:
             return _data(connection.take_pending())
         poll = self._poll = asyncio.get_running_loop().create_future()
-        connection.attach(self)
         try:
             reason = await asyncio.wait_for(poll, timeout)
         except TimeoutError:
@@ -58,7 +66,7 @@ class LongPollingTransport:
         finally:
             if self._poll is poll:
                 self._poll = None
-                connection.detach(self)
+                connection.last_active = time.monotonic()
         if reason is _Wake.SUPERSEDED:
             return web.Response(status=204)
         if reason is _Wake.CLOSED:

@@ -1,22 +1,18 @@
-"""What application code subclasses: Hub, its caller context, HubException and @authorize."""
+"""What application code subclasses: Hub, its caller context, and @authorize."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from .auth import User
-from .connection import RequestInfo
-
-if TYPE_CHECKING:
-    from .clients import GroupManager, HubCallerClients
+from ..connections import RequestInfo, TransportKind, User
+from .cancellation import CancellationToken
+from .clients import GroupManager, HubCallerClients
+from .errors import HubException
 
 T = TypeVar("T")
 
-
-class HubException(Exception):
-    """An error whose message is meant for the client; other exceptions stay server-side."""
+__all__ = ["Hub", "HubCallerContext", "HubException", "authorize", "requires_user"]
 
 
 def authorize(target: T) -> T:
@@ -30,9 +26,9 @@ def requires_user(target: Any) -> bool:
 
 
 class HubCallerContext:
-    """Who is calling, over which connection; lives as long as the connection."""
+    """Who is calling, over which connection and transport; lives as long as the connection."""
 
-    __slots__ = ("_abort", "_aborted", "_ended", "connection_id", "items", "request", "user")
+    __slots__ = ("_abort", "_aborted", "connection_id", "items", "request", "transport", "user")
 
     def __init__(
         self,
@@ -40,30 +36,31 @@ class HubCallerContext:
         user: User | None,
         items: dict[str, Any],
         request: RequestInfo | None,
+        transport: TransportKind | None,
         abort: Callable[[bool], None],
     ) -> None:
         self.connection_id = connection_id
         self.user = user
         self.items = items
         self.request = request
-        self._aborted: asyncio.Event | None = None  # created on first use: most hubs never ask
-        self._ended = False
+        #: The transport the caller uses, as ASP.NET Core's IHttpTransportFeature tells.
+        self.transport = transport
+        self._aborted: CancellationToken | None = None  # created on first use: most hubs never ask
         self._abort = abort
 
     @property
-    def aborted(self) -> asyncio.Event:
-        """Set when the connection ends: long work on its behalf should stop."""
+    def connection_aborted(self) -> CancellationToken:
+        """Cancelled when the connection ends: long work on its behalf should stop."""
         if self._aborted is None:
-            self._aborted = asyncio.Event()
-            if self._ended:
-                self._aborted.set()
+            self._aborted = CancellationToken()
         return self._aborted
 
     def ended(self) -> None:
-        """The connection is over: `aborted` is (or will be created) set."""
-        self._ended = True
-        if self._aborted is not None:
-            self._aborted.set()
+        """The connection is over: `connection_aborted` is cancelled, and `abort` has nothing left
+        to do (dropping the callback also breaks the cycle with the connection, so reference
+        counting frees it without waiting for the cycle collector)."""
+        self.connection_aborted.cancel()
+        self._abort = _already_ended
 
     @property
     def user_identifier(self) -> str | None:
@@ -86,8 +83,12 @@ class HubCallerContext:
         self._abort(allow_reconnect)
 
 
+def _already_ended(allow_reconnect: bool) -> None:
+    return None
+
+
 class Hub:
-    """Public coroutine methods are callable by clients; async generators stream.
+    """Public methods are callable by clients; async generators stream.
 
     A hub instance serves one invocation, as in ASP.NET Core: keep state in services,
     in `context.items`, or in the lifetime manager's groups, never on `self`.
