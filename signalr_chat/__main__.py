@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import sys
 
-from dotenv import load_dotenv
-from pydantic import ValidationError
+try:
+    from dotenv import load_dotenv
+    from pydantic import ValidationError
 
-from .command_line import parse_settings
-from .json_logging import configure_logging
+    from .command_line import parse_settings
+    from .http_guard import HttpLimits
+    from .json_logging import configure_logging
+    from .settings import Settings
+except ModuleNotFoundError as missing:  # a core install: the SignalR library alone
+    sys.exit(f"error: the chat needs the `chat` extra ({missing.name} is missing): pip install 'signalr-chat[chat]'")
+
+
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        request_header_timeout=settings.http_request_header_timeout_seconds,
+        keep_alive_timeout=settings.http_keep_alive_timeout_seconds,
+        min_request_body_rate=settings.http_min_request_body_rate,
+        min_request_body_grace=settings.http_min_request_body_grace_seconds,
+        max_connections=settings.http_max_connections,
+    )
 
 
 def main() -> None:
@@ -29,7 +44,7 @@ def main() -> None:
     try:
         telemetry = configure(settings)
         try:
-            run(create_app(settings), settings.host, settings.port)
+            run(create_app(settings), settings.host, settings.port, http_limits(settings))
         finally:
             if telemetry is not None:
                 telemetry.shutdown()  # the last spans and metrics leave before the process does

@@ -25,7 +25,14 @@ from .signalr import HubOptions, InMemoryHubLifetimeManager, map_hub
 from .signalr.connections.telemetry import ConnectionTelemetry, sdk_providers
 from .signalr.hubs.telemetry import HubTelemetry
 
-WWWROOT = Path(__file__).resolve().parent.parent / "wwwroot"
+
+def _wwwroot() -> Path:
+    """Inside the package when installed from a wheel (see setup.py), else the checkout's top."""
+    packaged = Path(__file__).resolve().parent / "wwwroot"
+    return packaged if packaged.is_dir() else packaged.parent.parent / "wwwroot"
+
+
+WWWROOT = _wwwroot()
 #: Browser libraries, installed from npm into wwwroot/node_modules by `make`, served at /lib/.
 LIBRARIES = {
     "/lib/signalr": WWWROOT / "node_modules/@microsoft/signalr/dist/browser",

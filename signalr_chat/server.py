@@ -1,4 +1,5 @@
-"""Runs an aiohttp app the way this server needs: uvloop, prompt disconnect detection."""
+"""Runs an aiohttp app the way this server needs: uvloop, prompt disconnect detection,
+and Kestrel's limits on slow, idle and surplus connections (http_guard)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+
+from .bad_requests import log_bad_requests_at_debug
+from .http_guard import ConnectionGuard, GuardedSite, HttpLimits
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +66,21 @@ def install_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(app: web.Application, host: str, port: int) -> None:
+async def serve(app: web.Application, host: str, port: int, limits: HttpLimits | None = None) -> None:
+    log_bad_requests_at_debug()
+    limits = limits or HttpLimits()
+    guard = ConnectionGuard(limits)
+    app.middlewares.insert(0, guard.middleware)
     # handler_cancellation: a dropped SSE stream or long poll cancels its handler at once
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5, access_log_class=RedactingAccessLogger)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        shutdown_timeout=5,
+        access_log_class=RedactingAccessLogger,
+        keepalive_timeout=limits.keep_alive_timeout,
+    )
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = GuardedSite(runner, host, port, guard)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
     tune_gc()
@@ -99,6 +113,6 @@ async def _drain(app: web.Application, again: asyncio.Event) -> None:
     await asyncio.gather(draining, return_exceptions=True)
 
 
-def run(app: web.Application, host: str, port: int) -> None:
+def run(app: web.Application, host: str, port: int, limits: HttpLimits | None = None) -> None:
     install_uvloop()
-    asyncio.run(serve(app, host, port))
+    asyncio.run(serve(app, host, port, limits))

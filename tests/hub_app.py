@@ -178,6 +178,17 @@ class TestHub(Hub):
             "naive": FIXED_DATE.replace(tzinfo=None),
         }
 
+    def big_result(self, size: int) -> str:
+        """One result larger than the 1 MiB outbox bound (a long history, say)."""
+        return "x" * size
+
+    async def send_many(self, count: int, size: int) -> int:
+        """A long reply: `count` events of `size` characters to the caller, as fast as it takes them."""
+        chunk = "y" * size
+        for i in range(count):
+            await self.clients.caller.send("Chunk", i, chunk)
+        return count
+
     def transport_name(self) -> str | None:
         transport = self.context.transport
         return transport.value if transport is not None else None

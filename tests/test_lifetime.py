@@ -48,6 +48,9 @@ class FakeConnection:
     def write_encoded(self, data: bytes, sequenced: bool = True) -> None:
         self.received.append(data)
 
+    def backpressure(self) -> None:
+        return None  # always keeps up
+
 
 def test_a_plain_object_satisfies_the_connection_protocol() -> None:
     connection: HubConnection = FakeConnection("a", JSON)  # checked by mypy on tests/

@@ -317,6 +317,8 @@ MALFORMED: list[tuple[bytes, str | None]] = [
     (b'{"type":8}', r"^Missing required property 'sequenceId'\.$"),
     (b'{"type":9,"sequenceId":"1"}', None),
     (b"\xff\xfe", None),
+    (b'{"type":1,"target":"x","arguments":[],"headers":{"a":1}}', r"^Expected header 'a' to be of type String\.$"),
+    (b'{"type":8,"sequenceId":18446744073709551616}', None),  # past 64 bits: parsed as a float
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import re
 import time
 import weakref
@@ -28,7 +29,7 @@ from signalr_chat.signalr.connections import Connection
 from signalr_chat.signalr.connections.transports.websockets import WebSocketTransport
 from signalr_chat.signalr.hubs import HubConnectionContext
 from signalr_chat.signalr.hubs.invocation_queue import MAX_WAITING
-from tests.msgpack_wire import framed, pack, split_msgpack
+from tests.msgpack_wire import TIMESTAMP_PAST_9999, framed, pack, split_msgpack
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -210,6 +211,12 @@ class RawHub(Hub):
     async def counter(self, count: int) -> AsyncIterator[int]:
         for i in range(count):
             yield i
+
+    async def send_many(self, count: int, size: int) -> int:
+        chunk = "y" * size
+        for i in range(count):
+            await self.clients.caller.send("Chunk", i, chunk)
+        return count
 
     async def hold(self) -> str:
         """Occupies the connection's one invocation slot until the test releases it."""
@@ -588,6 +595,33 @@ async def test_handshake_errors(
         assert socket.buffer == b""  # nothing after the error
 
 
+#: A handshake record of 900 KB: far over the 32 KB receive limit, yet in one WebSocket frame.
+OVERSIZED_HANDSHAKE = json_record({"protocol": "json", "version": 1, "pad": "x" * 900_000})
+
+
+async def test_oversized_handshake_in_one_piece_is_refused(session: aiohttp.ClientSession) -> None:
+    async with in_process() as server:
+        async with hub_socket(session, server.base, do_handshake=False) as socket:
+            await socket.send_raw(OVERSIZED_HANDSHAKE)
+            assert await socket.handshake_response() == {"error": "Handshake was canceled."}
+            await socket.wait_closed()
+            assert socket.buffer == b""
+        # long polling: the whole record in one POST body
+        token = (await negotiate(session, server.base))["connectionToken"]
+        url = f"{server.base}/testhub?id={token}"
+        await (await session.get(url)).release()
+        await (await session.post(url, data=OVERSIZED_HANDSHAKE)).release()
+        async with session.get(url) as poll:
+            assert json.loads((await poll.read()).rstrip(RS)) == {"error": "Handshake was canceled."}
+        async with session.get(url) as poll:
+            assert poll.status in (204, 404)
+        # a handshake at the limit is still fine
+        async with hub_socket(session, server.base, do_handshake=False) as socket:
+            padding = 32 * 1024 - len(handshake()) - len(',"pad":""')
+            await socket.send_raw(json_record({"protocol": "json", "version": 1, "pad": "x" * padding}))
+            assert await socket.handshake_response() == {}
+
+
 # ================================================================================
 # Server-Sent Events
 # ================================================================================
@@ -822,6 +856,51 @@ async def test_malformed_message_closes_only_that_connection(
         assert await bad.recv() == expected
         assert await bad.wait_closed() == 1011
         assert await good.call("add", 20, 22) == {"type": 3, "invocationId": "1", "result": 42}
+
+
+#: MessagePack the unpacker itself chokes on (not a malformed hub message): these once
+#: escaped the protocol as TypeError and OverflowError and ended the connection silently.
+UNPACKABLE = {
+    "array-keyed-map": framed(pack([1, {}, "1", "echo", [{(1,): 2}]])),
+    "timestamp-past-9999": framed(pack([1, {}, "1", "echo", [TIMESTAMP_PAST_9999]])),
+}
+
+
+async def send_over_long_polling(session: aiohttp.ClientSession, base: str, payload: bytes) -> list[Any]:
+    """Handshake as MessagePack over long polling, POST `payload`, return what the next poll brings."""
+    token = (await negotiate(session, base))["connectionToken"]
+    url = f"{base}/testhub?id={token}"
+    await (await session.get(url)).release()
+    await (await session.post(url, data=handshake("messagepack"))).release()
+    async with session.get(url) as poll:
+        assert await poll.read() == b"{}\x1e"
+    async with session.post(url, data=payload) as response:
+        assert response.status == 200
+    async with session.get(url) as poll:
+        assert poll.status == 200
+        records = split_msgpack(bytearray(await poll.read()))
+    async with session.get(url) as poll:
+        assert poll.status in (204, 404), "polling ends after the Close message"
+    return records
+
+
+@pytest.mark.parametrize("payload", UNPACKABLE.values(), ids=UNPACKABLE.keys())
+@pytest.mark.parametrize("transport", ["WebSockets", "LongPolling"])
+async def test_unpackable_messagepack_closes_with_an_error_and_no_traceback(
+    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture, transport: str, payload: bytes
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with in_process() as server:
+        if transport == "WebSockets":
+            async with hub_socket(session, server.base, protocol="messagepack") as socket:
+                await socket.send_raw(payload)
+                assert await socket.recv() == [7, CLOSED_WITH_ERROR, False]
+                assert await socket.wait_closed() == 1011
+        else:
+            assert await send_over_long_polling(session, server.base, payload) == [[7, CLOSED_WITH_ERROR, False]]
+        async with hub_socket(session, server.base) as other:
+            assert await other.call("echo", "alive") == {"type": 3, "invocationId": "1", "result": "alive"}
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
 
 
 async def test_client_close_message_ends_the_connection(hub_server: Any, session: aiohttp.ClientSession) -> None:
@@ -1085,3 +1164,32 @@ async def test_a_flood_of_invocations_stops_the_reading_instead_of_growing_the_q
         assert results[0] == {"type": 3, "invocationId": "held", "result": "released"}
         assert [r["invocationId"] for r in results[1:]] == [str(i) for i in range(count)]
         assert all(r["result"] == payload for r in results[1:])
+
+
+async def test_a_slow_reader_slows_its_sender_down_and_loses_nothing(session: aiohttp.ClientSession) -> None:
+    """A reply far bigger than the outbox bound to a client that is not reading: the hub
+    method waits for room instead of the client being dropped, and everything arrives."""
+    count, size = 1000, 16 * 1024  # 16 MB: more than the socket buffers between us hold
+    async with in_process(max_buffer_size=64 * 1024) as server, hub_socket(session, server.base) as socket:
+        connection = next(iter(server.endpoint.connections))
+        await socket.invoke("send_many", count, size, invocation_id="1")
+        assert await eventually(lambda: connection._room is not None, timeout=10), "the sender waits for room"
+        assert not connection.disposed
+        for expected in range(count):
+            record = await socket.recv(timeout=10)
+            assert record["target"] == "Chunk" and record["arguments"] == [expected, "y" * size]
+        assert await socket.recv(timeout=10) == {"type": 3, "invocationId": "1", "result": count}
+
+
+async def test_a_client_that_never_reads_is_dropped_after_the_send_timeout(session: aiohttp.ClientSession) -> None:
+    async with in_process(max_buffer_size=64 * 1024, send_timeout=0.3) as server:
+        async with hub_socket(session, server.base) as socket:
+            connection = next(iter(server.endpoint.connections))
+            await socket.invoke("send_many", 1000, 16 * 1024, invocation_id="1")
+            assert await eventually(lambda: connection.disposed, timeout=10), "dropped as a slow client"
+        async with hub_socket(session, server.base) as other:
+            assert await other.call("echo", "others are served") == {
+                "type": 3,
+                "invocationId": "1",
+                "result": "others are served",
+            }

@@ -1,7 +1,8 @@
 """Azure OpenAI and OpenAI-compatible servers, through the official `openai` SDK.
 
 The SDK does the HTTP, the retries (honouring retry-after) and the Entra ID token
-refresh; this module only relays deltas and classifies failures.
+refresh; this module relays deltas, checks that the stream is what a chat completion
+stream holds (text deltas, a finish_reason or [DONE] at the end), and classifies failures.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from urllib.parse import urlsplit
 import openai
 import orjson
 
-from .errors import AiContentFiltered, AiError, classify
+from .errors import AiContentFiltered, AiError, AiInterrupted, UnexpectedUpstream, classify
 from .model import ChatMessage, estimate_tokens
+from .sse_events import ServerSentEvents
 from .telemetry import GenAITelemetry, ModelCall
 
 log = logging.getLogger(__name__)
@@ -76,12 +78,25 @@ class OpenAIChatModel:
             max_tokens=self.max_output_tokens,
             temperature=openai.omit if self._temperature is None else self._temperature,
         )
+        finished = False
         try:
             # leaving the block closes the response: the HTTP request is aborted when we stop early
             async with request as response:
+                events = ServerSentEvents()
                 async for line in response.iter_lines():
-                    for text in self._deltas(line, call):
+                    data = events.feed(line)
+                    if data is None:
+                        continue
+                    if data == "[DONE]":
+                        finished = True
+                        break
+                    texts, done = self._deltas(data, call)
+                    finished = finished or done
+                    for text in texts:
                         yield text
+            if not finished:
+                log.warning("%s: the stream ended without a finish_reason or [DONE]", self._provider)
+                raise AiInterrupted
         except AiError as exc:
             if call is not None:
                 call.failed(exc)
@@ -106,24 +121,35 @@ class OpenAIChatModel:
             temperature=self._temperature,
         )
 
-    def _deltas(self, line: str, call: ModelCall | None = None) -> list[str]:
-        """The text deltas of one server-sent event line (most carry one; Azure's first none)."""
-        if not line.startswith("data:"):
-            return []  # blank separators, comments, `event:` lines
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return []
+    def _deltas(self, data: str, call: ModelCall | None = None) -> tuple[list[str], bool]:
+        """The text deltas of one event (most carry one; Azure's first none), and whether
+        it ends the reply. Anything a chat completion chunk never holds is an error."""
         chunk = orjson.loads(data)
-        if call is not None:
-            call.chunk(chunk)
+        if type(chunk) is not dict:
+            raise UnexpectedUpstream(f"an event that is not an object: {type(chunk).__name__}")
         if chunk.get("error"):
             raise RuntimeError(f"error event in the stream: {chunk['error']}")
+        choices = chunk.get("choices") or []
+        if type(choices) is not list:
+            raise UnexpectedUpstream(f"'choices' is a {type(choices).__name__}")
         deltas = []
-        for choice in chunk.get("choices") or ():
-            content = (choice.get("delta") or {}).get("content")
+        done = False
+        for choice in choices:
+            if type(choice) is not dict:
+                raise UnexpectedUpstream(f"a choice that is a {type(choice).__name__}")
+            delta = choice.get("delta") or {}
+            if type(delta) is not dict:
+                raise UnexpectedUpstream(f"a delta that is a {type(delta).__name__}")
+            content = delta.get("content")
+            if content is not None and type(content) is not str:
+                raise UnexpectedUpstream(f"delta content that is a {type(content).__name__}")
             if content:
                 deltas.append(content)
-            if choice.get("finish_reason") == "content_filter":
+            finish_reason = choice.get("finish_reason")
+            if finish_reason == "content_filter":
                 log.warning("%s: reply stopped by the content filter", self._provider)
                 raise AiContentFiltered
-        return deltas
+            done = done or finish_reason is not None
+        if call is not None:  # a chunk checked above: telemetry reads its id, model, usage, finish
+            call.chunk(chunk)
+        return deltas, done

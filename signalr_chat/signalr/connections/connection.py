@@ -8,6 +8,7 @@ is dropped rather than allowed to stall anyone else.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -129,6 +130,8 @@ class Connection:
     posted: PostedSends | None = None
     _pending: list[bytes] = field(default_factory=list)
     _pending_size: int = 0
+    #: What senders waiting for the client to catch up wait on; created by the first wait.
+    _room: asyncio.Future[None] | None = None
     _on_dispose: Callable[[Connection], None] | None = None
     telemetry: ConnectionTelemetry | None = None
 
@@ -142,22 +145,48 @@ class Connection:
         return transport is not None and transport.active
 
     def send(self, data: bytes) -> bool:
-        """Queue bytes for the client; False when the connection is gone or overflowing."""
+        """Queue bytes for the client; False when the connection is gone or overflowing.
+
+        Only what was already waiting counts against `max_buffer_size`: one record bigger
+        than the bound goes through to a client that keeps up, while a client that lets
+        more than the bound pile up (fan-out sends do not wait for it) is dropped.
+        """
         if self.disposed:
             return False
-        self._pending.append(data)
-        self._pending_size += len(data)
-        if self._pending_size > self.max_buffer_size:
-            log.warning("connection %s: %d bytes unsent, dropping slow client", self.id, self._pending_size)
+        waiting = self._pending_size
+        if waiting > self.max_buffer_size:
+            log.warning("connection %s: %d bytes unsent, dropping slow client", self.id, waiting)
             self._pending.clear()
             self._pending_size = 0
             if self.telemetry is not None:
                 self.telemetry.slow_client_dropped()
             self.abort()
             return False
+        self._pending.append(data)
+        self._pending_size = waiting + len(data)
         if self.transport is not None:
             self.transport.wake()
         return True
+
+    def room(self) -> asyncio.Future[None] | None:
+        """None while the client keeps up; else a future set once it has taken enough.
+
+        Senders to this one client (a reply's tokens, stream items, results) wait on it, so
+        a slow reader slows its sender down instead of being dropped.
+        """
+        if self._pending_size <= self.max_buffer_size // 2 or self.disposed:
+            return None
+        room = self._room
+        if room is None:
+            room = self._room = asyncio.get_running_loop().create_future()
+        return room
+
+    def _free_room(self) -> None:
+        room = self._room
+        if room is not None:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
 
     @property
     def has_pending(self) -> bool:
@@ -170,6 +199,8 @@ class Connection:
             data = pending[0] if len(pending) == 1 else b"".join(pending)
             pending.clear()
             self._pending_size = 0
+            if self._room is not None:
+                self._free_room()
             return data
         count, size = 1, len(pending[0])
         while count < len(pending) and size + len(pending[count]) <= limit:
@@ -178,6 +209,8 @@ class Connection:
         data = b"".join(pending[:count])
         del pending[:count]
         self._pending_size -= size
+        if self._room is not None and self._pending_size <= self.max_buffer_size // 2:
+            self._free_room()
         return data
 
     def attach(self, transport: Transport) -> None:
@@ -204,6 +237,7 @@ class Connection:
         if self.disposed:
             return
         self.disposed = True
+        self._free_room()
         if self.posted is not None:
             self.posted.clear()
             self.posted = None  # it holds bound methods of ours: a cycle

@@ -20,6 +20,7 @@ from ..protocol import (
     StreamInvocationMessage,
     StreamItemMessage,
 )
+from ..untrusted import Untrusted
 from .cancellation import CancellationToken
 from .clients import GroupManager
 from .errors import HubException, error_text
@@ -93,7 +94,11 @@ class HubDispatcher:
         elif isinstance(message, StreamItemMessage):
             upload = connection.uploads.get(message.invocation_id)
             if upload is None:
-                log.debug("connection %s: item for unknown stream %s", connection.connection_id, message.invocation_id)
+                log.debug(
+                    "connection %s: item for unknown stream %s",
+                    connection.connection_id,
+                    Untrusted(message.invocation_id),
+                )
             else:
                 return upload.put(message.item)
         elif isinstance(message, CompletionMessage):
@@ -106,7 +111,9 @@ class HubDispatcher:
         elif isinstance(message, CloseMessage):
             connection.close_received = True
             if message.error:
-                log.info("connection %s: client closed with error: %s", connection.connection_id, message.error)
+                log.info(
+                    "connection %s: client closed with error: %s", connection.connection_id, Untrusted(message.error)
+                )
             return connection.connection_context.dispose()
         elif isinstance(message, AckMessage):
             if connection.buffer is not None:
@@ -129,7 +136,7 @@ class HubDispatcher:
         if message.invocation_id is not None:
             connection.write(CompletionMessage.with_error(message.invocation_id, text))
         else:
-            log.info("connection %s: %s", connection.connection_id, text)
+            log.info("connection %s: %s", connection.connection_id, Untrusted(text))
 
     def _resolve(
         self,
@@ -207,6 +214,9 @@ class HubDispatcher:
         pending = self._call(connection, message, method, arguments)
         if pending is not None:
             await self._settle(connection, message, method, pending)
+        waiting = connection.backpressure()  # a big result: the next invocation waits for the client
+        if waiting is not None:
+            await waiting
 
     def _call(
         self, connection: HubConnectionContext, message: InvocationMessage, method: HubMethod, arguments: list[Any]
@@ -246,7 +256,7 @@ class HubDispatcher:
         target, invocation_id = message.target, message.invocation_id
         if error is not None:
             if not isinstance(error, HubException):
-                log.error("connection %s: '%s' failed", connection.connection_id, target, exc_info=error)
+                log.error("connection %s: %s failed", connection.connection_id, Untrusted(target), exc_info=error)
             if invocation_id is not None and not connection.ended:
                 connection.write(CompletionMessage.with_error(invocation_id, self._failed(target, error)))
             return
@@ -258,7 +268,7 @@ class HubDispatcher:
         try:
             connection.write(CompletionMessage.with_result(invocation_id, result))
         except (TypeError, ValueError, OverflowError) as exc:  # a result the protocol cannot encode
-            log.exception("connection %s: '%s' result not serializable", connection.connection_id, target)
+            log.exception("connection %s: %s result not serializable", connection.connection_id, Untrusted(target))
             connection.write(CompletionMessage.with_error(invocation_id, self._failed(target, exc)))
 
     def _failed(self, target: str, exc: Exception) -> str:
@@ -299,6 +309,9 @@ class HubDispatcher:
                 if token.cancelled:
                     break
                 connection.write(StreamItemMessage(invocation_id, item))
+                waiting = connection.backpressure()
+                if waiting is not None:
+                    await waiting
         except asyncio.CancelledError:
             if not token.cancelled or connection.ended:
                 raise  # the connection is closing: nobody to complete to
@@ -309,7 +322,7 @@ class HubDispatcher:
             if token.cancelled:  # the method gave up because the caller did: not an error
                 return None
             if not isinstance(exc, HubException):
-                log.exception("connection %s: stream '%s' failed", connection.connection_id, message.target)
+                log.exception("connection %s: stream %s failed", connection.connection_id, Untrusted(message.target))
             return error_text("An error occurred on the server while streaming results.", exc, self._detailed)
         finally:
             await generator.aclose()

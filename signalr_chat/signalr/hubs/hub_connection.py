@@ -33,6 +33,7 @@ from ..protocol import (
     parse_handshake_request,
 )
 from ..protocol.stateful_reconnect import MessageBuffer
+from ..untrusted import Untrusted
 from .cancellation import CancellationToken
 from .clients import HubCallerClients
 from .errors import error_text
@@ -133,6 +134,22 @@ class HubConnectionContext:
         if telemetry is not None:
             telemetry.sent()
 
+    def backpressure(self) -> Awaitable[None] | None:
+        """None while the client keeps up; else a wait for it, which drops it after `send_timeout`."""
+        room = self.connection_context.room()
+        return None if room is None else self._wait_for_room(room)
+
+    async def _wait_for_room(self, room: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(room), self.options.send_timeout)
+        except TimeoutError:
+            log.warning(
+                "connection %s: client took nothing for %.0f s, dropping slow client",
+                self.connection_id,
+                self.options.send_timeout,
+            )
+            self.connection_context.abort()
+
     # -- the Application side of Connection --------------------------------
     def start(self) -> None:
         self._started_at = time.monotonic()
@@ -148,7 +165,7 @@ class HubConnectionContext:
         try:
             messages = self._decoder.feed(data)
         except ProtocolError as exc:
-            log.info("connection %s: protocol error: %s", self.connection_id, exc)
+            log.info("connection %s: protocol error: %s", self.connection_id, Untrusted(exc))
             await self.close(error_text(CLOSED_WITH_ERROR, exc, self.options.enable_detailed_errors), exception=exc)
             return
         telemetry = self.dispatcher.telemetry
@@ -171,7 +188,7 @@ class HubConnectionContext:
         buffer += data
         limit = self.options.max_message_size
         try:
-            parsed = parse_handshake_request(buffer)
+            parsed = parse_handshake_request(buffer, limit)
         except ProtocolError as exc:
             await self._fail_handshake(
                 error_text(
@@ -225,7 +242,7 @@ class HubConnectionContext:
             await self.receive(rest)
 
     async def _fail_handshake(self, error: str) -> None:
-        log.info("connection %s: handshake failed: %s", self.connection_id, error)
+        log.info("connection %s: handshake failed: %s", self.connection_id, Untrusted(error))
         self.connection_context.send(handshake_response(error))
         await self.connection_context.dispose()
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol import CompletionMessage, HubProtocol, InvocationMessage
+from ..untrusted import Untrusted
 from .errors import HubException
 from .lifetime import HubConnection, HubLifetimeManager, new_invocation_id
 
@@ -74,6 +75,9 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
         connection = self.connections.get(connection_id)
         if connection is not None:
             connection.write_encoded(connection.protocol.encode_invocation(method, args))
+            waiting = connection.backpressure()
+            if waiting is not None:
+                await waiting
 
     async def send_connections(self, connection_ids: Collection[str], method: str, args: tuple[Any, ...]) -> None:
         found = (self.connections.get(i) for i in connection_ids)
@@ -135,7 +139,7 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
     def set_connection_result(self, connection_id: str, completion: CompletionMessage) -> None:
         pending = self._pending.get(completion.invocation_id)
         if pending is None or pending.connection_id != connection_id or pending.future.done():
-            log.debug("connection %s: unexpected completion %r", connection_id, completion.invocation_id[:64])
+            log.debug("connection %s: unexpected completion %s", connection_id, Untrusted(completion.invocation_id))
         elif completion.error is not None:
             pending.future.set_exception(HubException(completion.error))
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable
+from collections.abc import Awaitable, Collection, Iterable
 from typing import Any, Protocol
 
 from ..protocol import PROTOCOLS, CompletionMessage, HubMessage, HubProtocol
@@ -29,6 +29,9 @@ class HubConnection(Protocol):
 
     def write_encoded(self, data: bytes, sequenced: bool = True) -> None:
         """Queue a record already encoded with this connection's protocol."""
+
+    def backpressure(self) -> Awaitable[None] | None:
+        """None while the client keeps up; else what a sender to this one client waits for."""
 
 
 def new_invocation_id() -> str:
@@ -106,7 +109,11 @@ class HubLifetimeManager(ABC):
 
     @abstractmethod
     async def send_connection(self, connection_id: str, method: str, args: tuple[Any, ...]) -> None:
-        """One connection: the token-relay hot path, encoded for that connection's protocol only."""
+        """One connection: the token-relay hot path, encoded for that connection's protocol only.
+
+        Waits while that client is behind (`HubConnection.backpressure`); fan-out sends never
+        wait for anyone, so one slow client cannot stall the others.
+        """
 
     @abstractmethod
     async def send_connections(self, connection_ids: Collection[str], method: str, args: tuple[Any, ...]) -> None: ...

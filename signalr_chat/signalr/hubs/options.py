@@ -29,8 +29,11 @@ class HubOptions:
     transports: frozenset[TransportKind] = ALL_TRANSPORTS
     #: Origins allowed cross-origin (credentials included); "*" echoes any origin.
     cors_origins: tuple[str, ...] = ()
-    #: Unsent bytes one connection may hold before it is dropped as too slow.
+    #: Unsent bytes one connection may hold before it is dropped as too slow. Senders to one
+    #: client wait for it past half of this; one bigger message goes through to a client that keeps up.
     max_buffer_size: int = 1024 * 1024
+    #: Seconds a sender waits for a client that takes nothing before the client is dropped.
+    send_timeout: float = 30.0
     websocket_compression: bool = False
     protocols: tuple[str, ...] = field(default=("json", "messagepack"))
 

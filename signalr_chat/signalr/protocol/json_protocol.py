@@ -62,6 +62,9 @@ def _headers(obj: dict[str, Any]) -> dict[str, str] | None:
         return None
     if not isinstance(headers, dict):
         raise ProtocolError("Expected 'headers' to be of type StartObject.")
+    for name, value in headers.items():
+        if not isinstance(value, str):
+            raise ProtocolError(f"Expected header '{name}' to be of type String.")
     return headers or None
 
 

@@ -58,9 +58,12 @@ def frame(payload: bytes) -> bytes:
 
 
 def _unpack(payload: bytes) -> Any:
+    # Whatever the unpacker raises is about the bytes: a map keyed by an array is a
+    # TypeError (unhashable key), a timestamp past year 9999 an OverflowError, deep
+    # nesting a ValueError. All of it is malformed input, and only ProtocolError may leave.
     try:
         return msgpack.unpackb(payload, raw=False, timestamp=3, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException) as exc:
+    except Exception as exc:
         raise ProtocolError(f"Deserializing object of the `Object` type failed. {exc}") from None
 
 
@@ -73,6 +76,8 @@ def _str(value: Any, what: str) -> str:
 def _headers(value: Any) -> dict[str, str] | None:
     if not isinstance(value, dict):
         raise ProtocolError("Reading map length for 'headers' failed.")
+    if not all(type(k) is str and type(v) is str for k, v in value.items()):
+        raise ProtocolError("Reading 'headers' as String failed.")
     return value or None
 
 

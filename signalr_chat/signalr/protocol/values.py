@@ -45,12 +45,18 @@ def json_default(value: Any) -> Any:
     raise UnencodableValue(f"Type is not serializable: {type(value).__name__}")
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def msgpack_default(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         # the JS client decodes the timestamp extension into a Date; naive means UTC
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
-        return msgpack.Timestamp.from_datetime(value)
+        # exact arithmetic: msgpack's from_datetime truncates a float toward zero, which
+        # moves an instant before 1970 with a fraction of a second by one second
+        delta = value - _EPOCH
+        return msgpack.Timestamp(delta.days * 86_400 + delta.seconds, delta.microseconds * 1000)
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, enum.Enum):
