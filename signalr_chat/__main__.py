@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 try:
     from dotenv import load_dotenv
     from pydantic import ValidationError
 
+    from .command_line import parse_settings
     from .http_guard import HttpLimits
+    from .json_logging import configure_logging
     from .settings import Settings
 except ModuleNotFoundError as missing:  # a core install: the SignalR library alone
     sys.exit(f"error: the chat needs the `chat` extra ({missing.name} is missing): pip install 'signalr-chat[chat]'")
@@ -30,17 +31,23 @@ def main() -> None:
     # read their own variables (AZURE_CLIENT_ID, AZURE_TOKEN_CREDENTIALS, ...) from there
     load_dotenv(override=False)
     try:
-        settings = Settings(_cli_parse_args=True)  # type: ignore[call-arg]
+        settings = parse_settings()
     except ValidationError as exc:
         sys.exit(f"error: invalid settings\n{exc}")
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
 
     from .ai import ConfigurationError
     from .app import create_app
     from .server import run
+    from .telemetry_setup import configure
 
     try:
-        run(create_app(settings), settings.host, settings.port, http_limits(settings))
+        telemetry = configure(settings)
+        try:
+            run(create_app(settings), settings.host, settings.port, http_limits(settings))
+        finally:
+            if telemetry is not None:
+                telemetry.shutdown()  # the last spans and metrics leave before the process does
     except ConfigurationError as exc:
         sys.exit(f"error: {exc}")
 

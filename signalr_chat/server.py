@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -16,6 +17,9 @@ from .bad_requests import log_bad_requests_at_debug
 from .http_guard import ConnectionGuard, GuardedSite, HttpLimits
 
 log = logging.getLogger(__name__)
+
+#: An app's graceful drain, run on the first SIGTERM/SIGINT while it still listens.
+DRAIN: web.AppKey[Callable[[], Awaitable[None]]] = web.AppKey("drain")
 
 #: Query parameters that carry credentials (browsers cannot set headers on WebSockets or EventSource).
 SECRET_PARAMETERS = frozenset({"access_token"})
@@ -87,9 +91,26 @@ async def serve(app: web.Application, host: str, port: int, limits: HttpLimits |
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
+        stop.clear()
+        await _drain(app, stop)
     finally:
         log.info("shutting down")
         await runner.cleanup()
+
+
+async def _drain(app: web.Application, again: asyncio.Event) -> None:
+    """The app's drain, if it has one, with the listener still open; a second signal cuts it short."""
+    drain = app.get(DRAIN)
+    if drain is None:
+        return
+    draining = asyncio.ensure_future(drain())
+    interrupted = asyncio.ensure_future(again.wait())
+    await asyncio.wait((draining, interrupted), return_when=asyncio.FIRST_COMPLETED)
+    interrupted.cancel()
+    if not draining.done():
+        log.warning("second signal: drain cut short")
+        draining.cancel()
+    await asyncio.gather(draining, return_exceptions=True)
 
 
 def run(app: web.Application, host: str, port: int, limits: HttpLimits | None = None) -> None:

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         description="Let DEBUG logging show users' messages (aiosqlite logs each query with its values); off, "
         "they never reach the log.",
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="text: one readable line per record; json: one JSON object per line, with the connection id, "
+        "user id and trace id.",
+    )
     websocket_compression: bool = Field(
         False, description="permessage-deflate on WebSockets; off by default, as it costs memory and CPU per message."
     )
@@ -56,6 +61,26 @@ class Settings(BaseSettings):
     )
     http_max_connections: int = Field(
         60_000, ge=1, description="Connections the process holds at once; one more is answered 503 and closed."
+    )
+    genai_capture_message_content: bool = Field(
+        False,
+        validation_alias=AliasChoices(
+            "genai_capture_message_content", "otel_instrumentation_genai_capture_message_content"
+        ),
+        description="Record chat messages in the model-call spans (gen_ai.input.messages, gen_ai.output.messages); "
+        "also OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT. Off: content never leaves the server.",
+    )
+    metrics_enabled: bool = Field(
+        False, description="Serve /metrics in the Prometheus text format (needs the [otel] extra)."
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token that /metrics requires (Authorization: Bearer ...); unset: no token."
+    )
+    drain_timeout_seconds: float = Field(
+        15.0,
+        ge=0,
+        description="On SIGTERM, how long replies in flight may take to finish; then they stop and are stored as far "
+        "as they got, and every client is told to reconnect elsewhere.",
     )
 
     # -- chat ----------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from urllib.parse import urlsplit
 
 import openai
 import orjson
@@ -16,6 +17,7 @@ import orjson
 from .errors import AiContentFiltered, AiError, AiInterrupted, UnexpectedUpstream, classify
 from .model import ChatMessage, estimate_tokens
 from .sse_events import ServerSentEvents
+from .telemetry import GenAITelemetry, ModelCall
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class OpenAIChatModel:
         max_output_tokens: int,
         temperature: float | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        telemetry: GenAITelemetry | None = None,
     ) -> None:
         self.name = f"{provider}:{model}"
         self.context_tokens = context_tokens
@@ -42,6 +45,9 @@ class OpenAIChatModel:
         self._provider = provider
         self._temperature = temperature
         self._on_close = on_close
+        self._telemetry = telemetry
+        address = urlsplit(str(client.base_url))
+        self._server = (address.hostname, address.port)
 
     async def start(self) -> None:
         log.info("chat model: %s via %s", self.name, self._client.base_url)
@@ -61,11 +67,14 @@ class OpenAIChatModel:
         # The messages travel in `extra_body`: they are plain {"role", "content"} strings
         # already, and the SDK's typed transform walks each one (~0.14 ms a message, 7 ms
         # for a 50-message history before the request even starts).
+        call = None if self._telemetry is None else self._start_call(messages)
         request = self._client.chat.completions.with_streaming_response.create(
             model=self._model,
             messages=(),
             extra_body={"messages": list(messages)},
             stream=True,
+            # token usage arrives in a last chunk only when asked for, and only telemetry needs it
+            stream_options=openai.omit if call is None else {"include_usage": True},
             max_tokens=self.max_output_tokens,
             temperature=openai.omit if self._temperature is None else self._temperature,
         )
@@ -81,19 +90,38 @@ class OpenAIChatModel:
                     if data == "[DONE]":
                         finished = True
                         break
-                    texts, done = self._deltas(data)
+                    texts, done = self._deltas(data, call)
                     finished = finished or done
                     for text in texts:
                         yield text
             if not finished:
                 log.warning("%s: the stream ended without a finish_reason or [DONE]", self._provider)
                 raise AiInterrupted
-        except AiError:
+        except AiError as exc:
+            if call is not None:
+                call.failed(exc)
             raise
         except Exception as exc:
+            if call is not None:
+                call.failed(exc)
             raise classify(exc, self._provider) from exc
+        finally:
+            if call is not None:
+                call.end()
 
-    def _deltas(self, data: str) -> tuple[list[str], bool]:
+    def _start_call(self, messages: Sequence[ChatMessage]) -> ModelCall:
+        assert self._telemetry is not None
+        return self._telemetry.chat(
+            self._provider,
+            self._model,
+            messages,
+            server_address=self._server[0],
+            server_port=self._server[1],
+            max_tokens=self.max_output_tokens,
+            temperature=self._temperature,
+        )
+
+    def _deltas(self, data: str, call: ModelCall | None = None) -> tuple[list[str], bool]:
         """The text deltas of one event (most carry one; Azure's first none), and whether
         it ends the reply. Anything a chat completion chunk never holds is an error."""
         chunk = orjson.loads(data)
@@ -122,4 +150,6 @@ class OpenAIChatModel:
                 log.warning("%s: reply stopped by the content filter", self._provider)
                 raise AiContentFiltered
             done = done or finish_reason is not None
+        if call is not None:  # a chunk checked above: telemetry reads its id, model, usage, finish
+            call.chunk(chunk)
         return deltas, done

@@ -318,6 +318,17 @@ class ChatService:
             generation.stop()
         return len(generations)
 
+    def replies_in_flight(self) -> list[Generation]:
+        """Every reply streaming or waiting for its turn (a graceful stop waits for them)."""
+        return [g for active in self._generations.values() for g in active]
+
+    def stop_all(self) -> int:
+        """Stop every reply (a graceful stop's limit is up); each is stored as far as it got."""
+        generations = [g for active in self._generations.values() for g in active if not g.stopped]
+        for generation in generations:
+            generation.stop()
+        return len(generations)
+
     async def clear(self, context: HubCallerContext) -> None:
         """Stop every reply of the conversation (a user's other tabs too), then reset it
         to the system prompt: nothing in flight can write into the fresh conversation."""

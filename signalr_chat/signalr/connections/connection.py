@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from .inbound import PostedSends
+    from .telemetry import ConnectionTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class Connection:
     #: What senders waiting for the client to catch up wait on; created by the first wait.
     _room: asyncio.Future[None] | None = None
     _on_dispose: Callable[[Connection], None] | None = None
+    telemetry: ConnectionTelemetry | None = None
 
     @property
     def transport_kind(self) -> TransportKind | None:
@@ -156,6 +158,8 @@ class Connection:
             log.warning("connection %s: %d bytes unsent, dropping slow client", self.id, waiting)
             self._pending.clear()
             self._pending_size = 0
+            if self.telemetry is not None:
+                self.telemetry.slow_client_dropped()
             self.abort()
             return False
         self._pending.append(data)

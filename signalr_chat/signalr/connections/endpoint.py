@@ -23,13 +23,14 @@ from ..protocol.negotiate import (
     requested_version,
     wants_stateful_reconnect,
 )
-from . import auth
+from . import auth, log_context
 from .auth import TokenValidator, User
 from .connection import Application, Connection, RequestInfo, TransportFeatures
 from .cors import cors_headers, preflight
 from .inbound import PostedSends
 from .manager import ConnectionManager
 from .options import ConnectionOptions
+from .telemetry import ConnectionTelemetry
 from .transports import long_polling, server_sent_events, websockets
 
 #: Builds what runs on a new connection; called once, by the connection's first transport request.
@@ -40,6 +41,11 @@ _FEATURES = {
     TransportKind.SERVER_SENT_EVENTS: server_sent_events.FEATURES,
     TransportKind.LONG_POLLING: long_polling.FEATURES,
 }
+
+
+#: The 503 a draining endpoint answers a new connection with; @microsoft/signalr reports it
+#: as "Failed to complete negotiation with the server: Error: Server is shutting down: Status code '503'".
+SHUTTING_DOWN = "Server is shutting down"
 
 
 def _text(status: int, text: str, headers: dict[str, str]) -> web.Response:
@@ -54,12 +60,18 @@ class ConnectionEndpoint:
         options: ConnectionOptions | None = None,
         validator: TokenValidator | None = None,
         require_user: bool = False,
+        telemetry: ConnectionTelemetry | None = None,
     ) -> None:
         self.options = options or ConnectionOptions()
         self.application_factory = application_factory
         self.validator = validator
         self.require_user = require_user
         self.connections = ConnectionManager(self.options)
+        #: None unless an OpenTelemetry SDK is configured (given, or the global one).
+        self.telemetry = telemetry or ConnectionTelemetry.create()
+        if self.telemetry is not None:
+            self.connections.telemetry = self.telemetry
+            self.telemetry.watch(self.connections.__iter__)
         self._flushes = websockets.FlushScheduler()
         #: Set while the server drains: new connections are refused.
         self.accepting = True
@@ -87,6 +99,8 @@ class ConnectionEndpoint:
         headers = cors_headers(request, self.options.cors_origins)
         if request.method != "POST":
             return web.Response(status=405, headers=headers)
+        if not self.accepting:
+            return _text(503, SHUTTING_DOWN, headers)
         user = await self._user(request, headers)
         if isinstance(user, web.Response):
             return user
@@ -138,11 +152,14 @@ class ConnectionEndpoint:
             return _text(404, f"{kind.value} transport not supported by this end point type", headers)
         if connection.features is None:
             connection.features = _FEATURES[kind]
+            if self.telemetry is not None:
+                self.telemetry.transport_started(connection)
         elif connection.features.kind is not kind:
             return _text(400, "Cannot change transports mid-connection", headers)
         return self._application(request, connection)
 
     def _application(self, request: web.Request, connection: Connection) -> Application:
+        log_context.bind(connection)  # log lines of this request and the tasks it starts name the connection
         application = connection.application
         if application is None:
             connection.request = RequestInfo.from_request(request)
@@ -161,6 +178,8 @@ class ConnectionEndpoint:
                 return _text(404, "No Connection with that ID", headers)
             if not _same_user(connection, user):
                 return web.Response(status=403, headers=headers)
+        elif not self.accepting:
+            return _text(503, SHUTTING_DOWN, headers)
         else:  # skipNegotiation: the connection starts here
             connection = self.connections.create(0)
             connection.user = user
@@ -243,6 +262,8 @@ class ConnectionEndpoint:
         return web.Response(status=202, headers=headers)
 
     async def shutdown(self, _app: Any = None) -> None:
+        if self.telemetry is not None:
+            self.telemetry.shutting_down = True
         await self.connections.shutdown()
 
 

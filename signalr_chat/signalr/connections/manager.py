@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from .background import spawn
 from .connection import Connection
 from .options import ConnectionOptions
+from .telemetry import ConnectionTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class ConnectionManager:
         self._clock = clock
         self._by_token: dict[str, Connection] = {}
         self._handle: asyncio.TimerHandle | None = None
+        self.telemetry: ConnectionTelemetry | None = None
 
     def create(self, negotiate_version: int, *, stateful_reconnect: bool = False) -> Connection:
         connection_id = new_id()
@@ -45,6 +47,9 @@ class ConnectionManager:
             max_buffer_size=self.options.max_buffer_size,
         )
         connection._on_dispose = self._remove
+        if self.telemetry is not None:
+            connection.telemetry = self.telemetry
+            self.telemetry.connection_created(connection)
         self._by_token[token] = connection
         self._ensure_heartbeat()
         return connection
@@ -59,6 +64,8 @@ class ConnectionManager:
         return len(self._by_token)
 
     def _remove(self, connection: Connection) -> None:
+        if self.telemetry is not None:
+            self.telemetry.connection_ended(connection)
         if connection.features is not None and connection.features.polled:
             # Stays registered until a poll collects its last records (a Close message) and
             # sees 204, or the client's DELETE arrives (202), or the disconnect timeout.
@@ -89,6 +96,8 @@ class ConnectionManager:
                     self.forget(connection)
                     continue
                 log.debug("connection %s: inactive for %.0f s, disposing", connection.id, timeout)
+                if self.telemetry is not None:
+                    self.telemetry.timed_out(connection)
                 spawn(connection.dispose())
             elif connection.application is not None:
                 connection.application.tick(now)

@@ -29,6 +29,7 @@ from .hub_connection import HubConnectionContext, RunningStream
 from .lifetime import HubLifetimeManager
 from .methods import BindingError, HubMethod, discover, normalize
 from .options import HubOptions
+from .telemetry import HubTelemetry
 from .upload_stream import UploadStream
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ class HubDispatcher:
         self._detailed = options.enable_detailed_errors
         #: Targets as clients spell them ("SendMessage"), so a call skips `normalize`.
         self._by_target: dict[str, HubMethod] = {}
+        #: Set by the endpoint when an OpenTelemetry SDK is configured, with the hub's name.
+        self.telemetry: HubTelemetry | None = None
+        self.hub_name = f"{hub_type.__module__}.{hub_type.__qualname__}"
 
     def _hub(self, connection: HubConnectionContext) -> Hub:
         hub = self._factory()
@@ -192,6 +196,8 @@ class HubDispatcher:
         if resolved is None:
             return None
         method, arguments = resolved
+        if self.telemetry is not None:
+            method = self.telemetry.traced(self.hub_name, connection, message, method)
         queue = connection.invocations
         if method.is_async or not queue.has_room():
             return queue.submit(partial(self._run, connection, message, method, arguments))
@@ -279,6 +285,8 @@ class HubDispatcher:
         if resolved is None:
             return
         method, arguments = resolved
+        if self.telemetry is not None:
+            method = self.telemetry.traced(self.hub_name, connection, message, method)
         task = asyncio.get_running_loop().create_task(self._stream(connection, message, method, arguments, token))
         connection.streams[invocation_id] = RunningStream(task, token)
         # The task may be cancelled before its coroutine ever runs (a CancelInvocation in the

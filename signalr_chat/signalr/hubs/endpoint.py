@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from ..connections import Connection, ConnectionEndpoint, TokenValidator
+from ..connections.telemetry import ConnectionTelemetry
 from .clients import GroupManager, HubClients
 from .dispatcher import HubDispatcher, HubFactory
 from .hub import Hub, requires_user
@@ -16,6 +17,7 @@ from .hub_connection import HubConnectionContext
 from .in_memory import InMemoryHubLifetimeManager
 from .lifetime import HubLifetimeManager
 from .options import HubOptions
+from .telemetry import HubTelemetry
 
 
 class HubContext:
@@ -41,17 +43,24 @@ class HubEndpoint:
         validator: TokenValidator | None = None,
         factory: HubFactory | None = None,
         hub_name: str | None = None,
+        telemetry: tuple[HubTelemetry | None, ConnectionTelemetry | None] | None = None,
     ) -> None:
         self.options = options = options or HubOptions()
         self.lifetime = lifetime or InMemoryHubLifetimeManager()
-        self.lifetime.configure(hub_name or default_hub_name(hub_type), options.protocols)
+        name = hub_name or default_hub_name(hub_type)
+        self.lifetime.configure(name, options.protocols)
         self.dispatcher = HubDispatcher(hub_type, self.lifetime, options, factory)
+        # None unless an OpenTelemetry SDK is configured: given, or the global providers
+        hub_telemetry, connection_telemetry = telemetry or (HubTelemetry.create(), ConnectionTelemetry.create())
+        self.dispatcher.telemetry = hub_telemetry
+        self.dispatcher.hub_name = name
         self.hub_context = HubContext(self.lifetime, options)
         self.connection_endpoint = ConnectionEndpoint(
             self._application,
             options=options.connection_options(),
             validator=validator,
             require_user=requires_user(hub_type),
+            telemetry=connection_telemetry,
         )
         self.connections = self.connection_endpoint.connections
 
@@ -95,13 +104,20 @@ def map_hub(
     validator: TokenValidator | None = None,
     factory: HubFactory | None = None,
     hub_name: str | None = None,
+    telemetry: tuple[HubTelemetry | None, ConnectionTelemetry | None] | None = None,
 ) -> HubEndpoint:
     """Serve `hub_type` at `path` (matched case-insensitively) and `path/negotiate`.
 
     `hub_name` names the hub to a backplane's other servers (default: module.Class).
     """
     endpoint = HubEndpoint(
-        hub_type, options=options, lifetime=lifetime, validator=validator, factory=factory, hub_name=hub_name
+        hub_type,
+        options=options,
+        lifetime=lifetime,
+        validator=validator,
+        factory=factory,
+        hub_name=hub_name,
+        telemetry=telemetry,
     )
     endpoint.connection_endpoint.route(app, path)
     app.on_shutdown.append(endpoint.shutdown)

@@ -44,8 +44,19 @@ from .options import HubOptions
 from .upload_stream import UploadStream
 
 
+class MessageCounter(Protocol):
+    """Counts messages in and out (the hub's telemetry, when an OpenTelemetry SDK is configured)."""
+
+    def sent(self) -> None: ...
+
+    def received(self, count: int) -> None: ...
+
+
 class MessageDispatcher(Protocol):
     """What the connection hands its messages to (the HubDispatcher)."""
+
+    @property
+    def telemetry(self) -> MessageCounter | None: ...
 
     def dispatch(self, connection: HubConnectionContext, message: HubMessage) -> Awaitable[None] | None: ...
 
@@ -124,6 +135,9 @@ class HubConnectionContext:
                 return  # the socket is down: the replay after reconnect delivers it
         self._sent_since_beat = True
         self.connection_context.send(data)
+        telemetry = self.dispatcher.telemetry  # the endpoint's, not a field: idle connections stay small
+        if telemetry is not None:
+            telemetry.sent()
 
     def backpressure(self) -> Awaitable[None] | None:
         """None while the client keeps up; else a wait for it, which drops it after `send_timeout`."""
@@ -159,6 +173,9 @@ class HubConnectionContext:
             log.info("connection %s: protocol error: %s", self.connection_id, Untrusted(exc))
             await self.close(error_text(CLOSED_WITH_ERROR, exc, self.options.enable_detailed_errors), exception=exc)
             return
+        telemetry = self.dispatcher.telemetry
+        if telemetry is not None:
+            telemetry.received(len(messages))
         buffer = self.buffer
         for message in messages:
             if buffer is not None and not buffer.should_process(
