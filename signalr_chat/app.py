@@ -22,6 +22,7 @@ LIBRARIES = {
     "/lib/msgpack": WWWROOT / "node_modules/@microsoft/signalr-protocol-msgpack/dist/browser",
     "/lib/marked": WWWROOT / "node_modules/marked/lib",
     "/lib/dompurify": WWWROOT / "node_modules/dompurify/dist",
+    "/lib/highlight": WWWROOT / "node_modules/@highlightjs/cdn-assets",
 }
 log = logging.getLogger(__name__)
 CHAT_SERVICE = web.AppKey("chat_service", ChatService)

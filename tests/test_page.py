@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, Request, WebSocket, expect
 
-from .browser import OpenPage, save_screenshot
+from .browser import PHONE, OpenPage, save_screenshot
 from .chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat, token_for
 
 BUSY = "The AI service is busy. Please wait a moment and try again."
@@ -318,3 +318,159 @@ def test_signed_in_conversation_is_reloaded_after_a_restart(page_server: ChatSer
     page.reload()  # a reload keeps the sign-in (sessionStorage) and shows the conversation
     expect(page.locator("#status")).to_have_text("Connected")
     expect(page.locator(".message.user")).to_have_count(2)
+
+
+# -- the defects of issue 13 ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def strict_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
+    """A short length limit and rate limit, so both are reached by hand."""
+    yield from serve_chat(
+        fake_ai,
+        tmp_path_factory.mktemp("strict"),
+        **azure_settings(fake_ai, max_message_length="100", rate_limit_messages="2"),
+    )
+
+
+def scroll_state(page: Page) -> dict[str, float]:
+    return dict(
+        page.evaluate(
+            """() => { const c = document.getElementById("chat-container");
+            return { top: c.scrollTop, max: c.scrollHeight - c.clientHeight }; }"""
+        )
+    )
+
+
+def test_a_reader_who_scrolled_up_stays_there_and_can_jump_to_latest(
+    page_server: ChatServer, new_page: OpenPage
+) -> None:
+    page = open_chat(new_page, page_server)
+    chat(page, f"[[tokens:500]] {nonce()}")  # taller than the log
+    send(page, f"[[slow]] {nonce()}")
+    reply = replies(page).nth(1)
+    expect(reply.locator(".content")).to_contain_text("tok2")
+    jump = page.get_by_role("button", name="Jump to latest")
+    expect(jump).to_be_hidden()  # following: nothing to jump to
+    page.locator("#chat-container").evaluate("c => { c.scrollTop = 0; }")
+    expect(reply.locator(".content")).to_contain_text("tok30")  # many frames later
+    assert scroll_state(page)["top"] == 0, "the reader is not dragged back to the bottom"
+    expect(jump).to_be_visible()
+    jump.click()
+    expect(jump).to_be_hidden()
+    expect(reply.locator(".content")).to_contain_text("tok40")
+    state = scroll_state(page)
+    assert state["max"] - state["top"] < 40, f"following the reply again: {state}"
+    page.locator("#stop-btn").click()
+    expect(reply).to_have_attribute("aria-busy", "false")
+
+
+def test_the_counter_shows_near_the_limit_and_a_message_over_it_is_not_sent(
+    strict_server: ChatServer, new_page: OpenPage
+) -> None:
+    page = open_chat(new_page, strict_server)
+    composer, counter = page.locator("#message-input"), page.locator("#char-count")
+    composer.fill("x" * 79)
+    expect(counter).to_be_hidden()
+    composer.fill("é" * 80)  # counted in characters, as the server counts
+    expect(counter).to_have_text("80 / 100")
+    composer.fill("x" * 101)
+    expect(counter).to_have_text("101 / 100")
+    expect(counter).to_have_class(re.compile(r"\bover\b"))
+    expect(page.locator("#send-btn")).to_be_disabled()
+    composer.press("Enter")
+    expect(composer).to_have_value("x" * 101)
+    expect(page.locator(".message.user")).to_have_count(0)
+
+
+def test_a_rejected_message_stays_in_the_input_marked_not_sent(strict_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, strict_server)
+    chat(page, "one")
+    chat(page, "two")
+    send(page, "three, over the rate limit")
+    expect(page.locator(".message.error")).to_contain_text("You are sending messages too quickly")
+    rejected = page.locator(".message.user").nth(2)
+    expect(rejected).to_have_class(re.compile(r"\bnot-sent\b"))
+    expect(rejected.locator(".message-state")).to_have_text("Not sent")
+    expect(page.locator("#message-input")).to_have_value("three, over the rate limit")
+    expect(page.locator(".message.user.not-sent")).to_have_count(1)
+
+
+def test_an_upstream_error_before_any_reply_gives_the_text_back(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server)
+    text = f"[[429]] {nonce()}"
+    send(page, text)
+    expect(page.locator(".message.error")).to_have_text(BUSY)
+    expect(page.locator(".message.user")).to_have_class(re.compile(r"\bnot-sent\b"))
+    expect(page.locator("#message-input")).to_have_value(text)
+
+
+def test_the_copy_button_is_above_the_composer_and_empty_code_blocks_get_none(
+    page_server: ChatServer, new_page: OpenPage
+) -> None:
+    page = open_chat(new_page, page_server)
+    chat(page, f"[[tokens:500]] {nonce()}")
+    text = chat(page, "two blocks\n\n```\n```\n\n```js\nlet x = 1;\n```\n")
+    assert "let x = 1;" in text
+    reply = replies(page).nth(1)
+    expect(reply.locator("pre")).to_have_count(2)
+    expect(reply.locator(".code-block .copy-btn")).to_have_count(1)
+    copy = reply.locator(":scope > .copy-btn")
+    expect(copy).to_be_visible()
+    box, composer = copy.bounding_box(), page.locator("#composer").bounding_box()
+    assert box and composer
+    assert box["y"] + box["height"] <= composer["y"], f"the copy button {box} is under the composer {composer}"
+    expect(copy).to_be_in_viewport(ratio=1)
+
+
+def test_on_a_phone_the_composer_gives_the_input_the_width(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server, viewport=PHONE)
+    field = page.locator("#message-input").bounding_box()
+    assert field and field["width"] >= 300, f"the input is {field}"
+    for button in ("#send-btn", "#clear-btn"):
+        expect(page.locator(button)).to_be_in_viewport(ratio=1)
+    height = page.evaluate(
+        """() => [...document.styleSheets].flatMap(s => { try { return [...s.cssRules]; } catch { return []; } })
+            .filter(r => r.selectorText === "body").map(r => r.style.height)"""
+    )
+    assert "100dvh" in height, f"body height: {height}"
+    send(page, f"[[slow]] {nonce()}")
+    expect(page.locator("#stop-btn")).to_be_in_viewport(ratio=1)
+    field = page.locator("#message-input").bounding_box()
+    assert field and field["width"] >= 300, f"with Stop shown the input is {field}"
+    page.locator("#stop-btn").click()
+    wait_reply(page, 1)
+
+
+def test_a_stopped_reply_says_it_was_stopped(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server)
+    send(page, f"[[slow]] {nonce()}")
+    reply = replies(page).first
+    expect(reply.locator(".content")).to_contain_text("tok2")
+    page.locator("#stop-btn").click()
+    expect(reply).to_have_attribute("aria-busy", "false")
+    expect(reply).to_have_class(re.compile(r"\bstopped\b"))
+    expect(reply.locator(".message-state")).to_have_text("Stopped")
+    chat(page, "a reply that ends by itself")
+    expect(replies(page).nth(1).locator(".message-state")).to_have_count(0)
+
+
+def test_reconnecting_counts_down_and_retry_now_connects_at_once(page_server: ChatServer, new_page: OpenPage) -> None:
+    page, errors = new_page(page_server.base + "/")
+    errors.allow(*SERVER_DOWN)
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator("#reconnect")).to_be_hidden()
+    page_server.stop()
+    try:
+        expect(page.locator("#status")).to_have_text("Reconnecting")
+        countdown = page.locator("#reconnect-countdown")
+        # the attempts after 0 s and 2 s fail; the next waits 5 s, then 10 s
+        expect(countdown).to_have_text(re.compile(r"^Next try in (9|10) s$"), timeout=30_000)
+    finally:
+        page_server.start()
+    page.get_by_role("button", name="Retry now").click()
+    # well before the countdown's own attempt
+    expect(page.locator("#status")).to_have_text("Connected", timeout=5_000)
+    expect(page.locator("#reconnect")).to_be_hidden()
+    expect(page.locator(".message.notice")).to_have_text("Reconnected. The conversation was reset.")
+    assert chat(page, "after retry now").startswith("Echo: after retry now")

@@ -94,5 +94,9 @@ class ChatHub(Hub):
         """The caller's conversation, so a page can show it again after a reload."""
         return [{"role": m["role"], "content": m["content"]} for m in await self.chat.history(self.context)]
 
+    async def get_chat_info(self) -> dict[str, object]:
+        """What a front end shows before the first message: the length limit and the model."""
+        return self.chat.info()
+
     async def on_disconnected(self, exception: BaseException | None) -> None:
         await self.chat.disconnected(self.context)

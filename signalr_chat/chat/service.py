@@ -120,6 +120,17 @@ class ChatService:
             if conversation.users == 0:
                 self._conversations.pop(key, None)
 
+    def info(self) -> dict[str, object]:
+        """The limit a composer counts against, and which model answers (the built-in one is
+        a small offline demo whose answers are often wrong: front ends say so)."""
+        provider, _, model = self.model.name.partition(":")
+        return {
+            "maxMessageLength": self.settings.max_message_length,
+            "provider": provider,
+            "model": model or provider,
+            "offlineDemo": provider == "local",
+        }
+
     # -- checks before any work ---------------------------------------------
     def check(self, context: HubCallerContext, message: object) -> str:
         """The message to send, or Rejected with the text to show."""
