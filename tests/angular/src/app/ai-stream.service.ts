@@ -1,5 +1,5 @@
 import { DestroyRef, Injectable, InjectionToken, inject, signal } from '@angular/core';
-import { HubConnection, HubConnectionBuilder, LogLevel } from '@microsoft/signalr';
+import { HubConnection, HubConnectionBuilder, HubConnectionState, LogLevel } from '@microsoft/signalr';
 import { Observable, Subject } from 'rxjs';
 
 /** Where the hub is mapped. Provide another value to point the app at another server. */
@@ -13,6 +13,15 @@ export type ConnectionStatus = 'Connecting' | 'Connected' | 'Reconnecting' | 'Di
 export interface TypingEvent {
   id: string;
   typing: boolean;
+}
+
+/** `GetChatInfo()`: the composer's length limit and the model that answers. */
+export interface ChatInfo {
+  maxMessageLength: number;
+  provider: string;
+  model: string;
+  /** The built-in local model: small, offline, often wrong. */
+  offlineDemo: boolean;
 }
 
 export interface TextEvent {
@@ -31,6 +40,10 @@ export interface TextEvent {
 export class AiStreamService {
   private readonly connection: HubConnection;
   private readonly statusSignal = signal<ConnectionStatus>('Disconnected');
+  /** When the next connection attempt is due (ms since the epoch), while one is waited for. */
+  private readonly nextRetrySignal = signal<number | null>(null);
+  private wakeRetry?: () => void;
+  private retryingNow = false;
   private readonly typingSubject = new Subject<TypingEvent>();
   private readonly partialSubject = new Subject<TextEvent>();
   private readonly completedSubject = new Subject<string>();
@@ -43,6 +56,7 @@ export class AiStreamService {
   private connecting?: Promise<void>;
 
   readonly status = this.statusSignal.asReadonly();
+  readonly nextRetryAt = this.nextRetrySignal.asReadonly();
   readonly typing$: Observable<TypingEvent> = this.typingSubject.asObservable();
   readonly partial$: Observable<TextEvent> = this.partialSubject.asObservable();
   readonly completed$: Observable<string> = this.completedSubject.asObservable();
@@ -57,7 +71,13 @@ export class AiStreamService {
   constructor() {
     this.connection = new HubConnectionBuilder()
       .withUrl(inject(AI_HUB_URL))
-      .withAutomaticReconnect(RETRY_DELAYS)
+      .withAutomaticReconnect({
+        nextRetryDelayInMilliseconds: ({ previousRetryCount }) => {
+          const delay = RETRY_DELAYS[previousRetryCount];
+          this.nextRetrySignal.set(delay === undefined ? null : Date.now() + delay);
+          return delay ?? null;
+        },
+      })
       .configureLogging(LogLevel.Warning)
       .build();
 
@@ -72,12 +92,15 @@ export class AiStreamService {
       this.connectionLostSubject.next();
     });
     this.connection.onreconnected(() => {
+      this.nextRetrySignal.set(null);
       this.statusSignal.set('Connected');
       this.reconnectedSubject.next();
     });
     // The automatic reconnects gave up (or the server closed the connection): start over.
     this.connection.onclose(() => {
-      this.statusSignal.set('Disconnected');
+      this.nextRetrySignal.set(null);
+      this.statusSignal.set(this.retryingNow ? 'Reconnecting' : 'Disconnected');
+      this.retryingNow = false;
       this.connectionLostSubject.next();
       if (!this.destroyed) void this.start();
     });
@@ -92,6 +115,22 @@ export class AiStreamService {
   start(): Promise<void> {
     this.connecting ??= this.connect().finally(() => (this.connecting = undefined));
     return this.connecting;
+  }
+
+  /** Tries to connect now instead of waiting for the next attempt. */
+  async retryNow(): Promise<void> {
+    this.nextRetrySignal.set(null);
+    if (this.connection.state === HubConnectionState.Reconnecting) {
+      this.retryingNow = true; // stop() ends the automatic reconnect; onclose starts again at once
+      await this.connection.stop();
+    } else {
+      this.wakeRetry?.();
+    }
+  }
+
+  /** The length limit and the model. */
+  info(): Promise<ChatInfo> {
+    return this.connection.invoke<ChatInfo>('GetChatInfo');
   }
 
   /** Sends a prompt; resolves with its message id once the reply has completed. */
@@ -115,6 +154,7 @@ export class AiStreamService {
       try {
         await this.connection.start();
         this.statusSignal.set('Connected');
+        this.nextRetrySignal.set(null);
         if (this.everConnected) this.reconnectedSubject.next();
         this.everConnected = true;
         return;
@@ -123,7 +163,16 @@ export class AiStreamService {
         this.statusSignal.set('Disconnected');
         console.warn('Cannot connect to the chat hub, retrying', err);
         const delay = RETRY_DELAYS[Math.min(attempt + 1, RETRY_DELAYS.length - 1)];
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        this.nextRetrySignal.set(Date.now() + delay);
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delay);
+          this.wakeRetry = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.wakeRetry = undefined;
+        this.nextRetrySignal.set(null);
       }
     }
   }
