@@ -9,6 +9,7 @@ from aiohttp import web
 
 from .ai import create_model
 from .chat import ChatHub, ChatService
+from .chat.conversations import ConversationService
 from .chat.history import HistoryStore, InMemoryHistoryStore
 from .chat.sqlite_history import SqliteHistoryStore
 from .jwt_auth import jwt_validator
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         user_store = InMemoryHistoryStore(keep)
     model = create_model(settings)
     chat = ChatService(model, settings, anonymous_store=InMemoryHistoryStore(keep), user_store=user_store)
+    conversations = ConversationService(chat, settings)
 
     app = web.Application()
     app[CHAT_SERVICE] = chat
@@ -82,6 +84,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
             raise
 
     async def stop(app: web.Application) -> None:
+        await conversations.close()
         await model.aclose()
         await user_store.close()
         await chat.anonymous_store.close()
@@ -106,7 +109,13 @@ def create_app(settings: Settings | None = None) -> web.Application:
     lifetime = InMemoryHubLifetimeManager()
     for path in CHAT_PATHS:
         map_hub(
-            app, path, ChatHub, options=options, lifetime=lifetime, validator=validator, factory=lambda: ChatHub(chat)
+            app,
+            path,
+            ChatHub,
+            options=options,
+            lifetime=lifetime,
+            validator=validator,
+            factory=lambda: ChatHub(chat, conversations),
         )
     _serve_page(app)
     return app
