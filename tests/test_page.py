@@ -45,7 +45,9 @@ document.addEventListener("DOMContentLoaded", () => {
 @pytest.fixture(scope="module")
 def page_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
     """The page's own server: the restart tests must not disturb the other suites' servers."""
-    yield from serve_chat(fake_ai, tmp_path_factory.mktemp("page"), **azure_settings(fake_ai))
+    yield from serve_chat(
+        fake_ai, tmp_path_factory.mktemp("page"), **azure_settings(fake_ai, reply_grace_seconds="2")
+    )
 
 
 def nonce() -> str:
@@ -474,3 +476,128 @@ def test_reconnecting_counts_down_and_retry_now_connects_at_once(page_server: Ch
     expect(page.locator("#reconnect")).to_be_hidden()
     expect(page.locator(".message.notice")).to_have_text("Reconnected. The conversation was reset.")
     assert chat(page, "after retry now").startswith("Echo: after retry now")
+
+
+# -- conversations, and replies that survive a reload ----------------------------------------
+
+
+def full(count: int) -> str:
+    return " ".join(f"t{i}" for i in range(count))
+
+
+@pytest.mark.parametrize("transport", ["WebSockets", "ServerSentEvents", "LongPolling"])
+def test_a_reload_mid_reply_shows_the_whole_reply_once(
+    page_server: ChatServer, fake_ai: FakeAI, new_page: OpenPage, transport: str
+) -> None:
+    page = open_chat(new_page, page_server, f"?transport={transport}")
+    tag = nonce()
+    send(page, f"[[tokens:600]] {tag}")
+    expect(replies(page).first.locator(".content")).to_contain_text("t40")
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Connected")
+    assert wait_reply(page, 1) == full(600)
+    expect(page.locator(".message.user")).to_have_text(f"[[tokens:600]] {tag}")
+    expect(replies(page)).to_have_count(1)
+    [record] = fake_ai.requests_with(tag)
+    assert record["outcome"] == "completed", "the reload did not stop the reply"
+    page.reload()  # and once it is stored, the conversation shows it the same way
+    expect(page.locator("#status")).to_have_text("Connected")
+    assert wait_reply(page, 1) == full(600)
+    expect(page.locator(".message.user")).to_have_count(1)
+
+
+def test_a_dropped_socket_resumes_the_reply_where_it_was(
+    page_server: ChatServer, fake_ai: FakeAI, new_page: OpenPage
+) -> None:
+    page, errors = new_page("about:blank")
+    errors.allow(*SERVER_DOWN, "WebSocket closed with status code")
+    sockets: list[Any] = []
+
+    def route(ws: Any) -> None:
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page.route_web_socket(re.compile(r"/chatHub"), route)
+    page.goto(page_server.base + "/?transport=WebSockets")
+    expect(page.locator("#status")).to_have_text("Connected")
+    tag = nonce()
+    send(page, f"[[tokens:600]] {tag}")
+    expect(replies(page).first.locator(".content")).to_contain_text("t40")
+    sockets[0].close()  # the network drops the socket; the server keeps generating
+    expect(page.locator(".message.notice")).to_have_text("Reconnected.")
+    assert wait_reply(page, 1) == full(600)
+    expect(replies(page)).to_have_count(1)
+    assert fake_ai.requests_with(tag)[0]["outcome"] == "completed"
+
+
+def test_nobody_came_back_so_the_reply_is_aborted_after_the_grace_period(
+    page_server: ChatServer, fake_ai: FakeAI, new_page: OpenPage
+) -> None:
+    page = open_chat(new_page, page_server)
+    tag = nonce()
+    send(page, f"[[slow]] {tag}")
+    expect(replies(page).first.locator(".content")).to_contain_text("tok2")
+    page.close()
+    closed = time.monotonic()
+    deadline = closed + 15
+    while fake_ai.requests_with(tag)[0]["outcome"] == "streaming" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_ai.requests_with(tag)[0]["outcome"] == "aborted"
+    assert time.monotonic() - closed >= 1.5, "not before the 2 s grace period"
+
+
+def test_conversations_new_open_rename_delete_and_kept_across_a_reload(
+    page_server: ChatServer, new_page: OpenPage
+) -> None:
+    page = open_chat(new_page, page_server)
+    page.on("dialog", lambda dialog: dialog.accept("Renamed chat") if dialog.type == "prompt" else dialog.accept())
+    expect(page.locator("#chat-container")).to_be_empty()
+    chat(page, "First topic, about doors")
+    expect(page.locator(".conversation-open")).to_have_text(["First topic, about doors"])
+    page.get_by_role("button", name="New chat").click()
+    expect(page.locator(".message")).to_have_count(0)
+    chat(page, "Second topic, about windows")
+    titles = ["Second topic, about windows", "First topic, about doors"]
+    expect(page.locator(".conversation-open")).to_have_text(titles)  # newest first
+    expect(page.locator(".conversation-open[aria-current=true]")).to_have_text(titles[0])
+
+    page.get_by_role("button", name="Open “First topic, about doors”").click()
+    expect(page.locator(".message.user")).to_have_text("First topic, about doors")
+    page.get_by_role("button", name="Rename “First topic, about doors”").click()
+    expect(page.locator(".conversation-open").nth(0)).to_have_text("Renamed chat")
+
+    page.reload()  # the guest keeps their conversations, and the open one
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator(".conversation-open")).to_have_text(["Renamed chat", "Second topic, about windows"])
+    expect(page.locator(".message.user")).to_have_text("First topic, about doors")
+
+    page.get_by_role("button", name="Delete “Renamed chat”").click()
+    expect(page.locator(".conversation-open")).to_have_text(["Second topic, about windows"])
+    expect(page.locator(".message.user")).to_have_text("Second topic, about windows")
+
+
+def test_regenerate_edit_and_continue(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server)
+    tag = nonce()
+    chat(page, f"one {tag}")
+    page.get_by_role("button", name="Regenerate the reply").click()
+    expect(replies(page)).to_have_count(1)
+    assert wait_reply(page, 1) == f"Echo: one {tag} (history: 2 messages)"
+    chat(page, f"two {tag}")
+
+    page.get_by_role("button", name="Edit and resend").first.click()
+    expect(page.locator("#message-input")).to_have_value(f"one {tag}")
+    page.locator("#message-input").fill(f"uno {tag}")
+    page.locator("#message-input").press("Enter")
+    expect(page.locator(".message.user")).to_have_text([f"uno {tag}"])  # what followed is replaced
+    assert wait_reply(page, 1) == f"Echo: uno {tag} (history: 2 messages)"
+
+    send(page, f"[[slow]] {tag}")
+    expect(replies(page).nth(1).locator(".content")).to_contain_text("tok3")
+    page.locator("#stop-btn").click()
+    expect(replies(page).nth(1).locator(".message-state")).to_have_text("Stopped")
+    partial = str(replies(page).nth(1).locator(".content").text_content()).strip()
+    page.get_by_role("button", name="Continue the reply").click()
+    text = wait_reply(page, 2)
+    assert text.startswith(partial) and "Echo: Continue your previous reply" in text, text
+    expect(replies(page)).to_have_count(2)
