@@ -256,3 +256,48 @@ def test_reconnecting_counts_down_and_retry_now_connects_at_once(
     expect(page.locator("#status")).to_have_text("Connected", timeout=5_000)
     expect(page.locator("#reconnect")).to_have_count(0)
     done(ask(page, "after retry now"))
+
+
+# -- replies that survive a reload -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["WebSockets", "ServerSentEvents", "LongPolling"])
+def test_a_reload_mid_reply_shows_the_whole_reply_once(
+    angular_server: ChatServer, fake_ai: FakeAI, new_page: OpenPage, transport: str
+) -> None:
+    page, _ = new_page(f"{angular_server.base}/angular/?transport={transport}")
+    expect(page.locator("#status")).to_have_text("Connected")
+    tag = nonce()
+    reply = ask(page, f"[[tokens:600]] {tag}")
+    expect(reply).to_contain_text("t40")
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Connected")
+    reply = page.locator(".message.assistant")
+    expect(reply).to_have_count(1)
+    done(reply)
+    expect(reply).to_have_text(" ".join(f"t{i}" for i in range(600)))
+    expect(page.locator(".message.user")).to_have_text([f"[[tokens:600]] {tag}"])
+    [record] = fake_ai.requests_with(tag)
+    assert record["outcome"] == "completed", "the reload did not stop the reply"
+
+
+def test_a_dropped_socket_resumes_the_reply(angular_server: ChatServer, new_page: OpenPage) -> None:
+    page, errors = new_page("about:blank")
+    errors.allow(*SERVER_DOWN, "WebSocket closed with status code")
+    sockets: list[Any] = []
+
+    def route(ws: Any) -> None:
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page.route_web_socket(re.compile(r"/chat\b"), route)
+    page.goto(f"{angular_server.base}/angular/?transport=WebSockets")
+    expect(page.locator("#status")).to_have_text("Connected")
+    reply = ask(page, f"[[tokens:600]] {nonce()}")
+    expect(reply).to_contain_text("t40")
+    sockets[0].close()
+    expect(page.locator(".message.notice")).to_have_text("Reconnected.")
+    reply = page.locator(".message.assistant")
+    expect(reply).to_have_count(1)
+    done(reply)
+    expect(reply).to_have_text(" ".join(f"t{i}" for i in range(600)))

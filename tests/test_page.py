@@ -45,9 +45,7 @@ document.addEventListener("DOMContentLoaded", () => {
 @pytest.fixture(scope="module")
 def page_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
     """The page's own server: the restart tests must not disturb the other suites' servers."""
-    yield from serve_chat(
-        fake_ai, tmp_path_factory.mktemp("page"), **azure_settings(fake_ai, reply_grace_seconds="2")
-    )
+    yield from serve_chat(fake_ai, tmp_path_factory.mktemp("page"), **azure_settings(fake_ai, reply_grace_seconds="2"))
 
 
 def nonce() -> str:

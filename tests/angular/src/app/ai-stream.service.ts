@@ -1,5 +1,5 @@
 import { DestroyRef, Injectable, InjectionToken, inject, signal } from '@angular/core';
-import { HubConnection, HubConnectionBuilder, HubConnectionState, LogLevel } from '@microsoft/signalr';
+import { HttpTransportType, HubConnection, HubConnectionBuilder, HubConnectionState, LogLevel } from '@microsoft/signalr';
 import { Observable, Subject } from 'rxjs';
 
 /** Where the hub is mapped. Provide another value to point the app at another server. */
@@ -22,6 +22,31 @@ export interface ChatInfo {
   model: string;
   /** The built-in local model: small, offline, often wrong. */
   offlineDemo: boolean;
+}
+
+/** A reply running in a conversation (`StartReply`, `GetConversation().reply`). */
+export interface ReplyInfo {
+  replyId: string;
+  conversationId: string;
+  userMessage: string | null;
+  continues: boolean;
+  running: boolean;
+  sequence: number;
+}
+
+export interface Conversation {
+  id: string;
+  title: string;
+  messages: { role: 'user' | 'assistant'; content: string }[];
+  reply: ReplyInfo | null;
+}
+
+/** A `ResumeReply` stream item: a numbered chunk, or the end. */
+export interface ReplyItem {
+  sequence: number;
+  text?: string;
+  end?: 'completed' | 'stopped' | 'error';
+  error?: string;
 }
 
 export interface TextEvent {
@@ -69,8 +94,11 @@ export class AiStreamService {
   readonly reconnected$: Observable<void> = this.reconnectedSubject.asObservable();
 
   constructor() {
+    // ?transport=WebSockets|ServerSentEvents|LongPolling forces one, as on the page
+    const transport = new URLSearchParams(location.search).get('transport');
+    const forced = transport ? HttpTransportType[transport as keyof typeof HttpTransportType] : undefined;
     this.connection = new HubConnectionBuilder()
-      .withUrl(inject(AI_HUB_URL))
+      .withUrl(inject(AI_HUB_URL), forced === undefined ? {} : { transport: forced })
       .withAutomaticReconnect({
         nextRetryDelayInMilliseconds: ({ previousRetryCount }) => {
           const delay = RETRY_DELAYS[previousRetryCount];
@@ -126,6 +154,40 @@ export class AiStreamService {
     } else {
       this.wakeRetry?.();
     }
+  }
+
+  /** Makes this connection the guest `guestId` (a new guest if the server does not know it). */
+  useGuest(guestId: string | null): Promise<string | null> {
+    return this.connection.invoke<string | null>('UseGuestSession', guestId);
+  }
+
+  getConversation(id: string): Promise<Conversation> {
+    return this.connection.invoke<Conversation>('GetConversation', id);
+  }
+
+  /** Starts a reply in the conversation; follow it with `resumeReply(id, 0)`. */
+  startReply(conversationId: string, message: string): Promise<ReplyInfo> {
+    return this.connection.invoke<ReplyInfo>('StartReply', conversationId, message);
+  }
+
+  /** The conversation's reply after chunk `after`, then live; completes after the end item. */
+  resumeReply(conversationId: string, after: number): Observable<ReplyItem> {
+    return new Observable<ReplyItem>((subscriber) => {
+      const subscription = this.connection.stream<ReplyItem>('ResumeReply', conversationId, after).subscribe({
+        next: (item) => subscriber.next(item),
+        complete: () => subscriber.complete(),
+        error: (err: unknown) => subscriber.error(err),
+      });
+      return () => subscription.dispose();
+    });
+  }
+
+  stopReply(conversationId: string): Promise<boolean> {
+    return this.connection.invoke<boolean>('StopReply', conversationId);
+  }
+
+  clearConversation(conversationId: string): Promise<void> {
+    return this.connection.invoke('ClearConversation', conversationId);
   }
 
   /** The length limit and the model. */

@@ -1,6 +1,7 @@
 import { Component, ElementRef, afterRenderEffect, computed, inject, signal, viewChild } from '@angular/core';
 import { takeUntilDestroyed } from '@angular/core/rxjs-interop';
-import { AiStreamService, ChatInfo } from './ai-stream.service';
+import { Subscription } from 'rxjs';
+import { AiStreamService, ChatInfo, ReplyInfo, ReplyItem } from './ai-stream.service';
 import { MarkdownView, copy } from './markdown';
 
 interface ChatMessage {
@@ -13,7 +14,7 @@ interface ChatMessage {
   readonly done?: boolean;
   /** The connection dropped before `completed`. */
   readonly interrupted?: boolean;
-  /** Stop was asked for while this reply streamed. */
+  /** The reply ended because Stop was asked for. */
   readonly stopped?: boolean;
   /** A user message the server did not take (rejected, or an error before any reply). */
   readonly notSent?: boolean;
@@ -43,21 +44,20 @@ export class App {
   protected readonly overLimit = computed(() => this.length() > this.limit());
   protected readonly showCounter = computed(() => this.length() >= this.limit() * COUNTER_FROM);
   protected readonly canAsk = computed(() => this.connected() && this.prompt().trim() !== '' && !this.overLimit());
-  /** Replies whose last `typing` event said true. */
-  private readonly typingIds = signal<ReadonlySet<string>>(new Set());
-  protected readonly typing = computed(() => this.typingIds().size > 0);
-  /** `AskAi` invocations not yet returned: a reply is streaming or waiting for its turn. */
-  private readonly pending = signal(0);
-  protected readonly streaming = computed(() => this.pending() > 0);
+  /** Replies running in the conversation, by reply id. */
+  private readonly running = signal<ReadonlySet<string>>(new Set());
+  protected readonly typing = computed(() => this.running().size > 0);
+  /** `StartReply` invocations not yet returned. */
+  private readonly starting = signal(0);
+  protected readonly streaming = computed(() => this.running().size > 0 || this.starting() > 0);
+  /** The conversation shown: the default one, which is the seed's history. */
+  private readonly conversationId = 'default';
+  private readonly followers = new Map<string, Follower>();
   /** New content arrived below while the reader was scrolled up. */
   protected readonly unseen = signal(false);
   /** Seconds until the next connection attempt, while one is waited for. */
   protected readonly retryIn = signal<number | null>(null);
 
-  /** Ids from before a clear: their last events (`typing` false, `completed`) are ignored. */
-  private readonly retired = new Set<string>();
-  /** Ids whose reply ended with an error before any text. */
-  private readonly failedBeforeText = new Set<string>();
   private nextKey = 0;
   /** The log's height at the last render: the reader was at the bottom if within 40 px of it. */
   private lastHeight = 0;
@@ -65,50 +65,11 @@ export class App {
   private follow = true;
 
   constructor() {
-    this.ai.typing$.pipe(takeUntilDestroyed()).subscribe(({ id, typing }) => {
-      if (this.retired.has(id)) return;
-      if (typing) this.reply(id);
-      this.setTyping(id, typing);
-    });
-    this.ai.partial$.pipe(takeUntilDestroyed()).subscribe(({ id, text }) => {
-      if (this.retired.has(id)) return;
-      this.reply(id);
-      this.updateReply(id, (m) => ({ ...m, text: m.text + text }));
-    });
-    this.ai.error$.pipe(takeUntilDestroyed()).subscribe(({ id, text }) => {
-      if (this.retired.has(id)) return;
-      this.setTyping(id, false);
-      const empty = !this.messages().some((m) => m.kind === 'assistant' && m.id === id && m.text !== '');
-      if (empty) this.failedBeforeText.add(id);
-      // an error before any text replaces the empty reply bubble
-      this.messages.update((list) => list.filter((m) => !(m.kind === 'assistant' && m.id === id && m.text === '')));
-      this.add('error', text, id);
-    });
-    this.ai.completed$.pipe(takeUntilDestroyed()).subscribe((id) => {
-      this.setTyping(id, false);
-      this.updateReply(id, (m) => ({ ...m, done: true }));
-    });
-    this.ai.statusUpdate$.pipe(takeUntilDestroyed()).subscribe((update) => {
-      if (update !== 'history_cleared') return;
-      for (const m of this.messages()) if (m.id) this.retired.add(m.id);
-      for (const id of this.typingIds()) this.retired.add(id);
-      this.messages.set([]);
-      this.typingIds.set(new Set());
-      this.unseen.set(false);
-    });
-
-    // The server ends a lost connection's replies: nothing more will arrive for them.
+    // The connection dropped: the replies go on on the server; reconnecting resumes them.
     this.ai.connectionLost$.pipe(takeUntilDestroyed()).subscribe(() => {
-      this.typingIds.set(new Set());
-      this.messages.update((list) =>
-        list.map((m) => (m.kind === 'assistant' && !m.done ? { ...m, interrupted: true } : m)),
-      );
+      for (const follower of this.followers.values()) follower.subscription.unsubscribe();
     });
-    // A new connection is a new anonymous conversation: the assistant forgot the old one.
-    this.ai.reconnected$.pipe(takeUntilDestroyed()).subscribe(() => {
-      if (this.messages().length > 0) this.add('notice', 'Reconnected. The conversation was reset.');
-      void this.loadInfo();
-    });
+    this.ai.reconnected$.pipe(takeUntilDestroyed()).subscribe(() => void this.onConnected(true));
 
     // Whether the reader was at the bottom is measured against the height before this
     // render, here and now: a scroll event may not have been delivered yet.
@@ -132,7 +93,101 @@ export class App {
       if (at !== null) countdown = setInterval(tick, 250);
     });
 
-    void this.ai.start().then(() => this.loadInfo());
+    void this.ai.start().then(() => this.onConnected(false));
+  }
+
+  /** Connected (again): who we are, the limits, and the conversation with its running reply. */
+  private async onConnected(again: boolean): Promise<void> {
+    let same = false;
+    try {
+      const kept = localStorage.getItem(GUEST_KEY);
+      const guest = await this.ai.useGuest(kept);
+      if (guest !== null) localStorage.setItem(GUEST_KEY, guest);
+      same = guest === null || guest === kept;
+    } catch {
+      // an older server: the seed's per-connection conversation
+    }
+    await this.loadInfo();
+    try {
+      await this.open(this.conversationId);
+    } catch {
+      this.add('notice', 'The conversation could not be loaded.');
+    }
+    if (again) this.add('notice', same ? 'Reconnected.' : 'Reconnected. The conversation was reset.');
+  }
+
+  /** Shows the conversation and follows the reply running in it. */
+  private async open(id: string): Promise<void> {
+    const conversation = await this.ai.getConversation(id);
+    this.stopFollowing();
+    const shown: ChatMessage[] = conversation.messages.map((m) =>
+      m.role === 'user'
+        ? { key: this.nextKey++, kind: 'user', text: m.content }
+        : { key: this.nextKey++, kind: 'assistant', text: m.content, done: true },
+    );
+    this.messages.set(shown);
+    const reply = conversation.reply;
+    if (reply && reply.running) {
+      let userKey: number | undefined;
+      if (reply.continues) {
+        const last = [...shown].reverse().find((m) => m.kind === 'assistant');
+        if (last) this.messages.update((list) => list.map((m) => (m === last ? { ...m, id: reply.replyId, done: false } : m)));
+      } else if (reply.userMessage !== null) {
+        userKey = this.add('user', reply.userMessage);
+      }
+      this.followReply(reply, userKey, reply.userMessage ?? '');
+    }
+  }
+
+  /** Follows a reply by chunk number (ResumeReply): after a reload or reconnect, from its start. */
+  private followReply(reply: ReplyInfo, userKey: number | undefined, prompt: string): void {
+    const id = reply.replyId;
+    const follower: Follower = { sequence: 0, end: null, subscription: Subscription.EMPTY };
+    this.followers.set(id, follower);
+    this.running.update((ids) => new Set(ids).add(id));
+    follower.subscription = this.ai.resumeReply(reply.conversationId, 0).subscribe({
+      next: (item) => {
+        if (item.end) {
+          follower.end = item;
+        } else if (item.text !== undefined && item.sequence > follower.sequence) {
+          follower.sequence = item.sequence;
+          this.reply(id);
+          this.updateReply(id, (m) => ({ ...m, text: m.text + item.text }));
+        }
+      },
+      complete: () => this.finishReply(id, follower, userKey, prompt),
+      error: () => {
+        // a lost connection: reconnecting opens the conversation and follows the reply again
+        if (this.connected()) {
+          follower.end = { sequence: follower.sequence, end: 'error', error: 'The reply could not be followed.' };
+          this.finishReply(id, follower, userKey, prompt);
+        }
+      },
+    });
+  }
+
+  private finishReply(id: string, follower: Follower, userKey: number | undefined, prompt: string): void {
+    if (this.followers.get(id) !== follower) return;
+    this.followers.delete(id);
+    this.running.update((ids) => {
+      const next = new Set(ids);
+      next.delete(id);
+      return next;
+    });
+    const end = follower.end;
+    if (end?.end === 'error') {
+      // an error before any text replaces the empty reply bubble
+      this.messages.update((list) => list.filter((m) => !(m.kind === 'assistant' && m.id === id && m.text === '')));
+      this.add('error', end.error ?? 'The reply failed.', id);
+    }
+    if (follower.sequence === 0 && end?.end === 'error' && userKey !== undefined) this.notSent(userKey, prompt);
+    this.updateReply(id, (m) => ({ ...m, done: true, stopped: m.stopped || end?.end === 'stopped' }));
+  }
+
+  private stopFollowing(): void {
+    for (const follower of this.followers.values()) follower.subscription.unsubscribe();
+    this.followers.clear();
+    this.running.set(new Set());
   }
 
   protected async send(): Promise<void> {
@@ -142,26 +197,21 @@ export class App {
     this.follow = true;
     this.unseen.set(false);
     const key = this.add('user', prompt);
-    this.pending.update((n) => n + 1);
+    this.starting.update((n) => n + 1);
     try {
-      const id = await this.ai.ask(prompt);
-      if (this.failedBeforeText.delete(id)) this.notSent(key, prompt);
+      const reply = await this.ai.startReply(this.conversationId, prompt);
+      this.followReply(reply, key, prompt);
     } catch (err) {
-      const replied = this.messages().some((m) => m.key > key && m.kind === 'assistant');
-      if (!replied) this.notSent(key, prompt);
-      this.add(
-        'error',
-        this.connected() ? failure('The message could not be sent', err) : 'The connection was lost before the reply completed.',
-      );
+      this.notSent(key, prompt);
+      this.add('error', serverText(err) ?? failure('The message could not be sent', err));
     } finally {
-      this.pending.update((n) => n - 1);
+      this.starting.update((n) => n - 1);
     }
   }
 
   protected async stop(): Promise<void> {
-    this.messages.update((list) => list.map((m) => (m.kind === 'assistant' && !m.done ? { ...m, stopped: true } : m)));
     try {
-      await this.ai.stop();
+      await this.ai.stopReply(this.conversationId);
     } catch (err) {
       this.add('error', failure('Could not stop the reply', err));
     }
@@ -169,10 +219,14 @@ export class App {
 
   protected async clear(): Promise<void> {
     try {
-      await this.ai.clear();
+      await this.ai.clearConversation(this.conversationId);
     } catch (err) {
       this.add('error', failure('Could not clear the conversation', err));
+      return;
     }
+    this.stopFollowing();
+    this.messages.set([]);
+    this.unseen.set(false);
   }
 
   protected retryNow(): void {
@@ -232,15 +286,23 @@ export class App {
     this.messages.update((list) => list.map((m) => (m.kind === 'assistant' && m.id === id ? change(m) : m)));
   }
 
-  private setTyping(id: string, typing: boolean): void {
-    if (this.typingIds().has(id) === typing) return;
-    this.typingIds.update((ids) => {
-      const next = new Set(ids);
-      if (typing) next.add(id);
-      else next.delete(id);
-      return next;
-    });
-  }
+}
+
+interface Follower {
+  /** The last chunk shown. */
+  sequence: number;
+  end: ReplyItem | null;
+  subscription: Subscription;
+}
+
+const GUEST_KEY = 'chat-guest';
+const HUB_ERROR = 'HubException: ';
+
+/** The text for the user in a HubException the server raised, if it is one. */
+function serverText(err: unknown): string | null {
+  const text = err instanceof Error ? err.message : String(err);
+  const at = text.indexOf(HUB_ERROR);
+  return at >= 0 ? text.slice(at + HUB_ERROR.length) : null;
 }
 
 function failure(what: string, err: unknown): string {
