@@ -54,7 +54,7 @@ node-deps: tests/js/node_modules/.installed wwwroot/node_modules/.installed
 
 # The Angular client (seed 2), a real client of /chat: its production build goes to
 # wwwroot/angular/, which the server serves at /angular/.
-ANGULAR_SOURCES := $(shell find tests/angular/src -type f) $(wildcard tests/angular/*.json) wwwroot/js/markdown.js wwwroot/css/markdown.css
+ANGULAR_SOURCES := $(shell find tests/angular/src -type f) $(wildcard tests/angular/*.json) wwwroot/js/markdown.js wwwroot/css/markdown.css wwwroot/js/theme.js wwwroot/css/theme.css
 export NG_CLI_ANALYTICS := false
 
 tests/angular/node_modules/.installed: tests/angular/package.json tests/angular/package-lock.json | system-deps

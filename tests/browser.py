@@ -25,6 +25,7 @@ CHROMIUM_ARGS = [
 #: The viewports the issue tried both front ends in: a desktop and a phone.
 DESKTOP = (1280, 800)
 PHONE = (390, 844)
+AXE = Path(__file__).resolve().parent / "js" / "node_modules" / "axe-core" / "axe.min.js"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
@@ -113,3 +114,17 @@ def save_screenshot(page: Page, name: str, tmp_path: Path) -> Path:
     page.screenshot(path=str(target))
     assert target.stat().st_size > 10_000, "a screenshot of a rendered page"
     return target
+
+
+def serious_accessibility_violations(page: Page) -> list[dict[str, object]]:
+    """axe-core (npm, from tests/js) over the page as it is now: the serious and critical ones."""
+    if not AXE.is_file():
+        pytest.fail(f"{AXE} is missing: npm ci in tests/js (make test does)")
+    page.add_script_tag(path=str(AXE))
+    found: list[dict[str, object]] = page.evaluate(
+        """async () => (await axe.run(document, { resultTypes: ["violations"] })).violations
+            .filter(v => v.impact === "serious" || v.impact === "critical")
+            .map(v => ({ id: v.id, impact: v.impact, help: v.help,
+                         nodes: v.nodes.slice(0, 5).map(n => n.target.join(" ") + " : " + n.failureSummary) }))"""
+    )
+    return found

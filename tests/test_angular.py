@@ -8,12 +8,12 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from .browser import DESKTOP, PHONE, OpenPage, save_screenshot
+from .browser import DESKTOP, PHONE, OpenPage, save_screenshot, serious_accessibility_violations
 from .chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat
 from .conftest import ROOT
 from .test_page import SERVER_DOWN
@@ -301,3 +301,38 @@ def test_a_dropped_socket_resumes_the_reply(angular_server: ChatServer, new_page
     expect(reply).to_have_count(1)
     done(reply)
     expect(reply).to_have_text(" ".join(f"t{i}" for i in range(600)))
+
+
+# -- finishing: themes, accessibility, keyboard --------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_no_serious_accessibility_violation_in_either_theme(
+    angular_server: ChatServer, new_page: OpenPage, scheme: Literal["light", "dark"]
+) -> None:
+    page, _ = new_page(f"{angular_server.base}/angular/", color_scheme=scheme)
+    expect(page.locator("#status")).to_have_text("Connected")
+    assert not serious_accessibility_violations(page), "the empty state"
+    done(ask(page, "Some code:\n\n```python\nprint('hi')\n```\n\nand `inline` code."))
+    reply = ask(page, f"[[slow]] {nonce()}")
+    expect(reply).to_contain_text("tok2")
+    page.locator("#stop-btn").click()
+    done(reply)
+    page.locator("#prompt").fill("x" * 7000)
+    expect(page.locator("#char-count")).to_be_visible()
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert (background == "rgb(18, 20, 24)") == (scheme == "dark"), f"{scheme}: body {background}"
+    violations = serious_accessibility_violations(page)
+    assert not violations, f"{scheme} theme: {violations}"
+
+
+def test_the_theme_toggle_and_the_model(angular_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_app(new_page, angular_server)
+    expect(page.locator("#model")).to_have_text("azure · chat-deployment")
+    toggle = page.get_by_role("button", name="Dark mode")
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+    toggle.press("Enter")  # from the keyboard
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(18, 20, 24)"
+    page.reload()
+    expect(page.get_by_role("button", name="Dark mode")).to_have_attribute("aria-pressed", "true")

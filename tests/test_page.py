@@ -7,12 +7,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from playwright.sync_api import Page, Request, WebSocket, expect
 
-from .browser import PHONE, OpenPage, save_screenshot
+from .browser import PHONE, OpenPage, save_screenshot, serious_accessibility_violations
 from .chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat, token_for
 
 BUSY = "The AI service is busy. Please wait a moment and try again."
@@ -599,3 +599,81 @@ def test_regenerate_edit_and_continue(page_server: ChatServer, new_page: OpenPag
     text = wait_reply(page, 2)
     assert text.startswith(partial) and "Echo: Continue your previous reply" in text, text
     expect(replies(page)).to_have_count(2)
+
+
+# -- finishing: themes, accessibility, keyboard --------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_no_serious_accessibility_violation_in_either_theme(
+    page_server: ChatServer, new_page: OpenPage, scheme: Literal["light", "dark"]
+) -> None:
+    page = open_chat(new_page, page_server, color_scheme=scheme)
+    assert not serious_accessibility_violations(page), "the empty state"
+    chat(page, "Some code:\n\n```python\nprint('hi')\n```\n\nand `inline` code, a [link](https://example.com).")
+    send(page, f"[[slow]] {nonce()}")
+    expect(replies(page).nth(1).locator(".content")).to_contain_text("tok2")
+    page.locator("#stop-btn").click()
+    expect(replies(page).nth(1).locator(".message-state")).to_have_text("Stopped")
+    page.locator("#message-input").fill("x" * 7000)  # the counter shows
+    expect(page.locator("#char-count")).to_be_visible()
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert (background == "rgb(18, 20, 24)") == (scheme == "dark"), f"{scheme}: body {background}"
+    violations = serious_accessibility_violations(page)
+    assert not violations, f"{scheme} theme: {violations}"
+
+
+def test_the_theme_toggle_overrides_the_system_and_is_kept(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server, color_scheme="dark")
+    toggle = page.get_by_role("button", name="Dark mode")
+    expect(toggle).to_have_attribute("aria-pressed", "true")  # the system's choice
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(246, 247, 249)"
+    assert not serious_accessibility_violations(page)
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.get_by_role("button", name="Dark mode")).to_have_attribute("aria-pressed", "false")
+
+
+def test_the_model_is_named(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server)
+    expect(page.locator("#model")).to_have_text("azure · chat-deployment")
+
+
+def test_every_control_works_from_the_keyboard(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server, viewport=PHONE)
+    expect(page.locator("#message-input")).to_be_focused()
+    page.keyboard.type(f"by keyboard {nonce()}")
+    page.keyboard.press("Enter")
+    wait_reply(page, 1)
+    expect(page.locator("#message-input")).to_be_focused()
+
+    def tab_to(name: str) -> None:
+        target = page.get_by_role("button", name=name, exact=True)
+        for _ in range(40):
+            if target.evaluate("e => e === document.activeElement"):
+                return
+            page.keyboard.press("Tab")
+        raise AssertionError(f"Tab never reached {name!r}")
+
+    tab_to("Regenerate the reply")
+    page.keyboard.press("Enter")
+    wait_reply(page, 1)
+    tab_to("Chats")  # the phone's conversation list
+    page.keyboard.press("Enter")
+    expect(page.locator("#sidebar")).to_be_visible()
+    tab_to("New chat")
+    page.keyboard.press("Enter")
+    expect(page.locator(".message")).to_have_count(0)
+    expect(page.locator("#sidebar")).to_be_hidden()
+    page.locator("#message-input").focus()
+    page.keyboard.type("[[slow]] stop me")
+    page.keyboard.press("Enter")
+    expect(replies(page).first.locator(".content")).to_contain_text("tok1")
+    expect(page.locator("#stop-btn")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(replies(page).first.locator(".message-state")).to_have_text("Stopped")
+    tab_to("Dark mode")
+    page.keyboard.press("Space")
+    expect(page.get_by_role("button", name="Dark mode")).to_have_attribute("aria-pressed", "true")

@@ -536,6 +536,7 @@
     function closeSidebarOnPhone() {
         if (matchMedia("(max-width: 600px)").matches) setSidebar(false);
     }
+    ChatTheme.bind($("theme-btn"));
     chatsBtn.addEventListener("click", () => setSidebar(!document.body.classList.contains("sidebar-open")));
     newChatBtn.addEventListener("click", newConversation);
 

@@ -1,4 +1,4 @@
-import { Component, ElementRef, afterRenderEffect, computed, inject, signal, viewChild } from '@angular/core';
+import { Component, ElementRef, afterNextRender, afterRenderEffect, computed, inject, signal, viewChild } from '@angular/core';
 import { takeUntilDestroyed } from '@angular/core/rxjs-interop';
 import { Subscription } from 'rxjs';
 import { AiStreamService, ChatInfo, ReplyInfo, ReplyItem } from './ai-stream.service';
@@ -32,6 +32,7 @@ const COUNTER_FROM = 0.8;
 export class App {
   private readonly ai = inject(AiStreamService);
   private readonly list = viewChild.required<ElementRef<HTMLElement>>('list');
+  private readonly themeButton = viewChild.required<ElementRef<HTMLButtonElement>>('themeBtn');
 
   protected readonly status = this.ai.status;
   protected readonly connected = computed(() => this.status() === 'Connected');
@@ -92,6 +93,9 @@ export class App {
       tick();
       if (at !== null) countdown = setInterval(tick, 250);
     });
+
+    // the page's theme toggle (wwwroot/js/theme.js, bundled as a global script)
+    afterNextRender(() => ChatTheme.bind(this.themeButton().nativeElement));
 
     void this.ai.start().then(() => this.onConnected(false));
   }
@@ -294,6 +298,8 @@ interface Follower {
   end: ReplyItem | null;
   subscription: Subscription;
 }
+
+declare const ChatTheme: { bind(button: HTMLButtonElement): void };
 
 const GUEST_KEY = 'chat-guest';
 const HUB_ERROR = 'HubException: ';
