@@ -677,3 +677,17 @@ def test_every_control_works_from_the_keyboard(page_server: ChatServer, new_page
     tab_to("Dark mode")
     page.keyboard.press("Space")
     expect(page.get_by_role("button", name="Dark mode")).to_have_attribute("aria-pressed", "true")
+
+
+def test_a_cleared_conversation_can_be_restored(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server)
+    tag = nonce()
+    chat(page, f"keep this {tag}")
+    page.locator("#clear-btn").click()
+    expect(page.locator(".message.notice")).to_have_text("Conversation cleared.")
+    undo = page.get_by_role("button", name="Undo the clear")
+    expect(undo).to_be_focused()
+    undo.press("Enter")
+    expect(page.locator(".message.user")).to_have_text(f"keep this {tag}")
+    expect(replies(page)).to_have_count(1)
+    assert chat(page, "and then").endswith("(history: 4 messages)"), "the model sees the restored history"

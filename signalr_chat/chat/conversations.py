@@ -37,6 +37,8 @@ TITLE_LENGTH = 60
 MAX_TITLE_LENGTH = 200
 #: A finished reply's chunks are kept this long, for clients that come back late.
 KEPT_AFTER_END = 60.0
+#: A cleared conversation can be restored for this long.
+UNDO_SECONDS = 60.0
 CONTINUE_PROMPT = "Continue your previous reply exactly where it stopped, without repeating any of it."
 
 NOT_FOUND = "Conversation not found."
@@ -105,6 +107,7 @@ class ConversationService:
         self._watchers: dict[str, set[str]] = {}
         self._abandon: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._cleared: dict[str, tuple[list[ChatMessage], ConversationInfo, asyncio.TimerHandle]] = {}
 
     # -- who and where ------------------------------------------------------------
     def owner(self, context: HubCallerContext) -> str:
@@ -180,14 +183,39 @@ class ConversationService:
         await self._drop(owner, store, info.id)
 
     async def clear(self, context: HubCallerContext, conversation_id: object) -> None:
-        """Stops its reply and empties it; it stays in the list, as a new chat."""
+        """Stops its reply and empties it; it stays in the list, as a new chat. What it held
+        is kept for UNDO_SECONDS, for RestoreConversation."""
         owner, store = self.owner(context), self._store(context)
         info = await self._find(owner, store, conversation_id)
         key = self._key(owner, info.id)
         await self._stop_and_wait(key)
+        history = await store.load(key)
         await self.chat.clear_key(key, store)
         now = time.time()
         await store.save_conversation(owner, ConversationInfo(info.id, NEW_TITLE, info.created or now, now))
+        self._forget_cleared(key)
+        if history:
+            handle = asyncio.get_running_loop().call_later(UNDO_SECONDS, self._forget_cleared, key)
+            self._cleared[key] = (history, info, handle)
+
+    async def restore(self, context: HubCallerContext, conversation_id: object) -> bool:
+        """Undoes a clear of the last UNDO_SECONDS, unless the conversation was used since."""
+        owner, store = self.owner(context), self._store(context)
+        info = await self._find(owner, store, conversation_id)
+        key = self._key(owner, info.id)
+        cleared = self._cleared.get(key)
+        if cleared is None or self._running(key) or await store.load(key):
+            return False
+        self._forget_cleared(key)
+        history, before, _ = cleared
+        await store.replace(key, history)
+        await store.save_conversation(owner, ConversationInfo(info.id, before.title, info.created, time.time()))
+        return True
+
+    def _forget_cleared(self, key: str) -> None:
+        cleared = self._cleared.pop(key, None)
+        if cleared is not None:
+            cleared[2].cancel()
 
     async def _stop_and_wait(self, key: str) -> None:
         run = self._runs.get(key)
@@ -440,6 +468,8 @@ class ConversationService:
     async def close(self) -> None:
         for handle in self._abandon.values():
             handle.cancel()
+        for key in list(self._cleared):
+            self._forget_cleared(key)
         for key in list(self._runs):
             self._stop(key)
         for task in list(self._tasks):

@@ -133,6 +133,10 @@ class ChatHub(Hub):
         """Stops its reply and empties it (ClearHistory for any conversation)."""
         await _or_hub_error(self.conversations.clear(self.context, conversation_id))
 
+    async def restore_conversation(self, conversation_id: str) -> bool:
+        """Undoes ClearConversation within a minute, unless the conversation was used since."""
+        return await _or_hub_error(self.conversations.restore(self.context, conversation_id))
+
     async def get_conversation(self, conversation_id: str) -> dict[str, object]:
         """Its messages and the reply running in it (follow that with ResumeReply)."""
         return await _or_hub_error(self.conversations.open(self.context, conversation_id))

@@ -592,6 +592,16 @@
         jumpBtn.hidden = true;
         follow = true;
         notice("Conversation cleared.");
+        const cleared = conversationId;
+        const undo = button("Undo", "Undo the clear", async () => {
+            undo.disabled = true;
+            const restored = await connection.invoke("RestoreConversation", cleared).catch(() => false);
+            if (restored && conversationId === cleared) await openConversation(cleared);
+            else if (!restored) undo.replaceWith(document.createTextNode(""));
+            refreshList();
+        }, "undo-btn");
+        container.append(undo);
+        undo.focus(); // one key away for a keyboard user who cleared by mistake
         refreshList();
     });
     retryBtn.addEventListener("click", async () => {
