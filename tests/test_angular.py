@@ -336,3 +336,45 @@ def test_the_theme_toggle_and_the_model(angular_server: ChatServer, new_page: Op
     assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(18, 20, 24)"
     page.reload()
     expect(page.get_by_role("button", name="Dark mode")).to_have_attribute("aria-pressed", "true")
+
+
+def test_conversations_and_undoing_a_clear(angular_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_app(new_page, angular_server)
+    page.on("dialog", lambda dialog: dialog.accept("Renamed") if dialog.type == "prompt" else dialog.accept())
+    tag = nonce()
+    done(ask(page, f"About doors {tag}"))
+    expect(page.locator(".conversation-open")).to_have_text([f"About doors {tag}"])
+    page.get_by_role("button", name="New chat").click()
+    expect(page.locator(".message")).to_have_count(0)
+    done(ask(page, f"About windows {tag}"))
+    expect(page.locator(".conversation-open")).to_have_text([f"About windows {tag}", f"About doors {tag}"])
+    page.get_by_role("button", name=f"Open “About doors {tag}”").click()
+    expect(page.locator(".message.user")).to_have_text([f"About doors {tag}"])
+    page.get_by_role("button", name=f"Rename “About doors {tag}”").click()
+    expect(page.locator(".conversation-open").first).to_have_text("Renamed")
+
+    page.locator("#clear-btn").click()
+    expect(page.locator(".message.user")).to_have_count(0)
+    page.get_by_role("button", name="Undo the clear").click()
+    expect(page.locator(".message.user")).to_have_text([f"About doors {tag}"])
+    reply = ask(page, "and then")
+    expect(reply).to_have_text("Echo: and then (history: 4 messages)")
+
+    page.reload()  # the guest keeps the conversations and the open one
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator(".message.user")).to_have_text([f"About doors {tag}", "and then"])
+    page.get_by_role("button", name="Delete “Renamed”").click()
+    expect(page.locator(".conversation-open")).to_have_text([f"About windows {tag}"])
+    expect(page.locator(".message.user")).to_have_text([f"About windows {tag}"])
+
+
+def test_on_a_phone_the_conversation_list_is_a_panel(angular_server: ChatServer, new_page: OpenPage) -> None:
+    page, _ = new_page(f"{angular_server.base}/angular/", viewport=PHONE)
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator("#sidebar")).to_be_hidden()
+    chats = page.get_by_role("button", name="Chats")
+    chats.click()
+    expect(chats).to_have_attribute("aria-expanded", "true")
+    expect(page.locator("#sidebar")).to_be_visible()
+    page.get_by_role("button", name="New chat").click()
+    expect(page.locator("#sidebar")).to_be_hidden()

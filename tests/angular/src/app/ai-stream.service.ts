@@ -34,6 +34,11 @@ export interface ReplyInfo {
   sequence: number;
 }
 
+export interface ConversationEntry {
+  id: string;
+  title: string;
+}
+
 export interface Conversation {
   id: string;
   title: string;
@@ -159,6 +164,26 @@ export class AiStreamService {
   /** Makes this connection the guest `guestId` (a new guest if the server does not know it). */
   useGuest(guestId: string | null): Promise<string | null> {
     return this.connection.invoke<string | null>('UseGuestSession', guestId);
+  }
+
+  listConversations(): Promise<ConversationEntry[]> {
+    return this.connection.invoke<ConversationEntry[]>('ListConversations');
+  }
+
+  createConversation(): Promise<ConversationEntry> {
+    return this.connection.invoke<ConversationEntry>('CreateConversation', null);
+  }
+
+  renameConversation(id: string, title: string): Promise<ConversationEntry> {
+    return this.connection.invoke<ConversationEntry>('RenameConversation', id, title);
+  }
+
+  deleteConversation(id: string): Promise<void> {
+    return this.connection.invoke('DeleteConversation', id);
+  }
+
+  restoreConversation(id: string): Promise<boolean> {
+    return this.connection.invoke<boolean>('RestoreConversation', id);
   }
 
   getConversation(id: string): Promise<Conversation> {

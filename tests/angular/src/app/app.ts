@@ -1,7 +1,7 @@
 import { Component, ElementRef, afterNextRender, afterRenderEffect, computed, inject, signal, viewChild } from '@angular/core';
 import { takeUntilDestroyed } from '@angular/core/rxjs-interop';
 import { Subscription } from 'rxjs';
-import { AiStreamService, ChatInfo, ReplyInfo, ReplyItem } from './ai-stream.service';
+import { AiStreamService, ChatInfo, ConversationEntry, ReplyInfo, ReplyItem } from './ai-stream.service';
 import { MarkdownView, copy } from './markdown';
 
 interface ChatMessage {
@@ -51,8 +51,13 @@ export class App {
   /** `StartReply` invocations not yet returned. */
   private readonly starting = signal(0);
   protected readonly streaming = computed(() => this.running().size > 0 || this.starting() > 0);
-  /** The conversation shown: the default one, which is the seed's history. */
-  private readonly conversationId = 'default';
+  /** The conversation shown; at first the default one, which is the seed's history. */
+  protected conversationId = localStorage.getItem(CONVERSATION_KEY) ?? 'default';
+  protected readonly conversations = signal<readonly ConversationEntry[]>([]);
+  /** The phone's conversation panel is open. */
+  protected readonly sidebarOpen = signal(false);
+  /** A clear that Undo can take back: the conversation it emptied. */
+  protected readonly undoable = signal<string | null>(null);
   private readonly followers = new Map<string, Follower>();
   /** New content arrived below while the reader was scrolled up. */
   protected readonly unseen = signal(false);
@@ -112,6 +117,9 @@ export class App {
       // an older server: the seed's per-connection conversation
     }
     await this.loadInfo();
+    if (!same) this.conversationId = 'default';
+    await this.refreshList();
+    if (!this.conversations().some((c) => c.id === this.conversationId)) this.conversationId = 'default';
     try {
       await this.open(this.conversationId);
     } catch {
@@ -124,6 +132,9 @@ export class App {
   private async open(id: string): Promise<void> {
     const conversation = await this.ai.getConversation(id);
     this.stopFollowing();
+    this.conversationId = conversation.id;
+    localStorage.setItem(CONVERSATION_KEY, conversation.id);
+    this.undoable.set(null);
     const shown: ChatMessage[] = conversation.messages.map((m) =>
       m.role === 'user'
         ? { key: this.nextKey++, kind: 'user', text: m.content }
@@ -186,6 +197,67 @@ export class App {
     }
     if (follower.sequence === 0 && end?.end === 'error' && userKey !== undefined) this.notSent(userKey, prompt);
     this.updateReply(id, (m) => ({ ...m, done: true, stopped: m.stopped || end?.end === 'stopped' }));
+    void this.refreshList();
+  }
+
+  // -- conversations ------------------------------------------------------------------------
+  private async refreshList(): Promise<void> {
+    try {
+      this.conversations.set(await this.ai.listConversations());
+    } catch {
+      // the list stays as it was
+    }
+  }
+
+  protected async openConversation(id: string): Promise<void> {
+    this.sidebarOpen.set(false);
+    try {
+      await this.open(id);
+    } catch (err) {
+      this.add('error', serverText(err) ?? failure('The conversation could not be opened', err));
+    }
+  }
+
+  protected async newConversation(): Promise<void> {
+    try {
+      const created = await this.ai.createConversation();
+      await this.openConversation(created.id);
+      await this.refreshList();
+    } catch (err) {
+      this.add('error', serverText(err) ?? failure('A new conversation could not be started', err));
+    }
+  }
+
+  protected async renameConversation(c: ConversationEntry): Promise<void> {
+    const title = prompt('New name for the conversation', c.title);
+    if (title === null || !title.trim()) return;
+    try {
+      await this.ai.renameConversation(c.id, title);
+    } catch (err) {
+      this.add('error', serverText(err) ?? failure('The conversation could not be renamed', err));
+    }
+    await this.refreshList();
+  }
+
+  protected async deleteConversation(c: ConversationEntry): Promise<void> {
+    if (!confirm(`Delete “${c.title}”? This cannot be undone.`)) return;
+    try {
+      await this.ai.deleteConversation(c.id);
+    } catch (err) {
+      this.add('error', serverText(err) ?? failure('The conversation could not be deleted', err));
+      return;
+    }
+    await this.refreshList();
+    if (c.id === this.conversationId) await this.openConversation(this.conversations()[0]?.id ?? 'default');
+  }
+
+  protected async undoClear(): Promise<void> {
+    const id = this.undoable();
+    this.undoable.set(null);
+    if (id !== null && (await this.ai.restoreConversation(id).catch(() => false)) && id === this.conversationId) {
+      await this.open(id);
+    }
+    await this.refreshList();
   }
 
   private stopFollowing(): void {
@@ -231,6 +303,8 @@ export class App {
     this.stopFollowing();
     this.messages.set([]);
     this.unseen.set(false);
+    this.undoable.set(this.conversationId);
+    void this.refreshList();
   }
 
   protected retryNow(): void {
@@ -302,6 +376,7 @@ interface Follower {
 declare const ChatTheme: { bind(button: HTMLButtonElement): void };
 
 const GUEST_KEY = 'chat-guest';
+const CONVERSATION_KEY = 'chat-conversation';
 const HUB_ERROR = 'HubException: ';
 
 /** The text for the user in a HubException the server raised, if it is one. */
