@@ -378,3 +378,9 @@ def test_on_a_phone_the_conversation_list_is_a_panel(angular_server: ChatServer,
     expect(page.locator("#sidebar")).to_be_visible()
     page.get_by_role("button", name="New chat").click()
     expect(page.locator("#sidebar")).to_be_hidden()
+
+
+def test_a_reply_shows_the_tokens_it_cost(angular_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_app(new_page, angular_server)
+    done(ask(page, "[[tokens:7]] count"))
+    expect(page.locator(".reply-usage")).to_have_text(re.compile(r"^\d+ tokens \(\d+ in, 7 out\)$"))

@@ -691,3 +691,9 @@ def test_a_cleared_conversation_can_be_restored(page_server: ChatServer, new_pag
     expect(page.locator(".message.user")).to_have_text(f"keep this {tag}")
     expect(replies(page)).to_have_count(1)
     assert chat(page, "and then").endswith("(history: 4 messages)"), "the model sees the restored history"
+
+
+def test_a_reply_shows_the_tokens_it_cost(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server)
+    chat(page, "[[tokens:7]] count")
+    expect(replies(page).first.locator(".reply-usage")).to_have_text(re.compile(r"^\d+ tokens \(\d+ in, 7 out\)$"))

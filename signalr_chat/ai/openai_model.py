@@ -16,6 +16,7 @@ from .errors import AiContentFiltered, AiError, classify
 from .model import ChatMessage, estimate_tokens
 
 log = logging.getLogger(__name__)
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 class OpenAIChatModel:
@@ -52,7 +53,9 @@ class OpenAIChatModel:
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
 
-    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+    async def stream(
+        self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None
+    ) -> AsyncGenerator[str, None]:
         # The raw streaming response: the SDK still builds the request, retries and
         # authenticates, but its per-chunk pydantic models (a fifth of the server's time
         # when relaying hundreds of chats) are skipped for one orjson parse per event.
@@ -64,6 +67,8 @@ class OpenAIChatModel:
             messages=(),
             extra_body={"messages": list(messages)},
             stream=True,
+            # a last chunk with the token counts (no choices), when the caller wants them
+            stream_options={"include_usage": True} if usage is not None else openai.omit,
             max_tokens=self.max_output_tokens,
             temperature=openai.omit if self._temperature is None else self._temperature,
         )
@@ -71,14 +76,14 @@ class OpenAIChatModel:
             # leaving the block closes the response: the HTTP request is aborted when we stop early
             async with request as response:
                 async for line in response.iter_lines():
-                    for text in self._deltas(line):
+                    for text in self._deltas(line, usage):
                         yield text
         except AiError:
             raise
         except Exception as exc:
             raise classify(exc, self._provider) from exc
 
-    def _deltas(self, line: str) -> list[str]:
+    def _deltas(self, line: str, usage: dict[str, int] | None = None) -> list[str]:
         """The text deltas of one server-sent event line (most carry one; Azure's first none)."""
         if not line.startswith("data:"):
             return []  # blank separators, comments, `event:` lines
@@ -88,6 +93,9 @@ class OpenAIChatModel:
         chunk = orjson.loads(data)
         if chunk.get("error"):
             raise RuntimeError(f"error event in the stream: {chunk['error']}")
+        if usage is not None and isinstance(chunk.get("usage"), dict):
+            counts = chunk["usage"]
+            usage.update({k: counts[k] for k in USAGE_KEYS if isinstance(counts.get(k), int)})
         deltas = []
         for choice in chunk.get("choices") or ():
             content = (choice.get("delta") or {}).get("content")

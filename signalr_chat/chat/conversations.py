@@ -353,9 +353,10 @@ class ConversationService:
                     generation.stop()
                 parts: list[str] = []
                 error: AiError | None = None
+                usage: dict[str, int] = {}
                 try:
                     if not generation.stopped:
-                        await chat.relay(generation, prompt, parts, run.append)
+                        await chat.relay(generation, prompt, parts, run.append, usage)
                 except AiError as exc:
                     error = exc
                 except asyncio.CancelledError:
@@ -368,6 +369,7 @@ class ConversationService:
                 finally:
                     conversation.generations.discard(generation)
                 await self._save(run, owner, store, info, key, plan, parts)
+                run.usage = usage or None  # where the provider reported it
                 if error is not None:
                     return ("error", error.user_message)
                 return ("stopped" if generation.stopped else "completed", None)

@@ -50,12 +50,11 @@ class ReplyRun:
         self.chunks.append(text)
         self._wake()
 
-    def finish(self, outcome: Outcome, error: str | None = None, usage: dict[str, int] | None = None) -> None:
+    def finish(self, outcome: Outcome, error: str | None = None) -> None:
         if self.outcome is not None:
             return
         self.outcome = outcome
         self.error = error
-        self.usage = usage
         self.ended_at = time.monotonic()
         self._wake()
 

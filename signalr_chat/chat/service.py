@@ -227,10 +227,11 @@ class ChatService:
         prompt: list[ChatMessage],
         parts: list[str],
         emit: Callable[[str], Awaitable[None]],
+        usage: dict[str, int] | None = None,
     ) -> None:
         generation.relaying = True
         try:
-            async with aclosing(self.model.stream(prompt)) as tokens:
+            async with aclosing(self.model.stream(prompt, usage)) as tokens:
                 async for token in tokens:
                     parts.append(token)
                     await emit(token)

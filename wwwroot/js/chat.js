@@ -280,6 +280,7 @@
                 } else if ("end" in item) {
                     current.outcome = item.end;
                     current.error = item.error ?? null;
+                    current.usage = item.usage ?? null;
                 }
             },
             complete: () => { if (active === current) endReply(); },
@@ -305,6 +306,7 @@
         if (current.reply) {
             complete(current.reply);
             if (current.outcome === "stopped") mark(current.reply.div, "stopped", "Stopped");
+            if (current.usage) showUsage(current.reply.div, current.usage);
             if (current.outcome === "stopped" || current.outcome === "completed") addReplyActions(current.reply.div);
         }
         if (current.outcome === "error" && current.error) error(current.error);
@@ -316,6 +318,15 @@
         setStreaming(false);
         refreshList();
         if (current.kind !== "send" && produced) openConversation(current.conversationId, { quiet: true });
+    }
+
+    /** The tokens a reply cost, where the provider reported them. */
+    function showUsage(div, usage) {
+        const span = document.createElement("span");
+        span.className = "reply-usage";
+        const n = (x) => Number(x ?? 0).toLocaleString("en");
+        span.textContent = `${n(usage.total_tokens)} tokens (${n(usage.prompt_tokens)} in, ${n(usage.completion_tokens)} out)`;
+        div.append(span);
     }
 
     /** Regenerate and Continue under the conversation's last reply. */

@@ -7,6 +7,7 @@ import {
     assert,
     ChatClient,
     echo,
+    echoTokens,
     eventually,
     LP_JSON,
     nonce,
@@ -225,4 +226,35 @@ test("with a grace period of 0 the upstream is aborted as soon as the last clien
     await eventually(() => stream.items.length >= 2, 10_000, "two chunks");
     await a.connection.stop();
     assert.equal((await settledRecord(tag, 5_000)).outcome, "aborted");
+});
+
+test("the end of a reply carries the token usage the provider reported; the seed's requests ask for none", async (t) => {
+    const c = await guest(t);
+    const { id } = await c.invoke("CreateConversation", null);
+    const tag = nonce("usage");
+    const items = await reply(c, id, `count me ${tag}`);
+    const { usage } = endOf(items);
+    assert.equal(usage.completion_tokens, echoTokens(`count me ${tag}`, 2).length);
+    assert.ok(usage.prompt_tokens > 0);
+    assert.equal(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens);
+    const record = await settledRecord(`count me ${tag}`);
+    assert.deepEqual(record.body.stream_options, { include_usage: true });
+    await c.send(`seed ${tag}`);
+    const seed = await settledRecord(`seed ${tag}`);
+    assert.equal(seed.body.stream_options, undefined, "SendMessage's request is as before");
+});
+
+test("the built-in model counts its own tokens, and is named a small offline demo", async (t) => {
+    const c = await guest(t, null, { base: SERVERS.local });
+    const info = await c.invoke("GetChatInfo");
+    assert.equal(info.provider, "local");
+    assert.equal(info.offlineDemo, true);
+    const { id } = await c.invoke("CreateConversation", null);
+    const items = await reply(c, id, "Say hello.");
+    const chunks = items.filter((i) => "text" in i);
+    assert.ok(chunks.length > 0);
+    const { usage } = endOf(items);
+    assert.equal(usage.completion_tokens, chunks.length, "one chunk per generated token");
+    assert.ok(usage.prompt_tokens > 5);
+    assert.equal(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens);
 });

@@ -52,6 +52,8 @@ export interface ReplyItem {
   text?: string;
   end?: 'completed' | 'stopped' | 'error';
   error?: string;
+  /** On the end item, where the provider reported it. */
+  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
 }
 
 export interface TextEvent {

@@ -16,6 +16,8 @@ interface ChatMessage {
   readonly interrupted?: boolean;
   /** The reply ended because Stop was asked for. */
   readonly stopped?: boolean;
+  /** "N tokens (P in, C out)", where the provider reported them. */
+  readonly usage?: string;
   /** A user message the server did not take (rejected, or an error before any reply). */
   readonly notSent?: boolean;
 }
@@ -196,7 +198,10 @@ export class App {
       this.add('error', end.error ?? 'The reply failed.', id);
     }
     if (follower.sequence === 0 && end?.end === 'error' && userKey !== undefined) this.notSent(userKey, prompt);
-    this.updateReply(id, (m) => ({ ...m, done: true, stopped: m.stopped || end?.end === 'stopped' }));
+    const u = end?.usage;
+    const n = (x: number) => x.toLocaleString('en');
+    const usage = u ? `${n(u.total_tokens)} tokens (${n(u.prompt_tokens)} in, ${n(u.completion_tokens)} out)` : undefined;
+    this.updateReply(id, (m) => ({ ...m, done: true, stopped: m.stopped || end?.end === 'stopped', usage }));
     void this.refreshList();
   }
 
