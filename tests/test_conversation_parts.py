@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from signalr_chat.ai import ChatMessage
-from signalr_chat.chat.conversations import derive_title
+from signalr_chat.chat.conversations import ConversationService, derive_title
 from signalr_chat.chat.guests import GuestSessions
 from signalr_chat.chat.history import ConversationInfo, HistoryStore, InMemoryHistoryStore
 from signalr_chat.chat.replies import ReplyRun
+from signalr_chat.chat.service import ChatService
 from signalr_chat.chat.sqlite_history import SqliteHistoryStore
+from signalr_chat.settings import Settings
+from signalr_chat.signalr import HubCallerContext
 
 
 def turns(n: int) -> list[ChatMessage]:
@@ -103,3 +107,43 @@ async def test_a_reply_is_followed_from_any_chunk_without_gap_or_duplicate() -> 
         assert "".join(str(i["text"]) for i in chunks) == "abcde"[first - 1 :]
         assert items[-1] == {"sequence": 5, "end": "stopped", "replyId": run.id}
     assert await collect(5) == [{"sequence": 5, "end": "stopped", "replyId": run.id}]
+
+
+class _NoModel:
+    """Conversations are listed, created and forgotten without ever asking a model."""
+
+    name = "fake:none"
+    context_tokens = 4096
+    max_output_tokens = 256
+
+
+async def test_an_expired_guest_is_forgotten_with_their_conversations() -> None:
+    settings = Settings(guest_ttl_seconds=100)
+    anonymous = InMemoryHistoryStore(keep=10)
+    chat = ChatService(cast(Any, _NoModel()), settings, anonymous_store=anonymous, user_store=InMemoryHistoryStore(10))
+    conversations = ConversationService(chat, settings)
+    now = [0.0]
+    conversations.guests = GuestSessions(ttl=100, clock=lambda: now[0])
+
+    def connection(name: str) -> HubCallerContext:
+        return HubCallerContext(name, None, {}, None, lambda _: None)
+
+    first = connection("c1")
+    guest = await conversations.use_guest(first, None)
+    created = await conversations.create(first, "Kept for a while")
+    await anonymous.append(f"guest:{guest}/{created['id']}", turns(2))
+    await anonymous.append(f"guest:{guest}", turns(2))  # the default conversation
+    now[0] = 50
+    again = connection("c2")
+    assert await conversations.use_guest(again, guest) == guest
+    assert [c["id"] for c in await conversations.list(again)] == [created["id"], "default"]
+
+    now[0] = 500  # unseen for longer than the TTL: the next visitor's call sweeps it
+    await conversations.use_guest(connection("c3"), None)
+    assert await anonymous.conversations(f"guest:{guest}") == []
+    assert await anonymous.load(f"guest:{guest}/{created['id']}") == []
+    assert await anonymous.load(f"guest:{guest}") == []
+    late = connection("c4")
+    assert await conversations.use_guest(late, guest) != guest
+    assert await conversations.list(late) == []
+    await conversations.close()
