@@ -95,10 +95,14 @@
     /** The reader sent a message or jumped: follow whatever the scroll position says. */
     let follow = true;
 
+    /** Connected, and the conversation is loaded: sending before that would race the load. */
+    let ready = false;
+
     function setStatus(text) {
         status.textContent = text;
         status.className = "status " + text.toLowerCase();
-        const connected = text === "Connected";
+        if (text === "Reconnecting" || text === "Disconnected") ready = false;
+        const connected = text === "Connected" && ready;
         input.disabled = !connected || streaming;
         clearBtn.disabled = !connected;
         newChatBtn.disabled = !connected;
@@ -243,7 +247,7 @@
         charCount.textContent = `${count.toLocaleString("en")} / ${maxLength.toLocaleString("en")}`;
         charCount.classList.toggle("over", over);
         input.setAttribute("aria-invalid", String(over));
-        sendBtn.disabled = status.textContent !== "Connected" || streaming || over;
+        sendBtn.disabled = status.textContent !== "Connected" || !ready || streaming || over;
     }
 
     input.addEventListener("input", updateComposer);
@@ -358,7 +362,7 @@
 
     /** Starts a reply: "send" (the composer's text), "edit", "regenerate" or "continue". */
     async function startReply(kind) {
-        if (streaming || status.textContent !== "Connected") return;
+        if (streaming || !ready || status.textContent !== "Connected") return;
         const text = input.value;
         const current = { kind, conversationId, sequence: 0, reply: null, user: null, text, outcome: null };
         if (kind === "send" || kind === "edit") {
@@ -629,7 +633,7 @@
     /** Connected (again): who we are, the limits, the conversation, and the reply running in it. */
     async function connected(again) {
         hideCountdown();
-        setStatus("Connected");
+        // the pill says Connected once the conversation is loaded, when sending is possible
         const same = await identify().catch(() => false);
         await loadInfo().catch(() => {});
         if (!same) conversationId = DEFAULT;
@@ -637,6 +641,8 @@
         if (!conversations.some((c) => c.id === conversationId)) conversationId = DEFAULT;
         await openConversation(conversationId, { quiet: again }).catch(() => notice("The conversation could not be loaded."));
         if (again) notice(same ? "Reconnected." : "Reconnected. The conversation was reset.");
+        ready = true;
+        setStatus("Connected");
         input.focus();
     }
 

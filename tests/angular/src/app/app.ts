@@ -36,7 +36,13 @@ export class App {
   private readonly list = viewChild.required<ElementRef<HTMLElement>>('list');
   private readonly themeButton = viewChild.required<ElementRef<HTMLButtonElement>>('themeBtn');
 
-  protected readonly status = this.ai.status;
+  /** The connection's state, but Connected only once the conversation is loaded (sending is possible). */
+  protected readonly status = computed(() => {
+    const status = this.ai.status();
+    return status === 'Connected' && !this.ready() ? 'Connecting' : status;
+  });
+  /** The conversation is loaded: sending before that would race the load. */
+  private readonly ready = signal(false);
   protected readonly connected = computed(() => this.status() === 'Connected');
   protected readonly messages = signal<readonly ChatMessage[]>([]);
   protected readonly prompt = signal('');
@@ -75,6 +81,7 @@ export class App {
   constructor() {
     // The connection dropped: the replies go on on the server; reconnecting resumes them.
     this.ai.connectionLost$.pipe(takeUntilDestroyed()).subscribe(() => {
+      this.ready.set(false);
       for (const follower of this.followers.values()) follower.subscription.unsubscribe();
     });
     this.ai.reconnected$.pipe(takeUntilDestroyed()).subscribe(() => void this.onConnected(true));
@@ -109,6 +116,15 @@ export class App {
 
   /** Connected (again): who we are, the limits, and the conversation with its running reply. */
   private async onConnected(again: boolean): Promise<void> {
+    this.ready.set(false);
+    try {
+      await this.load(again);
+    } finally {
+      this.ready.set(true);
+    }
+  }
+
+  private async load(again: boolean): Promise<void> {
     let same = false;
     try {
       const kept = localStorage.getItem(GUEST_KEY);
