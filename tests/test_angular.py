@@ -60,9 +60,7 @@ def ask(page: Page, prompt: str) -> Any:
     return page.locator(".message.assistant").nth(count)
 
 
-def test_ask_ai_streams_and_completes(
-    angular_server: ChatServer, fake_ai: FakeAI, new_page: OpenPage, tmp_path: Path
-) -> None:
+def test_ask_ai_streams_and_completes(angular_server: ChatServer, fake_ai: FakeAI, new_page: OpenPage) -> None:
     page = open_app(new_page, angular_server)
     tag = uuid.uuid4().hex[:8]
     reply = ask(page, f"[[tokens:40]] {tag}")
@@ -87,7 +85,6 @@ def test_ask_ai_streams_and_completes(
     expect(next_reply).to_have_class("message assistant done")
     expect(next_reply).to_have_text(f"Echo: second {tag} (history: 4 messages)")
     assert next_reply.get_attribute("data-message-id") != message_id
-    save_screenshot(page, "screenshot-angular.png", tmp_path)
 
 
 def test_stop_ends_the_reply_with_completed(angular_server: ChatServer, new_page: OpenPage) -> None:
@@ -384,3 +381,20 @@ def test_a_reply_shows_the_tokens_it_cost(angular_server: ChatServer, new_page: 
     page = open_app(new_page, angular_server)
     done(ask(page, "[[tokens:7]] count"))
     expect(page.locator(".reply-usage")).to_have_text(re.compile(r"^\d+ tokens \(\d+ in, 7 out\)$"))
+
+
+def test_screenshot_of_a_real_looking_conversation(
+    angular_server: ChatServer, new_page: OpenPage, tmp_path: Path
+) -> None:
+    """docs/screenshot-angular.png with UPDATE_SCREENSHOTS=1 (`make screenshots`), in the dark theme."""
+    page, _ = new_page(f"{angular_server.base}/angular/", color_scheme="dark")
+    expect(page.locator("#status")).to_have_text("Connected")
+    done(ask(page, "Plan a weekend in Lisbon"))
+    page.get_by_role("button", name="New chat").click()
+    expect(page.locator(".message")).to_have_count(0)
+    done(ask(page, "How do I read a JSON file in Python?"))
+    reply = ask(page, "And how do I write it back, nicely formatted?")
+    done(reply)
+    expect(reply).to_contain_text("ensure_ascii=False keeps characters")
+    expect(page.locator(".conversation-open")).to_have_count(2)
+    save_screenshot(page, "screenshot-angular.png", tmp_path)

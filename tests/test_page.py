@@ -199,9 +199,7 @@ print("hi")
 [click me](javascript:window.__xss=3) and **bold**"""
 
 
-def test_markdown_renders_and_html_from_the_model_never_runs(
-    page_server: ChatServer, new_page: OpenPage, tmp_path: Path
-) -> None:
+def test_markdown_renders_and_html_from_the_model_never_runs(page_server: ChatServer, new_page: OpenPage) -> None:
     page = open_chat(new_page, page_server, permissions=("clipboard-read", "clipboard-write"))
     text = chat(page, MARKDOWN)
     reply = replies(page).first
@@ -221,7 +219,6 @@ def test_markdown_renders_and_html_from_the_model_never_runs(
     reply.locator(":scope > .copy-btn").click()
     expect(reply.locator(":scope > .copy-btn")).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()").startswith("Echo: Here is code:\n\n```python")
-    save_screenshot(page, "screenshot-page.png", tmp_path)
 
 
 def test_enter_sends_and_shift_enter_makes_a_newline(page_server: ChatServer, new_page: OpenPage) -> None:
@@ -697,3 +694,18 @@ def test_a_reply_shows_the_tokens_it_cost(page_server: ChatServer, new_page: Ope
     page = open_chat(new_page, page_server)
     chat(page, "[[tokens:7]] count")
     expect(replies(page).first.locator(".reply-usage")).to_have_text(re.compile(r"^\d+ tokens \(\d+ in, 7 out\)$"))
+
+
+def test_screenshot_of_a_real_looking_conversation(page_server: ChatServer, new_page: OpenPage, tmp_path: Path) -> None:
+    """docs/screenshot-page.png with UPDATE_SCREENSHOTS=1 (`make screenshots`): the fake's canned answers."""
+    page = open_chat(new_page, page_server)
+    chat(page, "Plan a weekend in Lisbon")
+    page.get_by_role("button", name="New chat").click()
+    expect(page.locator(".message")).to_have_count(0)
+    chat(page, "How do I read a JSON file in Python?")
+    text = chat(page, "And how do I write it back, nicely formatted?")
+    assert text.startswith("Pass indent to json.dump")
+    expect(page.locator(".conversation-open")).to_have_count(2)
+    page.locator("#message-input").focus()
+    page.locator("#chat-container").evaluate("c => { c.scrollTop = c.scrollHeight; }")
+    save_screenshot(page, "screenshot-page.png", tmp_path)
