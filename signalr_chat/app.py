@@ -13,6 +13,7 @@ from opentelemetry.trace import TracerProvider
 from .ai import create_model
 from .ai.telemetry import GenAITelemetry
 from .chat import ChatHub, ChatService
+from .chat.conversations import ConversationService
 from .chat.history import HistoryStore, InMemoryHistoryStore
 from .chat.sqlite_history import SqliteHistoryStore
 from .drain import GracefulDrain
@@ -39,6 +40,7 @@ LIBRARIES = {
     "/lib/msgpack": WWWROOT / "node_modules/@microsoft/signalr-protocol-msgpack/dist/browser",
     "/lib/marked": WWWROOT / "node_modules/marked/lib",
     "/lib/dompurify": WWWROOT / "node_modules/dompurify/dist",
+    "/lib/highlight": WWWROOT / "node_modules/@highlightjs/cdn-assets",
 }
 log = logging.getLogger(__name__)
 CHAT_SERVICE = web.AppKey("chat_service", ChatService)
@@ -103,6 +105,7 @@ def create_app(
         user_store = InMemoryHistoryStore(keep)
     model = create_model(settings, genai_telemetry)
     chat = ChatService(model, settings, anonymous_store=InMemoryHistoryStore(keep), user_store=user_store)
+    conversations = ConversationService(chat, settings)
 
     app = web.Application()
     app[CHAT_SERVICE] = chat
@@ -123,6 +126,7 @@ def create_app(
             raise
 
     async def stop(app: web.Application) -> None:
+        await conversations.close()
         await model.aclose()
         await user_store.close()
         await chat.anonymous_store.close()
@@ -153,7 +157,7 @@ def create_app(
             options=options,
             lifetime=lifetime,
             validator=validator,
-            factory=lambda: ChatHub(chat),
+            factory=lambda: ChatHub(chat, conversations),
             telemetry=signalr_telemetry,
         )
         for path in CHAT_PATHS

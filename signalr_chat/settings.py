@@ -110,6 +110,18 @@ class Settings(BaseSettings):
         description="Where signed-in users' history lives (with AUTH_JWT_SECRET set); anonymous history is "
         "always in memory.",
     )
+    reply_grace_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="How long a reply goes on generating with no client of its conversation connected (a reload "
+        "or a dropped connection comes back well within it); then the upstream request is aborted. 0: at once.",
+    )
+    guest_ttl_seconds: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="An anonymous visitor's guest identity, and their conversations, are forgotten after this "
+        "long unseen.",
+    )
     history_db: Path = Field(Path("chat-history.sqlite3"), description="SQLite file for history_store=sqlite.")
 
     # -- sign-in (optional) ----------------------------------------------------

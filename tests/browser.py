@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
@@ -21,6 +22,10 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
+#: The viewports the issue tried both front ends in: a desktop and a phone.
+DESKTOP = (1280, 800)
+PHONE = (390, 844)
+AXE = Path(__file__).resolve().parent / "js" / "node_modules" / "axe-core" / "axe.min.js"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
@@ -66,13 +71,24 @@ def page_errors() -> list[PageErrors]:
 
 @pytest.fixture
 def new_page(browser: Browser, page_errors: list[PageErrors]) -> Iterator[OpenPage]:
-    """new_page(url, permissions=, init_script=) -> (page, errors); contexts close after the test."""
+    """new_page(url, permissions=, init_script=, viewport=, color_scheme=) -> (page, errors);
+    contexts close after the test."""
     contexts = []
 
     def open_page(
-        url: str, *, permissions: tuple[str, ...] = (), init_script: str | None = None
+        url: str,
+        *,
+        permissions: tuple[str, ...] = (),
+        init_script: str | None = None,
+        viewport: tuple[int, int] = DESKTOP,
+        color_scheme: Literal["light", "dark"] = "light",
     ) -> tuple[Page, PageErrors]:
-        context = browser.new_context(viewport={"width": 900, "height": 700})
+        width, height = viewport
+        context = browser.new_context(
+            viewport={"width": width, "height": height},
+            color_scheme=color_scheme,
+            has_touch=viewport == PHONE,
+        )
         if permissions:
             context.grant_permissions(list(permissions), origin=url.split("/", 3)[0] + "//" + url.split("/", 3)[2])
         contexts.append(context)
@@ -98,3 +114,17 @@ def save_screenshot(page: Page, name: str, tmp_path: Path) -> Path:
     page.screenshot(path=str(target))
     assert target.stat().st_size > 10_000, "a screenshot of a rendered page"
     return target
+
+
+def serious_accessibility_violations(page: Page) -> list[dict[str, object]]:
+    """axe-core (npm, from tests/js) over the page as it is now: the serious and critical ones."""
+    if not AXE.is_file():
+        pytest.fail(f"{AXE} is missing: npm ci in tests/js (make test does)")
+    page.add_script_tag(path=str(AXE))
+    found: list[dict[str, object]] = page.evaluate(
+        """async () => (await axe.run(document, { resultTypes: ["violations"] })).violations
+            .filter(v => v.impact === "serious" || v.impact === "critical")
+            .map(v => ({ id: v.id, impact: v.impact, help: v.help,
+                         nodes: v.nodes.slice(0, 5).map(n => n.target.join(" ") + " : " + n.failureSummary) }))"""
+    )
+    return found

@@ -172,8 +172,9 @@ def serve_chat(fake: FakeAI, tmp: Path, **settings: str) -> Iterator[ChatServer]
 
 @pytest.fixture(scope="session")
 def chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
-    """Azure OpenAI (classic routes, API key), default limits."""
-    yield from serve_chat(fake_ai, tmp_path_factory.mktemp("chat"), **azure_settings(fake_ai))
+    """Azure OpenAI (classic routes, API key), default limits; a 2 s reply grace period, so
+    the test of a reply nobody came back for is short."""
+    yield from serve_chat(fake_ai, tmp_path_factory.mktemp("chat"), **azure_settings(fake_ai, reply_grace_seconds="2"))
 
 
 @pytest.fixture(scope="session")
@@ -188,6 +189,7 @@ def tight_chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory)
             max_message_length="200",
             rate_limit_messages="3",
             rate_limit_window_seconds="60",
+            reply_grace_seconds="0",
             ai_context_tokens="600",
             ai_max_output_tokens="100",
         ),

@@ -7,6 +7,8 @@ IDENTITY_ENDPOINT and IDENTITY_HEADER are set). Every chat request is recorded, 
 prove retries, auth headers and that a client disconnect cancels the upstream stream.
 
 Behaviour is scripted by markers in the last user message; `MARKERS` lists them, `plan` applies them.
+A question in `DEMO_REPLIES` gets a canned, real-looking answer instead of the echo: the docs'
+screenshots ask those.
 
 Run as a process: `python -m tests.fake_ai --port N [--api-key KEY] [--bearer-token TOKEN]
 [--identity-header SECRET]`; it prints `listening on http://127.0.0.1:PORT` when ready (port 0 picks a free one).
@@ -107,6 +109,35 @@ PROMPT_FILTER_RESULTS: list[dict[str, Any]] = [
     }
 ]
 COMPLETION_FILTERED_RESULTS: dict[str, Any] = {**SAFE_FILTER_RESULTS, "hate": {"filtered": True, "severity": "high"}}
+
+#: Canned answers for the docs' screenshots (`make screenshots`), so they show a conversation
+#: as a user would see one rather than the echo.
+DEMO_REPLIES: dict[str, str] = {
+    "Plan a weekend in Lisbon": (
+        "Here is a relaxed two-day plan:\n\n"
+        "1. **Saturday**: Alfama in the morning, lunch at Time Out Market, sunset at Miradouro da Senhora do Monte.\n"
+        "2. **Sunday**: tram 28 to Belém, pastéis de Belém, then the MAAT by the river.\n\n"
+        "Buy a Viva Viagem card for trams and the metro."
+    ),
+    "How do I read a JSON file in Python?": (
+        "Use the standard library's `json` module:\n\n"
+        "```python\nimport json\n\n"
+        'with open("settings.json", encoding="utf-8") as f:\n'
+        "    settings = json.load(f)\n\n"
+        'print(settings["theme"])\n```\n\n'
+        "`json.load` reads from an open file, `json.loads` parses a string. Invalid JSON raises "
+        "`json.JSONDecodeError`, so catch it if the file may be edited by hand."
+    ),
+    "And how do I write it back, nicely formatted?": (
+        "Pass `indent` to `json.dump`:\n\n"
+        "```python\n"
+        'with open("settings.json", "w", encoding="utf-8") as f:\n'
+        "    json.dump(settings, f, indent=2, ensure_ascii=False)\n```\n\n"
+        "- `indent=2` puts each key on its own line.\n"
+        "- `ensure_ascii=False` keeps characters like `é` readable.\n"
+        "- `sort_keys=True` gives stable diffs in version control."
+    ),
+}
 
 _TOKENS_MARKER = re.compile(r"\[\[tokens:(\d+)\]\]")
 _WORDS = re.compile(r"\s*\S+")
@@ -254,6 +285,8 @@ def plan(state: FakeState, body: dict[str, Any]) -> Script:
     if "[[multiline]]" in text:
         reply = f"Echo: {text} (history: {len(messages)} messages)"
         return Script(tokens=word_tokens(reply), delay=delay, multiline=True)
+    if text in DEMO_REPLIES:
+        return Script(tokens=word_tokens(DEMO_REPLIES[text]), delay=delay)
     reply = f"Echo: {text} (history: {len(messages)} messages)"
     return Script(tokens=word_tokens(reply), delay=delay)
 

@@ -130,7 +130,12 @@ class LocalChatModel:
             if close is not None:
                 close()
 
-    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+    async def stream(
+        self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None
+    ) -> AsyncGenerator[str, None]:
+        if usage is not None:
+            usage.update(prompt_tokens=sum(self.count_tokens(m["content"]) for m in messages), completion_tokens=0)
+            usage["total_tokens"] = usage["prompt_tokens"]
         llama = await self._free.get()
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[object] = asyncio.Queue()
@@ -151,6 +156,9 @@ class LocalChatModel:
                     log.error("local model failed: %r", item)
                     raise AiFailed from item
                 assert isinstance(item, str)
+                if usage is not None:  # the model counts its own: one delta per token
+                    usage["completion_tokens"] = usage.get("completion_tokens", 0) + 1
+                    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
                 yield item
         finally:
             stop.set()

@@ -29,8 +29,12 @@ class ChatModel(Protocol):
         """Tokens in `text`: exact where the tokenizer is at hand, else a safe estimate."""
         ...
 
-    def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
-        """Text deltas as they are generated; closing the iterator stops generation at once."""
+    def stream(self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None) -> AsyncGenerator[str, None]:
+        """Text deltas as they are generated; closing the iterator stops generation at once.
+
+        `usage`, when given, receives `prompt_tokens`, `completion_tokens` and `total_tokens`
+        where the provider reports them (or the model counts its own).
+        """
         ...
 
 

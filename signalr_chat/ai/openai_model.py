@@ -20,6 +20,7 @@ from .sse_events import ServerSentEvents
 from .telemetry import GenAITelemetry, ModelCall
 
 log = logging.getLogger(__name__)
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 class OpenAIChatModel:
@@ -60,7 +61,9 @@ class OpenAIChatModel:
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
 
-    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+    async def stream(
+        self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None
+    ) -> AsyncGenerator[str, None]:
         # The raw streaming response: the SDK still builds the request, retries and
         # authenticates, but its per-chunk pydantic models (a fifth of the server's time
         # when relaying hundreds of chats) are skipped for one orjson parse per event.
@@ -73,8 +76,8 @@ class OpenAIChatModel:
             messages=(),
             extra_body={"messages": list(messages)},
             stream=True,
-            # token usage arrives in a last chunk only when asked for, and only telemetry needs it
-            stream_options=openai.omit if call is None else {"include_usage": True},
+            # a last chunk with the token counts (no choices), when the caller or telemetry wants them
+            stream_options=openai.omit if usage is None and call is None else {"include_usage": True},
             max_tokens=self.max_output_tokens,
             temperature=openai.omit if self._temperature is None else self._temperature,
         )
@@ -90,7 +93,7 @@ class OpenAIChatModel:
                     if data == "[DONE]":
                         finished = True
                         break
-                    texts, done = self._deltas(data, call)
+                    texts, done = self._deltas(data, call, usage)
                     finished = finished or done
                     for text in texts:
                         yield text
@@ -121,7 +124,9 @@ class OpenAIChatModel:
             temperature=self._temperature,
         )
 
-    def _deltas(self, data: str, call: ModelCall | None = None) -> tuple[list[str], bool]:
+    def _deltas(
+        self, data: str, call: ModelCall | None = None, usage: dict[str, int] | None = None
+    ) -> tuple[list[str], bool]:
         """The text deltas of one event (most carry one; Azure's first none), and whether
         it ends the reply. Anything a chat completion chunk never holds is an error."""
         chunk = orjson.loads(data)
@@ -129,6 +134,9 @@ class OpenAIChatModel:
             raise UnexpectedUpstream(f"an event that is not an object: {type(chunk).__name__}")
         if chunk.get("error"):
             raise RuntimeError(f"error event in the stream: {chunk['error']}")
+        if usage is not None and isinstance(chunk.get("usage"), dict):
+            counts = chunk["usage"]
+            usage.update({k: counts[k] for k in USAGE_KEYS if isinstance(counts.get(k), int)})
         choices = chunk.get("choices") or []
         if type(choices) is not list:
             raise UnexpectedUpstream(f"'choices' is a {type(choices).__name__}")

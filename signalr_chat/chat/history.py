@@ -9,9 +9,23 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ..ai import ChatMessage
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationInfo:
+    """A conversation in its owner's list; the messages are stored apart, under its key."""
+
+    id: str
+    title: str
+    created: float
+    updated: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {"id": self.id, "title": self.title, "created": self.created, "updated": self.updated}
 
 
 class HistoryStore(Protocol):
@@ -23,6 +37,20 @@ class HistoryStore(Protocol):
 
     async def clear(self, conversation: str) -> None: ...
 
+    async def replace(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
+        """The conversation becomes exactly `messages` (edit, regenerate, continue)."""
+        ...
+
+    async def conversations(self, owner: str) -> list[ConversationInfo]:
+        """The owner's conversations, most recently updated first."""
+        ...
+
+    async def save_conversation(self, owner: str, info: ConversationInfo) -> None: ...
+
+    async def forget_conversation(self, owner: str, conversation_id: str) -> None:
+        """Drops the list entry only; the caller clears the messages."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -32,6 +60,7 @@ class InMemoryHistoryStore:
     def __init__(self, keep: int) -> None:
         self._keep = keep
         self._conversations: dict[str, deque[ChatMessage]] = {}
+        self._lists: dict[str, dict[str, ConversationInfo]] = {}
 
     def __len__(self) -> int:
         return len(self._conversations)
@@ -48,5 +77,22 @@ class InMemoryHistoryStore:
     async def clear(self, conversation: str) -> None:
         self._conversations.pop(conversation, None)
 
+    async def replace(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
+        self._conversations[conversation] = deque(messages, maxlen=self._keep)
+
+    async def conversations(self, owner: str) -> list[ConversationInfo]:
+        return sorted(self._lists.get(owner, {}).values(), key=lambda c: c.updated, reverse=True)
+
+    async def save_conversation(self, owner: str, info: ConversationInfo) -> None:
+        self._lists.setdefault(owner, {})[info.id] = replace(info)
+
+    async def forget_conversation(self, owner: str, conversation_id: str) -> None:
+        listed = self._lists.get(owner)
+        if listed is not None:
+            listed.pop(conversation_id, None)
+            if not listed:
+                del self._lists[owner]
+
     async def close(self) -> None:
         self._conversations.clear()
+        self._lists.clear()

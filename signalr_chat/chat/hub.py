@@ -3,17 +3,20 @@
 Seed 1 (the wwwroot page): SendMessage / ClearHistory with ReceiveStatusUpdate,
 ReceiveStreamStart, ReceiveStreamToken, ReceiveStreamEnd and ReceiveError.
 Seed 2 (the Angular app): AskAi with typing / partial / completed (and error).
-Both, and StreamMessage for `connection.stream(...)`, share one history.
+Both, and StreamMessage for `connection.stream(...)`, share one history: the default
+conversation of the conversation methods below (docs/chat.md), which both front ends use.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 from ..ai import AiError, AiFailed
 from ..signalr import Hub, HubException
+from .conversations import ConversationService
 from .service import ChatService, Rejected
 
 log = logging.getLogger(__name__)
@@ -27,9 +30,21 @@ def user_message(error: Exception) -> str:
     return AiFailed.user_message
 
 
+T = TypeVar("T")
+
+
+async def _or_hub_error(work: Awaitable[T]) -> T:
+    """A rejection reaches the client as a HubException: its text is for the user."""
+    try:
+        return await work
+    except Rejected as exc:
+        raise HubException(exc.user_message) from None
+
+
 class ChatHub(Hub):
-    def __init__(self, chat: ChatService) -> None:
+    def __init__(self, chat: ChatService, conversations: ConversationService) -> None:
         self.chat = chat
+        self.conversations = conversations
 
     async def send_message(self, message: str) -> None:
         caller = self.clients.caller
@@ -105,5 +120,64 @@ class ChatHub(Hub):
         """The caller's conversation, so a page can show it again after a reload."""
         return [{"role": m["role"], "content": m["content"]} for m in await self.chat.history(self.context)]
 
+    async def get_chat_info(self) -> dict[str, object]:
+        """What a front end shows before the first message: the length limit and the model."""
+        return self.chat.info()
+
+    # -- conversations (docs/chat.md) ----------------------------------------------
+    async def use_guest_session(self, guest_id: str | None) -> str | None:
+        """An anonymous visitor's identity across reloads; a new one unless `guest_id` is alive."""
+        return await self.conversations.use_guest(self.context, guest_id)
+
+    async def list_conversations(self) -> list[dict[str, object]]:
+        return await _or_hub_error(self.conversations.list(self.context))
+
+    async def create_conversation(self, title: str | None) -> dict[str, object]:
+        return await _or_hub_error(self.conversations.create(self.context, title))
+
+    async def rename_conversation(self, conversation_id: str, title: str) -> dict[str, object]:
+        return await _or_hub_error(self.conversations.rename(self.context, conversation_id, title))
+
+    async def delete_conversation(self, conversation_id: str) -> None:
+        await _or_hub_error(self.conversations.delete(self.context, conversation_id))
+
+    async def clear_conversation(self, conversation_id: str) -> None:
+        """Stops its reply and empties it (ClearHistory for any conversation)."""
+        await _or_hub_error(self.conversations.clear(self.context, conversation_id))
+
+    async def restore_conversation(self, conversation_id: str) -> bool:
+        """Undoes ClearConversation within a minute, unless the conversation was used since."""
+        return await _or_hub_error(self.conversations.restore(self.context, conversation_id))
+
+    async def get_conversation(self, conversation_id: str) -> dict[str, object]:
+        """Its messages and the reply running in it (follow that with ResumeReply)."""
+        return await _or_hub_error(self.conversations.open(self.context, conversation_id))
+
+    async def start_reply(self, conversation_id: str, message: str) -> dict[str, object]:
+        """Starts a reply to `message`; returns at once. Follow it with ResumeReply(id, 0)."""
+        return await _or_hub_error(self.conversations.start(self.context, conversation_id, "send", message))
+
+    async def regenerate_reply(self, conversation_id: str) -> dict[str, object]:
+        return await _or_hub_error(self.conversations.start(self.context, conversation_id, "regenerate"))
+
+    async def edit_message(self, conversation_id: str, index: int, message: str) -> dict[str, object]:
+        """Replaces user message `index` (and everything after it) and answers the new text."""
+        return await _or_hub_error(self.conversations.start(self.context, conversation_id, "edit", message, index))
+
+    async def continue_reply(self, conversation_id: str) -> dict[str, object]:
+        return await _or_hub_error(self.conversations.start(self.context, conversation_id, "continue"))
+
+    async def stop_reply(self, conversation_id: str) -> bool:
+        return await _or_hub_error(self.conversations.stop(self.context, conversation_id))
+
+    async def resume_reply(self, conversation_id: str, after_sequence: int) -> AsyncIterator[dict[str, object]]:
+        """The conversation's reply: the chunks numbered above `after_sequence`, then live, then an end item."""
+        try:
+            async for item in self.conversations.follow(self.context, conversation_id, after_sequence):
+                yield item
+        except Rejected as exc:
+            raise HubException(exc.user_message) from None
+
     async def on_disconnected(self, exception: BaseException | None) -> None:
+        self.conversations.disconnected(self.context)
         await self.chat.disconnected(self.context)

@@ -23,6 +23,9 @@ from .trimming import TooLongForModel, fit_to_budget
 
 log = logging.getLogger(__name__)
 
+#: Where UseGuestSession keeps a connection's guest id (HubCallerContext.items).
+GUEST_ITEM = "chat.guest"
+
 EMPTY_MESSAGE = "Message cannot be empty."
 NOT_TEXT = "Message must be text."
 TOO_LONG_FOR_MODEL = "Message is too long for the model's context window. Please shorten it."
@@ -115,9 +118,13 @@ class ChatService:
     # -- who owns a conversation --------------------------------------------
     @staticmethod
     def conversation_key(context: HubCallerContext) -> str:
-        """Signed-in users have one conversation across connections; anonymous ones, one per connection."""
+        """Signed-in users have one conversation across connections, and so do guests
+        (UseGuestSession); other anonymous visitors, one per connection."""
         user = context.user_identifier
-        return f"user:{user}" if user is not None else f"connection:{context.connection_id}"
+        if user is not None:
+            return f"user:{user}"
+        guest = context.items.get(GUEST_ITEM)
+        return f"guest:{guest}" if isinstance(guest, str) else f"connection:{context.connection_id}"
 
     def _store(self, context: HubCallerContext) -> HistoryStore:
         return self.user_store if context.user_identifier is not None else self.anonymous_store
@@ -133,6 +140,17 @@ class ChatService:
             conversation.users -= 1
             if conversation.users == 0:
                 self._conversations.pop(key, None)
+
+    def info(self) -> dict[str, object]:
+        """The limit a composer counts against, and which model answers (the built-in one is
+        a small offline demo whose answers are often wrong: front ends say so)."""
+        provider, _, model = self.model.name.partition(":")
+        return {
+            "maxMessageLength": self.settings.max_message_length,
+            "provider": provider,
+            "model": model or provider,
+            "offlineDemo": provider == "local",
+        }
 
     # -- checks before any work ---------------------------------------------
     def check(self, context: HubCallerContext, message: object) -> str:
@@ -223,6 +241,7 @@ class ChatService:
         prompt: list[ChatMessage],
         parts: list[str],
         emit: Callable[[str], Awaitable[None]],
+        usage: dict[str, int] | None = None,
     ) -> None:
         """Relay the model's tokens, within the reply's length limit and deadlines.
 
@@ -238,7 +257,7 @@ class ChatService:
         length = 0
         generation.relaying = True
         try:
-            async with aclosing(self.model.stream(prompt)) as tokens:
+            async with aclosing(self.model.stream(prompt, usage)) as tokens:
                 async for token in tokens:
                     if type(token) is not str:
                         log.warning("the model yielded a %s, not text", type(token).__name__)
@@ -339,6 +358,18 @@ class ChatService:
             async with conversation.lock:
                 await self._store(context).clear(key)
 
+    async def clear_key(self, key: str, store: HistoryStore) -> None:
+        """`clear` for a conversation named by its key (the conversation service's)."""
+        with self._using(key) as conversation:
+            for generation in list(conversation.generations):
+                generation.stop()
+            async with conversation.lock:
+                await store.clear(key)
+
+    #: For the conversation service, which runs replies in tasks of their own.
+    using = _using
+    relay = _relay
+
     async def history(self, context: HubCallerContext) -> list[ChatMessage]:
         return await self._store(context).load(self.conversation_key(context))
 
@@ -352,7 +383,7 @@ class ChatService:
                 generation.task.cancel()  # still waiting for its turn
         if generations:
             await asyncio.wait([asyncio.ensure_future(g.done.wait()) for g in generations], timeout=5)
-        if context.user_identifier is None:
-            key = self.conversation_key(context)
+        key = self.conversation_key(context)
+        if key.startswith("connection:"):  # a guest's conversation outlives the connection
             await self.anonymous_store.clear(key)
             self.limiter.forget(key)

@@ -13,6 +13,7 @@ from typing import cast
 import aiosqlite
 
 from ..ai import ChatMessage
+from .history import ConversationInfo
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -23,6 +24,14 @@ CREATE TABLE IF NOT EXISTS messages (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation, id);
+CREATE TABLE IF NOT EXISTS conversations (
+    owner TEXT NOT NULL,
+    id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (owner, id)
+);
 """
 
 
@@ -83,6 +92,34 @@ class SqliteHistoryStore:
         async with self._writing:
             await self.db.execute("DELETE FROM messages WHERE conversation = ?", (conversation,))
             await self.db.commit()
+
+    async def replace(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
+        now = time.time()
+        await self.db.execute("DELETE FROM messages WHERE conversation = ?", (conversation,))
+        await self.db.executemany(
+            "INSERT INTO messages (conversation, role, content, created) VALUES (?, ?, ?, ?)",
+            [(conversation, m["role"], m["content"], now) for m in messages[-self._keep :]],
+        )
+        await self.db.commit()
+
+    async def conversations(self, owner: str) -> list[ConversationInfo]:
+        async with self.db.execute(
+            "SELECT id, title, created, updated FROM conversations WHERE owner = ? ORDER BY updated DESC", (owner,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [ConversationInfo(str(i), str(title), float(c), float(u)) for i, title, c, u in rows]
+
+    async def save_conversation(self, owner: str, info: ConversationInfo) -> None:
+        await self.db.execute(
+            "INSERT INTO conversations (owner, id, title, created, updated) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (owner, id) DO UPDATE SET title = excluded.title, updated = excluded.updated",
+            (owner, info.id, info.title, info.created, info.updated),
+        )
+        await self.db.commit()
+
+    async def forget_conversation(self, owner: str, conversation_id: str) -> None:
+        await self.db.execute("DELETE FROM conversations WHERE owner = ? AND id = ?", (owner, conversation_id))
+        await self.db.commit()
 
     async def close(self) -> None:
         if self._db is not None:

@@ -2,14 +2,32 @@
 // The chat page: the stock SignalR browser client against /chatHub.
 // Query options: ?transport=WebSockets|ServerSentEvents|LongPolling, ?protocol=messagepack.
 // Signing in: open the page as /#token=<JWT>; the token moves to sessionStorage (the fragment
-// never reaches the server or its logs) and the conversation is reloaded after a reconnect.
+// never reaches the server or its logs). Without it the page is a guest: the server issues a
+// guest id (UseGuestSession) that localStorage keeps, so a reload keeps the conversations.
+//
+// Replies belong to their conversation on the server: the page starts one with StartReply
+// and follows it with the ResumeReply stream, by chunk number. After a reload or a dropped
+// connection it opens the conversation again and follows the running reply from its start,
+// so the reply is shown whole, once.
 
 (() => {
     const $ = (id) => document.getElementById(id);
     const status = $("status"), container = $("chat-container"), input = $("message-input");
     const sendBtn = $("send-btn"), stopBtn = $("stop-btn"), clearBtn = $("clear-btn");
+    const jumpBtn = $("jump-btn"), charCount = $("char-count"), modelLabel = $("model");
+    const reconnectBox = $("reconnect"), countdownText = $("reconnect-countdown"), retryBtn = $("retry-btn");
+    const sidebar = $("sidebar"), chatsBtn = $("chats-btn"), newChatBtn = $("new-chat-btn");
+    const list = $("conversation-list");
     const params = new URLSearchParams(location.search);
     const token = takeToken();
+    /** The automatic reconnect's delays (ms); after the last one the page retries every 5 s. */
+    const RETRY_DELAYS = [0, 2000, 5000, 10000, 30000];
+    const CLOSED_RETRY_DELAY = 5000;
+    /** The counter shows from this share of the length limit on. */
+    const COUNTER_FROM = 0.8;
+    const HUB_ERROR = "HubException: ";
+    const DEFAULT = "default";
+    const storage = token ? sessionStorage : localStorage;
 
     function takeToken() {
         const fragment = new URLSearchParams(location.hash.slice(1));
@@ -20,40 +38,114 @@
         return sessionStorage.getItem("chat-token");
     }
 
+    // -- reconnecting, with a countdown and "Retry now" ---------------------------------
+    let countdownTimer = 0, closedRetry = 0, retryingNow = false;
+
+    function showCountdown(ms) {
+        clearInterval(countdownTimer);
+        const until = Date.now() + ms;
+        const tick = () => {
+            const left = Math.ceil((until - Date.now()) / 1000);
+            countdownText.textContent = left > 0 ? `Next try in ${left} s` : "Trying…";
+            if (left <= 0) clearInterval(countdownTimer);
+        };
+        tick();
+        countdownTimer = setInterval(tick, 250);
+        reconnectBox.hidden = false;
+    }
+
+    function hideCountdown() {
+        clearInterval(countdownTimer);
+        reconnectBox.hidden = true;
+    }
+
+    const retryPolicy = {
+        nextRetryDelayInMilliseconds(context) {
+            const delay = RETRY_DELAYS[context.previousRetryCount];
+            if (delay === undefined) return null;
+            showCountdown(delay);
+            return delay;
+        },
+    };
+
     const options = {};
     const transport = params.get("transport");
     if (transport) options.transport = signalR.HttpTransportType[transport];
     if (token) options.accessTokenFactory = () => token;
     let builder = new signalR.HubConnectionBuilder()
         .withUrl("/chatHub", options)
-        .withAutomaticReconnect([0, 2000, 5000, 10000, 30000])
+        .withAutomaticReconnect(retryPolicy)
         .configureLogging(signalR.LogLevel.Warning);
     if (params.get("protocol") === "messagepack") {
         builder = builder.withHubProtocol(new signalR.protocols.msgpack.MessagePackHubProtocol());
     }
     const connection = builder.build();
 
-    let streaming = false, thinking = null, reply = null, pending = "", frame = 0;
+    let streaming = false, thinking = null, pending = "", frame = 0;
+    /** The reply being followed: its conversation, bubble, last chunk number, and how it started. */
+    let active = null;
+    let maxLength = Infinity;
+    /** The conversation shown, and how many stored messages it has (the index of the next one). */
+    let conversationId = storage.getItem("chat-conversation") || DEFAULT;
+    let storedCount = 0;
+    /** Set while the composer edits an earlier message: its index. */
+    let editing = null;
+    /** The log's height when content was last added: the reader was at the bottom if within 40 px of it. */
+    let lastHeight = 0;
+    /** The reader sent a message or jumped: follow whatever the scroll position says. */
+    let follow = true;
+
+    /** Connected, and the conversation is loaded: sending before that would race the load. */
+    let ready = false;
 
     function setStatus(text) {
         status.textContent = text;
         status.className = "status " + text.toLowerCase();
-        const connected = text === "Connected";
+        if (text === "Reconnecting" || text === "Disconnected") ready = false;
+        const connected = text === "Connected" && ready;
         input.disabled = !connected || streaming;
-        sendBtn.disabled = !connected || streaming;
         clearBtn.disabled = !connected;
+        newChatBtn.disabled = !connected;
+        updateComposer();
     }
 
+    // -- scrolling: follow the reply only while the reader is at the bottom ----------------
     function scrollToEnd() {
         container.scrollTop = container.scrollHeight;
+        lastHeight = container.scrollHeight;
     }
+
+    /**
+     * New content arrived: follow it if the reader was at the bottom before it came (measured
+     * now, against the old height: a scroll event may not have been delivered yet), or offer
+     * to jump to it.
+     */
+    function contentAdded() {
+        const wasAtBottom = lastHeight - container.scrollTop - container.clientHeight < 40;
+        if (follow || wasAtBottom) {
+            follow = false;
+            scrollToEnd();
+        } else {
+            jumpBtn.hidden = false;
+            lastHeight = container.scrollHeight;
+        }
+    }
+
+    container.addEventListener("scroll", () => {
+        if (container.scrollHeight - container.scrollTop - container.clientHeight < 40) jumpBtn.hidden = true;
+    });
+    jumpBtn.addEventListener("click", () => {
+        jumpBtn.hidden = true;
+        scrollToEnd();
+        input.focus();
+    });
 
     function add(kind, text) {
         const div = document.createElement("div");
         div.className = kind;
         div.textContent = text;
         container.appendChild(div);
-        scrollToEnd();
+        contentAdded();
         return div;
     }
 
@@ -67,32 +159,62 @@
         return div;
     }
 
-    function copyButton(text, label) {
-        const button = document.createElement("button");
-        button.type = "button";
-        button.className = "copy-btn";
-        button.textContent = "Copy";
-        button.setAttribute("aria-label", label);
-        button.addEventListener("click", async () => {
-            try {
-                await navigator.clipboard.writeText(text());
-                button.textContent = "Copied";
-            } catch {
-                button.textContent = "Copy failed";
-            }
-            setTimeout(() => { button.textContent = "Copy"; }, 1500);
-        });
-        return button;
+    /** A small label inside a message: "Not sent", "Stopped". */
+    function mark(div, className, text) {
+        div.classList.add(className);
+        const label = document.createElement("span");
+        label.className = "message-state";
+        label.textContent = text;
+        div.append(label);
     }
 
-    /** An assistant reply: Markdown content, and a copy button once it is complete. */
-    function assistant() {
+    function button(text, label, onClick, className = "copy-btn") {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.className = className;
+        b.textContent = text;
+        b.setAttribute("aria-label", label);
+        b.addEventListener("click", onClick);
+        return b;
+    }
+
+    function copyButton(text, label) {
+        const copy = button("Copy", label, async () => {
+            try {
+                await navigator.clipboard.writeText(text());
+                copy.textContent = "Copied";
+            } catch {
+                copy.textContent = "Copy failed";
+            }
+            setTimeout(() => { copy.textContent = "Copy"; }, 1500);
+        });
+        return copy;
+    }
+
+    /** A user message; `index` is its place in the stored conversation (for Edit). */
+    function userMessage(text, index) {
+        const div = add("message user", text);
+        div.dataset.index = String(index);
+        const edit = button("Edit", "Edit and resend", () => beginEdit(div), "edit-btn reply-action");
+        edit.disabled = streaming;
+        div.after(edit);
+        return div;
+    }
+
+    /** Each reply bubble's renderer, whose text is the reply's Markdown source. */
+    const renderers = new WeakMap();
+
+    /** An assistant reply: Markdown content, and its buttons once it is complete. */
+    function assistant(prefix = "") {
         const div = add("message assistant", "");
         const content = document.createElement("div");
         content.className = "content";
         div.append(content);
         div.setAttribute("aria-busy", "true");
-        return { div, content, renderer: new ChatMarkdown.StreamingRenderer(content) };
+        const message = { div, content, renderer: new ChatMarkdown.StreamingRenderer(content) };
+        renderers.set(div, message.renderer);
+        if (prefix) message.renderer.append(prefix);
+        return message;
     }
 
     function complete(message) {
@@ -100,6 +222,7 @@
         ChatMarkdown.addCodeCopyButtons(message.content, copyButton);
         message.div.append(copyButton(() => message.renderer.text, "Copy reply"));
         message.div.setAttribute("aria-busy", "false");
+        contentAdded(); // the final render and the buttons make the reply taller
     }
 
     function setStreaming(on) {
@@ -107,125 +230,454 @@
         streaming = on;
         stopBtn.hidden = !on;
         setStatus(status.textContent);
+        for (const b of container.querySelectorAll(".reply-action")) b.disabled = on;
         if (on && composerFocused) stopBtn.focus(); // keyboard users can stop at once
         if (!on && !input.disabled) input.focus();
     }
 
-    // Tokens are rendered once per animation frame, however fast they arrive.
+    // -- the composer: the length limit is shown before sending ----------------------------
+    function length(text) {
+        return [...text].length; // code points, as the server counts
+    }
+
+    function updateComposer() {
+        const count = length(input.value);
+        const over = count > maxLength;
+        charCount.hidden = count < maxLength * COUNTER_FROM;
+        charCount.textContent = `${count.toLocaleString("en")} / ${maxLength.toLocaleString("en")}`;
+        charCount.classList.toggle("over", over);
+        input.setAttribute("aria-invalid", String(over));
+        sendBtn.disabled = status.textContent !== "Connected" || !ready || streaming || over;
+    }
+
+    input.addEventListener("input", updateComposer);
+
+    // -- following a reply -------------------------------------------------------------------
+    // Chunks are rendered once per animation frame, however fast they arrive.
     function flush() {
         frame = 0;
-        if (reply && pending) {
-            reply.renderer.append(pending);
+        if (active?.reply && pending) {
+            active.reply.renderer.append(pending);
             pending = "";
-            scrollToEnd();
+            contentAdded();
         }
+    }
+
+    function showReply() {
+        if (thinking) { thinking.remove(); thinking = null; }
+        active.reply ??= assistant();
+    }
+
+    /** Follows the conversation's reply from chunk `after` on (ResumeReply). */
+    function followReply(after) {
+        const current = active;
+        current.subscription?.dispose();
+        current.subscription = connection.stream("ResumeReply", current.conversationId, after).subscribe({
+            next: (item) => {
+                if (active !== current) return;
+                if ("text" in item) {
+                    if (item.sequence <= current.sequence) return; // already shown
+                    current.sequence = item.sequence;
+                    showReply();
+                    pending += item.text;
+                    if (!frame) frame = requestAnimationFrame(flush);
+                } else if ("end" in item) {
+                    current.outcome = item.end;
+                    current.error = item.error ?? null;
+                    current.usage = item.usage ?? null;
+                }
+            },
+            complete: () => { if (active === current) endReply(); },
+            error: () => {
+                // a lost connection: the reply goes on on the server; reconnecting resumes it
+                if (active === current && connection.state === signalR.HubConnectionState.Connected) {
+                    current.error = "The reply could not be followed. Please reload the page.";
+                    current.outcome = "error";
+                    endReply();
+                }
+            },
+        });
     }
 
     function endReply() {
+        const current = active;
+        if (!current) return;
         flush();
         if (frame) { cancelAnimationFrame(frame); frame = 0; }
+        active = null;
         if (thinking) { thinking.remove(); thinking = null; }
-        if (reply) complete(reply);
-        reply = null;
-        pending = "";
+        const produced = current.sequence > 0;
+        if (current.reply) {
+            complete(current.reply);
+            if (current.outcome === "stopped") mark(current.reply.div, "stopped", "Stopped");
+            if (current.usage) showUsage(current.reply.div, current.usage);
+            if (current.outcome === "stopped" || current.outcome === "completed") addReplyActions(current.reply.div);
+        }
+        if (current.outcome === "error" && current.error) error(current.error);
+        if (current.user && !produced && current.outcome !== "completed" && current.outcome !== "stopped") {
+            notSent(current); // nothing stored: the message was not taken
+        } else if (current.kind === "send" && produced) {
+            storedCount += 2;
+        }
+        setStreaming(false);
+        refreshList();
+        if (current.kind !== "send" && produced) openConversation(current.conversationId, { quiet: true });
     }
 
-    connection.on("ReceiveStatusUpdate", (state) => {
-        if (state === "thinking") {
-            thinking = add("thinking", "Thinking…");
-        } else if (state === "history_cleared") {
-            container.replaceChildren();
-            notice("Conversation cleared.");
-        }
-    });
-    connection.on("ReceiveStreamStart", () => {
-        if (thinking) { thinking.remove(); thinking = null; }
-        reply = assistant();
-    });
-    connection.on("ReceiveStreamToken", (token) => {
-        pending += token;
-        if (!frame) frame = requestAnimationFrame(flush);
-    });
-    connection.on("ReceiveStreamEnd", () => { endReply(); });
-    connection.on("ReceiveError", (text) => { endReply(); error(text); setStreaming(false); });
+    /** The tokens a reply cost, where the provider reported them. */
+    function showUsage(div, usage) {
+        const span = document.createElement("span");
+        span.className = "reply-usage";
+        const n = (x) => Number(x ?? 0).toLocaleString("en");
+        span.textContent = `${n(usage.total_tokens)} tokens (${n(usage.prompt_tokens)} in, ${n(usage.completion_tokens)} out)`;
+        div.append(span);
+    }
 
-    async function send() {
+    /** Regenerate and Continue under the conversation's last reply. */
+    function addReplyActions(div) {
+        for (const old of container.querySelectorAll(".reply-actions")) old.remove();
+        const actions = document.createElement("div");
+        actions.className = "reply-actions";
+        actions.append(button("Regenerate", "Regenerate the reply", () => startReply("regenerate"), "reply-action"));
+        if (div.classList.contains("stopped")) {
+            actions.append(button("Continue", "Continue the reply", () => startReply("continue"), "reply-action"));
+        }
+        div.append(actions);
+    }
+
+    /** The message was not taken: say so on its bubble and give its text back to edit or resend. */
+    function notSent(current) {
+        mark(current.user, "not-sent", "Not sent");
+        if (!input.value.trim()) {
+            input.value = current.text;
+            updateComposer();
+        }
+    }
+
+    function serverText(err) {
+        const text = String(err?.message ?? err);
+        const at = text.indexOf(HUB_ERROR);
+        return at >= 0 ? text.slice(at + HUB_ERROR.length) : null;
+    }
+
+    /** Starts a reply: "send" (the composer's text), "edit", "regenerate" or "continue". */
+    async function startReply(kind) {
+        if (streaming || !ready || status.textContent !== "Connected") return;
         const text = input.value;
-        if (!text.trim() || streaming) return;
-        add("message user", text);
-        input.value = "";
+        const current = { kind, conversationId, sequence: 0, reply: null, user: null, text, outcome: null };
+        if (kind === "send" || kind === "edit") {
+            if (!text.trim()) return;
+            if (length(text) > maxLength) { updateComposer(); return; }
+        }
+        follow = true;
+        jumpBtn.hidden = true;
+        if (kind === "edit") {
+            // what followed the edited message is replaced
+            const index = editing;
+            const from = container.querySelector(`.message.user[data-index="${index}"]`);
+            while (from?.nextSibling) from.nextSibling.remove();
+            from?.remove();
+            current.index = index;
+            cancelEdit();
+        }
+        if (kind === "send" || kind === "edit") {
+            current.user = userMessage(text, kind === "edit" ? current.index : storedCount);
+            input.value = "";
+            updateComposer();
+        } else if (kind === "regenerate") {
+            const replies = container.querySelectorAll(".message.assistant");
+            replies[replies.length - 1]?.remove();
+        } else {
+            const replies = container.querySelectorAll(".message.assistant");
+            const last = replies[replies.length - 1];
+            const prefix = last ? renderers.get(last)?.text ?? "" : "";
+            last?.remove();
+            current.reply = assistant(prefix);
+        }
+        for (const old of container.querySelectorAll(".reply-actions")) old.remove();
+        active = current;
         setStreaming(true);
+        thinking = current.reply ? null : add("thinking", "Thinking…");
         try {
-            await connection.invoke("SendMessage", text);
+            if (kind === "send") await connection.invoke("StartReply", conversationId, text);
+            else if (kind === "edit") await connection.invoke("EditMessage", conversationId, current.index, text);
+            else if (kind === "regenerate") await connection.invoke("RegenerateReply", conversationId);
+            else await connection.invoke("ContinueReply", conversationId);
+        } catch (err) {
+            if (active === current) {
+                current.outcome = "error";
+                current.error = serverText(err) ?? "The message could not be sent. Please try again.";
+                endReply();
+            }
+            return;
+        }
+        if (active === current) followReply(0);
+    }
+
+    // -- conversations -------------------------------------------------------------------------
+    let conversations = [];
+
+    async function refreshList() {
+        try {
+            conversations = await connection.invoke("ListConversations");
         } catch {
-            const started = reply !== null;
-            endReply();
-            error(started
-                ? "The connection was lost before the reply finished."
-                : "The message could not be sent. Please try again.");
-        } finally {
+            return;
+        }
+        renderList();
+    }
+
+    function renderList() {
+        const items = conversations.some((c) => c.id === conversationId)
+            ? conversations
+            : [{ id: conversationId, title: "New chat" }, ...conversations];
+        list.replaceChildren(...items.map((c) => {
+            const li = document.createElement("li");
+            li.className = "conversation";
+            const open = button(c.title, `Open “${c.title}”`, () => { openConversation(c.id); closeSidebarOnPhone(); }, "conversation-open");
+            open.title = c.title;
+            if (c.id === conversationId) open.setAttribute("aria-current", "true");
+            const rename = button("Rename", `Rename “${c.title}”`, () => renameConversation(c), "conversation-action");
+            const remove = button("Delete", `Delete “${c.title}”`, () => deleteConversation(c), "conversation-action");
+            li.append(open, rename, remove);
+            return li;
+        }));
+    }
+
+    async function renameConversation(c) {
+        const title = prompt("New name for the conversation", c.title);
+        if (title === null || !title.trim()) return;
+        try {
+            await connection.invoke("RenameConversation", c.id, title);
+        } catch (err) {
+            error(serverText(err) ?? "The conversation could not be renamed.");
+        }
+        refreshList();
+    }
+
+    async function deleteConversation(c) {
+        if (!confirm(`Delete “${c.title}”? This cannot be undone.`)) return;
+        try {
+            await connection.invoke("DeleteConversation", c.id);
+        } catch (err) {
+            error(serverText(err) ?? "The conversation could not be deleted.");
+            return;
+        }
+        await refreshList();
+        if (c.id === conversationId) await openConversation(conversations[0]?.id ?? DEFAULT);
+    }
+
+    async function newConversation() {
+        try {
+            const created = await connection.invoke("CreateConversation", null);
+            await openConversation(created.id);
+            await refreshList();
+            closeSidebarOnPhone();
+        } catch (err) {
+            error(serverText(err) ?? "A new conversation could not be started.");
+        }
+    }
+
+    /** Shows a conversation, and follows the reply running in it. */
+    async function openConversation(id, { quiet = false } = {}) {
+        const opened = await connection.invoke("GetConversation", id).catch(() => null)
+            ?? (id !== DEFAULT ? await connection.invoke("GetConversation", DEFAULT) : null);
+        if (!opened) return;
+        if (active) {
+            active.subscription?.dispose();
+            active = null;
+            pending = "";
             setStreaming(false);
         }
-    }
-
-    /** A signed-in user's conversation lives on the server: show it again. */
-    async function loadHistory() {
-        const messages = await connection.invoke("GetHistory");
+        conversationId = opened.id;
+        storage.setItem("chat-conversation", conversationId);
+        cancelEdit();
         container.replaceChildren();
-        for (const { role, content } of messages) {
+        thinking = null;
+        const messages = opened.messages;
+        let lastReply = null;
+        messages.forEach(({ role, content }, index) => {
             if (role === "user") {
-                add("message user", content);
+                userMessage(content, index);
             } else if (role === "assistant") {
                 const message = assistant();
                 message.renderer.append(content);
                 complete(message);
+                lastReply = message;
             }
+        });
+        storedCount = messages.length;
+        const reply = opened.reply;
+        if (reply && reply.running !== false) {
+            const current = { kind: reply.continues ? "continue" : "send", conversationId, sequence: 0, reply: null, user: null, text: reply.userMessage ?? "", outcome: null };
+            if (reply.continues && lastReply) {
+                lastReply.div.remove();
+                current.reply = assistant(lastReply.renderer.text);
+            } else if (reply.userMessage !== null) {
+                current.user = userMessage(reply.userMessage, storedCount);
+            }
+            active = current;
+            setStreaming(true);
+            followReply(0);
+        } else if (lastReply && messages[messages.length - 1]?.role === "assistant") {
+            addReplyActions(lastReply.div);
         }
+        renderList();
         scrollToEnd();
+        if (!quiet) input.focus();
     }
 
-    $("composer").addEventListener("submit", (e) => { e.preventDefault(); send(); });
-    input.addEventListener("keydown", (e) => {
-        if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }
-    });
-    stopBtn.addEventListener("click", () => { connection.invoke("StopGeneration").catch(() => {}); });
-    clearBtn.addEventListener("click", () => { connection.invoke("ClearHistory").catch(() => {}); });
+    // -- editing an earlier message: what followed it is replaced ----------------------------
+    function beginEdit(bubble) {
+        if (streaming) return;
+        editing = Number(bubble.dataset.index);
+        input.value = bubble.firstChild?.textContent ?? "";
+        document.body.classList.add("editing");
+        sendBtn.textContent = "Save and send";
+        updateComposer();
+        input.focus();
+    }
 
-    connection.onreconnecting(() => { setStatus("Reconnecting"); });
-    connection.onreconnected(async () => {
-        endReply();
-        setStreaming(false);
-        setStatus("Connected");
-        if (token) {
-            try {
-                await loadHistory();
-                notice("Reconnected.");
-            } catch {
-                notice("Reconnected, but the conversation could not be loaded.");
-            }
-        } else {
-            notice("Reconnected. The conversation was reset.");
+    function cancelEdit() {
+        editing = null;
+        document.body.classList.remove("editing");
+        sendBtn.textContent = "Send";
+    }
+
+    // -- the phone's collapsible conversation list -----------------------------------------------
+    function setSidebar(open) {
+        document.body.classList.toggle("sidebar-open", open);
+        chatsBtn.setAttribute("aria-expanded", String(open));
+    }
+    function closeSidebarOnPhone() {
+        if (matchMedia("(max-width: 600px)").matches) setSidebar(false);
+    }
+    ChatTheme.bind($("theme-btn"));
+    chatsBtn.addEventListener("click", () => setSidebar(!document.body.classList.contains("sidebar-open")));
+    newChatBtn.addEventListener("click", newConversation);
+
+    /** The length limit and the model, from the server. */
+    async function loadInfo() {
+        const info = await connection.invoke("GetChatInfo");
+        maxLength = info.maxMessageLength;
+        modelLabel.textContent = info.offlineDemo
+            ? `${info.model} · small offline demo, often wrong`
+            : `${info.provider} · ${info.model}`;
+        modelLabel.title = info.offlineDemo
+            ? "The built-in local model: small and offline; its answers are often wrong."
+            : `Answers come from ${info.model} (${info.provider}).`;
+        modelLabel.hidden = false;
+        updateComposer();
+    }
+
+    /** Who this page is: a signed-in user (the token), or a guest the server remembers. */
+    async function identify() {
+        if (token) return true;
+        const kept = localStorage.getItem("chat-guest");
+        const guest = await connection.invoke("UseGuestSession", kept);
+        localStorage.setItem("chat-guest", guest);
+        return guest === kept;
+    }
+
+    $("composer").addEventListener("submit", (e) => { e.preventDefault(); startReply(editing === null ? "send" : "edit"); });
+    input.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+            e.preventDefault();
+            startReply(editing === null ? "send" : "edit");
+        } else if (e.key === "Escape" && editing !== null) {
+            cancelEdit();
+            input.value = "";
+            updateComposer();
         }
     });
-    connection.onclose(() => {
-        setStatus("Disconnected");
-        setTimeout(start, 5000); // automatic reconnect gave up: keep trying, more slowly
+    stopBtn.addEventListener("click", () => {
+        const current = active;
+        if (!current) return;
+        connection.invoke("StopReply", current.conversationId).catch(() => {});
+    });
+    clearBtn.addEventListener("click", async () => {
+        try {
+            await connection.invoke("ClearConversation", conversationId);
+        } catch (err) {
+            error(serverText(err) ?? "The conversation could not be cleared.");
+            return;
+        }
+        if (active) { active.subscription?.dispose(); active = null; pending = ""; setStreaming(false); }
+        container.replaceChildren();
+        storedCount = 0;
+        jumpBtn.hidden = true;
+        follow = true;
+        notice("Conversation cleared.");
+        const cleared = conversationId;
+        const undo = button("Undo", "Undo the clear", async () => {
+            undo.disabled = true;
+            const restored = await connection.invoke("RestoreConversation", cleared).catch(() => false);
+            if (restored && conversationId === cleared) await openConversation(cleared);
+            else if (!restored) undo.replaceWith(document.createTextNode(""));
+            refreshList();
+        }, "undo-btn");
+        container.append(undo);
+        undo.focus(); // one key away for a keyboard user who cleared by mistake
+        refreshList();
+    });
+    retryBtn.addEventListener("click", async () => {
+        hideCountdown();
+        if (connection.state === signalR.HubConnectionState.Reconnecting) {
+            retryingNow = true; // stop() ends the automatic reconnect; onclose then starts at once
+            await connection.stop();
+        } else if (connection.state === signalR.HubConnectionState.Disconnected) {
+            clearTimeout(closedRetry);
+            start();
+        }
     });
 
+    /** Connected (again): who we are, the limits, the conversation, and the reply running in it. */
+    async function connected(again) {
+        hideCountdown();
+        // the pill says Connected once the conversation is loaded, when sending is possible
+        const same = await identify().catch(() => false);
+        await loadInfo().catch(() => {});
+        if (!same) conversationId = DEFAULT;
+        await refreshList();
+        if (!conversations.some((c) => c.id === conversationId)) conversationId = DEFAULT;
+        await openConversation(conversationId, { quiet: again }).catch(() => notice("The conversation could not be loaded."));
+        if (again) notice(same ? "Reconnected." : "Reconnected. The conversation was reset.");
+        ready = true;
+        setStatus("Connected");
+        input.focus();
+    }
+
+    connection.onreconnecting(() => { setStatus("Reconnecting"); });
+    connection.onreconnected(() => connected(true));
+    connection.onclose(() => {
+        setStatus("Disconnected");
+        if (retryingNow) {
+            retryingNow = false;
+            start();
+            return;
+        }
+        retryLater(); // automatic reconnect gave up: keep trying, more slowly
+    });
+
+    function retryLater() {
+        showCountdown(CLOSED_RETRY_DELAY);
+        clearTimeout(closedRetry);
+        closedRetry = setTimeout(start, CLOSED_RETRY_DELAY);
+    }
+
+    let everConnected = false;
+
     async function start() {
-        setStatus("Connecting");
+        setStatus(everConnected ? "Reconnecting" : "Connecting");
         try {
             await connection.start();
         } catch {
             setStatus("Disconnected");
-            setTimeout(start, 5000);
+            retryLater();
             return;
         }
-        setStatus("Connected");
-        if (token) {
-            await loadHistory().catch(() => notice("The conversation could not be loaded."));
-        }
-        input.focus();
+        const again = everConnected;
+        everConnected = true;
+        await connected(again);
     }
     start();
 })();

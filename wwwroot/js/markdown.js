@@ -2,9 +2,11 @@
 // Safe Markdown for model replies: marked parses, raw HTML in a reply is shown as text, and
 // DOMPurify cleans what marked produced (javascript: links and the like) before it reaches
 // the DOM. A streaming reply re-renders only its last, still-open block on each frame, so a
-// long reply costs the same per token at the end as at the start.
+// long reply costs the same per token at the end as at the start. Code blocks are highlighted
+// by highlight.js (when loaded) once the reply is complete. Both front ends use this file: the
+// page loads it as a script, the Angular client bundles it (angular.json "scripts").
 
-const ChatMarkdown = (() => {
+globalThis.ChatMarkdown = (() => {
     const escapeHtml = (text) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
     const parser = new marked.Marked({
@@ -50,10 +52,20 @@ const ChatMarkdown = (() => {
         return end;
     }
 
-    /** Adds a copy button to each code block of `root`. */
+    /** Colours the code blocks of `root` (highlight.js escapes the code; it stays text). */
+    function highlight(root) {
+        if (!globalThis.hljs) return;
+        for (const code of root.querySelectorAll("pre code")) {
+            const language = /\blanguage-([\w+#-]+)/.exec(code.className)?.[1];
+            if (language && !hljs.getLanguage(language)) continue; // unknown: left plain, no warning
+            hljs.highlightElement(code);
+        }
+    }
+
+    /** Adds a copy button to each code block of `root` that has something to copy. */
     function addCodeCopyButtons(root, makeCopyButton) {
         for (const pre of root.querySelectorAll("pre")) {
-            if (pre.parentElement?.classList.contains("code-block")) continue;
+            if (pre.parentElement?.classList.contains("code-block") || !pre.textContent.trim()) continue;
             const wrapper = document.createElement("div");
             wrapper.className = "code-block";
             pre.replaceWith(wrapper);
@@ -108,8 +120,9 @@ const ChatMarkdown = (() => {
             this.deferred = null;
             this.nextRender = Infinity; // nothing renders into the parts any more
             this.element.replaceChildren(toFragment(this.text));
+            highlight(this.element);
         }
     }
 
-    return { toFragment, stableLength, addCodeCopyButtons, StreamingRenderer };
+    return { toFragment, stableLength, highlight, addCodeCopyButtons, StreamingRenderer };
 })();

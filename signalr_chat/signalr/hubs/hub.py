@@ -36,8 +36,8 @@ class HubCallerContext:
         user: User | None,
         items: dict[str, Any],
         request: RequestInfo | None,
-        transport: TransportKind | None,
         abort: Callable[[bool], None],
+        transport: TransportKind | None = None,
     ) -> None:
         self.connection_id = connection_id
         self.user = user

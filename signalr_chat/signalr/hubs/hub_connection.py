@@ -109,7 +109,7 @@ class HubConnectionContext:
         self.uploads: dict[str, UploadStream] = {}
         self.invocations = InvocationQueue(options.max_parallel_invocations)
         self.caller_context = HubCallerContext(
-            connection.id, connection.user, connection.items, connection.request, connection.transport_kind, self.abort
+            connection.id, connection.user, connection.items, connection.request, self.abort, connection.transport_kind
         )
         self.caller_clients = HubCallerClients(lifetime, options, connection.id)
 

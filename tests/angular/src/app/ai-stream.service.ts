@@ -1,5 +1,5 @@
 import { DestroyRef, Injectable, InjectionToken, inject, signal } from '@angular/core';
-import { HubConnection, HubConnectionBuilder, LogLevel } from '@microsoft/signalr';
+import { HttpTransportType, HubConnection, HubConnectionBuilder, HubConnectionState, LogLevel } from '@microsoft/signalr';
 import { Observable, Subject } from 'rxjs';
 
 /** Where the hub is mapped. Provide another value to point the app at another server. */
@@ -13,6 +13,47 @@ export type ConnectionStatus = 'Connecting' | 'Connected' | 'Reconnecting' | 'Di
 export interface TypingEvent {
   id: string;
   typing: boolean;
+}
+
+/** `GetChatInfo()`: the composer's length limit and the model that answers. */
+export interface ChatInfo {
+  maxMessageLength: number;
+  provider: string;
+  model: string;
+  /** The built-in local model: small, offline, often wrong. */
+  offlineDemo: boolean;
+}
+
+/** A reply running in a conversation (`StartReply`, `GetConversation().reply`). */
+export interface ReplyInfo {
+  replyId: string;
+  conversationId: string;
+  userMessage: string | null;
+  continues: boolean;
+  running: boolean;
+  sequence: number;
+}
+
+export interface ConversationEntry {
+  id: string;
+  title: string;
+}
+
+export interface Conversation {
+  id: string;
+  title: string;
+  messages: { role: 'user' | 'assistant'; content: string }[];
+  reply: ReplyInfo | null;
+}
+
+/** A `ResumeReply` stream item: a numbered chunk, or the end. */
+export interface ReplyItem {
+  sequence: number;
+  text?: string;
+  end?: 'completed' | 'stopped' | 'error';
+  error?: string;
+  /** On the end item, where the provider reported it. */
+  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
 }
 
 export interface TextEvent {
@@ -31,6 +72,10 @@ export interface TextEvent {
 export class AiStreamService {
   private readonly connection: HubConnection;
   private readonly statusSignal = signal<ConnectionStatus>('Disconnected');
+  /** When the next connection attempt is due (ms since the epoch), while one is waited for. */
+  private readonly nextRetrySignal = signal<number | null>(null);
+  private wakeRetry?: () => void;
+  private retryingNow = false;
   private readonly typingSubject = new Subject<TypingEvent>();
   private readonly partialSubject = new Subject<TextEvent>();
   private readonly completedSubject = new Subject<string>();
@@ -43,6 +88,7 @@ export class AiStreamService {
   private connecting?: Promise<void>;
 
   readonly status = this.statusSignal.asReadonly();
+  readonly nextRetryAt = this.nextRetrySignal.asReadonly();
   readonly typing$: Observable<TypingEvent> = this.typingSubject.asObservable();
   readonly partial$: Observable<TextEvent> = this.partialSubject.asObservable();
   readonly completed$: Observable<string> = this.completedSubject.asObservable();
@@ -55,9 +101,18 @@ export class AiStreamService {
   readonly reconnected$: Observable<void> = this.reconnectedSubject.asObservable();
 
   constructor() {
+    // ?transport=WebSockets|ServerSentEvents|LongPolling forces one, as on the page
+    const transport = new URLSearchParams(location.search).get('transport');
+    const forced = transport ? HttpTransportType[transport as keyof typeof HttpTransportType] : undefined;
     this.connection = new HubConnectionBuilder()
-      .withUrl(inject(AI_HUB_URL))
-      .withAutomaticReconnect(RETRY_DELAYS)
+      .withUrl(inject(AI_HUB_URL), forced === undefined ? {} : { transport: forced })
+      .withAutomaticReconnect({
+        nextRetryDelayInMilliseconds: ({ previousRetryCount }) => {
+          const delay = RETRY_DELAYS[previousRetryCount];
+          this.nextRetrySignal.set(delay === undefined ? null : Date.now() + delay);
+          return delay ?? null;
+        },
+      })
       .configureLogging(LogLevel.Warning)
       .build();
 
@@ -72,12 +127,15 @@ export class AiStreamService {
       this.connectionLostSubject.next();
     });
     this.connection.onreconnected(() => {
+      this.nextRetrySignal.set(null);
       this.statusSignal.set('Connected');
       this.reconnectedSubject.next();
     });
     // The automatic reconnects gave up (or the server closed the connection): start over.
     this.connection.onclose(() => {
-      this.statusSignal.set('Disconnected');
+      this.nextRetrySignal.set(null);
+      this.statusSignal.set(this.retryingNow ? 'Reconnecting' : 'Disconnected');
+      this.retryingNow = false;
       this.connectionLostSubject.next();
       if (!this.destroyed) void this.start();
     });
@@ -92,6 +150,76 @@ export class AiStreamService {
   start(): Promise<void> {
     this.connecting ??= this.connect().finally(() => (this.connecting = undefined));
     return this.connecting;
+  }
+
+  /** Tries to connect now instead of waiting for the next attempt. */
+  async retryNow(): Promise<void> {
+    this.nextRetrySignal.set(null);
+    if (this.connection.state === HubConnectionState.Reconnecting) {
+      this.retryingNow = true; // stop() ends the automatic reconnect; onclose starts again at once
+      await this.connection.stop();
+    } else {
+      this.wakeRetry?.();
+    }
+  }
+
+  /** Makes this connection the guest `guestId` (a new guest if the server does not know it). */
+  useGuest(guestId: string | null): Promise<string | null> {
+    return this.connection.invoke<string | null>('UseGuestSession', guestId);
+  }
+
+  listConversations(): Promise<ConversationEntry[]> {
+    return this.connection.invoke<ConversationEntry[]>('ListConversations');
+  }
+
+  createConversation(): Promise<ConversationEntry> {
+    return this.connection.invoke<ConversationEntry>('CreateConversation', null);
+  }
+
+  renameConversation(id: string, title: string): Promise<ConversationEntry> {
+    return this.connection.invoke<ConversationEntry>('RenameConversation', id, title);
+  }
+
+  deleteConversation(id: string): Promise<void> {
+    return this.connection.invoke('DeleteConversation', id);
+  }
+
+  restoreConversation(id: string): Promise<boolean> {
+    return this.connection.invoke<boolean>('RestoreConversation', id);
+  }
+
+  getConversation(id: string): Promise<Conversation> {
+    return this.connection.invoke<Conversation>('GetConversation', id);
+  }
+
+  /** Starts a reply in the conversation; follow it with `resumeReply(id, 0)`. */
+  startReply(conversationId: string, message: string): Promise<ReplyInfo> {
+    return this.connection.invoke<ReplyInfo>('StartReply', conversationId, message);
+  }
+
+  /** The conversation's reply after chunk `after`, then live; completes after the end item. */
+  resumeReply(conversationId: string, after: number): Observable<ReplyItem> {
+    return new Observable<ReplyItem>((subscriber) => {
+      const subscription = this.connection.stream<ReplyItem>('ResumeReply', conversationId, after).subscribe({
+        next: (item) => subscriber.next(item),
+        complete: () => subscriber.complete(),
+        error: (err: unknown) => subscriber.error(err),
+      });
+      return () => subscription.dispose();
+    });
+  }
+
+  stopReply(conversationId: string): Promise<boolean> {
+    return this.connection.invoke<boolean>('StopReply', conversationId);
+  }
+
+  clearConversation(conversationId: string): Promise<void> {
+    return this.connection.invoke('ClearConversation', conversationId);
+  }
+
+  /** The length limit and the model. */
+  info(): Promise<ChatInfo> {
+    return this.connection.invoke<ChatInfo>('GetChatInfo');
   }
 
   /** Sends a prompt; resolves with its message id once the reply has completed. */
@@ -115,6 +243,7 @@ export class AiStreamService {
       try {
         await this.connection.start();
         this.statusSignal.set('Connected');
+        this.nextRetrySignal.set(null);
         if (this.everConnected) this.reconnectedSubject.next();
         this.everConnected = true;
         return;
@@ -123,7 +252,16 @@ export class AiStreamService {
         this.statusSignal.set('Disconnected');
         console.warn('Cannot connect to the chat hub, retrying', err);
         const delay = RETRY_DELAYS[Math.min(attempt + 1, RETRY_DELAYS.length - 1)];
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        this.nextRetrySignal.set(Date.now() + delay);
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delay);
+          this.wakeRetry = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.wakeRetry = undefined;
+        this.nextRetrySignal.set(null);
       }
     }
   }

@@ -1,6 +1,8 @@
-import { Component, ElementRef, afterRenderEffect, computed, inject, signal, viewChild } from '@angular/core';
+import { Component, ElementRef, afterNextRender, afterRenderEffect, computed, inject, signal, viewChild } from '@angular/core';
 import { takeUntilDestroyed } from '@angular/core/rxjs-interop';
-import { AiStreamService } from './ai-stream.service';
+import { Subscription } from 'rxjs';
+import { AiStreamService, ChatInfo, ConversationEntry, ReplyInfo, ReplyItem } from './ai-stream.service';
+import { MarkdownView, copy } from './markdown';
 
 interface ChatMessage {
   readonly key: number;
@@ -12,108 +14,301 @@ interface ChatMessage {
   readonly done?: boolean;
   /** The connection dropped before `completed`. */
   readonly interrupted?: boolean;
+  /** The reply ended because Stop was asked for. */
+  readonly stopped?: boolean;
+  /** "N tokens (P in, C out)", where the provider reported them. */
+  readonly usage?: string;
+  /** A user message the server did not take (rejected, or an error before any reply). */
+  readonly notSent?: boolean;
 }
+
+/** The counter shows from this share of the length limit on. */
+const COUNTER_FROM = 0.8;
 
 @Component({
   selector: 'app-root',
   templateUrl: './app.html',
   styleUrl: './app.css',
+  imports: [MarkdownView],
 })
 export class App {
   private readonly ai = inject(AiStreamService);
   private readonly list = viewChild.required<ElementRef<HTMLElement>>('list');
+  private readonly themeButton = viewChild.required<ElementRef<HTMLButtonElement>>('themeBtn');
 
-  protected readonly status = this.ai.status;
+  /** The connection's state, but Connected only once the conversation is loaded (sending is possible). */
+  protected readonly status = computed(() => {
+    const status = this.ai.status();
+    return status === 'Connected' && !this.ready() ? 'Connecting' : status;
+  });
+  /** The conversation is loaded: sending before that would race the load. */
+  private readonly ready = signal(false);
   protected readonly connected = computed(() => this.status() === 'Connected');
   protected readonly messages = signal<readonly ChatMessage[]>([]);
   protected readonly prompt = signal('');
-  protected readonly canAsk = computed(() => this.connected() && this.prompt().trim() !== '');
-  /** Replies whose last `typing` event said true. */
-  private readonly typingIds = signal<ReadonlySet<string>>(new Set());
-  protected readonly typing = computed(() => this.typingIds().size > 0);
-  /** `AskAi` invocations not yet returned: a reply is streaming or waiting for its turn. */
-  private readonly pending = signal(0);
-  protected readonly streaming = computed(() => this.pending() > 0);
+  protected readonly info = signal<ChatInfo | null>(null);
+  /** Code points, as the server counts. */
+  protected readonly length = computed(() => [...this.prompt()].length);
+  protected readonly limit = computed(() => this.info()?.maxMessageLength ?? Infinity);
+  protected readonly overLimit = computed(() => this.length() > this.limit());
+  protected readonly showCounter = computed(() => this.length() >= this.limit() * COUNTER_FROM);
+  protected readonly canAsk = computed(() => this.connected() && this.prompt().trim() !== '' && !this.overLimit());
+  /** Replies running in the conversation, by reply id. */
+  private readonly running = signal<ReadonlySet<string>>(new Set());
+  protected readonly typing = computed(() => this.running().size > 0);
+  /** `StartReply` invocations not yet returned. */
+  private readonly starting = signal(0);
+  protected readonly streaming = computed(() => this.running().size > 0 || this.starting() > 0);
+  /** The conversation shown; at first the default one, which is the seed's history. */
+  protected conversationId = localStorage.getItem(CONVERSATION_KEY) ?? 'default';
+  protected readonly conversations = signal<readonly ConversationEntry[]>([]);
+  /** The phone's conversation panel is open. */
+  protected readonly sidebarOpen = signal(false);
+  /** A clear that Undo can take back: the conversation it emptied. */
+  protected readonly undoable = signal<string | null>(null);
+  private readonly followers = new Map<string, Follower>();
+  /** New content arrived below while the reader was scrolled up. */
+  protected readonly unseen = signal(false);
+  /** Seconds until the next connection attempt, while one is waited for. */
+  protected readonly retryIn = signal<number | null>(null);
 
-  /** Ids from before a clear: their last events (`typing` false, `completed`) are ignored. */
-  private readonly retired = new Set<string>();
   private nextKey = 0;
-  /** Follow the reply unless the user scrolled up to read. */
-  private stickToBottom = true;
+  /** The log's height at the last render: the reader was at the bottom if within 40 px of it. */
+  private lastHeight = 0;
+  /** The reader sent a message or jumped: follow whatever happened to the scroll position. */
+  private follow = true;
 
   constructor() {
-    this.ai.typing$.pipe(takeUntilDestroyed()).subscribe(({ id, typing }) => {
-      if (this.retired.has(id)) return;
-      if (typing) this.reply(id);
-      this.setTyping(id, typing);
-    });
-    this.ai.partial$.pipe(takeUntilDestroyed()).subscribe(({ id, text }) => {
-      if (this.retired.has(id)) return;
-      this.reply(id);
-      this.updateReply(id, (m) => ({ ...m, text: m.text + text }));
-    });
-    this.ai.error$.pipe(takeUntilDestroyed()).subscribe(({ id, text }) => {
-      if (this.retired.has(id)) return;
-      this.setTyping(id, false);
-      // an error before any text replaces the empty reply bubble
-      this.messages.update((list) => list.filter((m) => !(m.kind === 'assistant' && m.id === id && m.text === '')));
-      this.add('error', text, id);
-    });
-    this.ai.completed$.pipe(takeUntilDestroyed()).subscribe((id) => {
-      this.setTyping(id, false);
-      this.updateReply(id, (m) => ({ ...m, done: true }));
-    });
-    this.ai.statusUpdate$.pipe(takeUntilDestroyed()).subscribe((update) => {
-      if (update !== 'history_cleared') return;
-      for (const m of this.messages()) if (m.id) this.retired.add(m.id);
-      for (const id of this.typingIds()) this.retired.add(id);
-      this.messages.set([]);
-      this.typingIds.set(new Set());
-    });
-
-    // The server ends a lost connection's replies: nothing more will arrive for them.
+    // The connection dropped: the replies go on on the server; reconnecting resumes them.
     this.ai.connectionLost$.pipe(takeUntilDestroyed()).subscribe(() => {
-      this.typingIds.set(new Set());
-      this.messages.update((list) =>
-        list.map((m) => (m.kind === 'assistant' && !m.done ? { ...m, interrupted: true } : m)),
-      );
+      this.ready.set(false);
+      for (const follower of this.followers.values()) follower.subscription.unsubscribe();
     });
-    // A new connection is a new anonymous conversation: the assistant forgot the old one.
-    this.ai.reconnected$.pipe(takeUntilDestroyed()).subscribe(() => {
-      if (this.messages().length > 0) this.add('notice', 'Reconnected. The conversation was reset.');
-    });
+    this.ai.reconnected$.pipe(takeUntilDestroyed()).subscribe(() => void this.onConnected(true));
 
+    // Whether the reader was at the bottom is measured against the height before this
+    // render, here and now: a scroll event may not have been delivered yet.
     afterRenderEffect(() => {
       this.messages();
       const list = this.list().nativeElement;
-      if (this.stickToBottom) list.scrollTop = list.scrollHeight;
+      const wasAtBottom = this.lastHeight - list.scrollTop - list.clientHeight < 40;
+      if (this.follow || wasAtBottom) list.scrollTop = list.scrollHeight;
+      else if (list.scrollHeight - list.scrollTop - list.clientHeight >= 40) this.unseen.set(true);
+      this.follow = false;
+      this.lastHeight = list.scrollHeight;
     });
 
-    void this.ai.start();
+    // the reconnect countdown, once a second while an attempt is waited for
+    let countdown: ReturnType<typeof setInterval> | undefined;
+    afterRenderEffect(() => {
+      const at = this.ai.nextRetryAt();
+      clearInterval(countdown);
+      const tick = () => this.retryIn.set(at === null ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000)));
+      tick();
+      if (at !== null) countdown = setInterval(tick, 250);
+    });
+
+    // the page's theme toggle (wwwroot/js/theme.js, bundled as a global script)
+    afterNextRender(() => ChatTheme.bind(this.themeButton().nativeElement));
+
+    void this.ai.start().then(() => this.onConnected(false));
+  }
+
+  /** Connected (again): who we are, the limits, and the conversation with its running reply. */
+  private async onConnected(again: boolean): Promise<void> {
+    this.ready.set(false);
+    try {
+      await this.load(again);
+    } finally {
+      this.ready.set(true);
+    }
+  }
+
+  private async load(again: boolean): Promise<void> {
+    let same = false;
+    try {
+      const kept = localStorage.getItem(GUEST_KEY);
+      const guest = await this.ai.useGuest(kept);
+      if (guest !== null) localStorage.setItem(GUEST_KEY, guest);
+      same = guest === null || guest === kept;
+    } catch {
+      // an older server: the seed's per-connection conversation
+    }
+    await this.loadInfo();
+    if (!same) this.conversationId = 'default';
+    await this.refreshList();
+    if (!this.conversations().some((c) => c.id === this.conversationId)) this.conversationId = 'default';
+    try {
+      await this.open(this.conversationId);
+    } catch {
+      this.add('notice', 'The conversation could not be loaded.');
+    }
+    if (again) this.add('notice', same ? 'Reconnected.' : 'Reconnected. The conversation was reset.');
+  }
+
+  /** Shows the conversation and follows the reply running in it. */
+  private async open(id: string): Promise<void> {
+    const conversation = await this.ai.getConversation(id);
+    this.stopFollowing();
+    this.conversationId = conversation.id;
+    localStorage.setItem(CONVERSATION_KEY, conversation.id);
+    this.undoable.set(null);
+    const shown: ChatMessage[] = conversation.messages.map((m) =>
+      m.role === 'user'
+        ? { key: this.nextKey++, kind: 'user', text: m.content }
+        : { key: this.nextKey++, kind: 'assistant', text: m.content, done: true },
+    );
+    this.messages.set(shown);
+    const reply = conversation.reply;
+    if (reply && reply.running) {
+      let userKey: number | undefined;
+      if (reply.continues) {
+        const last = [...shown].reverse().find((m) => m.kind === 'assistant');
+        if (last) this.messages.update((list) => list.map((m) => (m === last ? { ...m, id: reply.replyId, done: false } : m)));
+      } else if (reply.userMessage !== null) {
+        userKey = this.add('user', reply.userMessage);
+      }
+      this.followReply(reply, userKey, reply.userMessage ?? '');
+    }
+  }
+
+  /** Follows a reply by chunk number (ResumeReply): after a reload or reconnect, from its start. */
+  private followReply(reply: ReplyInfo, userKey: number | undefined, prompt: string): void {
+    const id = reply.replyId;
+    const follower: Follower = { sequence: 0, end: null, subscription: Subscription.EMPTY };
+    this.followers.set(id, follower);
+    this.running.update((ids) => new Set(ids).add(id));
+    follower.subscription = this.ai.resumeReply(reply.conversationId, 0).subscribe({
+      next: (item) => {
+        if (item.end) {
+          follower.end = item;
+        } else if (item.text !== undefined && item.sequence > follower.sequence) {
+          follower.sequence = item.sequence;
+          this.reply(id);
+          this.updateReply(id, (m) => ({ ...m, text: m.text + item.text }));
+        }
+      },
+      complete: () => this.finishReply(id, follower, userKey, prompt),
+      error: () => {
+        // a lost connection: reconnecting opens the conversation and follows the reply again
+        if (this.connected()) {
+          follower.end = { sequence: follower.sequence, end: 'error', error: 'The reply could not be followed.' };
+          this.finishReply(id, follower, userKey, prompt);
+        }
+      },
+    });
+  }
+
+  private finishReply(id: string, follower: Follower, userKey: number | undefined, prompt: string): void {
+    if (this.followers.get(id) !== follower) return;
+    this.followers.delete(id);
+    this.running.update((ids) => {
+      const next = new Set(ids);
+      next.delete(id);
+      return next;
+    });
+    const end = follower.end;
+    if (end?.end === 'error') {
+      // an error before any text replaces the empty reply bubble
+      this.messages.update((list) => list.filter((m) => !(m.kind === 'assistant' && m.id === id && m.text === '')));
+      this.add('error', end.error ?? 'The reply failed.', id);
+    }
+    if (follower.sequence === 0 && end?.end === 'error' && userKey !== undefined) this.notSent(userKey, prompt);
+    const u = end?.usage;
+    const n = (x: number) => x.toLocaleString('en');
+    const usage = u ? `${n(u.total_tokens)} tokens (${n(u.prompt_tokens)} in, ${n(u.completion_tokens)} out)` : undefined;
+    this.updateReply(id, (m) => ({ ...m, done: true, stopped: m.stopped || end?.end === 'stopped', usage }));
+    void this.refreshList();
+  }
+
+  // -- conversations ------------------------------------------------------------------------
+  private async refreshList(): Promise<void> {
+    try {
+      this.conversations.set(await this.ai.listConversations());
+    } catch {
+      // the list stays as it was
+    }
+  }
+
+  protected async openConversation(id: string): Promise<void> {
+    this.sidebarOpen.set(false);
+    try {
+      await this.open(id);
+    } catch (err) {
+      this.add('error', serverText(err) ?? failure('The conversation could not be opened', err));
+    }
+  }
+
+  protected async newConversation(): Promise<void> {
+    try {
+      const created = await this.ai.createConversation();
+      await this.openConversation(created.id);
+      await this.refreshList();
+    } catch (err) {
+      this.add('error', serverText(err) ?? failure('A new conversation could not be started', err));
+    }
+  }
+
+  protected async renameConversation(c: ConversationEntry): Promise<void> {
+    const title = prompt('New name for the conversation', c.title);
+    if (title === null || !title.trim()) return;
+    try {
+      await this.ai.renameConversation(c.id, title);
+    } catch (err) {
+      this.add('error', serverText(err) ?? failure('The conversation could not be renamed', err));
+    }
+    await this.refreshList();
+  }
+
+  protected async deleteConversation(c: ConversationEntry): Promise<void> {
+    if (!confirm(`Delete “${c.title}”? This cannot be undone.`)) return;
+    try {
+      await this.ai.deleteConversation(c.id);
+    } catch (err) {
+      this.add('error', serverText(err) ?? failure('The conversation could not be deleted', err));
+      return;
+    }
+    await this.refreshList();
+    if (c.id === this.conversationId) await this.openConversation(this.conversations()[0]?.id ?? 'default');
+  }
+
+  protected async undoClear(): Promise<void> {
+    const id = this.undoable();
+    this.undoable.set(null);
+    if (id !== null && (await this.ai.restoreConversation(id).catch(() => false)) && id === this.conversationId) {
+      await this.open(id);
+    }
+    await this.refreshList();
+  }
+
+  private stopFollowing(): void {
+    for (const follower of this.followers.values()) follower.subscription.unsubscribe();
+    this.followers.clear();
+    this.running.set(new Set());
   }
 
   protected async send(): Promise<void> {
     if (!this.canAsk()) return;
     const prompt = this.prompt();
     this.prompt.set('');
-    this.stickToBottom = true;
-    this.add('user', prompt);
-    this.pending.update((n) => n + 1);
+    this.follow = true;
+    this.unseen.set(false);
+    const key = this.add('user', prompt);
+    this.starting.update((n) => n + 1);
     try {
-      await this.ai.ask(prompt);
+      const reply = await this.ai.startReply(this.conversationId, prompt);
+      this.followReply(reply, key, prompt);
     } catch (err) {
-      this.add(
-        'error',
-        this.connected() ? failure('The message could not be sent', err) : 'The connection was lost before the reply completed.',
-      );
+      this.notSent(key, prompt);
+      this.add('error', serverText(err) ?? failure('The message could not be sent', err));
     } finally {
-      this.pending.update((n) => n - 1);
+      this.starting.update((n) => n - 1);
     }
   }
 
   protected async stop(): Promise<void> {
     try {
-      await this.ai.stop();
+      await this.ai.stopReply(this.conversationId);
     } catch (err) {
       this.add('error', failure('Could not stop the reply', err));
     }
@@ -121,10 +316,31 @@ export class App {
 
   protected async clear(): Promise<void> {
     try {
-      await this.ai.clear();
+      await this.ai.clearConversation(this.conversationId);
     } catch (err) {
       this.add('error', failure('Could not clear the conversation', err));
+      return;
     }
+    this.stopFollowing();
+    this.messages.set([]);
+    this.unseen.set(false);
+    this.undoable.set(this.conversationId);
+    void this.refreshList();
+  }
+
+  protected retryNow(): void {
+    void this.ai.retryNow();
+  }
+
+  protected copyReply(event: Event, text: string): void {
+    void copy(event.currentTarget as HTMLElement, text);
+  }
+
+  protected jumpToLatest(): void {
+    this.unseen.set(false);
+    const list = this.list().nativeElement;
+    list.scrollTop = list.scrollHeight;
+    this.lastHeight = list.scrollHeight;
   }
 
   /** Enter sends; Shift+Enter (and Enter while composing with an IME) inserts a newline. */
@@ -137,11 +353,27 @@ export class App {
 
   protected onScroll(): void {
     const list = this.list().nativeElement;
-    this.stickToBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    if (list.scrollHeight - list.scrollTop - list.clientHeight < 40) this.unseen.set(false);
   }
 
-  private add(kind: ChatMessage['kind'], text: string, id?: string): void {
-    this.messages.update((list) => [...list, { key: this.nextKey++, kind, text, id }]);
+  private async loadInfo(): Promise<void> {
+    try {
+      this.info.set(await this.ai.info());
+    } catch {
+      // the composer works without the counter
+    }
+  }
+
+  /** The server did not take the message: mark it, and give its text back unless a new one is being written. */
+  private notSent(key: number, prompt: string): void {
+    this.messages.update((list) => list.map((m) => (m.key === key ? { ...m, notSent: true } : m)));
+    if (this.prompt().trim() === '') this.prompt.set(prompt);
+  }
+
+  private add(kind: ChatMessage['kind'], text: string, id?: string): number {
+    const key = this.nextKey++;
+    this.messages.update((list) => [...list, { key, kind, text, id }]);
+    return key;
   }
 
   /** The reply bubble for an id, created by its first event. */
@@ -153,15 +385,26 @@ export class App {
     this.messages.update((list) => list.map((m) => (m.kind === 'assistant' && m.id === id ? change(m) : m)));
   }
 
-  private setTyping(id: string, typing: boolean): void {
-    if (this.typingIds().has(id) === typing) return;
-    this.typingIds.update((ids) => {
-      const next = new Set(ids);
-      if (typing) next.add(id);
-      else next.delete(id);
-      return next;
-    });
-  }
+}
+
+interface Follower {
+  /** The last chunk shown. */
+  sequence: number;
+  end: ReplyItem | null;
+  subscription: Subscription;
+}
+
+declare const ChatTheme: { bind(button: HTMLButtonElement): void };
+
+const GUEST_KEY = 'chat-guest';
+const CONVERSATION_KEY = 'chat-conversation';
+const HUB_ERROR = 'HubException: ';
+
+/** The text for the user in a HubException the server raised, if it is one. */
+function serverText(err: unknown): string | null {
+  const text = err instanceof Error ? err.message : String(err);
+  const at = text.indexOf(HUB_ERROR);
+  return at >= 0 ? text.slice(at + HUB_ERROR.length) : null;
 }
 
 function failure(what: string, err: unknown): string {

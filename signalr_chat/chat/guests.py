@@ -1,0 +1,54 @@
+"""Guest identities: an anonymous visitor's conversations, kept across reloads of their page.
+
+The server issues an unguessable id (it is the guest's only credential, like a session
+cookie); the page keeps it in localStorage and presents it after each connect. A guest
+unseen for `ttl` seconds is forgotten, with their conversations.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+
+#: What a guest id looks like: token_urlsafe(24) gives 32 characters of [A-Za-z0-9_-].
+_ID_LENGTH = 32
+_ID_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+class GuestSessions:
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._last_seen: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._last_seen)
+
+    def use(self, guest_id: object) -> str:
+        """The guest's id, kept alive; a new one for a missing, malformed or expired id."""
+        now = self._clock()
+        if isinstance(guest_id, str) and self._valid(guest_id):
+            seen = self._last_seen.get(guest_id)
+            if seen is not None and now - seen <= self._ttl:
+                self._last_seen[guest_id] = now
+                return guest_id
+        fresh = secrets.token_urlsafe(24)
+        self._last_seen[fresh] = now
+        return fresh
+
+    def touch(self, guest_id: str) -> None:
+        if guest_id in self._last_seen:
+            self._last_seen[guest_id] = self._clock()
+
+    def expired(self) -> list[str]:
+        """Forgets and returns the guests unseen for longer than the TTL."""
+        cutoff = self._clock() - self._ttl
+        gone = [guest for guest, seen in self._last_seen.items() if seen < cutoff]
+        for guest in gone:
+            del self._last_seen[guest]
+        return gone
+
+    @staticmethod
+    def _valid(guest_id: str) -> bool:
+        return len(guest_id) == _ID_LENGTH and set(guest_id) <= _ID_CHARACTERS

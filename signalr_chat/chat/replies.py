@@ -1,0 +1,92 @@
+"""A reply that belongs to its conversation, not to the connection that asked for it.
+
+Its text arrives as numbered chunks (1, 2, ...), kept while it runs and for a while after,
+so a client that reconnects or reloads asks for what follows the last number it has and
+then follows live: `follow(after)` replays and waits in one loop over one list, so nothing
+is missed between the replay and the live part, and nothing comes twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Literal
+
+Outcome = Literal["completed", "stopped", "error"]
+
+
+class ReplyRun:
+    """One reply's chunks and how it ended; any number of followers, any time."""
+
+    def __init__(self, conversation_id: str, user_message: str | None, continues: bool) -> None:
+        self.id = uuid.uuid4().hex
+        self.conversation_id = conversation_id
+        #: The message being answered (None when the reply continues an earlier one).
+        self.user_message = user_message
+        self.continues = continues
+        self.chunks: list[str] = []
+        self.outcome: Outcome | None = None
+        self.error: str | None = None
+        self.usage: dict[str, int] | None = None
+        self.ended_at: float | None = None
+        #: Set just before the turn is written to the store: from then on a snapshot of the
+        #: history may already hold this reply, so it is no longer shown as running.
+        self.storing = False
+        self.task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    @property
+    def running(self) -> bool:
+        return self.outcome is None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chunks)
+
+    async def append(self, text: str) -> None:
+        """The relay's emit: a chunk gets the next number."""
+        self.chunks.append(text)
+        self._wake()
+
+    def finish(self, outcome: Outcome, error: str | None = None) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        self.error = error
+        self.ended_at = time.monotonic()
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def describe(self) -> dict[str, object]:
+        """What a client needs to show the reply before following it."""
+        return {
+            "replyId": self.id,
+            "conversationId": self.conversation_id,
+            "userMessage": self.user_message,
+            "continues": self.continues,
+            "running": self.running,
+            "sequence": len(self.chunks),
+        }
+
+    async def follow(self, after: int) -> AsyncIterator[dict[str, object]]:
+        """Chunks numbered above `after`, as they come, then one end item."""
+        sent = max(0, after)
+        while True:
+            changed = self._changed
+            while sent < len(self.chunks):
+                sent += 1
+                yield {"sequence": sent, "text": self.chunks[sent - 1]}
+            if self.outcome is not None:
+                end: dict[str, object] = {"sequence": sent, "end": self.outcome, "replyId": self.id}
+                if self.error is not None:
+                    end["error"] = self.error
+                if self.usage is not None:
+                    end["usage"] = self.usage
+                yield end
+                return
+            await changed.wait()
