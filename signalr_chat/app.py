@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 
 from .ai import create_model
+from .ai.telemetry import GenAITelemetry
 from .chat import ChatHub, ChatService
 from .chat.conversations import ConversationService
 from .chat.history import HistoryStore, InMemoryHistoryStore
 from .chat.sqlite_history import SqliteHistoryStore
+from .drain import GracefulDrain
+from .health import Health
 from .jwt_auth import jwt_validator
+from .metrics_endpoint import add_metrics_route
+from .server import DRAIN
 from .settings import Settings
 from .signalr import HubOptions, InMemoryHubLifetimeManager, map_hub
+from .signalr.connections.telemetry import ConnectionTelemetry, sdk_providers
+from .signalr.hubs.telemetry import HubTelemetry
 
-WWWROOT = Path(__file__).resolve().parent.parent / "wwwroot"
+
+def _wwwroot() -> Path:
+    """Inside the package when installed from a wheel (see setup.py), else the checkout's top."""
+    packaged = Path(__file__).resolve().parent / "wwwroot"
+    return packaged if packaged.is_dir() else packaged.parent.parent / "wwwroot"
+
+
+WWWROOT = _wwwroot()
 #: Browser libraries, installed from npm into wwwroot/node_modules by `make`, served at /lib/.
 LIBRARIES = {
     "/lib/signalr": WWWROOT / "node_modules/@microsoft/signalr/dist/browser",
@@ -27,6 +44,7 @@ LIBRARIES = {
 }
 log = logging.getLogger(__name__)
 CHAT_SERVICE = web.AppKey("chat_service", ChatService)
+HEALTH = web.AppKey("health", Health)
 
 #: The two paths the seed front ends use: the wwwroot page and the Angular app.
 CHAT_PATHS = ("/chatHub", "/chat")
@@ -55,29 +73,53 @@ async def _angular(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(ANGULAR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-def create_app(settings: Settings | None = None) -> web.Application:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+) -> web.Application:
+    """The chat app; telemetry goes to the given OpenTelemetry providers, else the global ones,
+    and nowhere (at no cost) when no SDK backs them."""
     settings = settings or Settings()
+    tracer_provider, meter_provider = sdk_providers(tracer_provider, meter_provider)
+    configured = tracer_provider is not None or meter_provider is not None
+    signalr_telemetry = (
+        (HubTelemetry.create(tracer_provider, meter_provider), ConnectionTelemetry.create(meter_provider))
+        if configured
+        else (None, None)
+    )
+    genai_telemetry = (
+        GenAITelemetry(tracer_provider, meter_provider, capture_content=settings.genai_capture_message_content)
+        if configured
+        else None
+    )
     keep = settings.max_history_messages
     user_store: HistoryStore
     # without sign-in every conversation is anonymous: no file to create
     if settings.history_store == "sqlite" and settings.auth_jwt_secret is not None:
-        sqlite = SqliteHistoryStore(settings.history_db, keep)
+        sqlite = SqliteHistoryStore(settings.history_db, keep, log_queries=settings.log_user_content)
         user_store = sqlite
     else:
         sqlite = None
         user_store = InMemoryHistoryStore(keep)
-    model = create_model(settings)
+    model = create_model(settings, genai_telemetry)
     chat = ChatService(model, settings, anonymous_store=InMemoryHistoryStore(keep), user_store=user_store)
     conversations = ConversationService(chat, settings)
 
     app = web.Application()
     app[CHAT_SERVICE] = chat
+    health = app[HEALTH] = Health()
+    model_started = False
+    health.add_check("model", lambda: None if model_started else f"{model.name} is starting")
 
     async def start(app: web.Application) -> None:
+        nonlocal model_started
         try:
             if sqlite is not None:
                 await sqlite.open()
             await model.start()
+            model_started = True
         except BaseException:
             # aiohttp runs no cleanup after a failed startup; an open store would keep the process alive
             await stop(app)
@@ -107,7 +149,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         else None
     )
     lifetime = InMemoryHubLifetimeManager()
-    for path in CHAT_PATHS:
+    endpoints = [
         map_hub(
             app,
             path,
@@ -116,7 +158,15 @@ def create_app(settings: Settings | None = None) -> web.Application:
             lifetime=lifetime,
             validator=validator,
             factory=lambda: ChatHub(chat, conversations),
+            telemetry=signalr_telemetry,
         )
+        for path in CHAT_PATHS
+    ]
+    drain: Callable[[], Awaitable[None]] = GracefulDrain(health, endpoints, chat, settings.drain_timeout_seconds)
+    app[DRAIN] = drain
+    health.add_routes(app)
+    if settings.metrics_enabled:
+        add_metrics_route(app, settings.metrics_token)
     _serve_page(app)
     return app
 

@@ -14,6 +14,7 @@ import jwt
 from aiohttp import web
 
 from .signalr import TokenValidator, User
+from .signalr.untrusted import Untrusted
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def jwt_validator(secret: str, *, audience: str | None = None, issuer: str | Non
                 options={"require": ["sub", "exp"], "verify_aud": audience is not None},
             )
         except jwt.PyJWTError as exc:
-            log.info("refused a bearer token: %s", exc)
+            log.info("refused a bearer token: %s", Untrusted(exc))
             return None
         return User(str(claims["sub"]), claims)
 

@@ -1,4 +1,5 @@
-"""Runs an aiohttp app the way this server needs: uvloop, prompt disconnect detection."""
+"""Runs an aiohttp app the way this server needs: uvloop, prompt disconnect detection,
+and Kestrel's limits on slow, idle and surplus connections (http_guard)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,18 @@ import contextlib
 import gc
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from .bad_requests import log_bad_requests_at_debug
+from .http_guard import ConnectionGuard, GuardedSite, HttpLimits
+
 log = logging.getLogger(__name__)
+
+#: An app's graceful drain, run on the first SIGTERM/SIGINT while it still listens.
+DRAIN: web.AppKey[Callable[[], Awaitable[None]]] = web.AppKey("drain")
 
 #: Query parameters that carry credentials (browsers cannot set headers on WebSockets or EventSource).
 SECRET_PARAMETERS = frozenset({"access_token"})
@@ -58,11 +66,21 @@ def install_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(app: web.Application, host: str, port: int) -> None:
+async def serve(app: web.Application, host: str, port: int, limits: HttpLimits | None = None) -> None:
+    log_bad_requests_at_debug()
+    limits = limits or HttpLimits()
+    guard = ConnectionGuard(limits)
+    app.middlewares.insert(0, guard.middleware)
     # handler_cancellation: a dropped SSE stream or long poll cancels its handler at once
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=5, access_log_class=RedactingAccessLogger)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        shutdown_timeout=5,
+        access_log_class=RedactingAccessLogger,
+        keepalive_timeout=limits.keep_alive_timeout,
+    )
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = GuardedSite(runner, host, port, guard)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
     tune_gc()
@@ -73,11 +91,28 @@ async def serve(app: web.Application, host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
+        stop.clear()
+        await _drain(app, stop)
     finally:
         log.info("shutting down")
         await runner.cleanup()
 
 
-def run(app: web.Application, host: str, port: int) -> None:
+async def _drain(app: web.Application, again: asyncio.Event) -> None:
+    """The app's drain, if it has one, with the listener still open; a second signal cuts it short."""
+    drain = app.get(DRAIN)
+    if drain is None:
+        return
+    draining = asyncio.ensure_future(drain())
+    interrupted = asyncio.ensure_future(again.wait())
+    await asyncio.wait((draining, interrupted), return_when=asyncio.FIRST_COMPLETED)
+    interrupted.cancel()
+    if not draining.done():
+        log.warning("second signal: drain cut short")
+        draining.cancel()
+    await asyncio.gather(draining, return_exceptions=True)
+
+
+def run(app: web.Application, host: str, port: int, limits: HttpLimits | None = None) -> None:
     install_uvloop()
-    asyncio.run(serve(app, host, port))
+    asyncio.run(serve(app, host, port, limits))

@@ -34,8 +34,53 @@ class Settings(BaseSettings):
     host: str = Field("localhost", description="Interface to listen on.")
     port: int = Field(5000, description="TCP port to listen on.")
     log_level: str = Field("INFO", description="Python logging level.")
+    log_user_content: bool = Field(
+        False,
+        description="Let DEBUG logging show users' messages (aiosqlite logs each query with its values); off, "
+        "they never reach the log.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="text: one readable line per record; json: one JSON object per line, with the connection id, "
+        "user id and trace id.",
+    )
     websocket_compression: bool = Field(
         False, description="permessage-deflate on WebSockets; off by default, as it costs memory and CPU per message."
+    )
+    http_request_header_timeout_seconds: float = Field(
+        30.0, gt=0, description="A request's headers must all arrive this soon after its first byte (else 408)."
+    )
+    http_keep_alive_timeout_seconds: float = Field(
+        130.0, gt=0, description="A connection with no request in progress is closed after this long idle."
+    )
+    http_min_request_body_rate: float = Field(
+        240.0, ge=0, description="Bytes/s a request body must average after the grace period; 0 turns it off."
+    )
+    http_min_request_body_grace_seconds: float = Field(
+        5.0, ge=0, description="How long a request body may arrive slower than the minimum rate."
+    )
+    http_max_connections: int = Field(
+        60_000, ge=1, description="Connections the process holds at once; one more is answered 503 and closed."
+    )
+    genai_capture_message_content: bool = Field(
+        False,
+        validation_alias=AliasChoices(
+            "genai_capture_message_content", "otel_instrumentation_genai_capture_message_content"
+        ),
+        description="Record chat messages in the model-call spans (gen_ai.input.messages, gen_ai.output.messages); "
+        "also OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT. Off: content never leaves the server.",
+    )
+    metrics_enabled: bool = Field(
+        False, description="Serve /metrics in the Prometheus text format (needs the [otel] extra)."
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token that /metrics requires (Authorization: Bearer ...); unset: no token."
+    )
+    drain_timeout_seconds: float = Field(
+        15.0,
+        ge=0,
+        description="On SIGTERM, how long replies in flight may take to finish; then they stop and are stored as far "
+        "as they got, and every client is told to reconnect elsewhere.",
     )
 
     # -- chat ----------------------------------------------------------------
@@ -44,6 +89,18 @@ class Settings(BaseSettings):
         50, ge=2, description="Messages kept per conversation, besides the system prompt."
     )
     max_message_length: int = Field(8000, ge=1, description="Longest user message accepted, in characters.")
+    max_reply_length: int = Field(
+        100_000,
+        ge=1,
+        description="Longest reply relayed and stored, in characters: a longer one is cut there, the model stopped, "
+        "and the user told.",
+    )
+    reply_first_token_timeout_seconds: float = Field(
+        30.0, gt=0, description="A reply with no text this long after it was asked for ends with the error."
+    )
+    reply_timeout_seconds: float = Field(
+        300.0, gt=0, description="A reply still streaming this long after it was asked for is ended with the error."
+    )
     rate_limit_messages: int = Field(
         20, ge=0, description="Messages a user (or an anonymous connection) may send per window; 0 turns it off."
     )

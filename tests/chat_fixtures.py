@@ -86,6 +86,21 @@ def server_env(fake: FakeAI, **settings: str) -> dict[str, str]:
     return env
 
 
+def offline_env(**settings: str) -> dict[str, str]:
+    """A chat server that never reaches a model (an OpenAI-compatible server on a closed
+    port): for tests of the HTTP and hub layers as `python -m signalr_chat` runs them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
+    env.update(
+        PYTHONUNBUFFERED="1",
+        AI_PROVIDER="openai",
+        OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+        HISTORY_STORE="memory",
+        LOG_LEVEL="WARNING",
+    )
+    env.update({k.upper(): v for k, v in settings.items()})
+    return env
+
+
 def azure_settings(fake: FakeAI, **extra: str) -> dict[str, str]:
     return {
         "ai_provider": "azure",

@@ -64,7 +64,21 @@ MARKERS = (
     "[[tokens:N]]",
     "[[drop]]",
     "[[empty]]",
+    # misbehaving upstreams
+    "[[content:int]]",
+    "[[content:list]]",
+    "[[runaway]]",
+    "[[keepalive-only]]",
+    "[[hang]]",
+    "[[truncated]]",
+    "[[multiline]]",
 )
+#: [[runaway]] ignores max_tokens: tokens of this many characters, until the client leaves.
+RUNAWAY_TOKEN = "r" * 1000
+#: [[keepalive-only]] sends this comment, and nothing else, until the client leaves.
+KEEPALIVE_COMMENT = b": keep-alive\n\n"
+#: [[truncated]] sends this many tokens, then ends the response cleanly: no finish chunk, no [DONE].
+TRUNCATED_TOKENS = 3
 
 AUTH_FAILED_MESSAGE = (
     "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an "
@@ -164,6 +178,15 @@ class Script:
     delay: float = DEFAULT_TOKEN_DELAY
     finish_reason: str = "stop"
     drop: bool = False
+    #: Misbehaviour: a delta `content` that is not a string, sent after the tokens.
+    bad_content: Any = None
+    runaway: bool = False
+    keepalive_only: bool = False
+    hang: bool = False
+    #: The stream ends cleanly after the tokens, without the finish chunk and [DONE].
+    truncated: bool = False
+    #: Every event's JSON spread over several `data:` lines.
+    multiline: bool = False
 
 
 @dataclass
@@ -247,6 +270,21 @@ def plan(state: FakeState, body: dict[str, Any]) -> Script:
         return Script(tokens=numbered_tokens("t", 2), delay=delay, drop=True)
     if "[[empty]]" in text:
         return Script(tokens=[], delay=delay)
+    if "[[content:int]]" in text:
+        return Script(tokens=numbered_tokens("t", 2), delay=delay, bad_content=123)
+    if "[[content:list]]" in text:
+        return Script(tokens=[], delay=delay, bad_content=[{"type": "text", "text": "x"}])
+    if "[[runaway]]" in text:
+        return Script(runaway=True, delay=0)
+    if "[[keepalive-only]]" in text:
+        return Script(keepalive_only=True)
+    if "[[hang]]" in text:
+        return Script(hang=True)
+    if "[[truncated]]" in text:
+        return Script(tokens=numbered_tokens("t", TRUNCATED_TOKENS), delay=delay, truncated=True)
+    if "[[multiline]]" in text:
+        reply = f"Echo: {text} (history: {len(messages)} messages)"
+        return Script(tokens=word_tokens(reply), delay=delay, multiline=True)
     if text in DEMO_REPLIES:
         return Script(tokens=word_tokens(DEMO_REPLIES[text]), delay=delay)
     reply = f"Echo: {text} (history: {len(messages)} messages)"
@@ -341,7 +379,11 @@ class Completion:
         }
 
 
-def sse(data: dict[str, Any] | str) -> bytes:
+def sse(data: dict[str, Any] | str, multiline: bool = False) -> bytes:
+    if multiline and not isinstance(data, str):
+        # pretty-printed: one `data:` line per line of JSON, as the SSE standard allows
+        lines = json.dumps(data, indent=1).split("\n")
+        return "".join(f"data: {line}\n" for line in lines).encode() + b"\n"
     payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
     return f"data: {payload}\n\n".encode()
 
@@ -428,21 +470,40 @@ async def stream_completion(
             "apim-request-id": secrets.token_hex(16),
         }
     )
+    if script.hang:
+        await asyncio.Event().wait()  # no status line, no headers, ever
     response.enable_chunked_encoding()
     await response.prepare(request)
+    multiline = script.multiline
     try:
-        await response.write(sse(completion.prompt_filter_chunk()))
-        await response.write(sse(completion.role_chunk()))
+        if script.keepalive_only:
+            while True:
+                await response.write(KEEPALIVE_COMMENT)
+                await asyncio.sleep(0.1)
+        await response.write(sse(completion.prompt_filter_chunk(), multiline))
+        await response.write(sse(completion.role_chunk(), multiline))
         async for token in paced(script):
-            await response.write(sse(completion.token_chunk(token)))
+            await response.write(sse(completion.token_chunk(token), multiline))
             record["tokens_sent"] += 1
+        while script.runaway:
+            await response.write(sse(completion.token_chunk(RUNAWAY_TOKEN)))
+            record["tokens_sent"] += 1
+            await asyncio.sleep(0)  # a reader that keeps up never makes write() wait
+        if script.bad_content is not None:
+            chunk = completion.token_chunk("")
+            chunk["choices"][0]["delta"]["content"] = script.bad_content
+            await response.write(sse(chunk))
+        if script.truncated:
+            await response.write_eof()  # a clean end of the body, mid-reply
+            record["outcome"] = "truncated"
+            return response
         if script.drop:
             # a transport failure mid-stream: no finish chunk, no [DONE], no chunked terminator
             record["outcome"] = "error"
             if request.transport is not None:
                 request.transport.close()
             return response  # aiohttp finds the transport closed and skips the terminator
-        await response.write(sse(completion.finish_chunk(script.finish_reason)))
+        await response.write(sse(completion.finish_chunk(script.finish_reason), multiline))
         stream_options = request_body(record).get("stream_options")
         if isinstance(stream_options, dict) and stream_options.get("include_usage"):
             await response.write(sse(completion.usage_chunk(usage_for(request_body(record), script.tokens))))

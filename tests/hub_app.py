@@ -7,18 +7,55 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
+import enum
+import uuid
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
+import pydantic
 from aiohttp import web
 
-from signalr_chat.signalr import Hub, HubEndpoint, HubException, HubOptions, User, authorize, map_hub
-from signalr_chat.signalr.transports.websockets import WebSocketTransport
+from signalr_chat.signalr import (
+    CancellationToken,
+    ConnectionContext,
+    ConnectionHandler,
+    Hub,
+    HubEndpoint,
+    HubException,
+    HubOptions,
+    User,
+    authorize,
+    map_connection_handler,
+    map_hub,
+)
+from signalr_chat.signalr.connections.transports.websockets import WebSocketTransport
 
 FIXED_DATE = dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 ENDPOINTS: dict[str, HubEndpoint] = {}
-STATE: dict[str, Any] = {"cancelled": set(), "disconnected": []}
+STATE: dict[str, Any] = {"cancelled": set(), "disconnected": [], "token_cancelled": set()}
+FIXED_UUID = uuid.UUID("12345678-1234-5678-1234-567812345678")
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Size(enum.IntEnum):
+    LARGE = 3
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    label: str
+    when: dt.datetime
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    id: uuid.UUID
 
 
 class TestHub(Hub):
@@ -128,6 +165,50 @@ class TestHub(Hub):
 
     async def echo_date(self, value: Any) -> dict[str, Any]:
         return {"type": type(value).__name__, "value": value}
+
+    def get_values(self) -> dict[str, Any]:
+        """One of each type of the value model, for both protocols alike."""
+        return {
+            "uuid": FIXED_UUID,
+            "colour": Colour.RED,
+            "size": Size.LARGE,
+            "point": Point(1, "a", FIXED_DATE),
+            "person": Person(name="Ada", id=FIXED_UUID),
+            "tuple": (1, 2),
+            "naive": FIXED_DATE.replace(tzinfo=None),
+        }
+
+    def big_result(self, size: int) -> str:
+        """One result larger than the 1 MiB outbox bound (a long history, say)."""
+        return "x" * size
+
+    async def send_many(self, count: int, size: int) -> int:
+        """A long reply: `count` events of `size` characters to the caller, as fast as it takes them."""
+        chunk = "y" * size
+        for i in range(count):
+            await self.clients.caller.send("Chunk", i, chunk)
+        return count
+
+    def transport_name(self) -> str | None:
+        transport = self.context.transport
+        return transport.value if transport is not None else None
+
+    async def watched(self, key: str, token: CancellationToken) -> AsyncIterator[int]:
+        """A stream that learns of its cancellation from its token, not from a finally."""
+        token.on_cancel(lambda: STATE["token_cancelled"].add(key))
+        i = 0
+        while not token.cancelled:
+            yield i
+            i += 1
+            await asyncio.sleep(0.02)
+
+    async def wait_for_cancel(self, key: str, token: CancellationToken) -> None:
+        """A plain method whose token is the connection's: it ends when the caller leaves."""
+        await token.wait()
+        STATE["token_cancelled"].add(key)
+
+    async def token_cancelled(self, key: str) -> bool:
+        return key in STATE["token_cancelled"]
 
     async def counter(self, count: int, delay: float) -> AsyncIterator[int]:
         for i in range(count):
@@ -240,6 +321,16 @@ async def validate(token: str, request: web.Request) -> User | None:
     return None
 
 
+class EchoHandler(ConnectionHandler):
+    """A raw connection (no hub protocol): every message comes back as it was sent."""
+
+    async def on_connected(self, connection: ConnectionContext) -> None:
+        connection.send(f"hello {connection.transport.value if connection.transport else '?'}")
+
+    async def on_received(self, connection: ConnectionContext, data: bytes) -> None:
+        connection.send(data)
+
+
 async def redirect(request: web.Request) -> web.Response:
     base = f"http://{request.host}"
     return web.json_response({"url": f"{base}/testhub", "accessToken": "token-redirected"})
@@ -251,9 +342,13 @@ async def set_cookie(request: web.Request) -> web.Response:
     return response
 
 
+#: The cross-origin page the CORS tests pretend to be.
+CORS_ORIGIN = "http://example.test:8080"
+
+
 def create_app() -> web.Application:
     app = web.Application()
-    base = dict(allow_stateful_reconnect=True, cors_origins=("*",))
+    base = dict(allow_stateful_reconnect=True, cors_origins=(CORS_ORIGIN,))
     ENDPOINTS["test"] = map_hub(app, "/testhub", TestHub, options=HubOptions(**base), validator=validate)
     ENDPOINTS["detailed"] = map_hub(
         app, "/detailed", TestHub, options=HubOptions(enable_detailed_errors=True, **base), validator=validate
@@ -262,6 +357,7 @@ def create_app() -> web.Application:
     ENDPOINTS["parallel"] = map_hub(
         app, "/parallel", TestHub, options=HubOptions(max_parallel_invocations=4, **base), validator=validate
     )
+    map_connection_handler(app, "/echo", EchoHandler())
     app.router.add_post("/redirect/negotiate", redirect)
     app.router.add_get("/cookie", set_cookie)
     return app

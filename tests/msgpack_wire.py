@@ -11,6 +11,15 @@ def pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
 
+def ext(code: int, data: bytes) -> msgpack.ExtType:
+    """Any extension, the reserved negative codes included (ExtType's constructor refuses those)."""
+    return tuple.__new__(msgpack.ExtType, (code, data))
+
+
+#: A 12-byte timestamp extension (code -1) whose seconds are far past year 9999.
+TIMESTAMP_PAST_9999 = ext(-1, b"\x00" * 4 + b"\x7f" + b"\xff" * 7)
+
+
 def framed(payload: bytes) -> bytes:
     """VarInt length prefix: 7 bits per byte, low bits first, high bit set on all but the last."""
     n = len(payload)

@@ -1,7 +1,9 @@
 """The chat through the stock @microsoft/signalr client: `tests/js/chat/*.test.mjs` under
 Node, against `python -m signalr_chat` processes talking to the fake Azure OpenAI.
 
-The Node files get every server's address in the environment (see `chat_env`).
+The files run under `node --test`, in parallel (see node_runner.py), with every
+server's address in the environment (see `chat_env`); each file is a test here, passing or
+failing on its own results.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .chat_fixtures import ChatServer, FakeAI, token_for
-from .node_runner import JS_DIR, run_node_test
+from .node_runner import JS_DIR, FileRun, run_node_suite
 
 CHAT_JS_FILES = sorted((JS_DIR / "chat").glob("*.test.mjs"))
 NODE_TIMEOUT = 240
@@ -49,6 +51,11 @@ def chat_env(
     }
 
 
+@pytest.fixture(scope="module")
+def chat_js_suite(chat_env: dict[str, str]) -> dict[Path, FileRun]:
+    return run_node_suite(CHAT_JS_FILES, chat_env, NODE_TIMEOUT)
+
+
 @pytest.mark.parametrize("js_file", CHAT_JS_FILES, ids=[p.name.removesuffix(".test.mjs") for p in CHAT_JS_FILES])
-def test_chat_js(js_file: Path, chat_env: dict[str, str]) -> None:
-    run_node_test(js_file, chat_env, NODE_TIMEOUT)
+def test_chat_js(js_file: Path, chat_js_suite: dict[Path, FileRun]) -> None:
+    chat_js_suite[js_file].check(NODE_TIMEOUT)

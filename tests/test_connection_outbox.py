@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from signalr_chat.signalr.connection import Connection
+from signalr_chat.signalr.connections import Connection
 
 
 def outbox(*records: bytes) -> Connection:

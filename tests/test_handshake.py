@@ -95,6 +95,21 @@ def test_malformed_request_with_trailing_data_still_raises() -> None:
         parse_handshake_request(b'{"protocol":"json",}\x1e{"type":6}\x1e')
 
 
+def test_record_within_the_size_limit_is_parsed() -> None:
+    # the separator is the limit's last byte: the record, separator included, fits
+    data = b'{"protocol":"json","version":1,"pad":"' + b"x" * 100 + b'"}\x1e{"type":6}\x1e'
+    size = data.index(b"\x1e") + 1
+    assert parse_handshake_request(data, max_size=size) == (HandshakeRequest("json", 1), size)
+
+
+def test_record_over_the_size_limit_is_never_complete() -> None:
+    # ASP.NET Core searches only the first max-size bytes for the separator: a longer
+    # record stays incomplete even when all of it arrived at once, and the caller refuses it
+    data = b'{"protocol":"json","version":1,"pad":"' + b"x" * 100 + b'"}\x1e'
+    assert parse_handshake_request(data, max_size=len(data) - 1) is None
+    assert parse_handshake_request(data, max_size=None) is not None
+
+
 def test_success_response_is_exactly_empty_object() -> None:
     assert handshake_response() == b"{}\x1e"
 

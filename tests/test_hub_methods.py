@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from signalr_chat.signalr import Hub, authorize
-from signalr_chat.signalr.hub_methods import BindingError, discover, normalize
+from signalr_chat.signalr.hubs.methods import BindingError, discover, normalize
 
 
 class SampleHub(Hub):

@@ -1,7 +1,8 @@
 """The stock @microsoft/signalr JavaScript client against our server.
 
-Each `tests/js/*.test.mjs` file runs under Node's built-in test runner, with the hub
-server's address in SIGNALR_BASE_URL.
+The `tests/js/*.test.mjs` files run under `node --test`, in parallel (see
+node_runner.py), with the hub server's address in SIGNALR_BASE_URL; each file is a test
+here, passing or failing on its own results.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .node_runner import JS_DIR, run_node_test
+from .node_runner import JS_DIR, FileRun, run_node_suite
 
 if TYPE_CHECKING:
     from .conftest import HubServer
@@ -25,6 +26,11 @@ def test_js_suite_exists() -> None:
     assert JS_FILES, f"no *.test.mjs files in {JS_DIR}"
 
 
+@pytest.fixture(scope="module")
+def js_suite(hub_server: HubServer) -> dict[Path, FileRun]:
+    return run_node_suite(JS_FILES, {**os.environ, "SIGNALR_BASE_URL": hub_server.base}, NODE_TIMEOUT)
+
+
 @pytest.mark.parametrize("js_file", JS_FILES, ids=[path.name.removesuffix(".test.mjs") for path in JS_FILES])
-def test_js_client(js_file: Path, hub_server: HubServer) -> None:
-    run_node_test(js_file, {**os.environ, "SIGNALR_BASE_URL": hub_server.base}, NODE_TIMEOUT)
+def test_js_client(js_file: Path, js_suite: dict[Path, FileRun]) -> None:
+    js_suite[js_file].check(NODE_TIMEOUT)

@@ -7,16 +7,17 @@ import re
 import orjson
 import pytest
 
-from signalr_chat.signalr.connection_manager import new_id
-from signalr_chat.signalr.negotiate import (
+from signalr_chat.signalr.connections.manager import new_id
+from signalr_chat.signalr.protocol.negotiate import (
+    ALL_TRANSPORTS,
     LATEST_VERSION,
     NegotiateError,
+    TransportKind,
     lower_query,
     negotiate_document,
     requested_version,
     wants_stateful_reconnect,
 )
-from signalr_chat.signalr.options import ALL_TRANSPORTS, TransportKind
 
 NON_INTEGER = "The client requested a non-integer protocol version."
 

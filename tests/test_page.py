@@ -19,6 +19,8 @@ BUSY = "The AI service is busy. Please wait a moment and try again."
 # Console errors Chromium logs while the server is down; the restart tests expect them.
 SERVER_DOWN = (
     "ERR_CONNECTION_REFUSED",
+    # a stopping server drains: a reconnect that arrives then gets 503 "Server is shutting down"
+    "status of 503 (Service Unavailable)",
     "WebSocket connection to",
     "Failed to start the connection",
     "Failed to complete negotiation",

@@ -118,10 +118,22 @@ def test_bytes_are_written_as_base64() -> None:
     assert record == b'{"type":3,"invocationId":"1","result":"AAEC/w=="}\x1e'
 
 
-def test_datetime_is_written_as_iso_8601_with_offset() -> None:
-    when = dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
-    record = JSON.encode(CompletionMessage.with_result("1", when))
-    assert record == b'{"type":3,"invocationId":"1","result":"2020-01-02T03:04:05+00:00"}\x1e'
+def test_datetime_is_iso_8601_with_utc_as_z_as_system_text_json_writes_it() -> None:
+    def written(when: dt.datetime) -> bytes:
+        return JSON.encode(CompletionMessage.with_result("1", when))
+
+    assert written(dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.UTC)) == (
+        b'{"type":3,"invocationId":"1","result":"2020-01-02T03:04:05Z"}\x1e'
+    )
+    # naive means UTC, as in the MessagePack protocol
+    assert written(dt.datetime(2020, 1, 2, 3, 4, 5, 250000)) == (
+        b'{"type":3,"invocationId":"1","result":"2020-01-02T03:04:05.250000Z"}\x1e'
+    )
+    # another offset stays, as a DateTimeOffset is written
+    paris = dt.timezone(dt.timedelta(hours=1))
+    assert written(dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=paris)) == (
+        b'{"type":3,"invocationId":"1","result":"2020-01-02T03:04:05+01:00"}\x1e'
+    )
 
 
 def test_non_ascii_text_is_utf8() -> None:
@@ -305,6 +317,8 @@ MALFORMED: list[tuple[bytes, str | None]] = [
     (b'{"type":8}', r"^Missing required property 'sequenceId'\.$"),
     (b'{"type":9,"sequenceId":"1"}', None),
     (b"\xff\xfe", None),
+    (b'{"type":1,"target":"x","arguments":[],"headers":{"a":1}}', r"^Expected header 'a' to be of type String\.$"),
+    (b'{"type":8,"sequenceId":18446744073709551616}', None),  # past 64 bits: parsed as a float
 ]
 
 

@@ -26,7 +26,7 @@ from signalr_chat.signalr.protocol import (
 )
 from signalr_chat.signalr.protocol.base import too_large
 from signalr_chat.signalr.protocol.msgpack_protocol import varint
-from tests.msgpack_wire import framed, pack
+from tests.msgpack_wire import TIMESTAMP_PAST_9999, framed, pack
 
 OVER_2GB = "Messages over 2GB in size are not supported."
 
@@ -468,6 +468,10 @@ MALFORMED: list[tuple[bytes, str | None]] = [
     (b"\xc1", None),  # never-used MessagePack byte
     (b"\x92\x06", None),  # truncated array inside a complete frame
     (pack([6]) + b"\x00", None),  # trailing bytes inside the frame
+    (pack([1, {}, None, "t", [{(1,): 2}]]), r"^Deserializing"),  # a map keyed by an array (unhashable)
+    (pack([1, {}, None, "t", [TIMESTAMP_PAST_9999]]), r"^Deserializing"),  # past datetime's range
+    (pack([1, {"a": 1}, None, "t", []]), r"^Reading 'headers' as String failed\.$"),
+    (pack([1, {1: "a"}, None, "t", []]), r"^Reading 'headers' as String failed\.$"),
 ]
 
 

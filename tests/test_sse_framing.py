@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from signalr_chat.signalr.transports.server_sent_events import HEADERS, PREAMBLE, format_event
+from signalr_chat.signalr.connections.transports.server_sent_events import HEADERS, PREAMBLE, format_event
 
 
 def test_single_line_payload() -> None:

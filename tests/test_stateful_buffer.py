@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from signalr_chat.signalr.stateful_reconnect import MessageBuffer
+from signalr_chat.signalr.protocol.stateful_reconnect import MessageBuffer
 
 
 def receive(buffer: MessageBuffer, count: int) -> list[bool]:

@@ -4,7 +4,17 @@
 `AiError` whose `user_message` is safe to show; the real cause is logged here.
 """
 
-from .errors import AiAuthFailed, AiBusy, AiContentFiltered, AiError, AiFailed, ConfigurationError
+from .errors import (
+    AiAuthFailed,
+    AiBusy,
+    AiContentFiltered,
+    AiError,
+    AiFailed,
+    AiInterrupted,
+    AiReplyTooLong,
+    AiTimedOut,
+    ConfigurationError,
+)
 from .model import ChatMessage, ChatModel
 from .providers import create_model
 
@@ -14,6 +24,9 @@ __all__ = [
     "AiContentFiltered",
     "AiError",
     "AiFailed",
+    "AiInterrupted",
+    "AiReplyTooLong",
+    "AiTimedOut",
     "ChatMessage",
     "ChatModel",
     "ConfigurationError",

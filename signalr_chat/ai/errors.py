@@ -37,6 +37,26 @@ class AiContentFiltered(AiError):
     user_message = "The content was filtered by the AI service's content policy. Please rephrase your message."
 
 
+class AiTimedOut(AiFailed):
+    """No first token, or no end, within the reply's deadlines: the generic text, the cause logged."""
+
+
+class AiInterrupted(AiError):
+    """The upstream stream ended without saying the reply was finished (no finish_reason, no [DONE])."""
+
+    user_message = "The reply was interrupted before it was finished. Please try again."
+
+
+class AiReplyTooLong(AiError):
+    """The reply reached the length limit: what came so far is kept, the rest never asked for."""
+
+    user_message = "The reply was cut short because it reached the maximum length."
+
+
+class UnexpectedUpstream(ValueError):
+    """The upstream sent something a chat completion stream never contains (logged, then AiFailed)."""
+
+
 def _is_content_filter(exc: openai.APIStatusError) -> bool:
     if exc.code == "content_filter":
         return True

@@ -1,19 +1,23 @@
 """Azure OpenAI and OpenAI-compatible servers, through the official `openai` SDK.
 
 The SDK does the HTTP, the retries (honouring retry-after) and the Entra ID token
-refresh; this module only relays deltas and classifies failures.
+refresh; this module relays deltas, checks that the stream is what a chat completion
+stream holds (text deltas, a finish_reason or [DONE] at the end), and classifies failures.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from urllib.parse import urlsplit
 
 import openai
 import orjson
 
-from .errors import AiContentFiltered, AiError, classify
+from .errors import AiContentFiltered, AiError, AiInterrupted, UnexpectedUpstream, classify
 from .model import ChatMessage, estimate_tokens
+from .sse_events import ServerSentEvents
+from .telemetry import GenAITelemetry, ModelCall
 
 log = logging.getLogger(__name__)
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -32,6 +36,7 @@ class OpenAIChatModel:
         max_output_tokens: int,
         temperature: float | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        telemetry: GenAITelemetry | None = None,
     ) -> None:
         self.name = f"{provider}:{model}"
         self.context_tokens = context_tokens
@@ -41,6 +46,9 @@ class OpenAIChatModel:
         self._provider = provider
         self._temperature = temperature
         self._on_close = on_close
+        self._telemetry = telemetry
+        address = urlsplit(str(client.base_url))
+        self._server = (address.hostname, address.port)
 
     async def start(self) -> None:
         log.info("chat model: %s via %s", self.name, self._client.base_url)
@@ -62,46 +70,95 @@ class OpenAIChatModel:
         # The messages travel in `extra_body`: they are plain {"role", "content"} strings
         # already, and the SDK's typed transform walks each one (~0.14 ms a message, 7 ms
         # for a 50-message history before the request even starts).
+        call = None if self._telemetry is None else self._start_call(messages)
         request = self._client.chat.completions.with_streaming_response.create(
             model=self._model,
             messages=(),
             extra_body={"messages": list(messages)},
             stream=True,
-            # a last chunk with the token counts (no choices), when the caller wants them
-            stream_options={"include_usage": True} if usage is not None else openai.omit,
+            # token usage arrives in a last chunk only when asked for: telemetry needs it, and
+            # the conversation replies, which show it
+            stream_options=openai.omit if call is None and usage is None else {"include_usage": True},
             max_tokens=self.max_output_tokens,
             temperature=openai.omit if self._temperature is None else self._temperature,
         )
+        finished = False
         try:
             # leaving the block closes the response: the HTTP request is aborted when we stop early
             async with request as response:
+                events = ServerSentEvents()
                 async for line in response.iter_lines():
-                    for text in self._deltas(line, usage):
+                    data = events.feed(line)
+                    if data is None:
+                        continue
+                    if data == "[DONE]":
+                        finished = True
+                        break
+                    texts, done = self._deltas(data, call, usage)
+                    finished = finished or done
+                    for text in texts:
                         yield text
-        except AiError:
+            if not finished:
+                log.warning("%s: the stream ended without a finish_reason or [DONE]", self._provider)
+                raise AiInterrupted
+        except AiError as exc:
+            if call is not None:
+                call.failed(exc)
             raise
         except Exception as exc:
+            if call is not None:
+                call.failed(exc)
             raise classify(exc, self._provider) from exc
+        finally:
+            if call is not None:
+                call.end()
 
-    def _deltas(self, line: str, usage: dict[str, int] | None = None) -> list[str]:
-        """The text deltas of one server-sent event line (most carry one; Azure's first none)."""
-        if not line.startswith("data:"):
-            return []  # blank separators, comments, `event:` lines
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return []
+    def _start_call(self, messages: Sequence[ChatMessage]) -> ModelCall:
+        assert self._telemetry is not None
+        return self._telemetry.chat(
+            self._provider,
+            self._model,
+            messages,
+            server_address=self._server[0],
+            server_port=self._server[1],
+            max_tokens=self.max_output_tokens,
+            temperature=self._temperature,
+        )
+
+    def _deltas(
+        self, data: str, call: ModelCall | None = None, usage: dict[str, int] | None = None
+    ) -> tuple[list[str], bool]:
+        """The text deltas of one event (most carry one; Azure's first none), and whether
+        it ends the reply. Anything a chat completion chunk never holds is an error."""
         chunk = orjson.loads(data)
+        if type(chunk) is not dict:
+            raise UnexpectedUpstream(f"an event that is not an object: {type(chunk).__name__}")
         if chunk.get("error"):
             raise RuntimeError(f"error event in the stream: {chunk['error']}")
         if usage is not None and isinstance(chunk.get("usage"), dict):
             counts = chunk["usage"]
             usage.update({k: counts[k] for k in USAGE_KEYS if isinstance(counts.get(k), int)})
+        choices = chunk.get("choices") or []
+        if type(choices) is not list:
+            raise UnexpectedUpstream(f"'choices' is a {type(choices).__name__}")
         deltas = []
-        for choice in chunk.get("choices") or ():
-            content = (choice.get("delta") or {}).get("content")
+        done = False
+        for choice in choices:
+            if type(choice) is not dict:
+                raise UnexpectedUpstream(f"a choice that is a {type(choice).__name__}")
+            delta = choice.get("delta") or {}
+            if type(delta) is not dict:
+                raise UnexpectedUpstream(f"a delta that is a {type(delta).__name__}")
+            content = delta.get("content")
+            if content is not None and type(content) is not str:
+                raise UnexpectedUpstream(f"delta content that is a {type(content).__name__}")
             if content:
                 deltas.append(content)
-            if choice.get("finish_reason") == "content_filter":
+            finish_reason = choice.get("finish_reason")
+            if finish_reason == "content_filter":
                 log.warning("%s: reply stopped by the content filter", self._provider)
                 raise AiContentFiltered
-        return deltas
+            done = done or finish_reason is not None
+        if call is not None:  # a chunk checked above: telemetry reads its id, model, usage, finish
+            call.chunk(chunk)
+        return deltas, done

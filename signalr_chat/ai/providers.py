@@ -12,6 +12,7 @@ import openai
 from .errors import ConfigurationError
 from .model import ChatModel
 from .openai_model import OpenAIChatModel
+from .telemetry import GenAITelemetry
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -30,7 +31,7 @@ def _entra_token_provider() -> tuple[Callable[[], Awaitable[str]], Callable[[], 
     return get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE), credential.close
 
 
-def _azure(settings: Settings) -> ChatModel:
+def _azure(settings: Settings, telemetry: GenAITelemetry | None) -> ChatModel:
     if not settings.azure_openai_endpoint:
         raise ConfigurationError("AZURE_OPENAI_ENDPOINT is required for the Azure OpenAI provider")
     deployment = settings.azure_openai_deployment
@@ -75,6 +76,7 @@ def _azure(settings: Settings) -> ChatModel:
         max_output_tokens=settings.ai_max_output_tokens,
         temperature=settings.ai_temperature,
         on_close=on_close,
+        telemetry=telemetry,
     )
 
 
@@ -91,7 +93,7 @@ def _http_client(settings: Settings) -> httpx2.AsyncClient:
     return openai.DefaultAioHttpClient(limits=limits)
 
 
-def _openai_compatible(settings: Settings) -> ChatModel:
+def _openai_compatible(settings: Settings, telemetry: GenAITelemetry | None) -> ChatModel:
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     client = openai.AsyncOpenAI(
         base_url=settings.openai_base_url,
@@ -108,15 +110,17 @@ def _openai_compatible(settings: Settings) -> ChatModel:
         context_tokens=settings.ai_context_tokens,
         max_output_tokens=settings.ai_max_output_tokens,
         temperature=settings.ai_temperature,
+        telemetry=telemetry,
     )
 
 
-def create_model(settings: Settings) -> ChatModel:
+def create_model(settings: Settings, telemetry: GenAITelemetry | None = None) -> ChatModel:
+    """The configured provider's model; `telemetry` (remote providers) traces and measures its calls."""
     provider = settings.provider()
     if provider == "azure":
-        return _azure(settings)
+        return _azure(settings, telemetry)
     if provider == "openai":
-        return _openai_compatible(settings)
+        return _openai_compatible(settings, telemetry)
     from .local_model import LocalChatModel
 
     return LocalChatModel(settings)

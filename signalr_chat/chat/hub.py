@@ -9,14 +9,26 @@ conversation of the conversation methods below (docs/chat.md), which both front 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
-from ..ai import AiError
+from ..ai import AiError, AiFailed
 from ..signalr import Hub, HubException
 from .conversations import ConversationService
 from .service import ChatService, Rejected
+
+log = logging.getLogger(__name__)
+
+
+def user_message(error: Exception) -> str:
+    """The text a user sees for a failed turn; an unexpected error is logged, never shown."""
+    if isinstance(error, (AiError, Rejected)):
+        return error.user_message
+    log.error("reply failed", exc_info=error)
+    return AiFailed.user_message
+
 
 T = TypeVar("T")
 
@@ -53,10 +65,10 @@ class ChatHub(Hub):
 
         try:
             await self.chat.reply(self.context, text, emit)
-        except (AiError, Rejected) as exc:
+        except Exception as exc:  # whatever went wrong, the turn's events still close
             if started:
                 await caller.send("ReceiveStreamEnd")
-            await caller.send("ReceiveError", exc.user_message)
+            await caller.send("ReceiveError", user_message(exc))
             return
         if not started:
             await caller.send("ReceiveStreamStart")
@@ -79,9 +91,9 @@ class ChatHub(Hub):
 
         try:
             await self.chat.reply(self.context, text, emit)
-        except (AiError, Rejected) as exc:
+        except Exception as exc:  # whatever went wrong, the turn's events still close
             await caller.send("typing", message_id, False)
-            await caller.send("error", message_id, exc.user_message)
+            await caller.send("error", message_id, user_message(exc))
             await caller.send("completed", message_id)
             return message_id
         await caller.send("typing", message_id, False)
@@ -94,8 +106,8 @@ class ChatHub(Hub):
             text = self.chat.check(self.context, message)
             async for token in self.chat.stream(self.context, text):
                 yield token
-        except (AiError, Rejected) as exc:
-            raise HubException(exc.user_message) from None
+        except Exception as exc:
+            raise HubException(user_message(exc)) from None
 
     async def stop_generation(self) -> None:
         self.chat.stop(self.context.connection_id)

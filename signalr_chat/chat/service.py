@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 
-from ..ai import AiError, AiFailed, ChatMessage, ChatModel
+from ..ai import AiError, AiFailed, AiReplyTooLong, AiTimedOut, ChatMessage, ChatModel
 from ..settings import Settings
 from ..signalr import HubCallerContext
 from .history import HistoryStore
@@ -49,9 +49,9 @@ class Rejected(Exception):
 
 
 class Generation:
-    """One reply in flight, stoppable from another invocation (StopGeneration)."""
+    """One reply in flight, stoppable from another invocation (StopGeneration) or by its deadlines."""
 
-    __slots__ = ("connection_id", "done", "relaying", "stopped", "task")
+    __slots__ = ("connection_id", "done", "interrupts", "relaying", "stopped", "task", "timed_out")
 
     def __init__(self, connection_id: str) -> None:
         task = asyncio.current_task()
@@ -60,6 +60,9 @@ class Generation:
         self.connection_id = connection_id
         self.relaying = False
         self.stopped = False
+        self.timed_out = False
+        #: Cancellations of `task` made here; the relay loop takes them back.
+        self.interrupts = 0
         self.done = asyncio.Event()
 
     def stop(self) -> None:
@@ -72,7 +75,18 @@ class Generation:
             return
         self.stopped = True
         if self.relaying:
-            self.task.cancel()
+            self._interrupt()
+
+    def time_out(self) -> None:
+        """A deadline passed: end the relay with an error (only the relay has deadlines)."""
+        if self.stopped or self.timed_out or not self.relaying:
+            return
+        self.timed_out = True
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        self.interrupts += 1
+        self.task.cancel()
 
 
 @dataclass(slots=True)
@@ -229,18 +243,53 @@ class ChatService:
         emit: Callable[[str], Awaitable[None]],
         usage: dict[str, int] | None = None,
     ) -> None:
+        """Relay the model's tokens, within the reply's length limit and deadlines.
+
+        The deadlines are two timers per reply, not a timeout per token: one for the first
+        token, one for the whole reply. Either cancels the relay as stop() does, and the
+        cancellation is turned into AiTimedOut here.
+        """
+        settings = self.settings
+        limit = settings.max_reply_length
+        loop = asyncio.get_running_loop()
+        first_token = loop.call_later(settings.reply_first_token_timeout_seconds, generation.time_out)
+        whole_reply = loop.call_later(settings.reply_timeout_seconds, generation.time_out)
+        length = 0
         generation.relaying = True
         try:
             async with aclosing(self.model.stream(prompt, usage)) as tokens:
                 async for token in tokens:
+                    if type(token) is not str:
+                        log.warning("the model yielded a %s, not text", type(token).__name__)
+                        raise AiFailed
+                    first_token.cancel()
+                    length += len(token)
+                    if length > limit:  # leaving the block stops the model: nothing more is asked for
+                        token = token[: len(token) - (length - limit)]
+                        if token:
+                            parts.append(token)
+                            await emit(token)
+                        log.warning("reply cut at %d characters (MAX_REPLY_LENGTH)", limit)
+                        raise AiReplyTooLong
                     parts.append(token)
                     await emit(token)
         except asyncio.CancelledError:
-            # our own stop() is the only cancellation to swallow
-            if not generation.stopped or generation.task.uncancel() > 0:
+            # stop() and the deadlines are the only cancellations to swallow
+            task = generation.task
+            if generation.interrupts == 0 or task.cancelling() > generation.interrupts:
                 raise
+            for _ in range(generation.interrupts):
+                task.uncancel()
+            if not generation.stopped:
+                log.warning(
+                    "reply timed out: %s",
+                    "no text within the first-token deadline" if not parts else "still streaming at the deadline",
+                )
+                raise AiTimedOut from None
         finally:
             generation.relaying = False
+            first_token.cancel()
+            whole_reply.cancel()
 
     async def _store_turn(self, store: HistoryStore, key: str, user_turn: ChatMessage, parts: list[str]) -> None:
         await store.append(key, [user_turn, {"role": "assistant", "content": "".join(parts)}])
@@ -284,6 +333,17 @@ class ChatService:
     def stop(self, connection_id: str) -> int:
         """Stop the connection's replies, streaming or waiting for their turn; how many."""
         generations = [g for g in self._generations.get(connection_id, ()) if not g.stopped]
+        for generation in generations:
+            generation.stop()
+        return len(generations)
+
+    def replies_in_flight(self) -> list[Generation]:
+        """Every reply streaming or waiting for its turn (a graceful stop waits for them)."""
+        return [g for active in self._generations.values() for g in active]
+
+    def stop_all(self) -> int:
+        """Stop every reply (a graceful stop's limit is up); each is stored as far as it got."""
+        generations = [g for active in self._generations.values() for g in active if not g.stopped]
         for generation in generations:
             generation.stop()
         return len(generations)

@@ -3,6 +3,8 @@ reconnect or a server restart. aiosqlite runs the queries on its own thread."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,11 +35,21 @@ CREATE TABLE IF NOT EXISTS conversations (
 """
 
 
+#: aiosqlite logs every query with its values at DEBUG: users' messages, verbatim.
+AIOSQLITE_LOGGER = "aiosqlite"
+
+
 class SqliteHistoryStore:
-    def __init__(self, path: Path, keep: int) -> None:
+    def __init__(self, path: Path, keep: int, *, log_queries: bool = False) -> None:
         self._path = path
         self._keep = keep
         self._db: aiosqlite.Connection | None = None
+        # a DEBUG log level must not put users' messages in the log unless asked to
+        logging.getLogger(AIOSQLITE_LOGGER).setLevel(logging.NOTSET if log_queries else logging.INFO)
+        # One connection for every writer: an append is insert + trim + commit, and another
+        # writer's statements between them would commit half of it, or (seen when a drain
+        # stored 50 replies at once) fail with sqlite3's "bad parameter or other API misuse".
+        self._writing = asyncio.Lock()
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +72,10 @@ class SqliteHistoryStore:
         return [cast(ChatMessage, {"role": role, "content": content}) for role, content in rows]
 
     async def append(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
+        async with self._writing:
+            await self._append(conversation, messages)
+
+    async def _append(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
         now = time.time()
         await self.db.executemany(
             "INSERT INTO messages (conversation, role, content, created) VALUES (?, ?, ?, ?)",
@@ -73,8 +89,9 @@ class SqliteHistoryStore:
         await self.db.commit()
 
     async def clear(self, conversation: str) -> None:
-        await self.db.execute("DELETE FROM messages WHERE conversation = ?", (conversation,))
-        await self.db.commit()
+        async with self._writing:
+            await self.db.execute("DELETE FROM messages WHERE conversation = ?", (conversation,))
+            await self.db.commit()
 
     async def replace(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
         now = time.time()

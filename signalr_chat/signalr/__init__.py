@@ -1,34 +1,73 @@
 """An ASP.NET Core SignalR server on aiohttp.
 
-Layers, bottom up: `protocol` (sans-I/O messages, handshake, framing), `connection` and
-`transports` (bytes over WebSockets, SSE, long polling), the hub layer (`hub`,
-`dispatcher`, `lifetime`, `clients`) and `endpoint`, which maps a hub onto an app.
+Four layers, bottom up: `protocol` (sans-I/O messages, handshake, negotiate, framing),
+`connections` (a negotiated connection and the three transports), `hubs` (hub methods,
+the dispatcher, routing through a lifetime manager), and your application on top.
 """
 
-from .auth import TokenValidator, User
-from .clients import ClientProxy, GroupManager, HubCallerClients, HubClients, SingleClientProxy
-from .endpoint import HubContext, HubEndpoint, map_hub
-from .hub import Hub, HubCallerContext, HubException, authorize
-from .lifetime import HubLifetimeManager, InMemoryHubLifetimeManager
-from .options import HubOptions, TransportKind
+from .connections import (
+    ConnectionContext,
+    ConnectionHandler,
+    ConnectionOptions,
+    TokenValidator,
+    TransportKind,
+    User,
+    map_connection_handler,
+)
+from .hubs import (
+    CancellationToken,
+    ClientProxy,
+    GroupManager,
+    Hub,
+    HubCallerClients,
+    HubCallerContext,
+    HubClients,
+    HubConnection,
+    HubContext,
+    HubEndpoint,
+    HubException,
+    HubLifetimeManager,
+    HubOptions,
+    InMemoryHubLifetimeManager,
+    OperationCancelled,
+    SerializedInvocation,
+    SingleClientProxy,
+    authorize,
+    map_hub,
+    new_invocation_id,
+)
+from .protocol import CompletionMessage, HubProtocol, InvocationMessage, UnencodableValue
 
 __all__ = [
+    "CancellationToken",
     "ClientProxy",
+    "CompletionMessage",
+    "ConnectionContext",
+    "ConnectionHandler",
+    "ConnectionOptions",
     "GroupManager",
     "Hub",
     "HubCallerClients",
     "HubCallerContext",
     "HubClients",
+    "HubConnection",
     "HubContext",
     "HubEndpoint",
     "HubException",
     "HubLifetimeManager",
     "HubOptions",
+    "HubProtocol",
     "InMemoryHubLifetimeManager",
+    "InvocationMessage",
+    "OperationCancelled",
+    "SerializedInvocation",
     "SingleClientProxy",
     "TokenValidator",
     "TransportKind",
+    "UnencodableValue",
     "User",
     "authorize",
+    "map_connection_handler",
     "map_hub",
+    "new_invocation_id",
 ]

@@ -171,3 +171,22 @@ matrixTest("a variadic (*args) hub method binds zero, one or several arguments",
     const calls = await hello.until(3);
     assert.deepEqual(calls, [[], ["one"], [1, "two", { three: 3 }]]);
 }, { combos: [{ transport: "WebSockets", protocol: "json" }] });
+
+matrixTest("a result larger than the outbox bound reaches a client that keeps up", async (t, combo) => {
+    const c = await connect(t, "/testhub", combo);
+    const size = 1_300_000; // over the 1 MiB max_buffer_size
+    const result = await withTimeout(c.invoke("big_result", size), 15_000, "big_result");
+    assert.equal(result.length, size);
+    assert.equal(await c.invoke("echo", "still here"), "still here");
+});
+
+matrixTest("a long reply of many events waits for the client instead of dropping it", async (t, combo) => {
+    const c = await connect(t, "/testhub", combo);
+    const chunks = recorder(c, "Chunk");
+    const count = 200;
+    const size = 16_384; // 3.2 MB in all, queued far faster than any client reads
+    assert.equal(await withTimeout(c.invoke("send_many", count, size), 30_000, "send_many"), count);
+    await chunks.until(count);
+    assert.deepEqual(chunks.calls.map((args) => args[0]), Array.from({ length: count }, (_, i) => i));
+    assert.ok(chunks.calls.every((args) => args[1].length === size));
+});

@@ -1,7 +1,7 @@
 // Stateful reconnect over WebSockets: a dropped socket is resumed without losing or
 // repeating messages in either direction, and the connection never leaves Connected.
 import assert from "node:assert/strict";
-import { WEBSOCKETS, connect, delay, matrixTest, recorder, signalR, withTimeout } from "./harness.mjs";
+import { WEBSOCKETS, connect, delay, eventually, matrixTest, recorder, signalR, withTimeout } from "./harness.mjs";
 
 /** A stateful connection that records state changes it must never see. */
 async function statefulConnection(t, combo, extra = {}) {
@@ -31,7 +31,8 @@ matrixTest("messages sent while the socket is down arrive once, in order", async
     const done = await withTimeout(c.invoke("drop_and_send", 20), 10_000, "drop_and_send completion");
     assert.equal(done, undefined);
     await sequenced.until(20);
-    await delay(300);
+    // a round trip: anything sent before its Completion (a duplicate replay too) has arrived
+    assert.equal(await c.invoke("echo", "barrier"), "barrier");
     assert.deepEqual(
         sequenced.calls.map((args) => args[0]),
         Array.from({ length: 20 }, (_, i) => i),
@@ -56,7 +57,8 @@ matrixTest("client sends made right after the drop arrive once, in order", async
     await withTimeout(Promise.all(sends), 10_000, "sends");
     assert.equal(await withTimeout(dropped, 10_000, "drop_transport completion"), undefined);
     await recorded.until(10);
-    await delay(300);
+    // a round trip: anything sent before its Completion (a duplicate replay too) has arrived
+    assert.equal(await c.invoke("echo", "barrier"), "barrier");
     assert.deepEqual(
         recorded.calls.map((args) => args[0]),
         [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
@@ -82,7 +84,7 @@ matrixTest("a stream continues across a drop", async (t, combo) => {
     const finished = new Promise((resolve, reject) => {
         c.stream("counter", 10, 0.03).subscribe({ next: (i) => items.push(i), complete: resolve, error: reject });
     });
-    await delay(100);
+    await eventually(() => items.length > 0, 5_000, "the stream to start");
     c.invoke("drop_transport").catch(() => {});
     await withTimeout(finished, 10_000, "stream completion");
     assert.deepEqual(items, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
@@ -96,7 +98,8 @@ matrixTest("several drops in a row", async (t, combo) => {
         await withTimeout(c.invoke("drop_and_send", 5), 10_000, `round ${round}`);
     }
     await sequenced.until(15);
-    await delay(300);
+    // a round trip: anything sent before its Completion (a duplicate replay too) has arrived
+    assert.equal(await c.invoke("echo", "barrier"), "barrier");
     assert.deepEqual(
         sequenced.calls.map((args) => args[0]),
         [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4],

@@ -57,7 +57,8 @@ matrixTest("disposing the subscription cancels the stream on the server", async 
     subscription.dispose();
     await eventually(() => c.invoke("was_cancelled", key), 5_000, "the server to see the cancellation");
     const seen = items.length;
-    await new Promise((resolve) => setTimeout(resolve, 150));
+    // a round trip after the server saw the cancellation: any later item would arrive before it
+    assert.equal(await c.invoke("echo", "barrier"), "barrier");
     assert.equal(items.length, seen, "no items are delivered after dispose()");
     assert.equal(ended, false, "a disposed subscription gets neither complete nor error");
     // the connection is still fine
@@ -200,4 +201,30 @@ matrixTest("streaming a non-streaming method fails with the exact text", async (
         );
         return true;
     });
+});
+
+matrixTest("a stream's CancellationToken is cancelled when the subscription is disposed", async (t, combo) => {
+    const c = await connect(t, "/testhub", combo);
+    const key = uniqueKey("token");
+    const first = deferred();
+    const subscription = c.stream("watched", key).subscribe({ next: () => first.resolve(), complete: () => {}, error: () => {} });
+    await withTimeout(first.promise, 5_000, "a stream item");
+    assert.equal(await c.invoke("token_cancelled", key), false);
+    subscription.dispose();
+    await eventually(() => c.invoke("token_cancelled", key), 5_000, "the method's token to be cancelled");
+});
+
+matrixTest("a plain method's CancellationToken is cancelled when its caller leaves", async (t, combo) => {
+    const leaving = await connect(t, "/parallel", combo);
+    const key = uniqueKey("leave");
+    await leaving.send("wait_for_cancel", key);
+    const watcher = await connect(t, "/testhub", combo);
+    assert.equal(await watcher.invoke("token_cancelled", key), false);
+    await leaving.stop();
+    await eventually(() => watcher.invoke("token_cancelled", key), 5_000, "the method to see its caller leave");
+});
+
+matrixTest("the hub context tells which transport the caller uses", async (t, combo) => {
+    const c = await connect(t, "/testhub", combo);
+    assert.equal(await c.invoke("transport_name"), combo.transport);
 });

@@ -87,3 +87,24 @@ matrixTest("a large payload round trips", async (t, combo) => {
     const list = Array.from({ length: 1000 }, (_, i) => i);
     assert.deepEqual(await c.invoke("echo", list), list);
 });
+
+// The value model (signalr_chat/signalr/protocol/values.py): the same Python types work in both protocols.
+matrixTest("uuid, enums, dataclasses and pydantic models arrive as .NET would send them", async (t, combo) => {
+    const c = await connect(t, "/testhub", combo);
+    const values = await c.invoke("get_values");
+    assert.equal(values.uuid, "12345678-1234-5678-1234-567812345678");
+    assert.equal(values.colour, "red");
+    assert.equal(values.size, 3);
+    assert.deepEqual(values.tuple, [1, 2]);
+    assert.deepEqual(values.person, { name: "Ada", id: "12345678-1234-5678-1234-567812345678" });
+    assert.equal(values.point.x, 1);
+    assert.equal(values.point.label, "a");
+    if (combo.protocol === "messagepack") {
+        assert.ok(values.point.when instanceof Date && values.naive instanceof Date);
+        assert.equal(values.point.when.getTime(), FIXED);
+        assert.equal(values.naive.getTime(), FIXED, "a naive datetime is UTC");
+    } else {
+        assert.equal(values.point.when, "2020-01-02T03:04:05Z", "UTC is written with Z, as System.Text.Json does");
+        assert.equal(values.naive, "2020-01-02T03:04:05Z", "a naive datetime is UTC");
+    }
+});

@@ -19,6 +19,7 @@ from .messages import (
     StreamItemMessage,
 )
 from .msgpack_protocol import MessagePackHubProtocol
+from .values import UnencodableValue
 
 JSON = JsonHubProtocol()
 MESSAGEPACK = MessagePackHubProtocol()
@@ -48,6 +49,7 @@ __all__ = [
     "StreamInvocationMessage",
     "StreamItemMessage",
     "TransferFormat",
+    "UnencodableValue",
     "handshake_response",
     "parse_handshake_request",
 ]

@@ -18,13 +18,18 @@ class HandshakeRequest:
     version: int
 
 
-def parse_handshake_request(buffer: bytes | bytearray) -> tuple[HandshakeRequest, int] | None:
+def parse_handshake_request(
+    buffer: bytes | bytearray, max_size: int | None = None
+) -> tuple[HandshakeRequest, int] | None:
     """Return the request and how many bytes it used, or None while the record is incomplete.
 
     The rest of the buffer after the separator belongs to the hub protocol: a client may
-    send its first messages in the same frame as the handshake.
+    send its first messages in the same frame as the handshake. As ASP.NET Core does, only
+    the first `max_size` bytes are searched for the separator: a longer record stays
+    "incomplete" however it arrived, and the caller refuses it once the buffer outgrows
+    the limit.
     """
-    end = buffer.find(RECORD_SEPARATOR)
+    end = buffer.find(RECORD_SEPARATOR, 0, max_size)
     if end < 0:
         return None
     try:

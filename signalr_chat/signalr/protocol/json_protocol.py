@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import orjson
@@ -23,23 +22,13 @@ from .messages import (
     StreamInvocationMessage,
     StreamItemMessage,
 )
+from .values import JSON_OPTIONS, json_default
 
 RS = b"\x1e"
 
 
-def _default(value: Any) -> Any:
-    # byte arrays travel as base64 strings, as System.Text.Json writes byte[]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if hasattr(value, "model_dump"):  # pydantic models
-        return value.model_dump(mode="json")
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
-
-
 def dumps(value: Any) -> bytes:
-    return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(value, default=json_default, option=JSON_OPTIONS)
 
 
 def _require(obj: dict[str, Any], name: str, kind: type, kind_name: str) -> Any:
@@ -73,6 +62,9 @@ def _headers(obj: dict[str, Any]) -> dict[str, str] | None:
         return None
     if not isinstance(headers, dict):
         raise ProtocolError("Expected 'headers' to be of type StartObject.")
+    for name, value in headers.items():
+        if not isinstance(value, str):
+            raise ProtocolError(f"Expected header '{name}' to be of type String.")
     return headers or None
 
 

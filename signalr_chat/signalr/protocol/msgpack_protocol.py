@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 from typing import Any
 
 import msgpack
@@ -24,29 +22,15 @@ from .messages import (
     StreamInvocationMessage,
     StreamItemMessage,
 )
+from .values import msgpack_default
 
 ERROR_RESULT, VOID_RESULT, NON_VOID_RESULT = 1, 2, 3
 _MAX_VARINT_BYTES = 5
 _EMPTY_MAP: dict[str, str] = {}
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        # the JS client decodes the timestamp extension into a Date; naive means UTC
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return msgpack.Timestamp.from_datetime(value)
-    if isinstance(value, (set, frozenset)):
-        return list(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="python")
-    raise TypeError(f"Type is not MessagePack serializable: {type(value).__name__}")
-
-
 # One packer reused for every message: building a Packer allocates its buffer each time.
-_packer = msgpack.Packer(default=_default, use_bin_type=True, autoreset=True)
+_packer = msgpack.Packer(default=msgpack_default, use_bin_type=True, autoreset=True)
 
 
 def packb(value: Any) -> bytes:
@@ -74,9 +58,12 @@ def frame(payload: bytes) -> bytes:
 
 
 def _unpack(payload: bytes) -> Any:
+    # Whatever the unpacker raises is about the bytes: a map keyed by an array is a
+    # TypeError (unhashable key), a timestamp past year 9999 an OverflowError, deep
+    # nesting a ValueError. All of it is malformed input, and only ProtocolError may leave.
     try:
         return msgpack.unpackb(payload, raw=False, timestamp=3, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException) as exc:
+    except Exception as exc:
         raise ProtocolError(f"Deserializing object of the `Object` type failed. {exc}") from None
 
 
@@ -89,6 +76,8 @@ def _str(value: Any, what: str) -> str:
 def _headers(value: Any) -> dict[str, str] | None:
     if not isinstance(value, dict):
         raise ProtocolError("Reading map length for 'headers' failed.")
+    if not all(type(k) is str and type(v) is str for k, v in value.items()):
+        raise ProtocolError("Reading 'headers' as String failed.")
     return value or None
 
 

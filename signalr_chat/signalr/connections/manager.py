@@ -1,0 +1,113 @@
+"""All live connections of one hub endpoint, and the one heartbeat that times them out.
+
+A single periodic callback drives keep-alive pings, client and handshake timeouts and the
+disposal of abandoned connections, so idle connections cost no timers of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+
+from .background import spawn
+from .connection import Connection
+from .options import ConnectionOptions
+from .telemetry import ConnectionTelemetry
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 1.0
+
+
+def new_id() -> str:
+    """URL-safe, so the token can travel in `?id=` without encoding."""
+    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode("ascii")
+
+
+class ConnectionManager:
+    def __init__(self, options: ConnectionOptions, clock: Callable[[], float] = time.monotonic) -> None:
+        self.options = options
+        self._clock = clock
+        self._by_token: dict[str, Connection] = {}
+        self._handle: asyncio.TimerHandle | None = None
+        self.telemetry: ConnectionTelemetry | None = None
+
+    def create(self, negotiate_version: int, *, stateful_reconnect: bool = False) -> Connection:
+        connection_id = new_id()
+        token = new_id() if negotiate_version >= 1 else connection_id
+        connection = Connection(
+            connection_id,
+            token,
+            negotiate_version,
+            stateful_reconnect=stateful_reconnect,
+            max_buffer_size=self.options.max_buffer_size,
+        )
+        connection._on_dispose = self._remove
+        if self.telemetry is not None:
+            connection.telemetry = self.telemetry
+            self.telemetry.connection_created(connection)
+        self._by_token[token] = connection
+        self._ensure_heartbeat()
+        return connection
+
+    def get(self, token: str) -> Connection | None:
+        return self._by_token.get(token)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._by_token.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_token)
+
+    def _remove(self, connection: Connection) -> None:
+        if self.telemetry is not None:
+            self.telemetry.connection_ended(connection)
+        if connection.features is not None and connection.features.polled:
+            # Stays registered until a poll collects its last records (a Close message) and
+            # sees 204, or the client's DELETE arrives (202), or the disconnect timeout.
+            connection.last_active = self._clock()
+            return
+        self.forget(connection)
+
+    def forget(self, connection: Connection) -> None:
+        self._by_token.pop(connection.token, None)
+
+    def _ensure_heartbeat(self) -> None:
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            self._handle = loop.call_later(HEARTBEAT_INTERVAL, self._beat)
+
+    def _beat(self) -> None:
+        self._handle = None
+        self.tick(self._clock())
+        if self._by_token:
+            self._ensure_heartbeat()
+
+    def tick(self, now: float) -> None:
+        """One heartbeat at time `now`; tests call it with a clock of their own."""
+        timeout = self.options.disconnect_timeout
+        for connection in list(self._by_token.values()):
+            if not connection.active and now - connection.last_active > timeout:
+                if connection.disposed:
+                    self.forget(connection)
+                    continue
+                log.debug("connection %s: inactive for %.0f s, disposing", connection.id, timeout)
+                if self.telemetry is not None:
+                    self.telemetry.timed_out(connection)
+                spawn(connection.dispose())
+            elif connection.application is not None:
+                connection.application.tick(now)
+
+    async def shutdown(self) -> None:
+        """Graceful stop: every connection closes with going-away, so clients reconnect elsewhere."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        await asyncio.gather(
+            *(c.dispose(going_away=True) for c in list(self._by_token.values())),
+            return_exceptions=True,
+        )

@@ -1,0 +1,350 @@
+"""Turns hub messages into hub method calls, and results and errors into messages."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, cast
+
+from ..protocol import (
+    AckMessage,
+    CancelInvocationMessage,
+    CloseMessage,
+    CompletionMessage,
+    HubMessage,
+    InvocationMessage,
+    SequenceMessage,
+    StreamInvocationMessage,
+    StreamItemMessage,
+)
+from ..untrusted import Untrusted
+from .cancellation import CancellationToken
+from .clients import GroupManager
+from .errors import HubException, error_text
+from .hub import Hub
+from .hub_connection import HubConnectionContext, RunningStream
+from .lifetime import HubLifetimeManager
+from .methods import BindingError, HubMethod, discover, normalize
+from .options import HubOptions
+from .telemetry import HubTelemetry
+from .upload_stream import UploadStream
+
+log = logging.getLogger(__name__)
+
+HubFactory = Callable[[], Hub]
+#: Spellings of targets remembered per hub; a client inventing more only pays `normalize`.
+_MAX_SPELLINGS = 1024
+
+
+class HubDispatcher:
+    def __init__(
+        self,
+        hub_type: type[Hub],
+        lifetime: HubLifetimeManager,
+        options: HubOptions,
+        factory: HubFactory | None = None,
+    ) -> None:
+        self.hub_type = hub_type
+        self.methods = discover(hub_type)
+        self.lifetime = lifetime
+        self.options = options
+        self.groups = GroupManager(lifetime)
+        self._factory: HubFactory = factory or hub_type
+        self._detailed = options.enable_detailed_errors
+        #: Targets as clients spell them ("SendMessage"), so a call skips `normalize`.
+        self._by_target: dict[str, HubMethod] = {}
+        #: Set by the endpoint when an OpenTelemetry SDK is configured, with the hub's name.
+        self.telemetry: HubTelemetry | None = None
+        self.hub_name = f"{hub_type.__module__}.{hub_type.__qualname__}"
+
+    def _hub(self, connection: HubConnectionContext) -> Hub:
+        hub = self._factory()
+        hub.context = connection.caller_context
+        hub.clients = connection.caller_clients
+        hub.groups = self.groups
+        return hub
+
+    # -- lifecycle -------------------------------------------------------
+    async def on_connected(self, connection: HubConnectionContext) -> None:
+        await self.lifetime.on_connected(connection)
+        await self._hub(connection).on_connected()
+
+    async def on_disconnected(self, connection: HubConnectionContext, error: BaseException | None) -> None:
+        try:
+            await self._hub(connection).on_disconnected(error)
+        except Exception:
+            log.exception("connection %s: on_disconnected failed", connection.connection_id)
+        finally:
+            await self.lifetime.on_disconnected(connection)
+
+    # -- messages --------------------------------------------------------
+    def dispatch(self, connection: HubConnectionContext, message: HubMessage) -> Awaitable[None] | None:
+        """Act on one message; what the receive loop must wait for before the next, if anything.
+
+        Most messages need no waiting (an invocation runs or queues at once), so they cost
+        no coroutine: only upload backpressure and closing hand back an awaitable.
+        """
+        if isinstance(message, InvocationMessage):
+            return self._invocation(connection, message)
+        elif isinstance(message, StreamInvocationMessage):
+            self._stream_invocation(connection, message)
+        elif isinstance(message, StreamItemMessage):
+            upload = connection.uploads.get(message.invocation_id)
+            if upload is None:
+                log.debug(
+                    "connection %s: item for unknown stream %s",
+                    connection.connection_id,
+                    Untrusted(message.invocation_id),
+                )
+            else:
+                return upload.put(message.item)
+        elif isinstance(message, CompletionMessage):
+            self._completion(connection, message)
+        elif isinstance(message, CancelInvocationMessage):
+            stream = connection.streams.get(message.invocation_id)
+            if stream is not None:
+                stream.token.cancel()
+                stream.task.cancel()
+        elif isinstance(message, CloseMessage):
+            connection.close_received = True
+            if message.error:
+                log.info(
+                    "connection %s: client closed with error: %s", connection.connection_id, Untrusted(message.error)
+                )
+            return connection.connection_context.dispose()
+        elif isinstance(message, AckMessage):
+            if connection.buffer is not None:
+                connection.buffer.ack(message.sequence_id)
+        elif isinstance(message, SequenceMessage) and not connection.apply_sequence(message.sequence_id):
+            return connection.close("Sequence ID greater than amount of messages we've received.")
+        # Ping: receiving anything already reset the client timeout
+        return None
+
+    def _completion(self, connection: HubConnectionContext, message: CompletionMessage) -> None:
+        upload = connection.uploads.pop(message.invocation_id, None)
+        if upload is not None:
+            upload.complete(message.error)
+        else:  # a client result: only the lifetime manager knows who waits for it
+            self.lifetime.set_connection_result(connection.connection_id, message)
+
+    def _fail(
+        self, connection: HubConnectionContext, message: InvocationMessage | StreamInvocationMessage, text: str
+    ) -> None:
+        if message.invocation_id is not None:
+            connection.write(CompletionMessage.with_error(message.invocation_id, text))
+        else:
+            log.info("connection %s: %s", connection.connection_id, Untrusted(text))
+
+    def _resolve(
+        self,
+        connection: HubConnectionContext,
+        message: InvocationMessage | StreamInvocationMessage,
+        streaming: bool,
+        token: CancellationToken | None = None,
+    ) -> tuple[HubMethod, list[Any]] | None:
+        """Find and bind the method, or answer with ASP.NET Core's error and return None."""
+        target = message.target
+        method = self._by_target.get(target)
+        if method is None:
+            method = self.methods.get(normalize(target))
+            if method is not None and len(self._by_target) < _MAX_SPELLINGS:
+                self._by_target[target] = method
+        if method is None:
+            text = f"Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist."
+        elif method.streaming and not streaming:
+            text = f"The client attempted to invoke the streaming '{target}' method with a non-streaming invocation."
+        elif streaming and not method.streaming:
+            text = f"The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
+        elif method.requires_user and connection.user is None:
+            text = f"Failed to invoke '{target}' because user is unauthorized"
+        else:
+            if token is None and method.token_position is not None:
+                token = connection.caller_context.connection_aborted
+            return self._bind(connection, message, method, token)
+        self._fail(connection, message, text)
+        return None
+
+    def _bind(
+        self,
+        connection: HubConnectionContext,
+        message: InvocationMessage | StreamInvocationMessage,
+        method: HubMethod,
+        token: CancellationToken | None = None,
+    ) -> tuple[HubMethod, list[Any]] | None:
+        uploads: list[UploadStream] = []
+        for stream_id in message.stream_ids or ():
+            if stream_id in connection.uploads:
+                self._fail(connection, message, f"Invocation ID '{stream_id}' is already in use.")
+                return None
+            uploads.append(UploadStream(stream_id, self.options.stream_buffer_capacity))
+        try:
+            arguments = method.bind(message.arguments, uploads, token)
+        except BindingError as exc:
+            failure = f"Failed to invoke '{message.target}' due to an error on the server."
+            self._fail(connection, message, error_text(failure, _InvalidData(str(exc)), self._detailed))
+            return None
+        for upload in uploads:
+            connection.uploads[upload.stream_id] = upload
+        return method, arguments
+
+    def _invocation(self, connection: HubConnectionContext, message: InvocationMessage) -> Awaitable[None] | None:
+        """Runs or queues the method; a full queue hands back what the reader must wait for."""
+        resolved = self._resolve(connection, message, streaming=False)
+        if resolved is None:
+            return None
+        method, arguments = resolved
+        if self.telemetry is not None:
+            method = self.telemetry.traced(self.hub_name, connection, message, method)
+        queue = connection.invocations
+        if method.is_async or not queue.has_room():
+            return queue.submit(partial(self._run, connection, message, method, arguments))
+        # A plain `def` with a free slot runs now, as ASP.NET Core runs a synchronous hub
+        # method: no task, and its Completion leaves in this loop turn.
+        pending = self._call(connection, message, method, arguments)
+        if pending is not None:  # a plain def that hands back a coroutine
+            return queue.submit(partial(self._settle, connection, message, method, pending))
+        return None
+
+    async def _run(
+        self, connection: HubConnectionContext, message: InvocationMessage, method: HubMethod, arguments: list[Any]
+    ) -> None:
+        pending = self._call(connection, message, method, arguments)
+        if pending is not None:
+            await self._settle(connection, message, method, pending)
+        waiting = connection.backpressure()  # a big result: the next invocation waits for the client
+        if waiting is not None:
+            await waiting
+
+    def _call(
+        self, connection: HubConnectionContext, message: InvocationMessage, method: HubMethod, arguments: list[Any]
+    ) -> Awaitable[Any] | None:
+        """Call the method: completed at once, or the awaitable its outcome waits on."""
+        try:
+            result = method.function(self._hub(connection), *arguments)
+        except Exception as exc:
+            self._complete(connection, message, method, None, exc)
+            return None
+        if method.is_async or inspect.isawaitable(result):
+            return cast("Awaitable[Any]", result)
+        self._complete(connection, message, method, result, None)
+        return None
+
+    async def _settle(
+        self, connection: HubConnectionContext, message: InvocationMessage, method: HubMethod, pending: Awaitable[Any]
+    ) -> None:
+        try:
+            result = await pending
+        except Exception as exc:
+            self._complete(connection, message, method, None, exc)
+        else:
+            self._complete(connection, message, method, result, None)
+
+    def _complete(
+        self,
+        connection: HubConnectionContext,
+        message: InvocationMessage,
+        method: HubMethod,
+        result: Any,
+        error: Exception | None,
+    ) -> None:
+        """The method's outcome as a Completion (none for a non-blocking invocation)."""
+        for stream_id in message.stream_ids or ():
+            connection.uploads.pop(stream_id, None)
+        target, invocation_id = message.target, message.invocation_id
+        if error is not None:
+            if not isinstance(error, HubException):
+                log.error("connection %s: %s failed", connection.connection_id, Untrusted(target), exc_info=error)
+            if invocation_id is not None and not connection.ended:
+                connection.write(CompletionMessage.with_error(invocation_id, self._failed(target, error)))
+            return
+        if invocation_id is None or connection.ended:
+            return
+        if result is None and method.void:
+            connection.write(CompletionMessage(invocation_id))
+            return
+        try:
+            connection.write(CompletionMessage.with_result(invocation_id, result))
+        except (TypeError, ValueError, OverflowError) as exc:  # a result the protocol cannot encode
+            log.exception("connection %s: %s result not serializable", connection.connection_id, Untrusted(target))
+            connection.write(CompletionMessage.with_error(invocation_id, self._failed(target, exc)))
+
+    def _failed(self, target: str, exc: Exception) -> str:
+        return error_text(f"An unexpected error occurred invoking '{target}' on the server.", exc, self._detailed)
+
+    def _stream_invocation(self, connection: HubConnectionContext, message: StreamInvocationMessage) -> None:
+        invocation_id = message.invocation_id
+        if invocation_id in connection.streams:
+            in_use = f"Invocation ID '{invocation_id}' is already in use."
+            connection.write(CompletionMessage.with_error(invocation_id, in_use))
+            return
+        token = CancellationToken()
+        resolved = self._resolve(connection, message, streaming=True, token=token)
+        if resolved is None:
+            return
+        method, arguments = resolved
+        if self.telemetry is not None:
+            method = self.telemetry.traced(self.hub_name, connection, message, method)
+        task = asyncio.get_running_loop().create_task(self._stream(connection, message, method, arguments, token))
+        connection.streams[invocation_id] = RunningStream(task, token)
+        # The task may be cancelled before its coroutine ever runs (a CancelInvocation in the
+        # same frame): then no code inside it runs, so completing and forgetting happen here.
+        task.add_done_callback(partial(self._stream_done, connection, message))
+
+    async def _stream(
+        self,
+        connection: HubConnectionContext,
+        message: StreamInvocationMessage,
+        method: HubMethod,
+        arguments: list[Any],
+        token: CancellationToken,
+    ) -> str | None:
+        """Runs the generator; the error text for the Completion, or None."""
+        invocation_id = message.invocation_id
+        generator = method.function(self._hub(connection), *arguments)
+        try:
+            async for item in generator:
+                if token.cancelled:
+                    break
+                connection.write(StreamItemMessage(invocation_id, item))
+                waiting = connection.backpressure()
+                if waiting is not None:
+                    await waiting
+        except asyncio.CancelledError:
+            if not token.cancelled or connection.ended:
+                raise  # the connection is closing: nobody to complete to
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        except Exception as exc:
+            if token.cancelled:  # the method gave up because the caller did: not an error
+                return None
+            if not isinstance(exc, HubException):
+                log.exception("connection %s: stream %s failed", connection.connection_id, Untrusted(message.target))
+            return error_text("An error occurred on the server while streaming results.", exc, self._detailed)
+        finally:
+            await generator.aclose()
+        return None
+
+    def _stream_done(
+        self, connection: HubConnectionContext, message: StreamInvocationMessage, task: asyncio.Task[str | None]
+    ) -> None:
+        invocation_id = message.invocation_id
+        stream = connection.streams.get(invocation_id)
+        if stream is not None and stream.task is task:
+            del connection.streams[invocation_id]
+        for stream_id in message.stream_ids or ():
+            connection.uploads.pop(stream_id, None)
+        if connection.ended:
+            return
+        error = None if task.cancelled() else task.result()
+        connection.write(CompletionMessage(invocation_id, error=error))
+
+
+class _InvalidData(Exception):
+    """Named like .NET's InvalidDataException, whose name the detailed text shows."""
+
+
+_InvalidData.__name__ = "InvalidDataException"

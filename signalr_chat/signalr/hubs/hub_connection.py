@@ -1,0 +1,341 @@
+"""One connection as the hub layer sees it: handshake, decoding, keep-alive, close.
+
+It is the Application running on a transport-neutral Connection and never sees a
+transport: it reads the bytes a transport hands it, writes encoded messages into the
+connection's outbox, and learns what the transport can do from its features.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..connections import Connection
+from ..connections.background import spawn
+from ..protocol import (
+    JSON,
+    PROTOCOLS,
+    SEQUENCED_TYPES,
+    AckMessage,
+    CloseMessage,
+    HubMessage,
+    HubProtocol,
+    MessageDecoder,
+    MessageType,
+    ProtocolError,
+    SequenceMessage,
+    TransferFormat,
+    handshake_response,
+    parse_handshake_request,
+)
+from ..protocol.stateful_reconnect import MessageBuffer
+from ..untrusted import Untrusted
+from .cancellation import CancellationToken
+from .clients import HubCallerClients
+from .errors import error_text
+from .hub import HubCallerContext
+from .invocation_queue import InvocationQueue
+from .lifetime import HubLifetimeManager
+from .options import HubOptions
+from .upload_stream import UploadStream
+
+
+class MessageCounter(Protocol):
+    """Counts messages in and out (the hub's telemetry, when an OpenTelemetry SDK is configured)."""
+
+    def sent(self) -> None: ...
+
+    def received(self, count: int) -> None: ...
+
+
+class MessageDispatcher(Protocol):
+    """What the connection hands its messages to (the HubDispatcher)."""
+
+    @property
+    def telemetry(self) -> MessageCounter | None: ...
+
+    def dispatch(self, connection: HubConnectionContext, message: HubMessage) -> Awaitable[None] | None: ...
+
+    async def on_connected(self, connection: HubConnectionContext) -> None: ...
+
+    async def on_disconnected(self, connection: HubConnectionContext, error: BaseException | None) -> None: ...
+
+
+@dataclass(slots=True)
+class RunningStream:
+    """A server-to-client stream: its task, and the token its method may watch."""
+
+    task: asyncio.Task[str | None]
+    token: CancellationToken
+
+
+log = logging.getLogger(__name__)
+
+CLOSED_WITH_ERROR = "Connection closed with an error."
+
+
+class HubConnectionContext:
+    def __init__(
+        self,
+        connection: Connection,
+        dispatcher: MessageDispatcher,
+        lifetime: HubLifetimeManager,
+        options: HubOptions,
+    ) -> None:
+        self.connection_context = connection
+        self.connection_id = connection.id
+        self.dispatcher = dispatcher
+        self.options = options
+        self.user = connection.user
+        self.user_identifier = connection.user.id if connection.user is not None else None
+        self.protocol: HubProtocol = JSON
+        self.handshake_done = False
+        self._handshake_buffer = bytearray()
+        self._decoder: MessageDecoder | None = None
+        self.buffer: MessageBuffer | None = None
+        now = time.monotonic()
+        self._started_at = now
+        self._last_sent = now
+        self._last_received = now
+        self._sent_since_beat = False
+        self._received_since_beat = False
+        self._connected = False
+        self.close_received = False
+        self.streams: dict[str, RunningStream] = {}
+        self.uploads: dict[str, UploadStream] = {}
+        self.invocations = InvocationQueue(options.max_parallel_invocations)
+        self.caller_context = HubCallerContext(
+            connection.id, connection.user, connection.items, connection.request, connection.transport_kind, self.abort
+        )
+        self.caller_clients = HubCallerClients(lifetime, options, connection.id)
+
+    @property
+    def ended(self) -> bool:
+        """The connection is over: nothing more is written or dispatched."""
+        return self.connection_context.disposed
+
+    # -- writing ---------------------------------------------------------
+    def write(self, message: HubMessage) -> None:
+        self.write_encoded(self.protocol.encode(message), message.type in SEQUENCED_TYPES)
+
+    def write_encoded(self, data: bytes, sequenced: bool = True) -> None:
+        """Queue one encoded record; sequenced records are kept for replay under stateful reconnect."""
+        buffer = self.buffer
+        if buffer is not None and sequenced:
+            buffer.sent(data)
+            if buffer.overflowing:
+                log.warning("connection %s: reconnect buffer full, closing", self.connection_id)
+                self.connection_context.abort()
+                return
+            if self.connection_context.transport is None:
+                return  # the socket is down: the replay after reconnect delivers it
+        self._sent_since_beat = True
+        self.connection_context.send(data)
+        telemetry = self.dispatcher.telemetry  # the endpoint's, not a field: idle connections stay small
+        if telemetry is not None:
+            telemetry.sent()
+
+    def backpressure(self) -> Awaitable[None] | None:
+        """None while the client keeps up; else a wait for it, which drops it after `send_timeout`."""
+        room = self.connection_context.room()
+        return None if room is None else self._wait_for_room(room)
+
+    async def _wait_for_room(self, room: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(room), self.options.send_timeout)
+        except TimeoutError:
+            log.warning(
+                "connection %s: client took nothing for %.0f s, dropping slow client",
+                self.connection_id,
+                self.options.send_timeout,
+            )
+            self.connection_context.abort()
+
+    # -- the Application side of Connection --------------------------------
+    def start(self) -> None:
+        self._started_at = time.monotonic()
+
+    async def receive(self, data: bytes) -> None:
+        if self.connection_context.disposed:
+            return  # late bytes from a transport that has not noticed yet
+        self._received_since_beat = True
+        if not self.handshake_done:
+            await self._handshake(data)
+            return
+        assert self._decoder is not None
+        try:
+            messages = self._decoder.feed(data)
+        except ProtocolError as exc:
+            log.info("connection %s: protocol error: %s", self.connection_id, Untrusted(exc))
+            await self.close(error_text(CLOSED_WITH_ERROR, exc, self.options.enable_detailed_errors), exception=exc)
+            return
+        telemetry = self.dispatcher.telemetry
+        if telemetry is not None:
+            telemetry.received(len(messages))
+        buffer = self.buffer
+        for message in messages:
+            if buffer is not None and not buffer.should_process(
+                message.type in SEQUENCED_TYPES, message.type == MessageType.SEQUENCE
+            ):
+                continue
+            waiting = self.dispatcher.dispatch(self, message)
+            if waiting is not None:
+                await waiting
+            if self.connection_context.disposed:
+                return
+
+    async def _handshake(self, data: bytes) -> None:
+        buffer = self._handshake_buffer
+        buffer += data
+        limit = self.options.max_message_size
+        try:
+            parsed = parse_handshake_request(buffer, limit)
+        except ProtocolError as exc:
+            await self._fail_handshake(
+                error_text(
+                    "An unexpected error occurred during connection handshake.",
+                    exc,
+                    self.options.enable_detailed_errors,
+                )
+            )
+            return
+        if parsed is None:
+            if limit is not None and len(buffer) > limit:
+                await self._fail_handshake("Handshake was canceled.")
+            return
+        request, used = parsed
+        protocol = PROTOCOLS.get(request.protocol) if request.protocol in self.options.protocols else None
+        if protocol is None:
+            await self._fail_handshake(f"The protocol '{request.protocol}' is not supported.")
+            return
+        if request.version > protocol.version:
+            await self._fail_handshake(
+                f"The server does not support version {request.version} of the '{protocol.name}' protocol."
+            )
+            return
+        binary = protocol.transfer_format is TransferFormat.BINARY
+        features = self.connection_context.features
+        if binary and features is not None and not features.binary:
+            await self._fail_handshake(
+                f"Cannot use the '{protocol.name}' protocol on the current transport. "
+                "The transport does not support 'Binary' transfer format."
+            )
+            return
+        self.protocol = protocol
+        self.connection_context.binary = binary
+        self._decoder = protocol.decoder(limit)
+        if features is not None:
+            self.caller_context.transport = features.kind
+        if self.connection_context.stateful_reconnect and request.version >= 2 and features and features.reconnectable:
+            self.buffer = MessageBuffer(self.options.stateful_reconnect_buffer_size)
+        rest = bytes(buffer[used:])
+        buffer.clear()
+        self.handshake_done = True
+        self.connection_context.send(handshake_response())
+        try:
+            await self.dispatcher.on_connected(self)
+        except Exception as exc:
+            log.exception("connection %s: on_connected failed", self.connection_id)
+            await self.close(error_text(CLOSED_WITH_ERROR, exc, self.options.enable_detailed_errors), exception=exc)
+            return
+        self._connected = True
+        if rest:
+            await self.receive(rest)
+
+    async def _fail_handshake(self, error: str) -> None:
+        log.info("connection %s: handshake failed: %s", self.connection_id, Untrusted(error))
+        self.connection_context.send(handshake_response(error))
+        await self.connection_context.dispose()
+
+    async def on_transport_ended(self, exception: BaseException | None) -> None:
+        """The transport is gone. Under stateful reconnect the connection waits for the client."""
+        if self.connection_context.disposed or self.connection_context.transport is not None:
+            return  # already closed, or a newer socket has taken over
+        if self.buffer is not None and not self.close_received:
+            log.debug("connection %s: socket dropped, awaiting reconnect", self.connection_id)
+            self.buffer.disconnected()
+            return
+        await self.connection_context.dispose(exception)
+
+    @property
+    def accepts_reconnect(self) -> bool:
+        """Stateful reconnect is on: a new socket for this connection replaces the old one."""
+        return self.handshake_done and self.buffer is not None and not self.close_received
+
+    def on_reconnected(self) -> None:
+        """A new socket for a dropped connection: announce what we replay, then replay it."""
+        assert self.buffer is not None
+        self.buffer.disconnected()
+        if self.connection_context.has_pending:
+            self.connection_context.take_pending()  # all of it is in the replay below
+        first, replay = self.buffer.resend()
+        self.connection_context.send(self.protocol.encode(SequenceMessage(first)))
+        for data in replay:
+            self.connection_context.send(data)
+
+    def apply_sequence(self, sequence_id: int) -> bool:
+        return self.buffer is None or self.buffer.reset_sequence(sequence_id)
+
+    def tick(self, now: float) -> None:
+        """The shared heartbeat: handshake timeout, acks, keep-alive pings, client timeout."""
+        if self.connection_context.disposed:
+            return
+        if not self.handshake_done:
+            if now - self._started_at > self.options.handshake_timeout and self.connection_context.features:
+                spawn(self._fail_handshake("Handshake was canceled."))
+            return
+        features = self.connection_context.features
+        if self.connection_context.transport is None or features is None or features.inherent_keep_alive:
+            return  # long polling shows the client is there by polling; a dropped stateful socket waits
+        buffer = self.buffer
+        if buffer is not None and buffer.ack_due:
+            buffer.ack_due = False
+            self.connection_context.send(self.protocol.encode(AckMessage(buffer.latest_received_id)))
+        if self._sent_since_beat:
+            self._sent_since_beat = False
+            self._last_sent = now
+        elif now - self._last_sent >= self.options.keep_alive_interval:
+            self._last_sent = now
+            self.connection_context.send(self.protocol.ping)
+        if self._received_since_beat:
+            self._received_since_beat = False
+            self._last_received = now
+        elif now - self._last_received > self.options.client_timeout:
+            log.info("connection %s: client timeout elapsed", self.connection_id)
+            spawn(self.close(allow_reconnect=True, exception=TimeoutError("Client timeout elapsed.")))
+
+    # -- closing ---------------------------------------------------------
+    def abort(self, allow_reconnect: bool = False) -> None:
+        spawn(self.close(allow_reconnect=allow_reconnect))
+
+    async def close(
+        self,
+        error: str | None = None,
+        *,
+        allow_reconnect: bool = False,
+        exception: BaseException | None = None,
+        going_away: bool = False,
+    ) -> None:
+        """Server-initiated close: a Close message first, then the transport."""
+        if self.connection_context.disposed:
+            return
+        if self.handshake_done:
+            self.write(CloseMessage(error, allow_reconnect))
+        await self.connection_context.dispose(exception, going_away=going_away)
+
+    async def on_closed(self, error: BaseException | None) -> None:
+        """Runs once, after the transport is gone: stop work, tell methods, tell the hub."""
+        self.caller_context.ended()
+        self.invocations.clear()
+        for stream in list(self.streams.values()):
+            stream.token.cancel()
+            stream.task.cancel()
+        for upload in self.uploads.values():
+            upload.complete("The connection was closed.")
+        if self._connected:
+            self._connected = False
+            await self.dispatcher.on_disconnected(self, error)
