@@ -233,6 +233,7 @@ def test_on_a_phone_the_composer_gives_the_input_the_width(angular_server: ChatS
     expect(page.locator("#stop-btn")).to_be_in_viewport(ratio=1)
     field = page.locator("#prompt").bounding_box()
     assert field and field["width"] >= 300, f"the input is {field}"
+    expect(reply).to_contain_text("tok1")  # a reply to stop, not one stopped before its first word
     page.locator("#stop-btn").click()
     done(reply)
 
