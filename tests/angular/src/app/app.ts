@@ -217,7 +217,8 @@ export class App {
       this.messages.update((list) => list.filter((m) => !(m.kind === 'assistant' && m.id === id && m.text === '')));
       this.add('error', end.error ?? 'The reply failed.', id);
     }
-    if (follower.sequence === 0 && end?.end === 'error' && userKey !== undefined) this.notSent(userKey, prompt);
+    // failed or stopped before any text: nothing was stored
+    if (follower.sequence === 0 && end?.end !== 'completed' && userKey !== undefined) this.notSent(userKey, prompt);
     const u = end?.usage;
     const n = (x: number) => x.toLocaleString('en');
     const usage = u ? `${n(u.total_tokens)} tokens (${n(u.prompt_tokens)} in, ${n(u.completion_tokens)} out)` : undefined;
