@@ -150,11 +150,11 @@ def test_replies_never_overlap_once_the_log_overflows(
     boxes = page.evaluate(
         """() => [...document.querySelectorAll("#messages > *")].map(e => {
             const r = e.getBoundingClientRect();
-            const bubble = e.matches(".message") ? e : e.querySelector(".message");
+            const bubble = e.matches(".message") ? e : e.querySelector(".message") ?? e;
             return { top: r.top, bottom: r.bottom, overflow: bubble.scrollHeight - bubble.clientHeight };
         })"""
     )
-    assert len(boxes) == 10
+    assert len(boxes) == 15, "5 questions with their Edit buttons, 5 replies"
     assert all(b["overflow"] <= 1 for b in boxes), f"a bubble smaller than its text: {boxes}"
     for above, below in itertools.pairwise(boxes):
         assert above["bottom"] <= below["top"], f"overlapping messages: {above} {below}"
@@ -233,6 +233,7 @@ def test_on_a_phone_the_composer_gives_the_input_the_width(angular_server: ChatS
     expect(page.locator("#stop-btn")).to_be_in_viewport(ratio=1)
     field = page.locator("#prompt").bounding_box()
     assert field and field["width"] >= 300, f"the input is {field}"
+    expect(reply).to_contain_text("tok1")  # a reply to stop, not one stopped before its first word
     page.locator("#stop-btn").click()
     done(reply)
 
@@ -398,3 +399,34 @@ def test_screenshot_of_a_real_looking_conversation(
     expect(reply).to_contain_text("ensure_ascii=False keeps characters")
     expect(page.locator(".conversation-open")).to_have_count(2)
     save_screenshot(page, "screenshot-angular.png", tmp_path)
+
+
+def test_regenerate_edit_and_continue(angular_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_app(new_page, angular_server)
+    tag = nonce()
+    done(ask(page, f"one {tag}"))
+    page.get_by_role("button", name="Regenerate the reply").click()
+    replies = page.locator(".message.assistant")
+    expect(replies).to_have_count(1)
+    done(replies.first)
+    expect(replies.first).to_have_text(f"Echo: one {tag} (history: 2 messages)")
+    done(ask(page, f"two {tag}"))
+
+    page.get_by_role("button", name="Edit and resend").first.click()
+    expect(page.locator("#prompt")).to_have_value(f"one {tag}")
+    page.locator("#prompt").fill(f"uno {tag}")
+    page.locator("#prompt").press("Enter")
+    expect(page.locator(".message.user")).to_have_text([f"uno {tag}"])  # what followed is replaced
+    done(replies.first)
+    expect(replies.first).to_have_text(f"Echo: uno {tag} (history: 2 messages)")
+
+    reply = ask(page, f"[[slow]] {tag}")
+    expect(reply).to_contain_text("tok3")
+    page.locator("#stop-btn").click()
+    done(reply)
+    partial = str(reply.text_content()).strip()
+    page.get_by_role("button", name="Continue the reply").click()
+    expect(replies).to_have_count(2)
+    expect(replies.nth(1)).to_contain_text("Echo: Continue your previous reply", timeout=30_000)
+    done(replies.nth(1))
+    assert str(replies.nth(1).text_content()).startswith(partial)

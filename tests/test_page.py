@@ -437,6 +437,7 @@ def test_on_a_phone_the_composer_gives_the_input_the_width(page_server: ChatServ
     expect(page.locator("#stop-btn")).to_be_in_viewport(ratio=1)
     field = page.locator("#message-input").bounding_box()
     assert field and field["width"] >= 300, f"with Stop shown the input is {field}"
+    expect(replies(page).first.locator(".content")).to_contain_text("tok1")
     page.locator("#stop-btn").click()
     wait_reply(page, 1)
 

@@ -314,8 +314,8 @@
             if (current.outcome === "stopped" || current.outcome === "completed") addReplyActions(current.reply.div);
         }
         if (current.outcome === "error" && current.error) error(current.error);
-        if (current.user && !produced && current.outcome !== "completed" && current.outcome !== "stopped") {
-            notSent(current); // nothing stored: the message was not taken
+        if (current.user && !produced && current.outcome !== "completed") {
+            notSent(current); // failed or stopped before any text: nothing was stored
         } else if (current.kind === "send" && produced) {
             storedCount += 2;
         }

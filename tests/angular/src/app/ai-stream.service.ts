@@ -209,6 +209,19 @@ export class AiStreamService {
     });
   }
 
+  regenerateReply(conversationId: string): Promise<ReplyInfo> {
+    return this.connection.invoke<ReplyInfo>('RegenerateReply', conversationId);
+  }
+
+  /** User message `index` becomes `message`; what followed it is replaced by the new reply. */
+  editMessage(conversationId: string, index: number, message: string): Promise<ReplyInfo> {
+    return this.connection.invoke<ReplyInfo>('EditMessage', conversationId, index, message);
+  }
+
+  continueReply(conversationId: string): Promise<ReplyInfo> {
+    return this.connection.invoke<ReplyInfo>('ContinueReply', conversationId);
+  }
+
   stopReply(conversationId: string): Promise<boolean> {
     return this.connection.invoke<boolean>('StopReply', conversationId);
   }

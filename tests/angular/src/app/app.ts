@@ -16,6 +16,8 @@ interface ChatMessage {
   readonly interrupted?: boolean;
   /** The reply ended because Stop was asked for. */
   readonly stopped?: boolean;
+  /** A user message's place in the stored conversation (for Edit). */
+  readonly index?: number;
   /** "N tokens (P in, C out)", where the provider reported them. */
   readonly usage?: string;
   /** A user message the server did not take (rejected, or an error before any reply). */
@@ -153,12 +155,14 @@ export class App {
     this.conversationId = conversation.id;
     localStorage.setItem(CONVERSATION_KEY, conversation.id);
     this.undoable.set(null);
-    const shown: ChatMessage[] = conversation.messages.map((m) =>
+    const shown: ChatMessage[] = conversation.messages.map((m, index) =>
       m.role === 'user'
-        ? { key: this.nextKey++, kind: 'user', text: m.content }
+        ? { key: this.nextKey++, kind: 'user', text: m.content, index }
         : { key: this.nextKey++, kind: 'assistant', text: m.content, done: true },
     );
     this.messages.set(shown);
+    this.storedCount = shown.length;
+    this.editing.set(null);
     const reply = conversation.reply;
     if (reply && reply.running) {
       let userKey: number | undefined;
@@ -168,14 +172,14 @@ export class App {
       } else if (reply.userMessage !== null) {
         userKey = this.add('user', reply.userMessage);
       }
-      this.followReply(reply, userKey, reply.userMessage ?? '');
+      this.followReply(reply, userKey, reply.userMessage ?? '', reply.continues ? 'continue' : 'send');
     }
   }
 
   /** Follows a reply by chunk number (ResumeReply): after a reload or reconnect, from its start. */
-  private followReply(reply: ReplyInfo, userKey: number | undefined, prompt: string): void {
+  private followReply(reply: ReplyInfo, userKey: number | undefined, prompt: string, kind: ReplyKind = 'send'): void {
     const id = reply.replyId;
-    const follower: Follower = { sequence: 0, end: null, subscription: Subscription.EMPTY };
+    const follower: Follower = { sequence: 0, end: null, subscription: Subscription.EMPTY, kind };
     this.followers.set(id, follower);
     this.running.update((ids) => new Set(ids).add(id));
     follower.subscription = this.ai.resumeReply(reply.conversationId, 0).subscribe({
@@ -213,12 +217,58 @@ export class App {
       this.messages.update((list) => list.filter((m) => !(m.kind === 'assistant' && m.id === id && m.text === '')));
       this.add('error', end.error ?? 'The reply failed.', id);
     }
-    if (follower.sequence === 0 && end?.end === 'error' && userKey !== undefined) this.notSent(userKey, prompt);
+    // failed or stopped before any text: nothing was stored
+    if (follower.sequence === 0 && end?.end !== 'completed' && userKey !== undefined) this.notSent(userKey, prompt);
     const u = end?.usage;
     const n = (x: number) => x.toLocaleString('en');
     const usage = u ? `${n(u.total_tokens)} tokens (${n(u.prompt_tokens)} in, ${n(u.completion_tokens)} out)` : undefined;
     this.updateReply(id, (m) => ({ ...m, done: true, stopped: m.stopped || end?.end === 'stopped', usage }));
     void this.refreshList();
+    if (follower.sequence > 0 && follower.kind === 'send') this.storedCount += 2;
+    // regenerate, edit and continue rewrote the stored conversation: show it as stored
+    else if (follower.sequence > 0) void this.open(this.conversationId);
+  }
+
+  // -- regenerate, edit, continue -------------------------------------------------------------
+  /** The last reply, which Regenerate (and, when it was stopped, Continue) act on. */
+  protected readonly lastReplyKey = computed(() => {
+    const replies = this.messages().filter((m) => m.kind === 'assistant');
+    return replies.length ? replies[replies.length - 1].key : null;
+  });
+  protected readonly editing = signal<number | null>(null);
+  private storedCount = 0;
+
+  protected async rewrite(kind: 'regenerate' | 'continue'): Promise<void> {
+    if (this.streaming() || !this.connected()) return;
+    const last = this.lastReplyKey();
+    this.starting.update((n) => n + 1);
+    try {
+      const reply =
+        kind === 'regenerate'
+          ? await this.ai.regenerateReply(this.conversationId)
+          : await this.ai.continueReply(this.conversationId);
+      this.messages.update((list) =>
+        kind === 'regenerate'
+          ? list.filter((m) => m.key !== last)
+          : list.map((m) => (m.key === last ? { ...m, id: reply.replyId, done: false, stopped: false, usage: undefined } : m)),
+      );
+      this.followReply(reply, undefined, '', kind);
+    } catch (err) {
+      this.add('error', serverText(err) ?? failure(`Could not ${kind} the reply`, err));
+    } finally {
+      this.starting.update((n) => n - 1);
+    }
+  }
+
+  protected beginEdit(m: ChatMessage): void {
+    if (m.index === undefined || this.streaming()) return;
+    this.editing.set(m.index);
+    this.prompt.set(m.text);
+  }
+
+  protected cancelEdit(): void {
+    this.editing.set(null);
+    this.prompt.set('');
   }
 
   // -- conversations ------------------------------------------------------------------------
@@ -293,11 +343,21 @@ export class App {
     this.prompt.set('');
     this.follow = true;
     this.unseen.set(false);
-    const key = this.add('user', prompt);
+    const editing = this.editing();
+    this.editing.set(null);
+    if (editing !== null) {
+      // what followed the edited message is replaced
+      const from = this.messages().findIndex((m) => m.kind === 'user' && m.index === editing);
+      if (from >= 0) this.messages.update((list) => list.slice(0, from));
+    }
+    const key = this.addUser(prompt, editing ?? this.storedCount);
     this.starting.update((n) => n + 1);
     try {
-      const reply = await this.ai.startReply(this.conversationId, prompt);
-      this.followReply(reply, key, prompt);
+      const reply =
+        editing === null
+          ? await this.ai.startReply(this.conversationId, prompt)
+          : await this.ai.editMessage(this.conversationId, editing, prompt);
+      this.followReply(reply, key, prompt, editing === null ? 'send' : 'edit');
     } catch (err) {
       this.notSent(key, prompt);
       this.add('error', serverText(err) ?? failure('The message could not be sent', err));
@@ -347,6 +407,7 @@ export class App {
   protected onEnter(event: Event): void {
     const key = event as KeyboardEvent;
     if (key.shiftKey || key.isComposing) return;
+    if (key.key === 'Escape') return;
     key.preventDefault();
     void this.send();
   }
@@ -370,6 +431,12 @@ export class App {
     if (this.prompt().trim() === '') this.prompt.set(prompt);
   }
 
+  private addUser(text: string, index: number): number {
+    const key = this.nextKey++;
+    this.messages.update((list) => [...list, { key, kind: 'user', text, index }]);
+    return key;
+  }
+
   private add(kind: ChatMessage['kind'], text: string, id?: string): number {
     const key = this.nextKey++;
     this.messages.update((list) => [...list, { key, kind, text, id }]);
@@ -387,7 +454,10 @@ export class App {
 
 }
 
+type ReplyKind = 'send' | 'edit' | 'regenerate' | 'continue';
+
 interface Follower {
+  kind: ReplyKind;
   /** The last chunk shown. */
   sequence: number;
   end: ReplyItem | null;
