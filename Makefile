@@ -96,8 +96,9 @@ lint: $(VENV)/.test-installed
 test: $(VENV)/.test-installed node-deps angular lint check-install check-lowest
 	$(PY) -m pytest
 
-# The package as a user installs it: a plain wheel in a fresh .venv-core with the core
-# dependencies only, serving the README's small hub to the stock JS client (tests/install_check.py).
+# The package as a user installs it (tests/install_check.py): a plain wheel in a fresh
+# .venv-core with the core dependencies only (the newest, then the lowest allowed) serving
+# the README's small hub to the stock JS client, and with the chat extra serving the page.
 check-install: $(VENV)/.test-installed node-deps
 	$(PY) -m tests.install_check
 

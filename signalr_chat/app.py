@@ -96,7 +96,7 @@ def create_app(
     user_store: HistoryStore
     # without sign-in every conversation is anonymous: no file to create
     if settings.history_store == "sqlite" and settings.auth_jwt_secret is not None:
-        sqlite = SqliteHistoryStore(settings.history_db, keep)
+        sqlite = SqliteHistoryStore(settings.history_db, keep, log_queries=settings.log_user_content)
         user_store = sqlite
     else:
         sqlite = None

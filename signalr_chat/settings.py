@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         description="text: one readable line per record; json: one JSON object per line, with the connection id, "
         "user id and trace id.",
     )
+    log_user_content: bool = Field(
+        False,
+        description="Let DEBUG logging show users' messages (aiosqlite logs each query with its values); off, "
+        "they never reach the log.",
+    )
     websocket_compression: bool = Field(
         False, description="permessage-deflate on WebSockets; off by default, as it costs memory and CPU per message."
     )

@@ -342,9 +342,13 @@ async def set_cookie(request: web.Request) -> web.Response:
     return response
 
 
+#: The cross-origin page the CORS tests pretend to be.
+CORS_ORIGIN = "http://example.test:8080"
+
+
 def create_app() -> web.Application:
     app = web.Application()
-    base = dict(allow_stateful_reconnect=True, cors_origins=("*",))
+    base = dict(allow_stateful_reconnect=True, cors_origins=(CORS_ORIGIN,))
     ENDPOINTS["test"] = map_hub(app, "/testhub", TestHub, options=HubOptions(**base), validator=validate)
     ENDPOINTS["detailed"] = map_hub(
         app, "/detailed", TestHub, options=HubOptions(enable_detailed_errors=True, **base), validator=validate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +125,21 @@ async def test_sqlite_store_survives_reopen_and_trims(tmp_path: Path) -> None:
         assert await reopened.load("user:bob") != []
     finally:
         await reopened.close()
+
+
+@pytest.mark.parametrize("opted_in", [False, True])
+async def test_user_content_reaches_the_debug_log_only_when_asked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, opted_in: bool
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    store = SqliteHistoryStore(tmp_path / "h.sqlite3", keep=4, log_queries=opted_in)
+    await store.open()
+    try:
+        await store.append("user:ann", [{"role": "user", "content": "my secret plan 7f3a"}])
+        assert await store.load("user:ann") != []
+    finally:
+        await store.close()
+    assert ("secret plan 7f3a" in caplog.text) is opted_in
 
 
 class TestSettings:

@@ -83,7 +83,7 @@ async def test_broadcast_is_encoded_once_per_protocol_and_shared() -> None:
     assert len({id(c.received[0]) for c in msgpack_clients}) == 1
 
 
-async def test_every_enabled_protocol_is_encoded_before_anyone_gets_anything() -> None:
+async def test_every_protocol_in_use_is_encoded_before_anyone_gets_anything() -> None:
     """A value one protocol cannot encode fails the send as a whole: nobody gets half a broadcast."""
     counting = CountingJson()
     manager = InMemoryHubLifetimeManager(protocols=[counting, MESSAGEPACK])
@@ -233,4 +233,17 @@ async def test_hub_name_and_protocols_come_from_map_hub_unless_given() -> None:
     manager.configure("Other", ["messagepack"])  # a second path sharing the manager
     assert manager.hub_name == "Chat.Hubs.ChatHub"
     assert [p.name for p in manager.protocols] == ["json", "messagepack"]
+    await connected(manager, FakeConnection("j", JSON), FakeConnection("m", MESSAGEPACK))
     assert set(manager.serialize("M", (_Point(1),)).payloads) == {"json", "messagepack"}
+
+
+async def test_a_protocol_nobody_here_uses_is_not_encoded() -> None:
+    manager = InMemoryHubLifetimeManager()
+    json_client, msgpack_client = FakeConnection("j", JSON), FakeConnection("m", MESSAGEPACK)
+    await connected(manager, json_client)
+    assert set(manager.serialize("M", (1,)).payloads) == {"json"}
+    await connected(manager, msgpack_client)
+    assert set(manager.serialize("M", (1,)).payloads) == {"json", "messagepack"}
+    await manager.on_disconnected(msgpack_client)
+    await manager.on_disconnected(msgpack_client)  # twice: counted once
+    assert set(manager.serialize("M", (1,)).payloads) == {"json"}

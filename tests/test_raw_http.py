@@ -25,7 +25,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
 from signalr_chat.signalr import Hub, HubEndpoint, HubOptions, InMemoryHubLifetimeManager, map_hub
-from signalr_chat.signalr.connections import Connection
+from signalr_chat.signalr.connections import Connection, ConnectionOptions
 from signalr_chat.signalr.connections.transports.websockets import WebSocketTransport
 from signalr_chat.signalr.hubs import HubConnectionContext
 from signalr_chat.signalr.hubs.invocation_queue import MAX_WAITING
@@ -934,6 +934,20 @@ async def test_cors_preflight(hub_server: Any, session: aiohttp.ClientSession) -
         assert r.status == 200
         assert r.headers["Access-Control-Allow-Origin"] == origin
         assert r.headers["Access-Control-Allow-Credentials"] == "true"
+
+
+def test_cors_wildcard_with_credentials_is_refused_at_startup() -> None:
+    with pytest.raises(ValueError, match=r"does not allow specifying a wildcard \(any\) origin and credentials"):
+        HubOptions(cors_origins=("*",))
+    with pytest.raises(ValueError, match=r"does not allow specifying a wildcard"):  # raw connections too
+        ConnectionOptions(cors_origins=("https://a.example", "*"))
+
+
+async def test_cors_only_for_listed_origins(session: aiohttp.ClientSession) -> None:
+    async with in_process(cors_origins=("http://good.test",)) as server:
+        for origin, granted in (("http://good.test", True), ("http://evil.test", False)):
+            async with session.post(f"{server.base}/testhub/negotiate", headers={"Origin": origin}) as r:
+                assert r.headers.get("Access-Control-Allow-Origin") == (origin if granted else None)
 
 
 async def test_cors_not_granted_without_configuration(session: aiohttp.ClientSession) -> None:

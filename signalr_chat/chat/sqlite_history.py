@@ -4,6 +4,7 @@ reconnect or a server restart. aiosqlite runs the queries on its own thread."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,8 +26,12 @@ CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation, i
 """
 
 
+#: aiosqlite logs every query with its values at DEBUG: users' messages, verbatim.
+AIOSQLITE_LOGGER = "aiosqlite"
+
+
 class SqliteHistoryStore:
-    def __init__(self, path: Path, keep: int) -> None:
+    def __init__(self, path: Path, keep: int, *, log_queries: bool = False) -> None:
         self._path = path
         self._keep = keep
         self._db: aiosqlite.Connection | None = None
@@ -34,6 +39,8 @@ class SqliteHistoryStore:
         # writer's statements between them would commit half of it, or (seen when a drain
         # stored 50 replies at once) fail with sqlite3's "bad parameter or other API misuse".
         self._writing = asyncio.Lock()
+        # a DEBUG log level must not put users' messages in the log unless asked to
+        logging.getLogger(AIOSQLITE_LOGGER).setLevel(logging.NOTSET if log_queries else logging.INFO)
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)

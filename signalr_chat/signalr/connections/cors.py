@@ -1,4 +1,11 @@
-"""CORS for browser clients on other origins: they send credentials, so echo the origin."""
+"""CORS for browser clients on other origins: they send credentials, so echo the origin.
+
+Only listed origins are echoed (HubOptions refuses "*"). WebSocket upgrades are not
+checked against the list: browsers apply no CORS to them, and no cookie ever
+authenticates here (bearer tokens only, which another site cannot read), so a page on
+another origin gains nothing by opening one. A deployment that adds cookie sign-in must
+add that check.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
 
 def cors_headers(request: web.Request, origins: Collection[str]) -> dict[str, str]:
     origin = request.headers.get("Origin")
-    if not origin or not origins or ("*" not in origins and origin not in origins):
+    if not origin or origin not in origins:
         return {}
     return {
         "Access-Control-Allow-Origin": origin,

@@ -6,6 +6,12 @@ from dataclasses import dataclass
 
 from ..protocol.negotiate import ALL_TRANSPORTS, TransportKind
 
+#: ASP.NET Core's startup error for AllowAnyOrigin() with AllowCredentials().
+WILDCARD_WITH_CREDENTIALS = (
+    "The CORS protocol does not allow specifying a wildcard (any) origin and credentials at the same time. "
+    "Configure the CORS policy by listing individual origins if credentials needs to be supported."
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectionOptions:
@@ -15,7 +21,7 @@ class ConnectionOptions:
     #: Inactive negotiated connections, idle long polls and dropped stateful sockets are kept this long.
     disconnect_timeout: float = 15.0
     long_poll_timeout: float = 90.0
-    #: Origins allowed cross-origin (credentials included); "*" echoes any origin.
+    #: Origins allowed cross-origin, credentials included, so each must be listed: "*" is refused.
     cors_origins: tuple[str, ...] = ()
     #: Unsent bytes one connection may hold before it is dropped as too slow.
     max_buffer_size: int = 1024 * 1024
@@ -24,3 +30,9 @@ class ConnectionOptions:
     max_frame_size: int = 1024 * 1024
     #: Offer stateful reconnect to clients that ask (the application must support it).
     allow_stateful_reconnect: bool = False
+
+    def __post_init__(self) -> None:
+        # the browser client sends credentials, so the CORS answer must name the origin:
+        # allowing any origin would let every site call the endpoint with a user's credentials
+        if "*" in self.cors_origins:
+            raise ValueError(WILDCARD_WITH_CREDENTIALS)

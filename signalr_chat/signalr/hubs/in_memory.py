@@ -11,7 +11,7 @@ from typing import Any
 from ..protocol import CompletionMessage, HubProtocol, InvocationMessage
 from ..untrusted import Untrusted
 from .errors import HubException
-from .lifetime import HubConnection, HubLifetimeManager, new_invocation_id
+from .lifetime import HubConnection, HubLifetimeManager, SerializedInvocation, new_invocation_id
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +31,25 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
         #: Groups each connection is in, created on its first join.
         self._groups_of: dict[str, set[str]] = {}
         self._pending: dict[str, _PendingResult] = {}
+        #: Connections per protocol name: a send is encoded for the protocols in use here only.
+        self._in_use: dict[str, int] = {}
 
     async def on_connected(self, connection: HubConnection) -> None:
         self.connections[connection.connection_id] = connection
+        name = connection.protocol.name
+        self._in_use[name] = self._in_use.get(name, 0) + 1
         if connection.user_identifier is not None:
             self.users.setdefault(connection.user_identifier, set()).add(connection)
 
     async def on_disconnected(self, connection: HubConnection) -> None:
         connection_id = connection.connection_id
-        self.connections.pop(connection_id, None)
+        if self.connections.pop(connection_id, None) is not None:
+            name = connection.protocol.name
+            left = self._in_use[name] - 1
+            if left:
+                self._in_use[name] = left
+            else:
+                del self._in_use[name]
         for group in self._groups_of.pop(connection_id, ()):
             self._discard(self.groups, group, connection)
         if connection.user_identifier is not None:
@@ -57,6 +67,12 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
             members.discard(connection)
             if not members:
                 del index[key]
+
+    def serialize(self, method: str, args: tuple[Any, ...] | list[Any]) -> SerializedInvocation:
+        """Every protocol a connection here uses, before anyone is given anything: one server
+        has no other servers' clients to encode for (a backplane encodes every enabled one)."""
+        in_use = self._in_use
+        return SerializedInvocation(method, args, [p for p in self.protocols if p.name in in_use])
 
     def _deliver(self, targets: Iterable[HubConnection], method: str, args: tuple[Any, ...]) -> None:
         serialized = self.serialize(method, args)  # raises before anyone is given anything
@@ -86,6 +102,10 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
     async def send_groups(
         self, groups: Collection[str], method: str, args: tuple[Any, ...], exclude: Collection[str] = ()
     ) -> None:
+        if len(groups) == 1 and not exclude:  # the common case: the group's own set, not a copy
+            (group,) = groups
+            self._deliver(self.groups.get(group, ()), method, args)
+            return
         targets: set[HubConnection] = set()
         for group in groups:
             targets.update(self.groups.get(group, ()))

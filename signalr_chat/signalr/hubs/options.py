@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..connections import ConnectionOptions
+from ..connections.options import WILDCARD_WITH_CREDENTIALS
 from ..protocol.negotiate import ALL_TRANSPORTS, TransportKind
 
 
@@ -27,7 +28,7 @@ class HubOptions:
     disconnect_timeout: float = 15.0
     long_poll_timeout: float = 90.0
     transports: frozenset[TransportKind] = ALL_TRANSPORTS
-    #: Origins allowed cross-origin (credentials included); "*" echoes any origin.
+    #: Origins allowed cross-origin, credentials included, so each must be listed: "*" is refused.
     cors_origins: tuple[str, ...] = ()
     #: Unsent bytes one connection may hold before it is dropped as too slow. Senders to one
     #: client wait for it past half of this; one bigger message goes through to a client that keeps up.
@@ -36,6 +37,12 @@ class HubOptions:
     send_timeout: float = 30.0
     websocket_compression: bool = False
     protocols: tuple[str, ...] = field(default=("json", "messagepack"))
+
+    def __post_init__(self) -> None:
+        # the browser client sends credentials, so the CORS answer must name the origin:
+        # allowing any origin would let every site call the hub with a user's credentials
+        if "*" in self.cors_origins:
+            raise ValueError(WILDCARD_WITH_CREDENTIALS)
 
     def connection_options(self) -> ConnectionOptions:
         """The part the connection layer uses."""

@@ -186,13 +186,18 @@ export class ChatClient {
     }
 
     invoke(method, ...args) {
-        return withTimeout(this.connection.invoke(method, ...args), 15_000, `invoke ${method}`);
+        return this.invokeWithin(15_000, method, ...args);
+    }
+
+    /** invoke, waiting up to `ms` for the result (a real model's reply can take longer). */
+    invokeWithin(ms, method, ...args) {
+        return withTimeout(this.connection.invoke(method, ...args), ms, `invoke ${method}`);
     }
 
     /** SendMessage; resolves with the events of the turn. */
-    async send(message) {
+    async send(message, ms = 15_000) {
         const from = this.events.length;
-        const result = await this.invoke("SendMessage", message);
+        const result = await this.invokeWithin(ms, "SendMessage", message);
         assert.equal(result ?? null, null, "SendMessage returns nothing");
         return this.events.slice(from);
     }
@@ -290,7 +295,8 @@ export function fakeTokenRequests() {
     return getJson("/_fake/token-requests");
 }
 
-function lastContent(record) {
+/** The content of a fake record's last message (its user message), as text. */
+export function lastContent(record) {
     const messages = record.body?.messages;
     if (!Array.isArray(messages) || messages.length === 0) {
         return "";

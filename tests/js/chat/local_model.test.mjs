@@ -5,6 +5,8 @@ import { test } from "node:test";
 import { assert, ChatClient, LP_JSON, SERVERS, WS_JSON } from "./chat_harness.mjs";
 
 const TIMEOUT = 45_000;
+/** How long a reply may take: the other suites' files run beside this one and share the cores. */
+const MODEL_WAIT = 40_000;
 
 function tokensIn(events) {
     return events.filter((e) => e[0] === "ReceiveStreamToken").map((e) => e[1]);
@@ -29,7 +31,7 @@ function assertWellFormedReply(events) {
 test("SendMessage streams the local model's tokens and stores the reply", { timeout: TIMEOUT }, async (t) => {
     const c = await ChatClient.open(t, SERVERS.local, "/chatHub", { combo: WS_JSON });
     const question = "What is the capital of France?";
-    const tokens = assertWellFormedReply(await c.send(question));
+    const tokens = assertWellFormedReply(await c.send(question, MODEL_WAIT));
     assert.ok(tokens.length >= 2, `${tokens.length} token(s)`);
     const text = tokens.join("");
     assert.ok(text.trim().length > 0, "a non-empty reply");
@@ -41,7 +43,7 @@ test("SendMessage streams the local model's tokens and stores the reply", { time
 
 test("StreamMessage yields the local model's tokens and completes", { timeout: TIMEOUT }, async (t) => {
     const c = await ChatClient.open(t, SERVERS.local, "/chat", { combo: LP_JSON });
-    const { items } = await c.stream("Name three colours.", 40_000).done;
+    const { items } = await c.stream("Name three colours.", MODEL_WAIT).done;
     assert.ok(items.length >= 2, `${items.length} item(s)`);
     assert.ok(items.join("").trim().length > 0, "a non-empty reply");
     assert.deepEqual(c.events, []);
@@ -51,9 +53,9 @@ test("StopGeneration stops the local model within a second and keeps the partial
     const c = await ChatClient.open(t, SERVERS.local, "/chatHub", { combo: WS_JSON });
     const prompt = "Write a long story about a dragon who learns to bake bread.";
     const from = c.events.length;
-    const sending = c.send(prompt);
+    const sending = c.send(prompt, MODEL_WAIT);
     sending.catch(() => {});
-    await c.untilCount("ReceiveStreamToken", 2, from, 40_000);
+    await c.untilCount("ReceiveStreamToken", 2, from, MODEL_WAIT);
     const stopAt = Date.now();
     await c.invoke("StopGeneration");
     const events = await sending;
@@ -70,11 +72,11 @@ test("StopGeneration stops the local model within a second and keeps the partial
 test("two conversations at once share the one model instance: the second waits its turn", { timeout: TIMEOUT }, async (t) => {
     const a = await ChatClient.open(t, SERVERS.local, "/chatHub", { combo: WS_JSON });
     const b = await ChatClient.open(t, SERVERS.local, "/chatHub", { combo: LP_JSON });
-    const [first, second] = await Promise.all([a.send("Say hi."), b.send("Say bye.")]);
+    const [first, second] = await Promise.all([a.send("Say hi.", MODEL_WAIT), b.send("Say bye.", MODEL_WAIT)]);
     for (const events of [first, second]) {
         const tokens = assertWellFormedReply(events);
         assert.ok(tokens.length >= 1, `${tokens.length} token(s)`);
     }
     // the instance went back to the pool both times: a third reply still comes
-    assert.ok(assertWellFormedReply(await a.send("Thanks.")).length >= 1);
+    assert.ok(assertWellFormedReply(await a.send("Thanks.", MODEL_WAIT)).length >= 1);
 });
