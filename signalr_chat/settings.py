@@ -34,15 +34,15 @@ class Settings(BaseSettings):
     host: str = Field("localhost", description="Interface to listen on.")
     port: int = Field(5000, description="TCP port to listen on.")
     log_level: str = Field("INFO", description="Python logging level.")
-    log_format: Literal["text", "json"] = Field(
-        "text",
-        description="text: one readable line per record; json: one JSON object per line, with the connection id, "
-        "user id and trace id.",
-    )
     log_user_content: bool = Field(
         False,
         description="Let DEBUG logging show users' messages (aiosqlite logs each query with its values); off, "
         "they never reach the log.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="text: one readable line per record; json: one JSON object per line, with the connection id, "
+        "user id and trace id.",
     )
     websocket_compression: bool = Field(
         False, description="permessage-deflate on WebSockets; off by default, as it costs memory and CPU per message."

@@ -35,12 +35,12 @@ class SqliteHistoryStore:
         self._path = path
         self._keep = keep
         self._db: aiosqlite.Connection | None = None
+        # a DEBUG log level must not put users' messages in the log unless asked to
+        logging.getLogger(AIOSQLITE_LOGGER).setLevel(logging.NOTSET if log_queries else logging.INFO)
         # One connection for every writer: an append is insert + trim + commit, and another
         # writer's statements between them would commit half of it, or (seen when a drain
         # stored 50 replies at once) fail with sqlite3's "bad parameter or other API misuse".
         self._writing = asyncio.Lock()
-        # a DEBUG log level must not put users' messages in the log unless asked to
-        logging.getLogger(AIOSQLITE_LOGGER).setLevel(logging.NOTSET if log_queries else logging.INFO)
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)

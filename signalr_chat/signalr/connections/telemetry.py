@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Protocol
 
 from opentelemetry import metrics, trace
 
 from ..protocol.negotiate import TransportKind
 
-if TYPE_CHECKING:
-    from .connection import Connection
+
+class Connection(Protocol):
+    """What the metrics read of a connection (a Protocol: connection.py imports this module)."""
+
+    _pending_size: int
+
+    @property
+    def transport_kind(self) -> TransportKind | None: ...
+
 
 try:  # what the API hands out before an SDK is set: the only way to tell "not configured"
     from opentelemetry.metrics._internal import _ProxyMeterProvider as _UnsetMeterProvider

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ..connections import Connection
 from ..connections.background import spawn
@@ -43,15 +43,20 @@ from .lifetime import HubLifetimeManager
 from .options import HubOptions
 from .upload_stream import UploadStream
 
-if TYPE_CHECKING:
-    from .telemetry import HubTelemetry
+
+class MessageCounter(Protocol):
+    """Counts messages in and out (the hub's telemetry, when an OpenTelemetry SDK is configured)."""
+
+    def sent(self) -> None: ...
+
+    def received(self, count: int) -> None: ...
 
 
 class MessageDispatcher(Protocol):
     """What the connection hands its messages to (the HubDispatcher)."""
 
-    #: Counts messages when an OpenTelemetry SDK is configured.
-    telemetry: HubTelemetry | None
+    @property
+    def telemetry(self) -> MessageCounter | None: ...
 
     def dispatch(self, connection: HubConnectionContext, message: HubMessage) -> Awaitable[None] | None: ...
 
