@@ -60,10 +60,19 @@ class GracefulDrain:
                 "drain limit of %.0f s reached: %d replies stopped, stored as far as they got", self.limit, stopped
             )
             await self._settled(STOP_GRACE_SECONDS)
+        settled = time.monotonic()
         for endpoint in self.endpoints:
             await endpoint.shutdown()  # Close(allowReconnect: true) to every client
+        closed = time.monotonic()
         await self._collected()
-        log.info("drained in %.1f s", time.monotonic() - started)
+        now = time.monotonic()
+        log.info(
+            "drained in %.1f s: replies %.1f s, Close to every client %.2f s, last long polls %.2f s",
+            now - started,
+            settled - started,
+            closed - settled,
+            now - closed,
+        )
 
     def _running(self) -> set[asyncio.Task[Any]]:
         """The tasks of the chat's replies, and of server streams (whose completion follows the reply)."""

@@ -126,7 +126,7 @@ async def test_an_expired_guest_is_forgotten_with_their_conversations() -> None:
     conversations.guests = GuestSessions(ttl=100, clock=lambda: now[0])
 
     def connection(name: str) -> HubCallerContext:
-        return HubCallerContext(name, None, {}, None, None, lambda _: None)
+        return HubCallerContext(name, None, {}, None, lambda _: None)
 
     first = connection("c1")
     guest = await conversations.use_guest(first, None)

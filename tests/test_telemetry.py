@@ -340,3 +340,25 @@ def test_a_server_process_exports_what_otel_variables_ask_for(fake_ai: FakeAI, t
     assert f'"name": "chat {DEPLOYMENT}"' in text
     assert '"service.name": "chat-under-test"' in text
     assert_clean_log(log)
+
+
+async def test_the_local_model_is_traced_too(aiohttp_server: Any, telemetry: Telemetry) -> None:
+    """The built-in model: the same span and duration metrics, provider `llama_cpp`, no usage."""
+    local = Settings(ai_provider="local", local_max_output_tokens=16, history_store="memory")
+    base = await serve(aiohttp_server, telemetry, local)
+    seen = await stock_client(base, ("invoke", "SendMessage", "Say hi."))
+    tokens = [e[1] for e in seen["events"] if e[0] == "ReceiveStreamToken"]
+    assert tokens, seen
+
+    hub = only(telemetry.finished(f"{HUB}/SendMessage"))
+    [model] = [s for s in telemetry.spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert model.name.startswith("chat SmolLM2")
+    assert model.parent is not None and model.parent.span_id == hub.context.span_id
+    attributes = dict(model.attributes or {})
+    assert attributes["gen_ai.provider.name"] == "llama_cpp"
+    assert attributes["gen_ai.request.max_tokens"] == 16
+    assert "gen_ai.usage.output_tokens" not in attributes, "llama.cpp's stream reports no usage"
+    [duration] = telemetry.points("gen_ai.client.operation.duration")
+    assert duration.attributes["gen_ai.provider.name"] == "llama_cpp" and duration.count == 1
+    [first] = telemetry.points("gen_ai.client.operation.time_to_first_chunk")
+    assert first.count == 1 and 0 < first.sum <= duration.sum

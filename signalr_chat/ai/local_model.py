@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import AiFailed, ConfigurationError
 from .model import ChatMessage, estimate_tokens
+from .telemetry import GenAITelemetry
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -40,12 +41,13 @@ def default_model_path() -> Path:
 
 
 class LocalChatModel:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, telemetry: GenAITelemetry | None = None) -> None:
         self.path = settings.local_model_path or default_model_path()
         self.name = f"local:{self.path.stem}"
         self.context_tokens = settings.local_context_tokens
         self.max_output_tokens = settings.local_max_output_tokens
         self._settings = settings
+        self._telemetry = telemetry
         self._instances = settings.local_instances
         self._executor = ThreadPoolExecutor(self._instances, thread_name_prefix="local-model")
         self._free: asyncio.Queue[Llama] = asyncio.Queue()
@@ -140,10 +142,24 @@ class LocalChatModel:
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[object] = asyncio.Queue()
         stop = threading.Event()
+        call = None
+        if self._telemetry is not None:  # from a free instance on: the wait for one is not the model's
+            call = self._telemetry.chat(
+                "local",
+                self.path.stem,
+                messages,
+                server_address=None,
+                server_port=None,
+                max_tokens=self.max_output_tokens,
+                temperature=self._settings.local_temperature,
+            )
         try:
             work = loop.run_in_executor(self._executor, self._generate, llama, list(messages), loop, deltas, stop)
-        except BaseException:
+        except BaseException as exc:
             self._free.put_nowait(llama)
+            if call is not None:
+                call.failed(exc)
+                call.end()
             raise
         # the instance is free again only when its thread is done with it
         work.add_done_callback(lambda _: self._free.put_nowait(llama))
@@ -154,11 +170,17 @@ class LocalChatModel:
                     return
                 if isinstance(item, BaseException):
                     log.error("local model failed: %r", item)
+                    if call is not None:
+                        call.failed(item)
                     raise AiFailed from item
                 assert isinstance(item, str)
                 if usage is not None:  # the model counts its own: one delta per token
                     usage["completion_tokens"] = usage.get("completion_tokens", 0) + 1
                     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+                if call is not None:
+                    call.text(item)
                 yield item
         finally:
             stop.set()
+            if call is not None:
+                call.end()

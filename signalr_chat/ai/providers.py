@@ -115,7 +115,7 @@ def _openai_compatible(settings: Settings, telemetry: GenAITelemetry | None) -> 
 
 
 def create_model(settings: Settings, telemetry: GenAITelemetry | None = None) -> ChatModel:
-    """The configured provider's model; `telemetry` (remote providers) traces and measures its calls."""
+    """The configured provider's model; `telemetry` traces and measures its calls."""
     provider = settings.provider()
     if provider == "azure":
         return _azure(settings, telemetry)
@@ -123,4 +123,4 @@ def create_model(settings: Settings, telemetry: GenAITelemetry | None = None) ->
         return _openai_compatible(settings, telemetry)
     from .local_model import LocalChatModel
 
-    return LocalChatModel(settings)
+    return LocalChatModel(settings, telemetry)

@@ -21,7 +21,8 @@ from .model import ChatMessage
 
 SCOPE = "signalr_chat.ai"
 #: gen_ai.provider.name by our provider kind (Azure's value replaced the old `az.ai.openai`).
-PROVIDER_NAMES = {"azure": "azure.ai.openai", "openai": "openai"}
+#: The conventions name no value for llama.cpp: ours is `llama_cpp`.
+PROVIDER_NAMES = {"azure": "azure.ai.openai", "openai": "openai", "local": "llama_cpp"}
 TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
 SECONDS_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
 
@@ -141,13 +142,17 @@ class ModelCall:
         for choice in chunk.get("choices") or ():
             content = (choice.get("delta") or {}).get("content")
             if content:
-                if self._first_at is None:
-                    self._first_at = time.perf_counter()
-                if self._output is not None:
-                    self._output.append(content)
+                self.text(content)
             reason = choice.get("finish_reason")
             if reason:
                 self.finish_reasons.append(reason)
+
+    def text(self, content: str) -> None:
+        """A text delta (the local model hands over text, not chunks)."""
+        if self._first_at is None:
+            self._first_at = time.perf_counter()
+        if self._output is not None:
+            self._output.append(content)
 
     def failed(self, exc: BaseException) -> None:
         self.error = exc

@@ -109,6 +109,8 @@ def map_hub(
     """Serve `hub_type` at `path` (matched case-insensitively) and `path/negotiate`.
 
     `hub_name` names the hub to a backplane's other servers (default: module.Class).
+    `telemetry` is (HubTelemetry, ConnectionTelemetry), each None for off; by default both
+    come from the global OpenTelemetry providers, and are None unless an SDK backs them.
     """
     endpoint = HubEndpoint(
         hub_type,
