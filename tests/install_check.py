@@ -126,14 +126,21 @@ def build_wheel(out: Path) -> Path:
     # setuptools builds in ./build and never empties it, and reads the file list of the last
     # build from *.egg-info: a file removed from the source or from setup.py's package_data
     # would still ride along in the wheel
-    shutil.rmtree(ROOT / "build", ignore_errors=True)
-    for egg_info in ROOT.glob("*.egg-info"):
-        shutil.rmtree(egg_info)
-    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", out, ROOT])
+    _remove_build_leftovers()
+    try:
+        run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", out, ROOT])
+    finally:
+        _remove_build_leftovers()
     wheels = list(out.glob("signalr_chat-*.whl"))
     if len(wheels) != 1:
         raise CheckFailed(f"expected one wheel in {out}, found {wheels}")
     return wheels[0]
+
+
+def _remove_build_leftovers() -> None:
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
+    for egg_info in ROOT.glob("*.egg-info"):
+        shutil.rmtree(egg_info)
 
 
 def fresh_venv(path: Path) -> Path:
