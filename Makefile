@@ -119,7 +119,7 @@ check-lowest: $(VENV)/.test-installed node-deps
 	$(VENV)/bin/uv pip sync -q --python $(LOWEST)/bin/python $(LOWEST)/requirements.txt
 	@grep -E '^(aiohttp|multidict|orjson|msgpack|uvloop|openai|httpx2|azure-identity|pydantic|pydantic-settings|python-dotenv|aiosqlite|pyjwt|opentelemetry-api|opentelemetry-sdk|opentelemetry-exporter-prometheus)==' \
 		$(LOWEST)/requirements.txt | tr '\n' ' ' && echo
-	$(LOWEST)/bin/python -m pytest -q $(addprefix --ignore=,$(LOWEST_SKIP))
+	$(LOWEST)/bin/python -m pytest -q -m "not local_model" $(addprefix --ignore=,$(LOWEST_SKIP))
 
 # Benchmarks, not part of `make test`: the server on core 0, the load on core 1, against a
 # raw-aiohttp floor and aiosignalr (in .venv-bench, as it needs websockets<17). Writes

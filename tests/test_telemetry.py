@@ -342,6 +342,7 @@ def test_a_server_process_exports_what_otel_variables_ask_for(fake_ai: FakeAI, t
     assert_clean_log(log)
 
 
+@pytest.mark.local_model
 async def test_the_local_model_is_traced_too(aiohttp_server: Any, telemetry: Telemetry) -> None:
     """The built-in model: the same span and duration metrics, provider `llama_cpp`, no usage."""
     local = Settings(ai_provider="local", local_max_output_tokens=16, history_store="memory")
