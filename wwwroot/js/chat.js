@@ -103,7 +103,7 @@
         status.className = "status " + text.toLowerCase();
         if (text === "Reconnecting" || text === "Disconnected") ready = false;
         const connected = text === "Connected" && ready;
-        input.disabled = !connected || streaming;
+        input.disabled = !connected; // the next message can be drafted while a reply streams
         clearBtn.disabled = !connected;
         newChatBtn.disabled = !connected;
         updateComposer();
