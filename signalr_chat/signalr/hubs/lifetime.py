@@ -11,14 +11,15 @@ import base64
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Collection, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..protocol import PROTOCOLS, CompletionMessage, HubMessage, HubProtocol
 from ..protocol.values import UnencodableValue
 
 
+@runtime_checkable
 class HubConnection(Protocol):
-    """What a lifetime manager needs of a connection on this server."""
+    """What a lifetime manager needs of a connection on this server (checkable with isinstance)."""
 
     connection_id: str
     user_identifier: str | None
