@@ -5,7 +5,8 @@ application (settings from the environment, as `python -m signalr_chat` reads th
 Both are served by `signalr_chat.server` on uvloop, like the product. Logging stays at
 WARNING, so the access log costs nothing in either.
 
-Run as `python -m tests.bench.project_server --port 0 [--app chat]`.
+Run as `python -m tests.bench.project_server --port 0 [--app chat]`; BENCH_OTEL=1 turns the
+OpenTelemetry SDK on.
 """
 
 from __future__ import annotations
@@ -46,12 +47,39 @@ def create_hub_app() -> web.Application:
     return app
 
 
+def install_sdk() -> None:
+    """BENCH_OTEL=1: the OpenTelemetry SDK on, recording every span and metric point.
+
+    Spans go through the BatchSpanProcessor a deployment uses, to an exporter that drops
+    them; metrics aggregate in a reader that is never collected. The figure is then the
+    server's cost of recording, not the network's cost of exporting.
+    """
+    from collections.abc import Sequence
+
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Discard(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Discard()))
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--app", choices=("hub", "chat"), default="hub")
     args = parser.parse_args()
     procfs.raise_nofile()
+    if os.environ.get("BENCH_OTEL") == "1":
+        install_sdk()
     from signalr_chat.server import run
 
     if args.app == "chat":
