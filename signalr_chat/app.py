@@ -14,7 +14,7 @@ from .ai import create_model
 from .ai.telemetry import GenAITelemetry
 from .chat import ChatHub, ChatService
 from .chat.conversations import ConversationService
-from .chat.history import HistoryStore, InMemoryHistoryStore
+from .chat.history import HistoryStore, InMemoryHistoryStore, redis_history_store
 from .chat.sqlite_history import SqliteHistoryStore
 from .drain import GracefulDrain
 from .health import Health
@@ -100,6 +100,9 @@ def create_app(
     if settings.history_store == "sqlite" and settings.auth_jwt_secret is not None:
         sqlite = SqliteHistoryStore(settings.history_db, keep, log_queries=settings.log_user_content)
         user_store = sqlite
+    elif settings.history_store == "redis" and settings.auth_jwt_secret is not None:
+        sqlite = None
+        user_store = redis_history_store(settings)
     else:
         sqlite = None
         user_store = InMemoryHistoryStore(keep)

@@ -83,6 +83,21 @@ class Settings(BaseSettings):
         "as they got, and every client is told to reconnect elsewhere.",
     )
 
+    # -- scale-out (docs/scale-out.md) -----------------------------------------
+    redis_url: SecretStr | None = Field(
+        None,
+        description="Redis backplane (needs the [redis] extra): redis://[[user]:password@]host:port/db, rediss:// "
+        "for TLS, unix:///path/redis.sock; unset: one instance, in memory.",
+    )
+    redis_channel_prefix: str = Field(
+        "",
+        description="Prepended, as is, to every Redis channel (StackExchange.Redis's ChannelPrefix): one per app "
+        "sharing a Redis.",
+    )
+    redis_timeout: float = Field(
+        5.0, gt=0, description="Seconds any Redis operation, and any wait for another server's ack, may take."
+    )
+
     # -- chat ----------------------------------------------------------------
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="First message of every conversation.")
     max_history_messages: int = Field(
@@ -105,10 +120,11 @@ class Settings(BaseSettings):
         20, ge=0, description="Messages a user (or an anonymous connection) may send per window; 0 turns it off."
     )
     rate_limit_window_seconds: float = Field(60.0, gt=0, description="Length of the rate-limit window.")
-    history_store: Literal["sqlite", "memory"] = Field(
+    history_store: Literal["sqlite", "memory", "redis"] = Field(
         "sqlite",
         description="Where signed-in users' history lives (with AUTH_JWT_SECRET set); anonymous history is "
-        "always in memory.",
+        "always in memory. redis (needs REDIS_URL; the default when REDIS_URL is set): shared by every instance, "
+        "and replies in flight are followed and stopped from any instance.",
     )
     reply_grace_seconds: float = Field(
         10.0,
@@ -177,6 +193,15 @@ class Settings(BaseSettings):
     local_temperature: float = Field(0.2, ge=0, description="Sampling temperature of the local model.")
     local_top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling of the local model.")
     local_repeat_penalty: float = Field(1.1, ge=1, description="Repeat penalty of the local model.")
+
+    @model_validator(mode="after")
+    def _history_in_redis(self) -> Settings:
+        """With REDIS_URL, history is shared unless HISTORY_STORE says otherwise."""
+        if "history_store" not in self.model_fields_set and self.redis_url is not None:
+            self.history_store = "redis"
+        if self.history_store == "redis" and self.redis_url is None:
+            raise ValueError("history_store=redis needs REDIS_URL (the Redis that every instance shares)")
+        return self
 
     @model_validator(mode="after")
     def _reply_fits_context(self) -> Settings:

@@ -1,5 +1,6 @@
-"""The parts of conversations, in process: the stores' conversation lists, guest ids, titles,
-and a reply's numbered chunks followed from any point."""
+"""The parts of conversations, in process: the stores (every one runs the same behaviour
+tests, Redis against a real redis-server), guest ids, titles, and a reply's numbered chunks
+followed from any point."""
 
 from __future__ import annotations
 
@@ -14,28 +15,49 @@ from signalr_chat.ai import ChatMessage
 from signalr_chat.chat.conversations import ConversationService, derive_title
 from signalr_chat.chat.guests import GuestSessions
 from signalr_chat.chat.history import ConversationInfo, HistoryStore, InMemoryHistoryStore
+from signalr_chat.chat.redis_history import RedisHistoryStore
 from signalr_chat.chat.replies import ReplyRun
 from signalr_chat.chat.service import ChatService
 from signalr_chat.chat.sqlite_history import SqliteHistoryStore
 from signalr_chat.settings import Settings
 from signalr_chat.signalr import HubCallerContext
 
+from .redis_server import RedisServer
+
 
 def turns(n: int) -> list[ChatMessage]:
     return [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"} for i in range(n)]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HistoryStore]:
     if request.param == "memory":
         memory = InMemoryHistoryStore(keep=4)
         yield memory
         await memory.close()
         return
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        redis = RedisHistoryStore(server.url, keep=4)
+        yield redis
+        await redis.close()
+        return
     sqlite = SqliteHistoryStore(tmp_path / "h.sqlite3", keep=4)
     await sqlite.open()
     yield sqlite
     await sqlite.close()
+
+
+async def test_append_keeps_the_last_messages_in_order(store: HistoryStore) -> None:
+    await store.append("user:ann", turns(2))
+    await store.append("user:ann", turns(6)[2:])
+    await store.append("user:bob", [{"role": "user", "content": 'ünïcödé ✓ "quoted", [1, 2]'}])
+    assert await store.load("user:ann") == turns(6)[-4:]
+    assert await store.load("user:bob") == [{"role": "user", "content": 'ünïcödé ✓ "quoted", [1, 2]'}]
+    assert await store.load("user:nobody") == []
+    await store.clear("user:ann")
+    assert await store.load("user:ann") == []
+    assert await store.load("user:bob") != []
 
 
 async def test_conversation_lists_are_per_owner_newest_first(store: HistoryStore) -> None:
@@ -51,6 +73,11 @@ async def test_conversation_lists_are_per_owner_newest_first(store: HistoryStore
     await store.forget_conversation("user:a", "c1")
     assert [c.id for c in await store.conversations("user:a")] == ["c2"]
     assert [c.title for c in await store.conversations("user:b")] == ["Bob's"]
+    # a title may hold anything; times keep every digit
+    now = 1_765_000_000.123456
+    await store.save_conversation("user:a", ConversationInfo("c3", 'Commas, [brackets] and "quotes" ✓', now, now))
+    await store.save_conversation("user:a", ConversationInfo("c3", "Renamed, again", now + 5, now + 7.25))
+    assert (await store.conversations("user:a"))[0] == ConversationInfo("c3", "Renamed, again", now, now + 7.25)
 
 
 async def test_replace_rewrites_and_trims(store: HistoryStore) -> None:

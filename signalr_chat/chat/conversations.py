@@ -24,7 +24,7 @@ from ..ai import AiError, AiFailed, ChatMessage
 from ..settings import Settings
 from ..signalr import HubCallerContext
 from .guests import GuestSessions
-from .history import ConversationInfo, HistoryStore
+from .history import ConversationInfo, HistoryStore, HistoryUnavailable
 from .replies import Outcome, ReplyRun
 from .service import GUEST_ITEM, TOO_LONG_FOR_MODEL, ChatService, Generation, Rejected
 from .trimming import TooLongForModel, fit_to_budget
@@ -315,6 +315,9 @@ class ConversationService:
             outcome = await self._generate_in_turn(run, owner, store, info, key, kind, message, index)
             run.finish(*outcome)
         except Rejected as exc:
+            run.finish("error", exc.user_message)
+        except HistoryUnavailable as exc:
+            log.warning("reply not stored: %s", exc)
             run.finish("error", exc.user_message)
         except BaseException:
             run.finish("error", AiFailed().user_message)

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from ..ai import ChatMessage
+from ..ai import ChatMessage, ConfigurationError
+from ..settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,14 @@ class ConversationInfo:
 
     def as_dict(self) -> dict[str, object]:
         return {"id": self.id, "title": self.title, "created": self.created, "updated": self.updated}
+
+
+class HistoryUnavailable(Exception):
+    """The store did not answer in time (e.g. Redis down): the call fails, and says so."""
+
+    user_message = (
+        "Your conversations are unavailable right now (the history store did not answer). Please try again shortly."
+    )
 
 
 class HistoryStore(Protocol):
@@ -84,7 +93,10 @@ class InMemoryHistoryStore:
         return sorted(self._lists.get(owner, {}).values(), key=lambda c: c.updated, reverse=True)
 
     async def save_conversation(self, owner: str, info: ConversationInfo) -> None:
-        self._lists.setdefault(owner, {})[info.id] = replace(info)
+        """Upserts; an entry keeps the `created` it was first saved with, as in every store."""
+        listed = self._lists.setdefault(owner, {})
+        old = listed.get(info.id)
+        listed[info.id] = replace(info, created=old.created) if old is not None else info
 
     async def forget_conversation(self, owner: str, conversation_id: str) -> None:
         listed = self._lists.get(owner)
@@ -96,3 +108,22 @@ class InMemoryHistoryStore:
     async def close(self) -> None:
         self._conversations.clear()
         self._lists.clear()
+
+
+def redis_history_store(settings: Settings) -> HistoryStore:
+    """HISTORY_STORE=redis: the store every instance shares (the `redis` extra must be installed)."""
+    assert settings.redis_url is not None  # the settings refuse history_store=redis without it
+    try:
+        from .redis_history import RedisHistoryStore
+    except ModuleNotFoundError as missing:
+        if missing.name is None or missing.name.partition(".")[0] != "redis":
+            raise
+        raise ConfigurationError(
+            "HISTORY_STORE=redis needs the redis extra (redis is missing): pip install 'signalr-chat[redis]'"
+        ) from None
+    return RedisHistoryStore(
+        settings.redis_url.get_secret_value(),
+        settings.max_history_messages,
+        prefix=settings.redis_channel_prefix,
+        timeout=settings.redis_timeout,
+    )

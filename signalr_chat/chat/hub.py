@@ -17,6 +17,7 @@ from typing import TypeVar
 from ..ai import AiError, AiFailed
 from ..signalr import Hub, HubException
 from .conversations import ConversationService
+from .history import HistoryUnavailable
 from .service import ChatService, Rejected
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ def user_message(error: Exception) -> str:
     """The text a user sees for a failed turn; an unexpected error is logged, never shown."""
     if isinstance(error, (AiError, Rejected)):
         return error.user_message
+    if isinstance(error, HistoryUnavailable):
+        log.warning("history store unavailable: %s", error)
+        return error.user_message
     log.error("reply failed", exc_info=error)
     return AiFailed.user_message
 
@@ -34,11 +38,12 @@ T = TypeVar("T")
 
 
 async def _or_hub_error(work: Awaitable[T]) -> T:
-    """A rejection reaches the client as a HubException: its text is for the user."""
+    """A rejection, or a history store that did not answer, reaches the client as a
+    HubException: its text is for the user."""
     try:
         return await work
-    except Rejected as exc:
-        raise HubException(exc.user_message) from None
+    except (Rejected, HistoryUnavailable) as exc:
+        raise HubException(user_message(exc)) from None
 
 
 class ChatHub(Hub):
@@ -113,12 +118,13 @@ class ChatHub(Hub):
         self.chat.stop(self.context.connection_id)
 
     async def clear_history(self) -> None:
-        await self.chat.clear(self.context)
+        await _or_hub_error(self.chat.clear(self.context))
         await self.clients.caller.send("ReceiveStatusUpdate", "history_cleared")
 
     async def get_history(self) -> list[dict[str, str]]:
         """The caller's conversation, so a page can show it again after a reload."""
-        return [{"role": m["role"], "content": m["content"]} for m in await self.chat.history(self.context)]
+        history = await _or_hub_error(self.chat.history(self.context))
+        return [{"role": m["role"], "content": m["content"]} for m in history]
 
     async def get_chat_info(self) -> dict[str, object]:
         """What a front end shows before the first message: the length limit and the model."""
@@ -175,8 +181,8 @@ class ChatHub(Hub):
         try:
             async for item in self.conversations.follow(self.context, conversation_id, after_sequence):
                 yield item
-        except Rejected as exc:
-            raise HubException(exc.user_message) from None
+        except (Rejected, HistoryUnavailable) as exc:
+            raise HubException(user_message(exc)) from None
 
     async def on_disconnected(self, exception: BaseException | None) -> None:
         self.conversations.disconnected(self.context)

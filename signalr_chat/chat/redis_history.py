@@ -1,0 +1,141 @@
+"""History in Redis, so every instance of a scaled-out chat sees a user's conversations.
+
+Keyed by conversation (whose key starts with its owner) and by owner for the list, so a
+user finds the same conversations whichever instance serves them. Writes that are more
+than one command run in MULTI/EXEC (append + trim, replace) or as one Lua script (an
+upsert that keeps `created`), so two instances writing at once never interleave halfway.
+
+Every call is bounded by `timeout`: a Redis that is down, or hung, gives the caller
+`HistoryUnavailable` (a clear text for the user) within that time, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from ..ai import ChatMessage
+from .history import ConversationInfo, HistoryUnavailable
+
+T = TypeVar("T")
+
+#: Every key of the chat's history starts with the channel prefix and this.
+NAMESPACE = "signalr_chat:"
+
+# HSET the entry [created, updated, title], keeping the `created` already stored (as SQLite's
+# ON CONFLICT update does). Text, not cjson: cjson would round the times to 14 digits.
+_SAVE_CONVERSATION = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+local created = ARGV[2]
+if old then created = string.match(old, '^%[([^,]+),') end
+redis.call('HSET', KEYS[1], ARGV[1], '[' .. created .. ',' .. ARGV[3] .. ']')
+return 1
+"""
+
+
+def connect(url: str, timeout: float) -> Redis:
+    """A client whose every socket wait is bounded; one quick retry covers a connection that
+    Redis dropped while idle (a restart), anything more is the caller's timeout."""
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=30,
+    )
+
+
+class RedisHistoryStore:
+    def __init__(self, url: str, keep: int, *, prefix: str = "", timeout: float = 5.0) -> None:
+        self._keep = keep
+        self._timeout = timeout
+        self._prefix = prefix + NAMESPACE
+        self._redis = connect(url, timeout)
+        self._save = self._redis.register_script(_SAVE_CONVERSATION)
+
+    def _messages(self, conversation: str) -> str:
+        return f"{self._prefix}history:{conversation}"
+
+    def _list(self, owner: str) -> str:
+        return f"{self._prefix}conversations:{owner}"
+
+    async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
+        """The store's errors as one: Redis unreachable, too slow, or refusing (e.g. out of memory)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await work()
+        except (TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+            raise HistoryUnavailable(f"Redis did not answer: {exc!r}") from exc
+        except redis_errors.ResponseError as exc:
+            raise HistoryUnavailable(f"Redis refused: {exc}") from exc
+
+    async def load(self, conversation: str) -> list[ChatMessage]:
+        rows = await self._call(
+            lambda: cast(Awaitable[list[bytes]], self._redis.lrange(self._messages(conversation), 0, -1))
+        )
+        return [_message(row) for row in rows]
+
+    async def append(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
+        if not messages:
+            return
+        key = self._messages(conversation)
+
+        async def run() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, *(_encode(m) for m in messages))
+                pipe.ltrim(key, -self._keep, -1)
+                await pipe.execute()
+
+        await self._call(run)
+
+    async def clear(self, conversation: str) -> None:
+        await self._call(lambda: self._redis.delete(self._messages(conversation)))
+
+    async def replace(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
+        key = self._messages(conversation)
+        kept = list(messages)[-self._keep :]
+
+        async def run() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                if kept:
+                    pipe.rpush(key, *(_encode(m) for m in kept))
+                await pipe.execute()
+
+        await self._call(run)
+
+    async def conversations(self, owner: str) -> list[ConversationInfo]:
+        rows = await self._call(lambda: cast(Awaitable[dict[bytes, bytes]], self._redis.hgetall(self._list(owner))))
+        listed = []
+        for conversation_id, entry in rows.items():
+            created, updated, title = json.loads(entry)
+            listed.append(ConversationInfo(conversation_id.decode(), str(title), float(created), float(updated)))
+        listed.sort(key=lambda c: c.updated, reverse=True)
+        return listed
+
+    async def save_conversation(self, owner: str, info: ConversationInfo) -> None:
+        rest = json.dumps([info.updated, info.title], ensure_ascii=False)[1:-1]
+        args = [info.id, json.dumps(info.created), rest]
+        await self._call(lambda: cast(Awaitable[Any], self._save(keys=[self._list(owner)], args=args)))
+
+    async def forget_conversation(self, owner: str, conversation_id: str) -> None:
+        await self._call(lambda: self._redis.hdel(self._list(owner), conversation_id))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _encode(message: ChatMessage) -> str:
+    return json.dumps([message["role"], message["content"]], ensure_ascii=False)
+
+
+def _message(row: bytes) -> ChatMessage:
+    role, content = json.loads(row)
+    return cast(ChatMessage, {"role": role, "content": content})
