@@ -14,7 +14,8 @@ from .ai import create_model
 from .ai.telemetry import GenAITelemetry
 from .chat import ChatHub, ChatService
 from .chat.conversations import ConversationService
-from .chat.history import HistoryStore, InMemoryHistoryStore, redis_history_store
+from .chat.history import HistoryStore, InMemoryHistoryStore
+from .chat.scale_out import redis_history_store, shared_replies
 from .chat.sqlite_history import SqliteHistoryStore
 from .drain import GracefulDrain
 from .health import Health
@@ -96,11 +97,12 @@ def create_app(
     )
     keep = settings.max_history_messages
     user_store: HistoryStore
+    redis_history = settings.history_store == "redis" and settings.auth_jwt_secret is not None
     # without sign-in every conversation is anonymous: no file to create
     if settings.history_store == "sqlite" and settings.auth_jwt_secret is not None:
         sqlite = SqliteHistoryStore(settings.history_db, keep, log_queries=settings.log_user_content)
         user_store = sqlite
-    elif settings.history_store == "redis" and settings.auth_jwt_secret is not None:
+    elif redis_history:
         sqlite = None
         user_store = redis_history_store(settings)
     else:
@@ -108,7 +110,7 @@ def create_app(
         user_store = InMemoryHistoryStore(keep)
     model = create_model(settings, genai_telemetry)
     chat = ChatService(model, settings, anonymous_store=InMemoryHistoryStore(keep), user_store=user_store)
-    conversations = ConversationService(chat, settings)
+    conversations = ConversationService(chat, settings, shared_replies(settings) if redis_history else None)
 
     app = web.Application()
     app[CHAT_SERVICE] = chat
@@ -121,6 +123,7 @@ def create_app(
         try:
             if sqlite is not None:
                 await sqlite.open()
+            await conversations.start_sharing()
             await model.start()
             model_started = True
         except BaseException:

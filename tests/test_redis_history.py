@@ -106,7 +106,7 @@ def test_redis_is_the_default_with_redis_url_and_needs_it(monkeypatch: pytest.Mo
 def test_configuration_error_names_the_missing_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from signalr_chat.chat.history import redis_history_store
+    from signalr_chat.chat.scale_out import redis_history_store
 
     monkeypatch.delitem(sys.modules, "signalr_chat.chat.redis_history", raising=False)
     monkeypatch.setitem(sys.modules, "redis", None)

@@ -8,6 +8,11 @@ A reply runs in a task of its own (not in the invocation that asked for it), num
 chunk by chunk in a `ReplyRun` that any client of the conversation can follow and
 resume. Generation must not run on for nobody: when the last connection watching the
 conversation goes, the reply is stopped after `reply_grace_seconds` unless one comes back.
+
+With `shared` (HISTORY_STORE=redis), a signed-in user's replies are mirrored to Redis
+(`shared_replies.py`): any instance shows, follows and stops them, one reply runs per
+conversation across instances, and a client following on another instance counts as
+watching.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..ai import AiError, AiFailed, ChatMessage
 from ..settings import Settings
@@ -28,6 +34,9 @@ from .history import ConversationInfo, HistoryStore, HistoryUnavailable
 from .replies import Outcome, ReplyRun
 from .service import GUEST_ITEM, TOO_LONG_FOR_MODEL, ChatService, Generation, Rejected
 from .trimming import TooLongForModel, fit_to_budget
+
+if TYPE_CHECKING:  # it imports redis, an extra
+    from .shared_replies import SharedReplies
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,8 @@ MAX_TITLE_LENGTH = 200
 KEPT_AFTER_END = 60.0
 #: A cleared conversation can be restored for this long.
 UNDO_SECONDS = 60.0
+#: How long a stop waits for the replies it stopped to be stored.
+STOP_WAIT_SECONDS = 5.0
 CONTINUE_PROMPT = "Continue your previous reply exactly where it stopped, without repeating any of it."
 
 NOT_FOUND = "Conversation not found."
@@ -95,12 +106,16 @@ def _plan(kind: str, history: list[ChatMessage], text: str, index: int) -> _Plan
 
 
 class ConversationService:
-    def __init__(self, chat: ChatService, settings: Settings) -> None:
+    def __init__(self, chat: ChatService, settings: Settings, shared: SharedReplies | None = None) -> None:
         self.chat = chat
+        #: Replies of the user store's conversations, shared with the other instances.
+        self.shared = shared
         self.guests = GuestSessions(settings.guest_ttl_seconds)
         self.grace = settings.reply_grace_seconds
         self.kept_after_end = KEPT_AFTER_END
         self._runs: dict[str, ReplyRun] = {}
+        #: Keys whose latest run is mirrored to `shared`.
+        self._mirrored: set[str] = set()
         self._generations: dict[str, Generation] = {}
         self._stop_requested: set[str] = set()
         self._watching: dict[str, str] = {}
@@ -122,6 +137,14 @@ class ConversationService:
 
     def _store(self, context: HubCallerContext) -> HistoryStore:
         return self.chat.user_store if context.user_identifier is not None else self.chat.anonymous_store
+
+    def _sharing(self, store: HistoryStore) -> SharedReplies | None:
+        """The shared replies, for conversations every instance sees (not guests' or connections')."""
+        return self.shared if store is self.chat.user_store else None
+
+    async def start_sharing(self) -> None:
+        if self.shared is not None:
+            await self.shared.start(self._stop_here)
 
     @staticmethod
     def _key(owner: str, conversation_id: str) -> str:
@@ -161,7 +184,14 @@ class ConversationService:
         listed = await store.conversations(owner)
         if all(info.id != DEFAULT for info in listed) and await store.load(owner):
             listed.append(await self._find(owner, store, DEFAULT))  # the seed's history, never listed yet
-        return [{**info.as_dict(), "running": self._running(self._key(owner, info.id))} for info in listed]
+        keys = [self._key(owner, info.id) for info in listed]
+        running = [self._running(key) for key in keys]
+        shared = self._sharing(store)
+        if shared is not None:
+            running = [
+                here or elsewhere for here, elsewhere in zip(running, await shared.is_running(keys), strict=True)
+            ]
+        return [{**info.as_dict(), "running": on} for info, on in zip(listed, running, strict=True)]
 
     async def create(self, context: HubCallerContext, title: object) -> dict[str, object]:
         owner, store = self.owner(context), self._store(context)
@@ -188,7 +218,7 @@ class ConversationService:
         owner, store = self.owner(context), self._store(context)
         info = await self._find(owner, store, conversation_id)
         key = self._key(owner, info.id)
-        await self._stop_and_wait(key)
+        await self._stop_and_wait(key, store)
         history = await store.load(key)
         await self.chat.clear_key(key, store)
         now = time.time()
@@ -204,7 +234,7 @@ class ConversationService:
         info = await self._find(owner, store, conversation_id)
         key = self._key(owner, info.id)
         cleared = self._cleared.get(key)
-        if cleared is None or self._running(key) or await store.load(key):
+        if cleared is None or await self._running_anywhere(key, store) or await store.load(key):
             return False
         self._forget_cleared(key)
         history, before, _ = cleared
@@ -217,16 +247,20 @@ class ConversationService:
         if cleared is not None:
             cleared[2].cancel()
 
-    async def _stop_and_wait(self, key: str) -> None:
+    async def _stop_and_wait(self, key: str, store: HistoryStore) -> None:
+        """Its reply stopped and stored, wherever it runs, so nothing lands after a clear."""
         run = self._runs.get(key)
         if run is not None and run.running:
             self._stop(key)
             if run.task is not None:
                 await asyncio.gather(run.task, return_exceptions=True)
+        shared = self._sharing(store)
+        if shared is not None:
+            await shared.stop(key)
 
     async def _drop(self, owner: str, store: HistoryStore, conversation_id: str) -> None:
         key = self._key(owner, conversation_id)
-        await self._stop_and_wait(key)
+        await self._stop_and_wait(key, store)
         await self.chat.clear_key(key, store)
         await store.forget_conversation(owner, conversation_id)
 
@@ -244,17 +278,29 @@ class ConversationService:
         info = await self._find(owner, store, conversation_id)
         key = self._key(owner, info.id)
         self._watch(context, key)
-        while True:
-            run = self._runs.get(key)
-            before = run is not None and run.storing
-            history = await store.load(key)
-            if run is None or run.storing == before:
-                break
-        showing = run is not None and not run.storing
+        shared = self._sharing(store)
+        reply: dict[str, object] | None = None
+        local = self._runs.get(key)
+        if shared is not None and (local is None or not local.running):
+            # the latest reply may be another instance's: read its mirror around the history
+            while True:
+                described, storing = await shared.describe(key)
+                history = await store.load(key)
+                if described is None or (await shared.describe(key))[1] == storing:
+                    break
+            reply = described if described is not None and not storing else None
+        else:
+            while True:
+                run = self._runs.get(key)
+                before = run is not None and run.storing
+                history = await store.load(key)
+                if run is None or run.storing == before:
+                    break
+            reply = run.describe() if run is not None and not run.storing else None
         return {
             **info.as_dict(),
             "messages": [{"role": m["role"], "content": m["content"]} for m in history],
-            "reply": run.describe() if showing and run is not None else None,
+            "reply": reply,
         }
 
     async def follow(
@@ -268,6 +314,11 @@ class ConversationService:
         key = self._key(owner, info.id)
         self._watch(context, key)
         run = self._runs.get(key)
+        shared = self._sharing(store)
+        if shared is not None and (run is None or not run.running):
+            async for item in shared.follow(key, after, linger=self.grace):
+                yield item
+            return
         if run is None:
             return
         async for item in run.follow(after):
@@ -292,6 +343,11 @@ class ConversationService:
         plan = _plan(kind, history, message, position)  # rejected here, before any task
         shown = None if kind == "continue" else plan.ask["content"]
         run = ReplyRun(info.id, shown, continues=kind == "continue")
+        shared = self._sharing(store)
+        if shared is not None:
+            if self._running(key) or not await shared.claim(key, run):
+                raise Rejected(BUSY)  # on this instance meanwhile, or on another
+            self._mirrored.add(key)
         self._runs[key] = run
         self._stop_requested.discard(key)
         self._watch(context, key)
@@ -392,6 +448,9 @@ class ConversationService:
         if not parts:
             return
         run.storing = True
+        shared = self._sharing(store)
+        if shared is not None:
+            await shared.storing(run)
         reply = "".join(parts)
         if plan.appends:
             await store.append(key, plan.result(reply))
@@ -411,11 +470,48 @@ class ConversationService:
         run = self._runs.get(key)
         return run is not None and run.running
 
+    async def _running_anywhere(self, key: str, store: HistoryStore) -> bool:
+        shared = self._sharing(store)
+        return self._running(key) or (shared is not None and (await shared.is_running([key]))[0])
+
     async def stop(self, context: HubCallerContext, conversation_id: object) -> bool:
-        """StopReply: stops the conversation's reply at once, whichever client started it."""
+        """StopReply: stops the conversation's reply at once, whichever client started it,
+        on whichever instance it runs."""
         owner, store = self.owner(context), self._store(context)
         info = await self._find(owner, store, conversation_id)
-        return self._stop(self._key(owner, info.id))
+        key = self._key(owner, info.id)
+        stopped = self._stop(key)
+        shared = self._sharing(store)
+        if shared is not None:
+            stopped = await shared.stop(key) or stopped
+        return stopped
+
+    async def stop_default(self, context: HubCallerContext) -> None:
+        """StopGeneration, and ClearHistory before it clears: every reply of the caller's
+        default conversation (a reply belongs to its conversation) stops, on every instance,
+        and is stored before this returns."""
+        key = self.chat.conversation_key(context)
+        await self._stop_here(key)
+        shared = self._sharing(self._store(context))
+        if shared is not None:
+            await shared.stop(key)
+
+    async def _stop_here(self, key: str) -> bool:
+        """Stops this instance's replies of the conversation and waits until they are stored."""
+        run = self._runs.get(key)
+        own = self._generations.get(key)
+        stopped = self._stop(key)
+        generations = self.chat.stop_conversation(key)
+        waits: list[asyncio.Future[object]] = [
+            asyncio.ensure_future(g.done.wait()) for g in generations if g is not own
+        ]
+        if stopped and run is not None and run.task is not None:
+            waits.append(asyncio.ensure_future(asyncio.gather(run.task, return_exceptions=True)))
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=STOP_WAIT_SECONDS)
+            for future in pending:
+                future.cancel()
+        return stopped or bool(generations)
 
     def _stop(self, key: str) -> bool:
         if not self._running(key):
@@ -430,6 +526,7 @@ class ConversationService:
         if self._runs.get(key) is run:
             del self._runs[key]
             self._stop_requested.discard(key)
+            self._mirrored.discard(key)
 
     # -- who is watching: a reply nobody is connected for is stopped after the grace period
     def _watch(self, context: HubCallerContext, key: str) -> None:
@@ -462,7 +559,29 @@ class ConversationService:
 
     def _abandoned(self, key: str) -> None:
         self._abandon.pop(key, None)
-        if key not in self._watchers and self._stop(key):
+        if key in self._watchers:
+            return
+        if key in self._mirrored and self.shared is not None:
+            task = asyncio.create_task(self._abandon_unless_followed(self.shared, key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif self._stop(key):
+            log.info("reply stopped: nobody of its conversation came back within %s s", self.grace)
+
+    async def _abandon_unless_followed(self, shared: SharedReplies, key: str) -> None:
+        """A client following the reply on another instance keeps it going; checked again
+        every `recheck` seconds, so the reply stops at most that long after the grace period
+        of the last one that left (a follower that leaves stays counted for the grace period)."""
+        try:
+            followed = await shared.followed_elsewhere(key)
+        except HistoryUnavailable:
+            followed = False  # no follower elsewhere can read a reply without Redis either
+        if key in self._watchers or not self._running(key):
+            return
+        if followed:
+            recheck = max(1.0, min(self.grace, shared.lease_seconds / 3))
+            self._abandon[key] = asyncio.get_running_loop().call_later(recheck, self._abandoned, key)
+        elif self._stop(key):
             log.info("reply stopped: nobody of its conversation came back within %s s", self.grace)
 
     def disconnected(self, context: HubCallerContext) -> None:
@@ -481,3 +600,5 @@ class ConversationService:
             task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.shared is not None:
+            await self.shared.close()

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from ..ai import ChatMessage, ConfigurationError
-from ..settings import Settings
+from ..ai import ChatMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,22 +107,3 @@ class InMemoryHistoryStore:
     async def close(self) -> None:
         self._conversations.clear()
         self._lists.clear()
-
-
-def redis_history_store(settings: Settings) -> HistoryStore:
-    """HISTORY_STORE=redis: the store every instance shares (the `redis` extra must be installed)."""
-    assert settings.redis_url is not None  # the settings refuse history_store=redis without it
-    try:
-        from .redis_history import RedisHistoryStore
-    except ModuleNotFoundError as missing:
-        if missing.name is None or missing.name.partition(".")[0] != "redis":
-            raise
-        raise ConfigurationError(
-            "HISTORY_STORE=redis needs the redis extra (redis is missing): pip install 'signalr-chat[redis]'"
-        ) from None
-    return RedisHistoryStore(
-        settings.redis_url.get_secret_value(),
-        settings.max_history_messages,
-        prefix=settings.redis_channel_prefix,
-        timeout=settings.redis_timeout,
-    )

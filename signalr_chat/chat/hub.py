@@ -115,9 +115,11 @@ class ChatHub(Hub):
             raise HubException(user_message(exc)) from None
 
     async def stop_generation(self) -> None:
-        self.chat.stop(self.context.connection_id)
+        """Stops every reply of the caller's conversation: the user's other tabs too, on any instance."""
+        await _or_hub_error(self.conversations.stop_default(self.context))
 
     async def clear_history(self) -> None:
+        await _or_hub_error(self.conversations.stop_default(self.context))
         await _or_hub_error(self.chat.clear(self.context))
         await self.clients.caller.send("ReceiveStatusUpdate", "history_cleared")
 

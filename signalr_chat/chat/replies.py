@@ -42,6 +42,11 @@ class ReplyRun:
         return self.outcome is None
 
     @property
+    def changed(self) -> asyncio.Event:
+        """Set at the next chunk or the end (take it before reading the state it guards)."""
+        return self._changed
+
+    @property
     def text(self) -> str:
         return "".join(self.chunks)
 

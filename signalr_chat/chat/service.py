@@ -330,12 +330,14 @@ class ChatService:
                 await asyncio.gather(producer, return_exceptions=True)
 
     # -- controls ------------------------------------------------------------
-    def stop(self, connection_id: str) -> int:
-        """Stop the connection's replies, streaming or waiting for their turn; how many."""
-        generations = [g for g in self._generations.get(connection_id, ()) if not g.stopped]
+    def stop_conversation(self, key: str) -> list[Generation]:
+        """Stop every reply of the conversation, whichever connection asked (StopGeneration:
+        a reply belongs to its conversation); the ones stopped now."""
+        conversation = self._conversations.get(key)
+        generations = [g for g in conversation.generations if not g.stopped] if conversation is not None else []
         for generation in generations:
             generation.stop()
-        return len(generations)
+        return generations
 
     def replies_in_flight(self) -> list[Generation]:
         """Every reply streaming or waiting for its turn (a graceful stop waits for them)."""

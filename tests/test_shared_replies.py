@@ -1,0 +1,226 @@
+"""Replies shared by two instances through a real Redis, in process: two chat services
+(each with its own Redis clients, as two processes have) and a model the test feeds token
+by token, so every step is waited on, never slept for. The same flows through two server
+processes and the stock JS client are in test_chat_scale_out.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any, cast
+
+import pytest
+
+from signalr_chat.ai import ChatMessage
+from signalr_chat.chat.conversations import BUSY, ConversationService
+from signalr_chat.chat.history import InMemoryHistoryStore
+from signalr_chat.chat.redis_history import RedisHistoryStore
+from signalr_chat.chat.service import ChatService, Rejected
+from signalr_chat.chat.shared_replies import OWNER_GONE, SharedReplies
+from signalr_chat.settings import Settings
+from signalr_chat.signalr import HubCallerContext, User
+
+from .redis_server import RedisServer
+
+NEVER = 30.0
+
+
+class GatedModel:
+    """Streams what the test puts in `tokens` (None ends the reply); says when it was closed."""
+
+    name = "fake:gated"
+    context_tokens = 4096
+    max_output_tokens = 256
+
+    def __init__(self) -> None:
+        self.tokens: asyncio.Queue[str | None] = asyncio.Queue()
+        self.streaming = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split()) + 1
+
+    async def stream(self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None) -> AsyncGenerator[str]:
+        self.streaming.set()
+        try:
+            while (token := await self.tokens.get()) is not None:
+                yield token
+        finally:
+            self.closed.set()
+
+
+class Instance:
+    def __init__(self, url: str, model: GatedModel, grace: float) -> None:
+        settings = Settings(reply_grace_seconds=grace, rate_limit_messages=0)
+        self.store = RedisHistoryStore(url, keep=20, timeout=1.0)
+        self.chat = ChatService(
+            cast(Any, model), settings, anonymous_store=InMemoryHistoryStore(20), user_store=self.store
+        )
+        self.shared = SharedReplies(url, timeout=1.0)
+        self.conversations = ConversationService(self.chat, settings, self.shared)
+        self._connections = 0
+
+    def connect(self, user: str = "ann") -> HubCallerContext:
+        self._connections += 1
+        return HubCallerContext(f"{id(self)}-{self._connections}", User(user), {}, None, lambda _: None)
+
+    async def close(self) -> None:
+        await self.conversations.close()
+        await self.store.close()
+
+
+@pytest.fixture
+async def two(redis_server: RedisServer) -> AsyncIterator[tuple[Instance, Instance, GatedModel]]:
+    model = GatedModel()
+    a, b = Instance(redis_server.url, model, grace=0.3), Instance(redis_server.url, model, grace=0.3)
+    await a.conversations.start_sharing()
+    await b.conversations.start_sharing()
+    yield a, b, model
+    model.tokens.put_nowait(None)
+    await a.close()
+    await b.close()
+
+
+async def items_until(follow: AsyncIterator[dict[str, object]], count: int) -> list[dict[str, object]]:
+    got = []
+    async with asyncio.timeout(NEVER):
+        async for item in follow:
+            got.append(item)
+            if len(got) == count:
+                break
+    return got
+
+
+async def test_a_reply_started_on_a_is_opened_and_followed_on_b(two: tuple[Instance, Instance, GatedModel]) -> None:
+    a, b, model = two
+    on_a = a.connect()
+    started = await a.conversations.start(on_a, "default", "send", "hello there")
+    for token in ("one ", "two "):
+        model.tokens.put_nowait(token)
+    live = a.conversations.follow(on_a, "default", 0)
+    await items_until(live, 2)  # A has relayed both
+
+    on_b = b.connect()
+    opened = await b.conversations.open(on_b, "default")
+    assert opened["messages"] == []
+    reply = cast(dict[str, object], opened["reply"])
+    assert reply["replyId"] == started["replyId"] and reply["running"] is True
+    assert reply["userMessage"] == "hello there"
+
+    following = b.conversations.follow(on_b, "default", 1)  # the client had chunk 1 already
+    first = await items_until(following, 1)
+    assert first == [{"sequence": 2, "text": "two "}]
+    model.tokens.put_nowait("three")
+    model.tokens.put_nowait(None)
+    rest = [item async for item in following]
+    assert rest[0] == {"sequence": 3, "text": "three"}
+    assert rest[-1]["end"] == "completed" and rest[-1]["sequence"] == 3
+    assert rest[-1]["replyId"] == started["replyId"]
+
+    expected = [{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "one two three"}]
+    assert (await b.conversations.open(on_b, "default"))["messages"] == expected
+    assert (await a.conversations.open(on_a, "default"))["messages"] == expected
+    assert (await b.conversations.open(on_b, "default"))["reply"] is None
+
+
+async def test_one_reply_per_conversation_across_instances(two: tuple[Instance, Instance, GatedModel]) -> None:
+    a, b, _ = two
+    on_a, on_b = a.connect(), b.connect()
+    created = await a.conversations.create(on_a, "Busy one")
+    quiet = await b.conversations.create(on_b, "Quiet one")
+    await a.conversations.start(on_a, created["id"], "send", "first")
+    with pytest.raises(Rejected, match=BUSY):
+        await b.conversations.start(on_b, created["id"], "send", "second")
+    listed = {c["id"]: c["running"] for c in await b.conversations.list(on_b)}
+    assert listed == {created["id"]: True, quiet["id"]: False}
+
+
+async def test_stop_on_b_stops_the_reply_on_a_which_is_stored(two: tuple[Instance, Instance, GatedModel]) -> None:
+    a, b, model = two
+    on_a = a.connect()
+    await a.conversations.start(on_a, "default", "send", "stop me")
+    model.tokens.put_nowait("partial")
+    await items_until(a.conversations.follow(on_a, "default", 0), 1)
+
+    on_b = b.connect()
+    assert await b.conversations.stop(on_b, "default") is True
+    await asyncio.wait_for(model.closed.wait(), NEVER)  # the upstream request was closed
+    ended = [item async for item in b.conversations.follow(on_b, "default", 1)]
+    assert ended == [{"sequence": 1, "end": "stopped", "replyId": ended[0]["replyId"]}]
+    assert (await b.conversations.open(on_b, "default"))["messages"][-1] == {"role": "assistant", "content": "partial"}
+    assert await b.conversations.stop(on_b, "default") is False
+
+
+async def test_stop_generation_and_clear_history_on_b_reach_a_seed_reply_on_a(
+    two: tuple[Instance, Instance, GatedModel],
+) -> None:
+    a, b, model = two
+    on_a, on_b = a.connect(), b.connect()
+    relayed: asyncio.Queue[str] = asyncio.Queue()
+
+    async def emit(token: str) -> None:
+        relayed.put_nowait(token)
+
+    sending = asyncio.create_task(a.chat.reply(on_a, "seed message", emit))
+    model.tokens.put_nowait("streamed")
+    assert await asyncio.wait_for(relayed.get(), NEVER) == "streamed"
+    await b.conversations.stop_default(on_b)  # StopGeneration from the user's tab on B
+    assert await asyncio.wait_for(sending, NEVER) == "streamed"
+    assert await b.chat.history(on_b) == [
+        {"role": "user", "content": "seed message"},
+        {"role": "assistant", "content": "streamed"},
+    ]
+
+    sending = asyncio.create_task(a.chat.reply(on_a, "another", emit))
+    model.tokens.put_nowait("more")
+    assert await asyncio.wait_for(relayed.get(), NEVER) == "more"
+    await b.conversations.stop_default(on_b)  # ClearHistory from B: stop, stored, then cleared
+    await b.chat.clear(on_b)
+    await asyncio.wait_for(sending, NEVER)
+    assert await a.chat.history(on_a) == [], "nothing in flight wrote into the cleared conversation"
+
+
+async def test_a_follower_on_b_keeps_the_reply_going_then_its_grace_period_ends_it(
+    two: tuple[Instance, Instance, GatedModel],
+) -> None:
+    a, b, model = two
+    on_a = a.connect()
+    await a.conversations.start(on_a, "default", "send", "long one")
+    model.tokens.put_nowait("x")
+    on_b = b.connect()
+    following = b.conversations.follow(on_b, "default", 0)
+    assert await items_until(following, 1) == [{"sequence": 1, "text": "x"}]
+
+    a.conversations.disconnected(on_a)  # the only watcher on A leaves; the client is on B now
+    # well past A's grace period, the reply still runs: B's follower counts
+    waited = asyncio.create_task(model.closed.wait())
+    done, _ = await asyncio.wait([waited], timeout=1.5)
+    assert not done, "stopped as abandoned while a client followed it on another instance"
+    model.tokens.put_nowait("y")
+    assert await items_until(following, 1) == [{"sequence": 2, "text": "y"}]
+
+    await following.aclose()  # the client on B leaves too: after the grace period, stopped
+    await asyncio.wait_for(waited, NEVER)
+
+
+async def test_a_follower_on_b_is_told_when_the_owner_dies(redis_server: RedisServer) -> None:
+    model = GatedModel()
+    a, b = Instance(redis_server.url, model, grace=10), Instance(redis_server.url, model, grace=10)
+    a.shared.lease_seconds = 1.0  # the owner's lease lapses a second after it stops renewing it
+    await b.conversations.start_sharing()
+    try:
+        on_a = a.connect()
+        await a.conversations.start(on_a, "default", "send", "doomed")
+        model.tokens.put_nowait("half")
+        on_b = b.connect()
+        following = b.conversations.follow(on_b, "default", 0)
+        assert await items_until(following, 1) == [{"sequence": 1, "text": "half"}]
+        for task in list(a.shared._mirror_tasks):  # A dies: nothing renews or ends its reply
+            task.cancel()
+        async with asyncio.timeout(NEVER):
+            rest = [item async for item in following]
+        assert rest == [{"sequence": 1, "end": "error", "replyId": rest[0]["replyId"], "error": OWNER_GONE}]
+    finally:
+        model.tokens.put_nowait(None)
+        await a.close()
+        await b.close()
