@@ -3,6 +3,8 @@
 The stock JS client chats through nginx over WebSockets, Server-Sent Events and long
 polling (JSON and MessagePack); nginx's access log shows that each client's requests, its
 negotiate included, all reached one instance, and that both instances served clients.
+Then the page, signed in, loses its instance to SIGKILL: its automatic reconnect lands on
+the other instance, which shows the same conversation (both share one SQLite history).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Page, expect
 
-from .chat_fixtures import ChatServer, FakeAI, assert_clean_log, azure_settings, server_env
+from .browser import OpenPage
+from .chat_fixtures import ChatServer, FakeAI, assert_clean_log, azure_settings, server_env, token_for
 from .nginx_proxy import NginxProxy, site_config
 from .node_runner import JS_DIR
 
@@ -36,6 +40,15 @@ TRANSPORT_CLASSES = {
     "ServerSentEvents": "ServerSentEventsTransport",
     "LongPolling": "LongPollingTransport",
 }
+# What Chromium logs while the page's instance is dead and before nginx moves it on.
+INSTANCE_DOWN = (
+    "ERR_CONNECTION_REFUSED",
+    "status of 502 (Bad Gateway)",
+    "WebSocket connection to",
+    "WebSocket closed with status code: 1006",
+    "Failed to start the connection",
+    "Failed to complete negotiation",
+)
 
 
 @dataclass
@@ -138,3 +151,58 @@ def test_stock_client_through_nginx_on_every_transport(deployment: Deployment) -
             assert request["status"] in ("101", "200", "202", "204"), request
         if request["method"] == "GET":
             streams_ended.add(request["id"])
+
+
+def replies(page: Page) -> Any:
+    return page.locator(".message.assistant")
+
+
+def chat(page: Page, text: str) -> str:
+    """Sends `text` from the page; the whole reply's text."""
+    count = replies(page).count()
+    page.locator("#message-input").fill(text)
+    page.locator("#message-input").press("Enter")
+    reply = replies(page).nth(count)
+    expect(reply).to_have_attribute("aria-busy", "false", timeout=30_000)
+    return str(reply.locator(".content").text_content()).strip()
+
+
+def test_the_page_moves_to_the_other_instance_when_its_own_is_killed(
+    deployment: Deployment, new_page: OpenPage
+) -> None:
+    proxy = deployment.proxy
+    user = f"scale-out-{uuid.uuid4().hex[:8]}"
+    page, errors = new_page(f"{proxy.base}/#token={token_for(user)}")
+    errors.allow(*INSTANCE_DOWN)
+    expect(page.locator("#status")).to_have_text("Connected")
+    first = chat(page, "remember the blue door")
+    assert first == "Echo: remember the blue door (history: 2 messages)"
+
+    # the page's instance: the one nginx sent its affinity cookie to (the page itself included)
+    [cookie] = [c["value"] for c in page.context.cookies() if c["name"] == "signalr_affinity"]
+    [upstream] = {r["upstream"] for r in proxy.requests() if r["affinity"] == cookie}
+    victim = deployment.instance_at(upstream)
+    [survivor] = [s for s in deployment.instances if s is not victim]
+    assert victim.process is not None
+    # mid-chat: a long reply is streaming from the victim
+    page.locator("#message-input").fill("[[tokens:600]] a long one")
+    page.locator("#message-input").press("Enter")
+    expect(replies(page).nth(1).locator(".content")).to_contain_text("t40")
+    victim.process.kill()  # SIGKILL: no drain, no goodbye to the clients
+    victim.process.wait()
+
+    expect(page.locator("#status")).to_have_text("Reconnecting")
+    expect(page.locator("#status")).to_have_text("Connected", timeout=30_000)
+    expect(page.locator(".message.notice")).to_have_text("Reconnected.")
+    # the other instance shows the same conversation, and goes on with it
+    # the other instance shows the stored conversation; the turn the dead instance was
+    # generating is gone with it (a turn is stored when its reply ends)
+    expect(page.locator(".message.user")).to_have_text(["remember the blue door"])
+    expect(replies(page).locator(".content")).to_have_text([first])
+    assert chat(page, "and now?") == "Echo: and now? (history: 4 messages)"
+
+    negotiates = [r for r in proxy.requests() if r["affinity"] == cookie and r["uri"].endswith("/negotiate")]
+    assert negotiates[-1]["upstream"].endswith(f"127.0.0.1:{survivor.port}"), negotiates[-1]
+    page.reload()  # and it stays there
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator(".message.user")).to_have_count(2)
