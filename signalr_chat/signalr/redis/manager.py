@@ -27,9 +27,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from ..hubs import HubException, HubLifetimeManager, InMemoryHubLifetimeManager, new_invocation_id
 from ..hubs.lifetime import HubConnection, SerializedInvocation
