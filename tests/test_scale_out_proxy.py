@@ -5,6 +5,7 @@ polling (JSON and MessagePack); nginx's access log shows that each client's requ
 negotiate included, all reached one instance, and that both instances served clients.
 Then the page, signed in, loses its instance to SIGKILL: its automatic reconnect lands on
 the other instance, which shows the same conversation (both share one SQLite history).
+The instances run as deployed: on one Redis backplane.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -26,8 +28,9 @@ from .browser import OpenPage
 from .chat_fixtures import ChatServer, FakeAI, assert_clean_log, azure_settings, server_env, token_for
 from .nginx_proxy import NginxProxy, site_config
 from .node_runner import JS_DIR
+from .redis_server import RedisServer
 
-CLIENTS = JS_DIR / "scale_out" / "chat_clients.mjs"
+CLIENTS = JS_DIR / "nginx" / "chat_clients.mjs"
 COMBOS = [
     ("WebSockets", "json"),
     ("WebSockets", "messagepack"),
@@ -63,16 +66,19 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(fake_ai: FakeAI, tmp_path: Path) -> Iterator[Deployment]:
-    """Two `python -m signalr_chat` instances sharing one history file, behind nginx."""
+def deployment(fake_ai: FakeAI, redis_server: RedisServer, tmp_path: Path) -> Iterator[Deployment]:
+    """Two `python -m signalr_chat` instances on one Redis, sharing one history file, behind nginx."""
     history = tmp_path / "history.sqlite3"
     instances, logs = [], []
     proxy: NginxProxy | None = None
     try:
         for n in range(2):
             logs.append(tmp_path / f"instance-{n}.log")
-            env = server_env(fake_ai, **azure_settings(fake_ai, history_db=str(history)))
+            env = server_env(fake_ai, **azure_settings(fake_ai, history_db=str(history), redis_url=redis_server.url))
             instances.append(ChatServer(env, log=logs[-1]).start())
+        for instance in instances:  # each is subscribed to Redis before it listens
+            with urllib.request.urlopen(f"{instance.base}/readyz", timeout=10) as ready:
+                assert json.load(ready) == {"status": "ready"}
         proxy = NginxProxy(tmp_path / "nginx", [s.port for s in instances]).start()
         yield Deployment(proxy, instances, logs)
     finally:
