@@ -23,8 +23,12 @@ from signalr_chat.ai import ConfigurationError
 from signalr_chat.app import create_app
 from signalr_chat.backplane import CONNECTED_GAUGE
 from signalr_chat.chat import ChatHub
+from signalr_chat.drain import GracefulDrain
+from signalr_chat.server import DRAIN
 from signalr_chat.settings import DEFAULT_HUB_NAME, Settings
+from signalr_chat.signalr import HubLifetimeManager, InMemoryHubLifetimeManager
 from signalr_chat.signalr.hubs.endpoint import default_hub_name
+from signalr_chat.signalr.redis import RedisHubLifetimeManager
 
 from .redis_server import RedisServer
 
@@ -104,6 +108,21 @@ def test_missing_redis_extra_is_a_clear_startup_error(monkeypatch: pytest.Monkey
     with pytest.raises(ConfigurationError, match=r"pip install 'signalr-chat\[redis\]'") as raised:
         create_app(offline_settings(redis_url=f"redis://:{PASSWORD}@127.0.0.1:9/0"))
     assert "REDIS_URL" in str(raised.value) and PASSWORD not in str(raised.value)
+
+
+def chat_lifetimes(settings: Settings) -> set[HubLifetimeManager]:
+    drain = create_app(settings)[DRAIN]
+    assert isinstance(drain, GracefulDrain)
+    return {endpoint.lifetime for endpoint in drain.endpoints}
+
+
+def test_redis_url_chooses_the_redis_backplane_for_both_paths() -> None:
+    assert {type(m) for m in chat_lifetimes(offline_settings())} == {InMemoryHubLifetimeManager}
+    [backplane] = chat_lifetimes(offline_settings(redis_url="redis://127.0.0.1:9/0", hub_name="Chat.Hubs.ChatHub"))
+    assert isinstance(backplane, RedisHubLifetimeManager)
+    assert backplane.hub_name == "Chat.Hubs.ChatHub"
+    # .NET peers' clients may speak either: every send carries both, under these names
+    assert [p.name for p in backplane.protocols] == ["json", "messagepack"]
 
 
 async def channels(redis_server: RedisServer) -> set[str]:
