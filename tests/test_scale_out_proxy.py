@@ -11,6 +11,7 @@ The instances run as deployed: on one Redis backplane.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import urllib.request
@@ -26,7 +27,8 @@ from playwright.sync_api import Page, expect
 
 from .browser import OpenPage
 from .chat_fixtures import ChatServer, FakeAI, assert_clean_log, azure_settings, server_env, token_for
-from .nginx_proxy import NginxProxy, site_config
+from .conftest import ROOT
+from .nginx_proxy import CONFIG, NginxProxy, site_config
 from .node_runner import JS_DIR
 from .redis_server import RedisServer
 
@@ -110,6 +112,12 @@ def test_the_config_is_the_documented_one_with_our_instances() -> None:
         "127.0.0.1:5002",
         "127.0.0.1:5003",
     ]
+
+
+def test_the_docs_show_the_tested_config() -> None:
+    doc = (ROOT / "docs" / "scale-out.md").read_text()
+    shown = re.findall(r"```nginx\n(.*?)```", doc, re.DOTALL)
+    assert shown == [CONFIG.read_text()], "docs/scale-out.md must show docs/nginx/signalr-chat.conf as it is"
 
 
 def test_stock_client_through_nginx_on_every_transport(deployment: Deployment) -> None:
