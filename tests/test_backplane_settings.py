@@ -8,6 +8,7 @@ the `signalr_chat.server.backplane.connected` gauge following Redis killed and r
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,8 @@ from signalr_chat.signalr import HubLifetimeManager, InMemoryHubLifetimeManager
 from signalr_chat.signalr.hubs.endpoint import default_hub_name
 from signalr_chat.signalr.redis import RedisHubLifetimeManager
 
+from .chat_fixtures import offline_env
+from .conftest import ROOT, free_port
 from .redis_server import RedisServer
 
 PASSWORD = "hunter2-redis-password"
@@ -125,6 +128,20 @@ def test_redis_url_chooses_the_redis_backplane_for_both_paths() -> None:
     assert [p.name for p in backplane.protocols] == ["json", "messagepack"]
 
 
+def test_the_server_process_says_how_to_install_the_extra() -> None:
+    """`python -m signalr_chat` with REDIS_URL and no redis-py: one line, the command, exit 1."""
+    run_without_redis = "import sys; sys.modules['redis'] = None; from signalr_chat.__main__ import main; main()"
+    env = offline_env(redis_url=f"redis://:{PASSWORD}@127.0.0.1:9/0", port=str(free_port()))
+    result = subprocess.run(
+        [sys.executable, "-c", run_without_redis], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: REDIS_URL needs the Redis backplane's extra (redis is missing): pip install 'signalr-chat[redis]'"
+    )
+    assert "Traceback" not in result.stderr and PASSWORD not in result.stderr
+
+
 async def channels(redis_server: RedisServer) -> set[str]:
     client = aioredis.from_url(redis_server.url, decode_responses=True)
     try:
@@ -200,3 +217,20 @@ async def test_readyz_follows_redis_and_the_gauge_too(aiohttp_client: Any, redis
         assert gauge() == [1]
     finally:
         meter_provider.shutdown()
+
+
+async def test_readyz_is_503_while_redis_hangs(aiohttp_client: Any, redis_server: RedisServer) -> None:
+    """SIGSTOP: the socket stays open and nothing answers; the backplane's health check notices."""
+    settings = offline_settings(redis_url=redis_server.url, redis_timeout=1)
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+
+    async def status(expected: int) -> bool:
+        return (await client.get("/readyz")).status == expected
+
+    await until(lambda: status(200), "ready once subscribed to Redis")
+    redis_server.pause()
+    try:
+        await until(lambda: status(503), "503 while Redis does not answer")
+    finally:
+        redis_server.resume()
+    await until(lambda: status(200), "ready again once Redis answers")
