@@ -4,7 +4,8 @@ Needs the `redis` extra (`pip install 'signalr-chat[redis]'`). `wire` is the san
 channel names and the MessagePack layouts; `manager` runs them on redis-py's asyncio client.
 """
 
-from .manager import BackplaneUnavailable, RedisHubLifetimeManager
+from ..hubs import BackplaneUnavailable
+from .manager import RedisHubLifetimeManager
 from .wire import BackplaneProtocolError, RedisChannels
 
 __all__ = ["BackplaneProtocolError", "BackplaneUnavailable", "RedisChannels", "RedisHubLifetimeManager"]

@@ -30,8 +30,9 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
-from ..hubs import HubException, HubLifetimeManager, InMemoryHubLifetimeManager, new_invocation_id
+from ..hubs import BackplaneUnavailable, HubException, HubLifetimeManager, InMemoryHubLifetimeManager, new_invocation_id
 from ..hubs.lifetime import HubConnection, SerializedInvocation
 from ..protocol import PROTOCOLS, CompletionMessage, HubProtocol, InvocationMessage
 from ..untrusted import Untrusted
@@ -54,13 +55,10 @@ from .wire import (
 log = logging.getLogger(__name__)
 
 MISSING_PROTOCOL = "This message was received from another server that did not have the requested protocol available."
-#: Reconnect backoff: from the first retry to the cap, doubling.
+#: Reconnect backoff: from the first retry to the cap, doubling. The cap is short on purpose:
+#: until every server has resubscribed, a send reaches only those already back.
 BACKOFF_FIRST = 0.1
-BACKOFF_CAP = 5.0
-
-
-class BackplaneUnavailable(ConnectionError):
-    """Redis cannot be reached: the send was not published, and nobody received it."""
+BACKOFF_CAP = 1.0
 
 
 def server_name() -> str:
@@ -295,7 +293,12 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             raise BackplaneUnavailable("The Redis backplane is not connected; the message was not sent.")
         try:
             return int(await asyncio.wait_for(self._redis.publish(channel, data), self.timeout))
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (TimeoutError, RedisTimeout):
+            # written, maybe: a Redis that hangs may still run it when it wakes up
+            raise BackplaneUnavailable(
+                f"Redis did not answer within {self.timeout} s; the message may not have been delivered."
+            ) from None
+        except (RedisError, OSError) as exc:
             raise BackplaneUnavailable(f"Publishing to Redis failed; the message was not sent ({exc}).") from exc
 
     def _envelope(self, method: str, args: tuple[Any, ...], exclude: Collection[str] = ()) -> bytes:
