@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The chat hub's name without HUB_NAME: module.Class, what `map_hub` uses for a hub by default.
 DEFAULT_HUB_NAME = "signalr_chat.chat.hub.ChatHub"
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful AI assistant. Answer clearly and concisely. "
@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         None,
         description="Redis backplane (needs the [redis] extra): redis://[[user]:password@]host:port/db, rediss:// "
-        "for TLS, unix:///path/redis.sock; unset: one instance, in memory.",
+        "for TLS, unix:///path/redis.sock, redis+sentinel://[:password@]host:port[,host:port]/service[/db] for "
+        "Redis Sentinel; unset: one instance, in memory.",
     )
     redis_channel_prefix: str = Field(
         "",
@@ -216,7 +217,9 @@ class Settings(BaseSettings):
         scheme = urlsplit(url.get_secret_value()).scheme
         if scheme not in REDIS_SCHEMES:
             # the scheme only: the rest may hold a password
-            raise ValueError(f"REDIS_URL must start with redis://, rediss:// or unix://, not {scheme or 'nothing'}")
+            raise ValueError(
+                f"REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://, not {scheme or 'nothing'}"
+            )
         return url
 
     def redis_location(self) -> str | None:

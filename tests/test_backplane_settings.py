@@ -68,6 +68,7 @@ class TestSettings:
             f"redis://:{PASSWORD}@cache.internal:6380/2",
             f"rediss://app:{PASSWORD}@cache.redis.cache.windows.net:6380",
             "unix:///run/redis/redis.sock?db=1",
+            f"redis+sentinel://:{PASSWORD}@10.0.0.1:26379,10.0.0.2:26379/mymaster/1",
         ],
     )
     def test_redis_url_schemes(self, url: str) -> None:
@@ -85,7 +86,7 @@ class TestSettings:
     def test_other_schemes_are_refused_without_echoing_the_url(self) -> None:
         with pytest.raises(ValidationError) as raised:
             offline_settings(redis_url=f"http://user:{PASSWORD}@cache:6379")
-        assert "REDIS_URL must start with redis://, rediss:// or unix://, not http" in str(raised.value)
+        assert "REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://, not http" in str(raised.value)
         assert PASSWORD not in str(raised.value)
 
     def test_empty_redis_url_is_unset(self) -> None:

@@ -36,6 +36,7 @@ from ..hubs import BackplaneUnavailable, HubException, HubLifetimeManager, InMem
 from ..hubs.lifetime import HubConnection, SerializedInvocation
 from ..protocol import PROTOCOLS, CompletionMessage, HubProtocol, InvocationMessage
 from ..untrusted import Untrusted
+from .connect import client_from_url
 from .wire import (
     BackplaneProtocolError,
     GroupAction,
@@ -77,8 +78,8 @@ class _RemoteCall:
 class RedisHubLifetimeManager(HubLifetimeManager):
     """Drop-in for `InMemoryHubLifetimeManager` when several servers serve one hub.
 
-    `url`: redis://, rediss:// or unix://. `channel_prefix` is prepended raw to every channel,
-    as StackExchange.Redis's ChannelPrefix is. `timeout` bounds each Redis operation, ack and
+    `url`: redis://, rediss://, unix:// or redis+sentinel:// (`connect.py`). `channel_prefix`
+    is prepended raw to every channel, as StackExchange.Redis's ChannelPrefix is. `timeout` bounds each Redis operation, ack and
     health check, so no hub method hangs on a Redis that stopped answering.
     """
 
@@ -136,7 +137,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         self._channels = channels = RedisChannels(self.hub_name, self.server_name, self.channel_prefix)
-        self._redis = aioredis.Redis.from_url(
+        self._redis = client_from_url(
             self.url,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
