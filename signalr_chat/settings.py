@@ -218,7 +218,8 @@ class Settings(BaseSettings):
         if scheme not in REDIS_SCHEMES:
             # the scheme only: the rest may hold a password
             raise ValueError(
-                f"REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://, not {scheme or 'nothing'}"
+                "REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://, "
+                f"not {scheme or 'nothing'}"
             )
         return url
 

@@ -61,6 +61,7 @@ def client_from_url(url: str, **options: Any) -> aioredis.Redis:
     address = parse_sentinel_url(url)
     timeouts = {k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")}
     sentinel = Sentinel(address.sentinels, sentinel_kwargs=timeouts, **timeouts)
-    return sentinel.master_for(
+    master: aioredis.Redis = sentinel.master_for(
         address.service, db=address.db, username=address.username, password=address.password, **options
     )
+    return master

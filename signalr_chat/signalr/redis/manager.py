@@ -79,8 +79,9 @@ class RedisHubLifetimeManager(HubLifetimeManager):
     """Drop-in for `InMemoryHubLifetimeManager` when several servers serve one hub.
 
     `url`: redis://, rediss://, unix:// or redis+sentinel:// (`connect.py`). `channel_prefix`
-    is prepended raw to every channel, as StackExchange.Redis's ChannelPrefix is. `timeout` bounds each Redis operation, ack and
-    health check, so no hub method hangs on a Redis that stopped answering.
+    is prepended raw to every channel, as StackExchange.Redis's ChannelPrefix is. `timeout`
+    bounds each Redis operation, ack and health check, so no hub method hangs on a Redis
+    that stopped answering.
     """
 
     def __init__(
