@@ -19,7 +19,7 @@ from signalr_chat.signalr.protocol import JSON, MESSAGEPACK, CompletionMessage, 
 from signalr_chat.signalr.redis import BackplaneUnavailable, RedisHubLifetimeManager
 
 from .redis_server import RedisServer
-from .test_lifetime import FakeConnection
+from .test_lifetime import CountingJson, FakeConnection
 
 TIMEOUT = 1.0
 
@@ -370,3 +370,26 @@ async def test_a_dotnet_peers_bytes_are_understood_and_answered(redis_server: Re
     finally:
         await peer.close()
         await ours.aclose()
+
+
+async def test_a_broadcast_is_encoded_once_per_send_whatever_the_servers_and_connections(
+    redis_server: RedisServer,
+) -> None:
+    counting = CountingJson()
+    servers = [
+        RedisHubLifetimeManager(redis_server.url, protocols=[counting, MESSAGEPACK], timeout=TIMEOUT) for _ in range(3)
+    ]
+    connections = [FakeConnection(f"c{i}", counting) for i in range(30)]
+    try:
+        for i, server in enumerate(servers):
+            server.configure("Tests.Hub", [])
+            await server.start()
+            for connection in connections[i::3]:
+                await server.on_connected(connection)
+        await servers[0].send_all("Tick", (1,))
+        await until(lambda: all(c.received for c in connections))
+        assert counting.encodes == 1
+        assert len({c.received[0] for c in connections}) == 1
+    finally:
+        for server in servers:
+            await server.aclose()
