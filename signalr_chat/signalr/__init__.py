@@ -15,6 +15,7 @@ from .connections import (
     map_connection_handler,
 )
 from .hubs import (
+    BackplaneUnavailable,
     CancellationToken,
     ClientProxy,
     GroupManager,
@@ -39,6 +40,7 @@ from .hubs import (
 from .protocol import CompletionMessage, HubProtocol, InvocationMessage, UnencodableValue
 
 __all__ = [
+    "BackplaneUnavailable",
     "CancellationToken",
     "ClientProxy",
     "CompletionMessage",

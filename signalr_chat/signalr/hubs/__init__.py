@@ -8,7 +8,7 @@ from .cancellation import CancellationToken, OperationCancelled
 from .clients import ClientProxy, GroupManager, HubCallerClients, HubClients, SingleClientProxy
 from .dispatcher import HubDispatcher, HubFactory
 from .endpoint import HubContext, HubEndpoint, map_hub
-from .errors import HubException
+from .errors import BackplaneUnavailable, HubException
 from .hub import Hub, HubCallerContext, authorize
 from .hub_connection import HubConnectionContext
 from .in_memory import InMemoryHubLifetimeManager
@@ -16,6 +16,7 @@ from .lifetime import HubConnection, HubLifetimeManager, SerializedInvocation, n
 from .options import HubOptions
 
 __all__ = [
+    "BackplaneUnavailable",
     "CancellationToken",
     "ClientProxy",
     "GroupManager",

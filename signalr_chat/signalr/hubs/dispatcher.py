@@ -23,7 +23,7 @@ from ..protocol import (
 from ..untrusted import Untrusted
 from .cancellation import CancellationToken
 from .clients import GroupManager
-from .errors import HubException, error_text
+from .errors import BackplaneUnavailable, HubException, error_text
 from .hub import Hub
 from .hub_connection import HubConnectionContext, RunningStream
 from .lifetime import HubLifetimeManager
@@ -255,7 +255,9 @@ class HubDispatcher:
             connection.uploads.pop(stream_id, None)
         target, invocation_id = message.target, message.invocation_id
         if error is not None:
-            if not isinstance(error, HubException):
+            if isinstance(error, BackplaneUnavailable):
+                log.warning("connection %s: %s failed: %s", connection.connection_id, Untrusted(target), error)
+            elif not isinstance(error, HubException):
                 log.error("connection %s: %s failed", connection.connection_id, Untrusted(target), exc_info=error)
             if invocation_id is not None and not connection.ended:
                 connection.write(CompletionMessage.with_error(invocation_id, self._failed(target, error)))

@@ -7,6 +7,14 @@ class HubException(Exception):
     """An error whose message is meant for the client; other exceptions stay server-side."""
 
 
+class BackplaneUnavailable(ConnectionError):
+    """A lifetime manager could not route a send (its backplane is down): nobody received it.
+
+    An operational condition, not a bug: the hub method fails with it and the log says so
+    in one line, without a traceback.
+    """
+
+
 def error_text(base: str, exception: BaseException | None, detailed: bool) -> str:
     """A HubException's message always reaches the client; other details only when detailed."""
     if exception is None:

@@ -1,0 +1,119 @@
+"""One instance of a scaled-out hub: the test hub's routing on a Redis lifetime manager.
+
+Run as `python -m tests.scale_out_app --port N --redis URL [--name A]`; it prints
+`listening on PORT` when ready. Several instances on one Redis serve one hub together.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from aiohttp import web
+
+from signalr_chat.signalr import ClientProxy, Hub, HubEndpoint, HubException, HubOptions, map_hub
+from signalr_chat.signalr.connections.transports.websockets import WebSocketTransport
+from signalr_chat.signalr.redis import RedisHubLifetimeManager
+
+from .hub_app import validate
+
+INSTANCE: dict[str, Any] = {"name": "?"}
+ENDPOINTS: list[HubEndpoint] = []
+
+
+class ScaleOutHub(Hub):
+    async def whoami(self) -> list[str]:
+        """This connection's id and the instance serving it."""
+        return [self.context.connection_id, INSTANCE["name"]]
+
+    async def echo(self, message: Any) -> Any:
+        return message
+
+    async def route(self, kind: str, target: Any, message: Any) -> None:
+        """Sends `Routed(kind, message)` through one of the hub's routings."""
+        clients = self.clients
+        proxy: ClientProxy
+        match kind:
+            case "all":
+                proxy = clients.all
+            case "all_except":
+                proxy = clients.all_except(target)
+            case "others":
+                proxy = clients.others
+            case "connection":
+                proxy = clients.client(target)
+            case "connections":
+                proxy = clients.clients(target)
+            case "group":
+                proxy = clients.group(target)
+            case "groups":
+                proxy = clients.groups(target)
+            case "group_except":
+                proxy = clients.group_except(target[0], target[1])
+            case "others_in_group":
+                proxy = clients.others_in_group(target)
+            case "user":
+                proxy = clients.user(target)
+            case "users":
+                proxy = clients.users(target)
+            case _:
+                raise HubException(f"no routing {kind}")
+        await proxy.send("Routed", kind, message)
+
+    async def add_to_group(self, connection_id: str, group: str) -> None:
+        try:
+            await self.groups.add(connection_id, group)
+        except ConnectionError as exc:
+            raise HubException(str(exc)) from None
+
+    async def remove_from_group(self, connection_id: str, group: str) -> None:
+        try:
+            await self.groups.remove(connection_id, group)
+        except ConnectionError as exc:
+            raise HubException(str(exc)) from None
+
+    async def ask(self, connection_id: str, method: str, argument: Any) -> Any:
+        """A client result from any connection, wherever it is served."""
+        try:
+            return await self.clients.client(connection_id).invoke(method, argument)
+        except ConnectionError as exc:
+            raise HubException(str(exc)) from None
+
+    async def drop_transport(self) -> None:
+        """Cut this client's socket without a Close, as a failing network would."""
+        for endpoint in ENDPOINTS:
+            for connection in endpoint.connections:
+                if connection.id == self.context.connection_id and isinstance(connection.transport, WebSocketTransport):
+                    connection.transport.drop()
+
+    async def backplane_connected(self) -> bool:
+        lifetime = ENDPOINTS[0].lifetime
+        return isinstance(lifetime, RedisHubLifetimeManager) and lifetime.connected
+
+
+def create_app(redis_url: str) -> web.Application:
+    app = web.Application()
+    manager = RedisHubLifetimeManager(redis_url, timeout=2.0)
+    options = HubOptions(allow_stateful_reconnect=True, max_parallel_invocations=4, client_result_timeout=20)
+    ENDPOINTS.append(
+        map_hub(
+            app, "/scaled", ScaleOutHub, options=options, lifetime=manager, validator=validate, hub_name="Tests.Scaled"
+        )
+    )
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--name", default="?")
+    args = parser.parse_args()
+    INSTANCE["name"] = args.name
+    from signalr_chat.server import run
+
+    run(create_app(args.redis), "127.0.0.1", args.port)
+
+
+if __name__ == "__main__":
+    main()
