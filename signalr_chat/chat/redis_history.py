@@ -22,6 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ..ai import ChatMessage
+from ..signalr.redis.connect import client_from_url
 from .history import ConversationInfo, HistoryUnavailable
 
 T = TypeVar("T")
@@ -42,8 +43,9 @@ return 1
 
 def connect(url: str, timeout: float) -> Redis:
     """A client whose every socket wait is bounded; one quick retry covers a connection that
-    Redis dropped while idle (a restart), anything more is the caller's timeout."""
-    return Redis.from_url(
+    Redis dropped while idle (a restart), anything more is the caller's timeout. The URL is
+    read as the backplane reads REDIS_URL (Sentinel included)."""
+    return client_from_url(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,

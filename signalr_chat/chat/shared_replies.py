@@ -40,6 +40,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.typing import EncodableT, FieldT
 
+from ..signalr.redis.connect import client_from_url
 from .history import HistoryUnavailable
 from .redis_history import NAMESPACE, connect
 from .replies import ReplyRun
@@ -89,7 +90,7 @@ class SharedReplies:
         self._prefix = prefix + NAMESPACE
         self._redis = connect(url, timeout)
         # the listener waits on its socket for as long as no stop comes: no read timeout there
-        self._listener_redis: Redis = Redis.from_url(url, socket_connect_timeout=timeout)
+        self._listener_redis: Redis = client_from_url(url, socket_connect_timeout=timeout)
         self._release = self._redis.register_script(_RELEASE)
         self._stop_channel = f"{self._prefix}reply-stop"
         self._ack_channel = f"{self._prefix}reply-stopped:{self.instance}"
