@@ -203,24 +203,38 @@ async def test_a_follower_on_b_keeps_the_reply_going_then_its_grace_period_ends_
     await asyncio.wait_for(waited, NEVER)
 
 
-async def test_a_follower_on_b_is_told_when_the_owner_dies(redis_server: RedisServer) -> None:
+@pytest.mark.parametrize("how", ["process died", "stopped renewing its lease"])
+async def test_when_the_owner_dies_b_says_so_and_takes_the_conversation_over(
+    redis_server: RedisServer, how: str
+) -> None:
+    """A process that dies is known at once (Redis drops its subscription); an owner that is
+    there but stuck is known when its lease lapses."""
     model = GatedModel()
     a, b = Instance(redis_server.url, model, grace=10), Instance(redis_server.url, model, grace=10)
-    a.shared.lease_seconds = 1.0  # the owner's lease lapses a second after it stops renewing it
+    # a dead process must be known long before its lease would lapse
+    a.shared.lease_seconds = 120.0 if how == "process died" else 1.0
+    await a.conversations.start_sharing()
     await b.conversations.start_sharing()
     try:
-        on_a = a.connect()
+        on_a, on_b = a.connect(), b.connect()
         await a.conversations.start(on_a, "default", "send", "doomed")
         model.tokens.put_nowait("half")
-        on_b = b.connect()
         following = b.conversations.follow(on_b, "default", 0)
         assert await items_until(following, 1) == [{"sequence": 1, "text": "half"}]
-        for task in list(a.shared._mirror_tasks):  # A dies: nothing renews or ends its reply
+        assert (await b.conversations.open(on_b, "default"))["reply"] is not None
+        for task in list(a.shared._mirror_tasks):  # nothing renews or ends A's reply any more
             task.cancel()
+        if how == "process died":
+            assert a.shared._listener is not None
+            a.shared._listener.cancel()  # its socket to Redis closes, as the kernel closes a killed process's
+            await asyncio.gather(a.shared._listener, return_exceptions=True)
         async with asyncio.timeout(NEVER):
             rest = [item async for item in following]
         assert rest == [{"sequence": 1, "end": "error", "replyId": rest[0]["replyId"], "error": OWNER_GONE}]
+        assert (await b.conversations.open(on_b, "default"))["reply"] is None, "the turn is gone with its owner"
+        await b.conversations.start(on_b, "default", "send", "again")  # not refused as busy
     finally:
+        model.tokens.put_nowait(None)
         model.tokens.put_nowait(None)
         await a.close()
         await b.close()

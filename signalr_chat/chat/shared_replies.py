@@ -58,6 +58,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Takes a dead owner's lease, only if it is still the one found dead.
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return false
+"""
+
 StopHandler = Callable[[str], Awaitable[bool]]
 #: A stream entry: its id and its fields.
 _Entry = tuple[str, dict[bytes, bytes]]
@@ -92,8 +98,9 @@ class SharedReplies:
         # the listener waits on its socket for as long as no stop comes: no read timeout there
         self._listener_redis: Redis = client_from_url(url, socket_connect_timeout=timeout)
         self._release = self._redis.register_script(_RELEASE)
+        self._take_over = self._redis.register_script(_TAKE_OVER)
         self._stop_channel = f"{self._prefix}reply-stop"
-        self._ack_channel = f"{self._prefix}reply-stopped:{self.instance}"
+        self._ack_channel = self._ack_channel_of(self.instance)
         self._acks: dict[str, asyncio.Queue[bool]] = {}
         self._mirrors: dict[str, _Mirror] = {}
         self._mirror_tasks: set[asyncio.Task[None]] = set()
@@ -154,9 +161,16 @@ class SharedReplies:
         value = f"{self.instance} {run.id}"
         start = json.dumps(run.describe())
 
+        lease, lease_ms = self._lease(key), int(self.lease_seconds * 1000)
+
         async def work() -> bool:
-            if not await self._redis.set(self._lease(key), value, nx=True, px=int(self.lease_seconds * 1000)):
-                return False
+            if not await self._redis.set(lease, value, nx=True, px=lease_ms):
+                held = await self._redis.get(lease)
+                if held is None or (await self._alive([held]))[0]:
+                    return False
+                # its owner died mid-reply: take over, unless someone else just did
+                if not await self._take_over(keys=[lease], args=[held, value, lease_ms]):
+                    return False
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self._stream(key))
                 pipe.xadd(self._stream(key), {"last": 0, "start": start})
@@ -248,20 +262,21 @@ class SharedReplies:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.xrange(self._stream(key), count=1)
                 pipe.xrevrange(self._stream(key), count=1)
-                pipe.exists(self._lease(key))
-                first, last, leased = await pipe.execute()
-            return first, last, bool(leased)
+                pipe.get(self._lease(key))
+                first, last, held = await pipe.execute()
+            return first, last, (await self._alive([held]))[0]
 
-        first, last, leased = await self._call(work)
+        first, last, alive = await self._call(work)
         if not first:
             return None, False
-        described: dict[str, object] = json.loads(first[0][1][b"start"])
         fields = last[0][1]
         ended = b"end" in fields
-        storing = ended or b"storing" in fields
+        if not ended and not alive:
+            return None, False  # its owner died mid-reply: the turn is gone with it
+        described: dict[str, object] = json.loads(first[0][1][b"start"])
         described["sequence"] = int(fields[b"last"])
-        described["running"] = not ended and leased
-        return described, storing
+        described["running"] = not ended
+        return described, ended or b"storing" in fields
 
     async def is_running(self, keys: Sequence[str]) -> list[bool]:
         """Whether each conversation has a reply running on some instance."""
@@ -269,12 +284,22 @@ class SharedReplies:
             return []
 
         async def work() -> list[bool]:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.exists(self._lease(key))
-                return [bool(found) for found in await pipe.execute()]
+            return await self._alive(await self._redis.mget([self._lease(key) for key in keys]))
 
         return await self._call(work)
+
+    async def _alive(self, leases: Sequence[bytes | str | None]) -> list[bool]:
+        """Whether each lease is held by a live instance. A lease lapses when its owner stops
+        renewing it; a process that died (SIGKILL, a crash) is known at once, as Redis drops
+        its subscription to its ack channel when its socket closes."""
+        owners = {lease: self._ack_channel_of(_text(lease).split(" ", 1)[0]) for lease in leases if lease is not None}
+        if not owners:
+            return [False] * len(leases)
+        subscribed = dict(await self._redis.pubsub_numsub(*set(owners.values())))
+        return [lease is not None and int(subscribed.get(owners[lease].encode(), 0)) > 0 for lease in leases]
+
+    def _ack_channel_of(self, instance: str) -> str:
+        return f"{self._prefix}reply-stopped:{instance}"
 
     async def follow(self, key: str, after: int, *, linger: float) -> AsyncIterator[dict[str, object]]:
         """`ReplyRun.follow` for a reply another instance runs: the stream's chunks above
