@@ -16,7 +16,7 @@ from .backplane import BackplaneTelemetry, add_readiness_check, create_backplane
 from .chat import ChatHub, ChatService
 from .chat.conversations import ConversationService
 from .chat.history import HistoryStore, InMemoryHistoryStore
-from .chat.scale_out import redis_history_store, shared_replies
+from .chat.scale_out import redis_history_store, shared_rate_limiter, shared_replies
 from .chat.sqlite_history import SqliteHistoryStore
 from .drain import GracefulDrain
 from .health import Health
@@ -113,7 +113,14 @@ def create_app(
         sqlite = None
         user_store = InMemoryHistoryStore(keep)
     model = create_model(settings, genai_telemetry)
-    chat = ChatService(model, settings, anonymous_store=InMemoryHistoryStore(keep), user_store=user_store)
+    shared_limiter = shared_rate_limiter(settings) if redis_history else None
+    chat = ChatService(
+        model,
+        settings,
+        anonymous_store=InMemoryHistoryStore(keep),
+        user_store=user_store,
+        shared_limiter=shared_limiter,
+    )
     conversations = ConversationService(chat, settings, shared_replies(settings) if redis_history else None)
 
     app = web.Application()
@@ -140,6 +147,8 @@ def create_app(
         await model.aclose()
         await user_store.close()
         await chat.anonymous_store.close()
+        if shared_limiter is not None:
+            await shared_limiter.close()
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)

@@ -21,13 +21,22 @@ from .redis_server import RedisServer
 
 SUITE = JS_DIR / "chat_scale_out"
 NODE_TIMEOUT = 240
-USERS = ("amy", "ben", "cat", "dan", "eve")
+USERS = ("amy", "ben", "cat", "dan", "eve", "fay")
+#: Messages per user per minute on both servers (the JS suite's users each send fewer).
+RATE_LIMIT = 4
 
 
 @pytest.fixture
 def two_servers(fake_ai: FakeAI, redis_server: RedisServer, tmp_path: Path) -> Iterator[tuple[ChatServer, ChatServer]]:
     servers = []
-    settings = azure_settings(fake_ai, redis_url=redis_server.url, redis_timeout="1", reply_grace_seconds="2")
+    settings = azure_settings(
+        fake_ai,
+        redis_url=redis_server.url,
+        redis_timeout="1",
+        reply_grace_seconds="2",
+        rate_limit_messages=str(RATE_LIMIT),
+        rate_limit_window_seconds="60",
+    )
     try:
         for name in ("a", "b"):
             servers.append(ChatServer(server_env(fake_ai, **settings), log=tmp_path / f"{name}.log").start())

@@ -333,12 +333,12 @@ class ConversationService:
         key = self._key(owner, info.id)
         if self._running(key):
             raise Rejected(BUSY)
-        message = self.chat.check(context, text) if kind in ("send", "edit") else ""
+        message = await self.chat.check(context, text) if kind in ("send", "edit") else ""
         if kind == "edit" and (isinstance(index, bool) or not isinstance(index, int)):
             raise Rejected(NOT_A_USER_MESSAGE)
         position = index if isinstance(index, int) else 0
         if kind in ("regenerate", "continue"):
-            self.chat.check(context, "x")  # the rate limit counts these too
+            await self.chat.check(context, "x")  # the rate limit counts these too
         history = await store.load(key)
         plan = _plan(kind, history, message, position)  # rejected here, before any task
         shown = None if kind == "continue" else plan.ask["content"]

@@ -54,7 +54,7 @@ class ChatHub(Hub):
     async def send_message(self, message: str) -> None:
         caller = self.clients.caller
         try:
-            text = self.chat.check(self.context, message)
+            text = await self.chat.check(self.context, message)
         except Rejected as exc:
             await caller.send("ReceiveError", exc.user_message)
             return
@@ -84,7 +84,7 @@ class ChatHub(Hub):
         caller = self.clients.caller
         message_id = uuid.uuid4().hex
         try:
-            text = self.chat.check(self.context, prompt)
+            text = await self.chat.check(self.context, prompt)
         except Rejected as exc:
             await caller.send("error", message_id, exc.user_message)
             await caller.send("completed", message_id)
@@ -108,7 +108,7 @@ class ChatHub(Hub):
     async def stream_message(self, message: str) -> AsyncIterator[str]:
         """Tokens as a SignalR stream; disposing the subscription stops the reply."""
         try:
-            text = self.chat.check(self.context, message)
+            text = await self.chat.check(self.context, message)
             async for token in self.chat.stream(self.context, text):
                 yield token
         except Exception as exc:

@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 from ..ai import ConfigurationError
 from ..settings import Settings
 from .history import HistoryStore
+from .rate_limit import RateLimiter
 
 if TYPE_CHECKING:
+    from .redis_rate_limit import SharedRateLimiter
     from .shared_replies import SharedReplies
 
 
@@ -43,4 +45,19 @@ def shared_replies(settings: Settings) -> SharedReplies:
     assert settings.redis_url is not None
     return SharedReplies(
         settings.redis_url.get_secret_value(), prefix=settings.redis_channel_prefix, timeout=settings.redis_timeout
+    )
+
+
+def shared_rate_limiter(settings: Settings) -> SharedRateLimiter:
+    """Signed-in users' rate limit, counted in Redis by every instance."""
+    from .redis_rate_limit import SharedRateLimiter
+
+    assert settings.redis_url is not None
+    return SharedRateLimiter(
+        settings.redis_url.get_secret_value(),
+        settings.rate_limit_messages,
+        settings.rate_limit_window_seconds,
+        prefix=settings.redis_channel_prefix,
+        timeout=settings.redis_timeout,
+        fallback=RateLimiter(settings.rate_limit_messages, settings.rate_limit_window_seconds),
     )

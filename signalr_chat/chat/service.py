@@ -13,12 +13,16 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..ai import AiError, AiFailed, AiReplyTooLong, AiTimedOut, ChatMessage, ChatModel
 from ..settings import Settings
 from ..signalr import HubCallerContext
 from .history import HistoryStore
 from .rate_limit import RateLimiter
+
+if TYPE_CHECKING:  # it imports redis, an extra
+    from .redis_rate_limit import SharedRateLimiter
 from .trimming import TooLongForModel, fit_to_budget
 
 log = logging.getLogger(__name__)
@@ -105,12 +109,15 @@ class ChatService:
         *,
         anonymous_store: HistoryStore,
         user_store: HistoryStore,
+        shared_limiter: SharedRateLimiter | None = None,
     ) -> None:
         self.model = model
         self.settings = settings
         self.anonymous_store = anonymous_store
         self.user_store = user_store
         self.limiter = RateLimiter(settings.rate_limit_messages, settings.rate_limit_window_seconds)
+        #: Signed-in users' limit, counted across instances (HISTORY_STORE=redis).
+        self.shared_limiter = shared_limiter
         self.system: ChatMessage = {"role": "system", "content": settings.system_prompt}
         self._conversations: dict[str, _Conversation] = {}
         self._generations: dict[str, set[Generation]] = {}
@@ -153,7 +160,7 @@ class ChatService:
         }
 
     # -- checks before any work ---------------------------------------------
-    def check(self, context: HubCallerContext, message: object) -> str:
+    async def check(self, context: HubCallerContext, message: object) -> str:
         """The message to send, or Rejected with the text to show."""
         if message is None or (isinstance(message, str) and not message.strip()):
             raise Rejected(EMPTY_MESSAGE)
@@ -161,7 +168,11 @@ class ChatService:
             raise Rejected(NOT_TEXT)
         if len(message) > self.settings.max_message_length:
             raise Rejected(too_long(self.settings.max_message_length))
-        wait = self.limiter.hit(self.conversation_key(context))
+        key = self.conversation_key(context)
+        if self.shared_limiter is not None and context.user_identifier is not None:
+            wait = await self.shared_limiter.hit(key)
+        else:
+            wait = self.limiter.hit(key)
         if wait > 0:
             raise Rejected(rate_limited(wait))
         return message

@@ -136,3 +136,17 @@ test("ClearHistory on B stops A's reply, waits for it to be stored, then clears:
     assert.deepEqual(await onB.history(), []);
     assert.deepEqual(await onA.history(), [], "nothing in flight wrote into the cleared conversation");
 });
+
+test("the rate limit holds across instances: a user's messages on A and B count against one limit", { timeout: TIMEOUT }, async (t) => {
+    // both servers allow 4 messages a minute (test_chat_scale_out.py)
+    const onA = await open(t, A, "fay");
+    const onB = await open(t, B, "fay", WS_MSGPACK);
+    for (const [client, n] of [[onA, 1], [onB, 2], [onA, 3], [onB, 4]]) {
+        const events = await client.send(`message ${n} ${nonce("limit")}`);
+        assert.equal(events.at(-1)[0], "ReceiveStreamEnd", `message ${n} is answered`);
+    }
+    for (const client of [onA, onB]) {
+        const events = await client.send(`one too many ${nonce("limit")}`);
+        assert.match(events.at(-1)[1], /^You are sending messages too quickly\. Please wait \d+ seconds\.$/);
+    }
+});
