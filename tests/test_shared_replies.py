@@ -13,7 +13,7 @@ import pytest
 
 from signalr_chat.ai import ChatMessage
 from signalr_chat.chat.conversations import BUSY, ConversationService
-from signalr_chat.chat.history import InMemoryHistoryStore
+from signalr_chat.chat.history import HistoryUnavailable, InMemoryHistoryStore
 from signalr_chat.chat.redis_history import RedisHistoryStore
 from signalr_chat.chat.service import ChatService, Rejected
 from signalr_chat.chat.shared_replies import OWNER_GONE, SharedReplies
@@ -238,3 +238,20 @@ async def test_when_the_owner_dies_b_says_so_and_takes_the_conversation_over(
         model.tokens.put_nowait(None)
         await a.close()
         await b.close()
+
+
+async def test_with_redis_down_stop_still_stops_the_reply_here(
+    two: tuple[Instance, Instance, GatedModel], redis_server: RedisServer
+) -> None:
+    """The owner's relay never needs Redis, and neither does stopping it from its own instance;
+    from another instance, Stop fails with the clear error rather than claiming nothing runs."""
+    a, b, model = two
+    on_a, on_b = a.connect(), b.connect()
+    await a.conversations.start(on_a, "default", "send", "stop me while Redis is away")
+    model.tokens.put_nowait("partial")
+    await items_until(a.conversations.follow(on_a, "default", 0), 1)
+    redis_server.kill()
+    with pytest.raises(HistoryUnavailable):
+        await asyncio.wait_for(b.conversations.stop(on_b, "default"), NEVER)
+    assert await asyncio.wait_for(a.conversations.stop(on_a, "default"), NEVER) is True
+    await asyncio.wait_for(model.closed.wait(), NEVER)

@@ -478,12 +478,19 @@ class ConversationService:
         """StopReply: stops the conversation's reply at once, whichever client started it,
         on whichever instance it runs."""
         owner, store = self.owner(context), self._store(context)
-        info = await self._find(owner, store, conversation_id)
-        key = self._key(owner, info.id)
+        if isinstance(conversation_id, str) and self._running(self._key(owner, conversation_id)):
+            key = self._key(owner, conversation_id)  # its reply runs here: it exists, no need to ask the store
+        else:
+            key = self._key(owner, (await self._find(owner, store, conversation_id)).id)
         stopped = self._stop(key)
         shared = self._sharing(store)
         if shared is not None:
-            stopped = await shared.stop(key) or stopped
+            try:
+                stopped = await shared.stop(key) or stopped
+            except HistoryUnavailable:
+                if not stopped:
+                    raise  # it may run elsewhere: say that Stop could not reach it
+                log.warning("StopReply stopped the reply here; Redis did not answer, so no other instance was asked")
         return stopped
 
     async def stop_default(self, context: HubCallerContext) -> None:
@@ -491,10 +498,15 @@ class ConversationService:
         default conversation (a reply belongs to its conversation) stops, on every instance,
         and is stored before this returns."""
         key = self.chat.conversation_key(context)
-        await self._stop_here(key)
+        stopped = await self._stop_here(key)
         shared = self._sharing(self._store(context))
         if shared is not None:
-            await shared.stop(key)
+            try:
+                await shared.stop(key)
+            except HistoryUnavailable:
+                if not stopped:
+                    raise
+                log.warning("the replies here were stopped; Redis did not answer, so no other instance was asked")
 
     async def _stop_here(self, key: str) -> bool:
         """Stops this instance's replies of the conversation and waits until they are stored."""
