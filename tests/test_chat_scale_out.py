@@ -3,21 +3,26 @@
 client signed in as one user on both (`tests/js/chat_scale_out/`).
 
 Then Redis is killed: the user's calls fail with a clear error within REDIS_TIMEOUT, and
-the servers' logs hold no traceback.
+the servers' logs hold no traceback. And the page (headless Chromium) opened on B while a
+reply streams from A shows it and follows it to its end.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
+from .browser import OpenPage
 from .chat_fixtures import ChatServer, FakeAI, assert_clean_log, azure_settings, server_env, token_for
 from .node_runner import JS_DIR, run_node_suite
 from .redis_server import RedisServer
+from .test_page import full, replies, send, wait_reply
 
 SUITE = JS_DIR / "chat_scale_out"
 NODE_TIMEOUT = 240
@@ -66,3 +71,26 @@ def test_the_chat_across_two_instances_and_without_redis(
     redis_server.kill()
     down = SUITE / "redis_down.test.mjs"
     run_node_suite([down], env, NODE_TIMEOUT)[down].check(NODE_TIMEOUT)
+
+
+def test_the_page_on_b_shows_and_follows_the_reply_running_on_a(
+    two_servers: tuple[ChatServer, ChatServer], fake_ai: FakeAI, new_page: OpenPage
+) -> None:
+    """The user opens the chat on another instance (a second tab, or a reload the balancer
+    sent elsewhere) while a reply streams: it is there, and it streams on, exactly once."""
+    a, b = two_servers
+    token = token_for(f"page-{uuid.uuid4().hex[:8]}")
+    on_a, _ = new_page(f"{a.base}/#token={token}")
+    expect(on_a.locator("#status")).to_have_text("Connected")
+    tag = uuid.uuid4().hex[:8]
+    send(on_a, f"[[tokens:600]] {tag}")
+    expect(replies(on_a).first.locator(".content")).to_contain_text("t40")
+
+    on_b, _ = new_page(f"{b.base}/#token={token}")
+    expect(on_b.locator("#status")).to_have_text("Connected")
+    expect(on_b.locator(".message.user")).to_have_text(f"[[tokens:600]] {tag}")
+    assert wait_reply(on_b, 1) == full(600)
+    expect(replies(on_b)).to_have_count(1)
+    assert wait_reply(on_a, 1) == full(600)
+    [record] = fake_ai.requests_with(tag)
+    assert record["outcome"] == "completed"
