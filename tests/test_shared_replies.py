@@ -133,6 +133,9 @@ async def test_one_reply_per_conversation_across_instances(two: tuple[Instance, 
         await b.conversations.start(on_b, created["id"], "send", "second")
     listed = {c["id"]: c["running"] for c in await b.conversations.list(on_b)}
     assert listed == {created["id"]: True, quiet["id"]: False}
+    # nothing of a running reply stays in Redis for ever, should its owner die
+    keys = await a.shared._redis.keys("*reply*")
+    assert keys and all([await a.shared._redis.pttl(key) > 0 for key in keys]), keys
 
 
 async def test_stop_on_b_stops_the_reply_on_a_which_is_stored(two: tuple[Instance, Instance, GatedModel]) -> None:

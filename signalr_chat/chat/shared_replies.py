@@ -174,21 +174,27 @@ class SharedReplies:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self._stream(key))
                 pipe.xadd(self._stream(key), {"last": 0, "start": start})
+                pipe.pexpire(self._stream(key), self._stream_ms())
                 await pipe.execute()
             return True
 
         if not await self._call(work):
             return False
-        mirror = asyncio.create_task(self._mirror(_Mirror(key, run, value)))
-        self._mirror_tasks.add(mirror)
-        mirror.add_done_callback(self._mirror_tasks.discard)
+        mirror = self._mirrors[run.id] = _Mirror(key, run, value)  # before the first chunk: storing() finds it
+        task = asyncio.create_task(self._mirror(mirror))
+        self._mirror_tasks.add(task)
+        task.add_done_callback(self._mirror_tasks.discard)
         return True
+
+    def _stream_ms(self) -> int:
+        """A running reply's stream outlives its lease by the time an ended one is kept, so
+        the stream of an owner that died goes too."""
+        return int((self.lease_seconds + self.kept_after_end) * 1000)
 
     async def _mirror(self, mirror: _Mirror) -> None:
         """Writes the run's new chunks as they come, keeps its lease, and closes the stream."""
         run = mirror.run
         refresh = self.lease_seconds / 3
-        self._mirrors[run.id] = mirror
         try:
             while not mirror.ended:
                 changed = run.changed
@@ -217,6 +223,8 @@ class SharedReplies:
 
     async def _flush(self, mirror: _Mirror, *, refresh_lease: bool) -> None:
         async with mirror.lock:
+            if mirror.ended:
+                return
             run = mirror.run
             count = len(run.chunks)
             entries: list[dict[FieldT, EncodableT]] = []
@@ -244,6 +252,7 @@ class SharedReplies:
                         pipe.pexpire(stream, int(self.kept_after_end * 1000))
                     elif refresh_lease:
                         pipe.pexpire(lease, int(self.lease_seconds * 1000))
+                        pipe.pexpire(stream, self._stream_ms())
                     await pipe.execute()
                 if end:
                     await self._release(keys=[lease], args=[mirror.lease_value])
