@@ -258,3 +258,24 @@ async def test_with_redis_down_stop_still_stops_the_reply_here(
         await asyncio.wait_for(b.conversations.stop(on_b, "default"), NEVER)
     assert await asyncio.wait_for(a.conversations.stop(on_a, "default"), NEVER) is True
     await asyncio.wait_for(model.closed.wait(), NEVER)
+
+
+async def test_clear_and_delete_on_b_stop_a_reply_on_a_before_they_empty_it(
+    two: tuple[Instance, Instance, GatedModel],
+) -> None:
+    a, b, model = two
+    on_a, on_b = a.connect(), b.connect()
+    for operation in ("clear", "delete"):
+        created = await a.conversations.create(on_a, f"To {operation}")
+        key = f"user:ann/{created['id']}"
+        await a.conversations.start(on_a, created["id"], "send", "a long question")
+        model.tokens.put_nowait("some text")
+        await items_until(a.conversations.follow(on_a, created["id"], 0), 1)
+        if operation == "clear":
+            await b.conversations.clear(on_b, created["id"])
+        else:
+            await b.conversations.delete(on_b, created["id"])
+        # A stopped and stored its reply before B emptied the conversation: nothing after
+        assert await a.store.load(key) == []
+        listed = {c["id"] for c in await a.conversations.list(on_a)}
+        assert (created["id"] in listed) is (operation == "clear")
