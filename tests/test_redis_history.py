@@ -15,6 +15,7 @@ from signalr_chat.chat.redis_history import RedisHistoryStore
 from signalr_chat.settings import Settings
 
 from .redis_server import RedisServer
+from .test_redis_sentinel import Sentinel
 
 #: A bound the test waits for, so a hang fails the test instead of stalling the run.
 NEVER = 30.0
@@ -112,3 +113,18 @@ def test_configuration_error_names_the_missing_extra(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "redis", None)
     with pytest.raises(ConfigurationError, match=r"signalr-chat\[redis\]"):
         redis_history_store(Settings(redis_url="redis://127.0.0.1:1/0"))
+
+
+async def test_a_sentinel_url_reaches_the_master_it_names(redis_server: RedisServer) -> None:
+    """REDIS_URL=redis+sentinel://... is read as the backplane reads it: the store asks the
+    sentinel for the master (failover itself is the backplane's test_redis_sentinel.py)."""
+    sentinel = Sentinel(redis_server.port)
+    through_sentinel = RedisHistoryStore(f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster", keep=6)
+    direct = RedisHistoryStore(redis_server.url, keep=6)
+    try:
+        await through_sentinel.append("user:ann", turn(1))
+        assert await direct.load("user:ann") == turn(1)
+    finally:
+        await through_sentinel.close()
+        await direct.close()
+        sentinel.close()
