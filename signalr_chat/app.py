@@ -16,7 +16,7 @@ from .backplane import BackplaneTelemetry, add_readiness_check, create_backplane
 from .chat import ChatHub, ChatService
 from .chat.conversations import ConversationService
 from .chat.history import HistoryStore, InMemoryHistoryStore
-from .chat.scale_out import redis_history_store, shared_rate_limiter, shared_replies
+from .chat.scale_out import redis_history_store, shared_guest_sessions, shared_rate_limiter, shared_replies
 from .chat.sqlite_history import SqliteHistoryStore
 from .drain import GracefulDrain
 from .health import Health
@@ -101,12 +101,13 @@ def create_app(
     backplane = create_backplane(settings)
     keep = settings.max_history_messages
     user_store: HistoryStore
-    redis_history = settings.history_store == "redis" and settings.auth_jwt_secret is not None
+    # in Redis, guests' conversations too (they expire), so every instance serves everyone
+    redis_history = settings.history_store == "redis"
     # without sign-in every conversation is anonymous: no file to create
     if settings.history_store == "sqlite" and settings.auth_jwt_secret is not None:
         sqlite = SqliteHistoryStore(settings.history_db, keep, log_queries=settings.log_user_content)
         user_store = sqlite
-    elif redis_history:
+    elif redis_history and settings.auth_jwt_secret is not None:
         sqlite = None
         user_store = redis_history_store(settings)
     else:
@@ -114,14 +115,22 @@ def create_app(
         user_store = InMemoryHistoryStore(keep)
     model = create_model(settings, genai_telemetry)
     shared_limiter = shared_rate_limiter(settings) if redis_history else None
+    anonymous_store: HistoryStore = (
+        redis_history_store(settings, ttl=settings.guest_ttl_seconds) if redis_history else InMemoryHistoryStore(keep)
+    )
     chat = ChatService(
         model,
         settings,
-        anonymous_store=InMemoryHistoryStore(keep),
+        anonymous_store=anonymous_store,
         user_store=user_store,
         shared_limiter=shared_limiter,
     )
-    conversations = ConversationService(chat, settings, shared_replies(settings) if redis_history else None)
+    conversations = ConversationService(
+        chat,
+        settings,
+        shared_replies(settings) if redis_history else None,
+        shared_guest_sessions(settings) if redis_history else None,
+    )
 
     app = web.Application()
     app[CHAT_SERVICE] = chat

@@ -136,9 +136,9 @@ class Settings(BaseSettings):
     rate_limit_window_seconds: float = Field(60.0, gt=0, description="Length of the rate-limit window.")
     history_store: Literal["sqlite", "memory", "redis"] = Field(
         "sqlite",
-        description="Where signed-in users' history lives (with AUTH_JWT_SECRET set); anonymous history is "
-        "always in memory. redis (needs REDIS_URL; the default when REDIS_URL is set): shared by every instance, "
-        "and replies in flight are followed and stopped from any instance.",
+        description="Where signed-in users' history lives (with AUTH_JWT_SECRET set); anonymous history is in "
+        "memory. redis (needs REDIS_URL; the default when REDIS_URL is set): shared by every instance, guests' too "
+        "(expiring after GUEST_TTL_SECONDS), and replies in flight are followed and stopped from any instance.",
     )
     reply_grace_seconds: float = Field(
         10.0,

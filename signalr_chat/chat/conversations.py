@@ -35,7 +35,8 @@ from .replies import Outcome, ReplyRun
 from .service import GUEST_ITEM, TOO_LONG_FOR_MODEL, ChatService, Generation, Rejected
 from .trimming import TooLongForModel, fit_to_budget
 
-if TYPE_CHECKING:  # it imports redis, an extra
+if TYPE_CHECKING:  # they import redis, an extra
+    from .redis_guests import SharedGuestSessions
     from .shared_replies import SharedReplies
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,16 @@ def _plan(kind: str, history: list[ChatMessage], text: str, index: int) -> _Plan
 
 
 class ConversationService:
-    def __init__(self, chat: ChatService, settings: Settings, shared: SharedReplies | None = None) -> None:
+    def __init__(
+        self,
+        chat: ChatService,
+        settings: Settings,
+        shared: SharedReplies | None = None,
+        shared_guests: SharedGuestSessions | None = None,
+    ) -> None:
         self.chat = chat
+        #: Guests every instance knows, their conversations in a Redis anonymous store.
+        self.shared_guests = shared_guests
         #: Replies of the user store's conversations, shared with the other instances.
         self.shared = shared
         self.guests = GuestSessions(settings.guest_ttl_seconds)
@@ -139,8 +148,11 @@ class ConversationService:
         return self.chat.user_store if context.user_identifier is not None else self.chat.anonymous_store
 
     def _sharing(self, store: HistoryStore) -> SharedReplies | None:
-        """The shared replies, for conversations every instance sees (not guests' or connections')."""
-        return self.shared if store is self.chat.user_store else None
+        """The shared replies, for conversations every instance sees: signed-in users', and
+        guests' when guests are shared too."""
+        if store is self.chat.user_store or self.shared_guests is not None:
+            return self.shared
+        return None
 
     async def start_sharing(self) -> None:
         if self.shared is not None:
@@ -154,9 +166,12 @@ class ConversationService:
         """Binds an anonymous connection to a guest (a new one unless `guest_id` is alive)."""
         if context.user_identifier is not None:
             return None
-        for gone in self.guests.expired():
-            await self._forget_owner(f"guest:{gone}")
-        guest = self.guests.use(guest_id)
+        if self.shared_guests is not None:
+            guest = await self.shared_guests.use(guest_id)  # Redis forgets expired ones by itself
+        else:
+            for gone in self.guests.expired():
+                await self._forget_owner(f"guest:{gone}")
+            guest = self.guests.use(guest_id)
         context.items[GUEST_ITEM] = guest
         return guest
 
@@ -614,3 +629,5 @@ class ConversationService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.shared is not None:
             await self.shared.close()
+        if self.shared_guests is not None:
+            await self.shared_guests.close()

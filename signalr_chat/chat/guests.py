@@ -28,7 +28,7 @@ class GuestSessions:
     def use(self, guest_id: object) -> str:
         """The guest's id, kept alive; a new one for a missing, malformed or expired id."""
         now = self._clock()
-        if isinstance(guest_id, str) and self._valid(guest_id):
+        if isinstance(guest_id, str) and self.valid(guest_id):
             seen = self._last_seen.get(guest_id)
             if seen is not None and now - seen <= self._ttl:
                 self._last_seen[guest_id] = now
@@ -50,5 +50,6 @@ class GuestSessions:
         return gone
 
     @staticmethod
-    def _valid(guest_id: str) -> bool:
+    def valid(guest_id: str) -> bool:
+        """Shaped like an id the server issues (anything else is never looked up)."""
         return len(guest_id) == _ID_LENGTH and set(guest_id) <= _ID_CHARACTERS

@@ -135,7 +135,7 @@ class ChatHub(Hub):
     # -- conversations (docs/chat.md) ----------------------------------------------
     async def use_guest_session(self, guest_id: str | None) -> str | None:
         """An anonymous visitor's identity across reloads; a new one unless `guest_id` is alive."""
-        return await self.conversations.use_guest(self.context, guest_id)
+        return await _or_hub_error(self.conversations.use_guest(self.context, guest_id))
 
     async def list_conversations(self) -> list[dict[str, object]]:
         return await _or_hub_error(self.conversations.list(self.context))

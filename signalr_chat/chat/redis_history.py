@@ -32,13 +32,27 @@ NAMESPACE = "signalr_chat:"
 
 # HSET the entry [created, updated, title], keeping the `created` already stored (as SQLite's
 # ON CONFLICT update does). Text, not cjson: cjson would round the times to 14 digits.
+# ARGV[4]: the list's time to live in ms, 0 for none.
 _SAVE_CONVERSATION = """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 local created = ARGV[2]
 if old then created = string.match(old, '^%[([^,]+),') end
 redis.call('HSET', KEYS[1], ARGV[1], '[' .. created .. ',' .. ARGV[3] .. ']')
+if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 return 1
 """
+
+
+async def bounded(work: Callable[[], Awaitable[T]], timeout: float) -> T:
+    """The chat's Redis errors as one: Redis unreachable, too slow, or refusing (e.g. out of
+    memory), within `timeout` whatever redis-py's own timeouts and retries do."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await work()
+    except (TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+        raise HistoryUnavailable(f"Redis did not answer: {exc!r}") from exc
+    except redis_errors.ResponseError as exc:
+        raise HistoryUnavailable(f"Redis refused: {exc}") from exc
 
 
 def connect(url: str, timeout: float) -> Redis:
@@ -55,8 +69,12 @@ def connect(url: str, timeout: float) -> Redis:
 
 
 class RedisHistoryStore:
-    def __init__(self, url: str, keep: int, *, prefix: str = "", timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, keep: int, *, prefix: str = "", timeout: float = 5.0, ttl: float | None = None
+    ) -> None:
+        """`ttl`: each key expires this long after its last write (guests' conversations)."""
         self._keep = keep
+        self._ttl_ms = int(ttl * 1000) if ttl else 0
         self._timeout = timeout
         self._prefix = prefix + NAMESPACE
         self._redis = connect(url, timeout)
@@ -69,14 +87,7 @@ class RedisHistoryStore:
         return f"{self._prefix}conversations:{owner}"
 
     async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
-        """The store's errors as one: Redis unreachable, too slow, or refusing (e.g. out of memory)."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await work()
-        except (TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            raise HistoryUnavailable(f"Redis did not answer: {exc!r}") from exc
-        except redis_errors.ResponseError as exc:
-            raise HistoryUnavailable(f"Redis refused: {exc}") from exc
+        return await bounded(work, self._timeout)
 
     async def load(self, conversation: str) -> list[ChatMessage]:
         rows = await self._call(
@@ -93,6 +104,8 @@ class RedisHistoryStore:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(key, *(_encode(m) for m in messages))
                 pipe.ltrim(key, -self._keep, -1)
+                if self._ttl_ms:
+                    pipe.pexpire(key, self._ttl_ms)
                 await pipe.execute()
 
         await self._call(run)
@@ -109,6 +122,8 @@ class RedisHistoryStore:
                 pipe.delete(key)
                 if kept:
                     pipe.rpush(key, *(_encode(m) for m in kept))
+                    if self._ttl_ms:
+                        pipe.pexpire(key, self._ttl_ms)
                 await pipe.execute()
 
         await self._call(run)
@@ -124,7 +139,7 @@ class RedisHistoryStore:
 
     async def save_conversation(self, owner: str, info: ConversationInfo) -> None:
         rest = json.dumps([info.updated, info.title], ensure_ascii=False)[1:-1]
-        args = [info.id, json.dumps(info.created), rest]
+        args: list[str | int] = [info.id, json.dumps(info.created), rest, self._ttl_ms]
         await self._call(lambda: cast(Awaitable[Any], self._save(keys=[self._list(owner)], args=args)))
 
     async def forget_conversation(self, owner: str, conversation_id: str) -> None:

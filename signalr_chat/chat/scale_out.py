@@ -14,11 +14,12 @@ from .history import HistoryStore
 from .rate_limit import RateLimiter
 
 if TYPE_CHECKING:
+    from .redis_guests import SharedGuestSessions
     from .redis_rate_limit import SharedRateLimiter
     from .shared_replies import SharedReplies
 
 
-def redis_history_store(settings: Settings) -> HistoryStore:
+def redis_history_store(settings: Settings, *, ttl: float | None = None) -> HistoryStore:
     """HISTORY_STORE=redis: the store every instance shares (the `redis` extra must be installed)."""
     assert settings.redis_url is not None  # the settings refuse history_store=redis without it
     try:
@@ -34,6 +35,7 @@ def redis_history_store(settings: Settings) -> HistoryStore:
         settings.max_history_messages,
         prefix=settings.redis_channel_prefix,
         timeout=settings.redis_timeout,
+        ttl=ttl,
     )
 
 
@@ -60,4 +62,17 @@ def shared_rate_limiter(settings: Settings) -> SharedRateLimiter:
         prefix=settings.redis_channel_prefix,
         timeout=settings.redis_timeout,
         fallback=RateLimiter(settings.rate_limit_messages, settings.rate_limit_window_seconds),
+    )
+
+
+def shared_guest_sessions(settings: Settings) -> SharedGuestSessions:
+    """Guests known to every instance, forgotten GUEST_TTL_SECONDS after their last visit."""
+    from .redis_guests import SharedGuestSessions
+
+    assert settings.redis_url is not None
+    return SharedGuestSessions(
+        settings.redis_url.get_secret_value(),
+        settings.guest_ttl_seconds,
+        prefix=settings.redis_channel_prefix,
+        timeout=settings.redis_timeout,
     )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from ..ai import AiError, AiFailed, AiReplyTooLong, AiTimedOut, ChatMessage, ChatModel
 from ..settings import Settings
 from ..signalr import HubCallerContext
-from .history import HistoryStore
+from .history import HistoryStore, HistoryUnavailable
 from .rate_limit import RateLimiter
 
 if TYPE_CHECKING:  # it imports redis, an extra
@@ -398,5 +398,8 @@ class ChatService:
             await asyncio.wait([asyncio.ensure_future(g.done.wait()) for g in generations], timeout=5)
         key = self.conversation_key(context)
         if key.startswith("connection:"):  # a guest's conversation outlives the connection
-            await self.anonymous_store.clear(key)
             self.limiter.forget(key)
+            try:
+                await self.anonymous_store.clear(key)
+            except HistoryUnavailable as exc:  # a Redis store's keys expire by themselves
+                log.warning("an anonymous conversation was not cleared at disconnect: %s", exc)

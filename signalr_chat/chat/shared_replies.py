@@ -35,14 +35,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.typing import EncodableT, FieldT
 
 from ..signalr.redis.connect import client_from_url
 from .history import HistoryUnavailable
-from .redis_history import NAMESPACE, connect
+from .redis_history import NAMESPACE, bounded, connect
 from .replies import ReplyRun
 
 log = logging.getLogger(__name__)
@@ -120,13 +119,7 @@ class SharedReplies:
         return f"{self._prefix}reply-followers:{key}"
 
     async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await work()
-        except (TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            raise HistoryUnavailable(f"Redis did not answer: {exc!r}") from exc
-        except redis_errors.ResponseError as exc:
-            raise HistoryUnavailable(f"Redis refused: {exc}") from exc
+        return await bounded(work, self.timeout)
 
     # -- lifetime ------------------------------------------------------------------------
     async def start(self, on_stop: StopHandler) -> None:

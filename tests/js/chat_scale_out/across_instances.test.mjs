@@ -150,3 +150,29 @@ test("the rate limit holds across instances: a user's messages on A and B count 
         assert.match(events.at(-1)[1], /^You are sending messages too quickly\. Please wait \d+ seconds\.$/);
     }
 });
+
+test("a guest's page that lands on B keeps its conversations and its running reply", { timeout: TIMEOUT }, async (t) => {
+    const onA = await ChatClient.open(t, A, "/chatHub");
+    const guest = await onA.invoke("UseGuestSession", null);
+    const { id } = await onA.invoke("CreateConversation", "A guest's chat");
+    const tag = nonce("guest");
+    const started = await onA.invoke("StartReply", id, `[[slow]] ${tag}`);
+    const first = resume(onA, id);
+    await eventually(() => first.items.length >= 3, 10_000, "three chunks on A");
+    await onA.connection.stop();
+
+    const onB = await ChatClient.open(t, B, "/chatHub", { combo: SSE_JSON });
+    assert.equal(await onB.invoke("UseGuestSession", guest), guest, "B knows the guest A issued");
+    const listed = await onB.invoke("ListConversations");
+    assert.deepEqual(listed.map((c) => [c.id, c.title, c.running]), [[id, "A guest's chat", true]]);
+    const opened = await onB.invoke("GetConversation", id);
+    assert.equal(opened.reply.replyId, started.replyId);
+    const rest = resume(onB, id, first.items.length);
+    await eventually(() => rest.items.length >= 3, 10_000, "three more chunks on B");
+    assert.equal(rest.items[0].sequence, first.items.length + 1);
+    assert.equal(await onB.invoke("StopReply", id), true);
+    assert.equal((await rest.done).at(-1).end, "stopped");
+    const { messages } = await onB.invoke("GetConversation", id);
+    assert.equal(messages.length, 2);
+    assert.equal(messages[1].content, textOf(first.items) + textOf(await rest.done), "stored as far as it got, once");
+});
