@@ -4,8 +4,8 @@ The stock JS client chats through nginx over WebSockets, Server-Sent Events and 
 polling (JSON and MessagePack); nginx's access log shows that each client's requests, its
 negotiate included, all reached one instance, and that both instances served clients.
 Then the page, signed in, loses its instance to SIGKILL: its automatic reconnect lands on
-the other instance, which shows the same conversation (both share one SQLite history).
-The instances run as deployed: on one Redis backplane.
+the other instance, which shows the same conversation. The instances run as deployed: on
+one Redis, their backplane and (HISTORY_STORE=redis, the default with REDIS_URL) their history.
 """
 
 from __future__ import annotations
@@ -69,14 +69,13 @@ class Deployment:
 
 @pytest.fixture
 def deployment(fake_ai: FakeAI, redis_server: RedisServer, tmp_path: Path) -> Iterator[Deployment]:
-    """Two `python -m signalr_chat` instances on one Redis, sharing one history file, behind nginx."""
-    history = tmp_path / "history.sqlite3"
+    """Two `python -m signalr_chat` instances on one Redis (backplane and history), behind nginx."""
     instances, logs = [], []
     proxy: NginxProxy | None = None
     try:
         for n in range(2):
             logs.append(tmp_path / f"instance-{n}.log")
-            env = server_env(fake_ai, **azure_settings(fake_ai, history_db=str(history), redis_url=redis_server.url))
+            env = server_env(fake_ai, **azure_settings(fake_ai, redis_url=redis_server.url))
             instances.append(ChatServer(env, log=logs[-1]).start())
         for instance in instances:  # each is subscribed to Redis before it listens
             with urllib.request.urlopen(f"{instance.base}/readyz", timeout=10) as ready:
