@@ -3,7 +3,8 @@
 `python -m tests.bench.compare BEFORE.jsonl AFTER.jsonl` prints Markdown. Each run is
 judged against the floor measured in that same run, so the two runs' ratios compare even
 when the machine's speed differs between them: echo by server CPU per message (lower is
-better), broadcast by deliveries/s (higher is better).
+better), broadcast by deliveries/s (higher is better), idle by memory per connection, the
+relay by server CPU per token against the relay floor (both lower is better).
 """
 
 from __future__ import annotations
@@ -14,27 +15,25 @@ from pathlib import Path
 
 from .report import Cells, Record, load, table
 
-#: Per scenario: the metric, its label, and whether a higher ratio is better.
+#: Per scenario: the metric, its label, whether a higher ratio is better, and the floor.
 METRICS = {
-    "echo": ("server_us_per_msg", "server CPU/msg vs floor", False),
-    "broadcast": ("throughput", "deliveries/s vs floor", True),
+    "echo": ("server_us_per_msg", "server CPU/msg vs floor", False, "floor"),
+    "broadcast": ("throughput", "deliveries/s vs floor", True, "floor"),
+    "idle": ("rss_per_connection_kb", "memory/connection vs floor", False, "floor"),
+    "relay": ("server_us_per_msg", "server CPU/token vs relay floor", False, "relay-floor"),
 }
-
-
-def _ratio(cells: Cells, case: str, key: str) -> float | None:
-    return cells.ratio(case, key, "floor")
 
 
 def compare(before: list[Record], after: list[Record]) -> list[str]:
     lines: list[str] = []
-    for scenario, (key, label, higher_is_better) in METRICS.items():
+    for scenario, (key, label, higher_is_better, floor) in METRICS.items():
         old, new = Cells(before, scenario), Cells(after, scenario)
         cases = [c for c in new.cases if c in old.cases]
         if not cases:
             continue
         rows, changes = [], []
         for case in cases:
-            was, now = _ratio(old, case, key), _ratio(new, case, key)
+            was, now = old.ratio(case, key, floor), new.ratio(case, key, floor)
             change = "-"
             if was and now:
                 changes.append(now / was)
