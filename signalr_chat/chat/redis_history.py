@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ..ai import ChatMessage
-from ..signalr.redis.connect import client_from_url
+from ..signalr.redis import client_from_url
 from .history import ConversationInfo, HistoryUnavailable
 
 T = TypeVar("T")

@@ -39,7 +39,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.typing import EncodableT, FieldT
 
-from ..signalr.redis.connect import client_from_url
+from ..signalr.redis import client_from_url
 from .history import HistoryUnavailable
 from .redis_history import NAMESPACE, bounded, connect
 from .replies import ReplyRun

@@ -5,7 +5,14 @@ channel names and the MessagePack layouts; `manager` runs them on redis-py's asy
 """
 
 from ..hubs import BackplaneUnavailable
+from .connect import client_from_url
 from .manager import RedisHubLifetimeManager
 from .wire import BackplaneProtocolError, RedisChannels
 
-__all__ = ["BackplaneProtocolError", "BackplaneUnavailable", "RedisChannels", "RedisHubLifetimeManager"]
+__all__ = [
+    "BackplaneProtocolError",
+    "BackplaneUnavailable",
+    "RedisChannels",
+    "RedisHubLifetimeManager",
+    "client_from_url",
+]
