@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .conftest import free_port, wait_for_port
+from .listening import free_port, wait_for_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
