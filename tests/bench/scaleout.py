@@ -150,6 +150,8 @@ def report_section(cells: Cells) -> tuple[list[str], list[str]]:
         "alone, so together they never get more CPU than it; redis-server runs on core 1 beside",
         "the load generator (and the fake upstream), as a Redis on another machine would. Every",
         "process's CPU is read from /proc on its own, so each instance's figure is its own.",
+        "Needs `redis-server` (the Debian package `make test` installs); Redis runs empty, without",
+        "persistence, on a free loopback port.",
         "",
     ]
     targets: list[str] = []
