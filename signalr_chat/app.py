@@ -12,6 +12,7 @@ from opentelemetry.trace import TracerProvider
 
 from .ai import create_model
 from .ai.telemetry import GenAITelemetry
+from .backplane import BackplaneTelemetry, add_readiness_check, create_backplane
 from .chat import ChatHub, ChatService
 from .chat.conversations import ConversationService
 from .chat.history import HistoryStore, InMemoryHistoryStore
@@ -22,7 +23,7 @@ from .jwt_auth import jwt_validator
 from .metrics_endpoint import add_metrics_route
 from .server import DRAIN
 from .settings import Settings
-from .signalr import HubOptions, InMemoryHubLifetimeManager, map_hub
+from .signalr import HubLifetimeManager, HubOptions, InMemoryHubLifetimeManager, map_hub
 from .signalr.connections.telemetry import ConnectionTelemetry, sdk_providers
 from .signalr.hubs.telemetry import HubTelemetry
 
@@ -94,6 +95,9 @@ def create_app(
         if configured
         else None
     )
+    # with REDIS_URL, the hub's messages reach the clients of every instance through Redis;
+    # first, so that a missing extra is reported before anything is opened
+    backplane = create_backplane(settings)
     keep = settings.max_history_messages
     user_store: HistoryStore
     # without sign-in every conversation is anonymous: no file to create
@@ -148,7 +152,11 @@ def create_app(
         if secret is not None
         else None
     )
-    lifetime = InMemoryHubLifetimeManager()
+    lifetime: HubLifetimeManager = backplane if backplane is not None else InMemoryHubLifetimeManager()
+    if backplane is not None:
+        add_readiness_check(health, backplane, settings.redis_location() or "")
+        if meter_provider is not None:
+            BackplaneTelemetry.create(meter_provider).watch(backplane)
     endpoints = [
         map_hub(
             app,
@@ -156,6 +164,7 @@ def create_app(
             ChatHub,
             options=options,
             lifetime=lifetime,
+            hub_name=settings.hub_name,
             validator=validator,
             factory=lambda: ChatHub(chat, conversations),
             telemetry=signalr_telemetry,

@@ -73,6 +73,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         if word is not None and action.metavar is not None:
             action.metavar = word
         if action.help:
-            action.help = action.help.replace("(default: null)", "(default: unset)")
+            action.help = action.help.replace("(default: null)", "(default: unset)").replace(
+                "(default: )", "(default: empty)"
+            )
     args = True if argv is None else list(argv)
     return Settings(_cli_settings_source=source(args=args))  # type: ignore[call-arg]

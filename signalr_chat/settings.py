@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The chat hub's name without HUB_NAME: module.Class, what `map_hub` uses for a hub by default.
+DEFAULT_HUB_NAME = "signalr_chat.chat.hub.ChatHub"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful AI assistant. Answer clearly and concisely. "
@@ -28,6 +33,8 @@ class Settings(BaseSettings):
         cli_prog_name="signalr_chat",
         cli_kebab_case=True,
         cli_implicit_flags=True,
+        # an invalid REDIS_URL (or key) must not print its password back in the startup error
+        hide_input_in_errors=True,
     )
 
     # -- server ------------------------------------------------------------
@@ -81,6 +88,27 @@ class Settings(BaseSettings):
         ge=0,
         description="On SIGTERM, how long replies in flight may take to finish; then they stop and are stored as far "
         "as they got, and every client is told to reconnect elsewhere.",
+    )
+
+    # -- scale-out (docs/scale-out.md) -----------------------------------------
+    redis_url: SecretStr | None = Field(
+        None,
+        description="Redis backplane (needs the [redis] extra): redis://[[user]:password@]host:port/db, rediss:// "
+        "for TLS, unix:///path/redis.sock; unset: one instance, in memory.",
+    )
+    redis_channel_prefix: str = Field(
+        "",
+        description="Prepended, as is, to every Redis channel (StackExchange.Redis's ChannelPrefix): one per app "
+        "sharing a Redis.",
+    )
+    hub_name: str = Field(
+        DEFAULT_HUB_NAME,
+        min_length=1,
+        description="The chat hub's name in Redis channels and traces; a .NET hub's full type name (e.g. "
+        "Chat.Hubs.ChatHub) to serve one hub with ASP.NET Core servers.",
+    )
+    redis_timeout: float = Field(
+        5.0, gt=0, description="Seconds any Redis operation, and any wait for another server's ack, may take."
     )
 
     # -- chat ----------------------------------------------------------------
@@ -177,6 +205,27 @@ class Settings(BaseSettings):
     local_temperature: float = Field(0.2, ge=0, description="Sampling temperature of the local model.")
     local_top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling of the local model.")
     local_repeat_penalty: float = Field(1.1, ge=1, description="Repeat penalty of the local model.")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None:
+            return None
+        if not url.get_secret_value():
+            return None  # REDIS_URL= (empty) is unset, as in a .env that blanks it
+        scheme = urlsplit(url.get_secret_value()).scheme
+        if scheme not in REDIS_SCHEMES:
+            # the scheme only: the rest may hold a password
+            raise ValueError(f"REDIS_URL must start with redis://, rediss:// or unix://, not {scheme or 'nothing'}")
+        return url
+
+    def redis_location(self) -> str | None:
+        """REDIS_URL without its user and password, for logs and errors."""
+        if self.redis_url is None:
+            return None
+        parts = urlsplit(self.redis_url.get_secret_value())
+        host = parts.netloc.rpartition("@")[2]
+        return f"{parts.scheme}://{host}{parts.path}"
 
     @model_validator(mode="after")
     def _reply_fits_context(self) -> Settings:

@@ -25,7 +25,18 @@ from .fake_ai import DEFAULT_API_KEY, DEFAULT_IDENTITY_HEADER
 
 DEPLOYMENT = "chat-deployment"
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
-_SCRUBBED_PREFIXES = ("AZURE_", "OPENAI_", "IDENTITY_", "MSI_", "AI_", "LOCAL_", "AUTH_", "HISTORY_")
+_SCRUBBED_PREFIXES = (
+    "AZURE_",
+    "OPENAI_",
+    "IDENTITY_",
+    "MSI_",
+    "AI_",
+    "LOCAL_",
+    "AUTH_",
+    "HISTORY_",
+    "REDIS_",
+    "HUB_NAME",
+)
 
 
 class FakeAI:

@@ -298,3 +298,75 @@ async def test_channel_prefix_and_hub_name_are_used_raw(redis_server: RedisServe
         await client.aclose()
     finally:
         await a.aclose()
+
+
+class DotnetPeer:
+    """A raw Redis client playing an ASP.NET Core server of the same hub: its bytes, its channels."""
+
+    def __init__(self, url: str, hub: str = "Tests.Hub", name: str = "DOTNET_0123") -> None:
+        self.client = aioredis.from_url(url)
+        self.listener = self.client.pubsub()
+        self.hub, self.name = hub, name
+
+    async def listen(self, *suffixes: str) -> None:
+        await self.listener.subscribe(*(f"{self.hub}:{s}" for s in suffixes))
+        for _ in suffixes:
+            confirmed = await self.listener.get_message(timeout=5)
+            assert confirmed is not None and confirmed["type"] == "subscribe"
+
+    async def next(self) -> tuple[bytes, bytes]:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            message = await self.listener.get_message(timeout=1)
+            if message is not None and message["type"] == "message":
+                return message["channel"], message["data"]
+        raise AssertionError("nothing published")
+
+    async def publish(self, suffix: str, data: bytes) -> int:
+        return int(await self.client.publish(f"{self.hub}:{suffix}", data))
+
+    async def close(self) -> None:
+        await self.listener.aclose()
+        await self.client.aclose()
+
+
+async def test_a_dotnet_peers_bytes_are_understood_and_answered(redis_server: RedisServer) -> None:
+    """Broadcast, group command with ack, and a client result, exactly as ASP.NET Core writes them."""
+    ours = manager(redis_server)
+    await ours.start()
+    peer = DotnetPeer(redis_server.url)
+    try:
+        j, m = FakeConnection("j", JSON), FakeConnection("m", MESSAGEPACK)
+        await ours.on_connected(j)
+        await ours.on_connected(m)
+        # a .NET broadcast: excluded ids, then framed bytes per protocol name, in bin
+        payloads = {p.name: p.encode(InvocationMessage("FromDotnet", ["hi"])) for p in (JSON, MESSAGEPACK)}
+        envelope = b"\x92\x91\xa1m\x82\xa4json\xc4" + bytes([len(payloads["json"])]) + payloads["json"]
+        envelope += b"\xabmessagepack\xc4" + bytes([len(payloads["messagepack"])]) + payloads["messagepack"]
+        assert await peer.publish("all", envelope) == 1
+        await until(lambda: texts(j) == ["FromDotnet:hi"])
+        assert m.received == []  # excluded by the peer; delivered in the same pass as j's
+
+        # a .NET group add for our connection: applied here, acked to the peer's ack channel
+        await peer.listen(f"internal:ack:{peer.name}", f"internal:return:{peer.name}")
+        await peer.publish("internal:groups", b"\x95\x2a\xab" + peer.name.encode() + b"\x01\xa4room\xa1j")
+        channel, ack = await peer.next()
+        assert (channel, ack) == (f"Tests.Hub:internal:ack:{peer.name}".encode(), b"\x91\x2a")
+        assert ours.groups_of("j") == {"room"}
+
+        # a .NET client result: the 4-element invocation, answered on the peer's return channel
+        ask = JSON.encode(InvocationMessage("Ask", [1], "AAAAAAAAAAAAAAAAAAAAAA"))
+        return_channel = f"Tests.Hub:internal:return:{peer.name}".encode()
+        await peer.publish(
+            "connection:j",
+            b"\x94\x90\x81\xa4json\xc4" + bytes([len(ask)]) + ask + b"\xb6AAAAAAAAAAAAAAAAAAAAAA"
+            + b"\xd9" + bytes([len(return_channel)]) + return_channel,
+        )  # fmt: skip
+        await until(lambda: len(j.received) == 2)
+        ours.set_connection_result("j", CompletionMessage.with_result("AAAAAAAAAAAAAAAAAAAAAA", 7))
+        channel, data = await peer.next()
+        framed = JSON.encode(CompletionMessage.with_result("AAAAAAAAAAAAAAAAAAAAAA", 7))
+        assert (channel, data) == (return_channel, b"\x92\xa4json\xc4" + bytes([len(framed)]) + framed)
+    finally:
+        await peer.close()
+        await ours.aclose()

@@ -126,6 +126,7 @@ def test_redis_faults_js(js_file: Path) -> None:
         logs = [instance.stop() for instance in instances]
         control.close()
         redis.close()
+    print(run.output)  # the figures (t.diagnostic), shown with pytest -s
     run.check(NODE_TIMEOUT)
     for log in logs:
         assert "Traceback" not in log, log

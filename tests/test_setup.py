@@ -45,13 +45,13 @@ def apt_calls(tmp_path: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
-def test_serving_does_not_need_chromium(tmp_path: Path) -> None:
+def test_serving_needs_no_test_packages(tmp_path: Path) -> None:
     path = fake_bin(tmp_path, uid=1000, present=("node", "npm", "g++", "cmake"))
     served = make("run-deps", path)
     assert served.returncode == 0, served.stderr
     tested = make("test-deps", path)
     assert tested.returncode != 0
-    assert "apt-get install -y --no-install-recommends chromium\n" in tested.stderr
+    assert "apt-get install -y --no-install-recommends chromium redis-server nginx\n" in tested.stderr
     assert apt_calls(tmp_path) == []
 
 
@@ -66,7 +66,7 @@ def test_not_root_prints_the_one_command_and_stops(tmp_path: Path) -> None:
 def test_root_installs_what_is_missing(tmp_path: Path) -> None:
     result = make("test-deps", fake_bin(tmp_path, uid=0, present=("node", "npm", "g++")))
     assert result.returncode == 0, result.stderr
-    assert apt_calls(tmp_path) == ["update", "install -y --no-install-recommends cmake chromium"]
+    assert apt_calls(tmp_path) == ["update", "install -y --no-install-recommends cmake chromium redis-server nginx"]
 
 
 @pytest.fixture(scope="module")

@@ -251,6 +251,15 @@ async def test_an_error_turn_yields_error_type(aiohttp_server: Any, fake_ai: Fak
     assert telemetry.points("gen_ai.client.token.usage") == [], "no usage without a reply"
 
 
+async def test_hub_name_names_the_spans(aiohttp_server: Any, fake_ai: FakeAI, telemetry: Telemetry) -> None:
+    """HUB_NAME (a .NET peer's hub type, for a mixed fleet) is the hub in the traces too."""
+    base = await serve(aiohttp_server, telemetry, settings(fake_ai, hub_name="Chat.Hubs.ChatHub"))
+    await stock_client(base, ("invoke", "SendMessage", "hello"))
+    hub = only(telemetry.finished("Chat.Hubs.ChatHub/SendMessage"))
+    assert (hub.attributes or {})["rpc.service"] == "Chat.Hubs.ChatHub"
+    assert telemetry.finished(f"{HUB}/SendMessage") == []
+
+
 async def test_traceparent_parents_the_span_else_the_request_is_linked(
     aiohttp_server: Any, fake_ai: FakeAI, telemetry: Telemetry
 ) -> None:
