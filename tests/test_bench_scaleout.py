@@ -102,7 +102,7 @@ def test_each_instance_is_charged_its_own_cpu_over_its_own_deliveries() -> None:
 
 def test_broadcast_target_is_judged_on_the_worse_instance() -> None:
     met = targets(broadcast(10.0, (11.0, 12.9)))
-    assert any("1000c: 1.10x / 1.29x" in t and t.endswith("| met |") for t in met)
+    assert any("burst 1000c: 1.10x / 1.29x" in t and t.endswith("| met |") for t in met)
     missed = targets(broadcast(10.0, (11.0, 13.5)))
     assert any("1.35x" in t and "**missed**" in t for t in missed)
 
