@@ -59,6 +59,13 @@ def summary(record: dict[str, Any]) -> str:
     if latency.get("p99") is not None:
         parts.append(f"p50/p99 {latency.get('p50')}/{latency.get('p99')} us")
     parts.append(f"client {record.get('client_cpu_pct')}%")
+    instance = record.get("instance_us_per_msg")
+    if instance:
+        parts.append("per instance us/msg " + "/".join(str(v) for v in instance.values()))
+    if record.get("redis_publish_calls") is not None:
+        parts.append(f"Redis PUBLISH {record['redis_publish_calls']}")
+    if record.get("redis_channels") is not None:
+        parts.append(f"Redis channels {record['redis_channels']}")
     if record.get("saturated"):
         parts.append("CLIENT-SATURATED")
     if record.get("errors"):
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("taskset (util-linux) is required to pin the server and the load generator")
     procfs.raise_nofile()
     backlog = scenarios.netdev_max_backlog()
-    if backlog < 10_000 and "broadcast" in args.scenario:
+    if backlog < 10_000 and ("broadcast" in args.scenario or "scaleout" in args.scenario):
         print(
             f"warning: net.core.netdev_max_backlog is {backlog}: 5,000-connection fan-outs will lose loopback "
             "packets to it and measure TCP retransmits (sysctl -w net.core.netdev_max_backlog=30000)",
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         for case in cases:
             for rep in range(reps):
                 for kind in case.kinds:
-                    if kind.removeprefix("relay-") not in kinds:
+                    if servers.base_kind(kind) not in kinds:
                         continue
                     print(f"[{case.scenario}] {case.name} | {kind} | rep {rep + 1}/{reps}", flush=True)
                     profile_to = None

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 from . import procfs, stats, wire
@@ -27,12 +27,24 @@ Result = dict[str, Any]
 class Tally:
     """Counters shared by every socket of a run; sockets update it from their callbacks."""
 
-    __slots__ = ("count", "errors", "expected", "latencies", "received", "recording", "running", "waiter")
+    __slots__ = (
+        "by_instance",
+        "count",
+        "errors",
+        "expected",
+        "latencies",
+        "received",
+        "recording",
+        "running",
+        "waiter",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, instances: int = 1) -> None:
         self.count = 0
         self.errors = 0
         self.received = 0
+        #: deliveries by the server instance that made them (a scaled-out run has several)
+        self.by_instance = [0] * instances
         self.expected = 0
         self.latencies: list[int] = []  # nanoseconds
         self.recording = False
@@ -46,21 +58,28 @@ class Tally:
 
 
 class Window:
-    """Wall time, server CPU and wake-ups, and our own CPU, over one measured window."""
+    """Wall time, server CPU and wake-ups, and our own CPU, over one measured window.
 
-    def __init__(self, server_pid: int) -> None:
+    `watched` names more processes (a scale-out run's instances and redis-server) whose CPU
+    and RSS the window reports under `processes`.
+    """
+
+    def __init__(self, server_pid: int, watched: Mapping[str, int] | None = None) -> None:
         self.server_pid = server_pid
+        self.watched = dict(watched or {})
         self.started = time.perf_counter()
         self.server = procfs.sample(server_pid)
+        self.others = {name: procfs.cpu_seconds(pid) for name, pid in self.watched.items()}
         self.client = procfs.cpu_seconds(os.getpid())
 
     def stop(self) -> Result:
         elapsed = time.perf_counter() - self.started
         server = procfs.sample(self.server_pid)
+        others = {name: procfs.cpu_seconds(pid) for name, pid in self.watched.items()}
         client = procfs.cpu_seconds(os.getpid())
         server_cpu = server.cpu_s - self.server.cpu_s
         client_cpu = client - self.client
-        return {
+        result: Result = {
             "elapsed_s": round(elapsed, 3),
             "server_cpu_s": round(server_cpu, 3),
             "server_cpu_pct": round(100 * server_cpu / elapsed, 1),
@@ -69,6 +88,16 @@ class Window:
             "server_wakeups_per_s": round((server.wakeups - self.server.wakeups) / elapsed, 1),
             "server_rss_kb": procfs.rss_kb(self.server_pid),
         }
+        if self.watched:
+            result["processes"] = {
+                name: {
+                    "cpu_s": round(others[name] - self.others[name], 3),
+                    "cpu_pct": round(100 * (others[name] - self.others[name]) / elapsed, 1),
+                    "rss_kb": procfs.rss_kb(pid),
+                }
+                for name, pid in self.watched.items()
+            }
+        return result
 
 
 def per_message(window: Result, messages: int) -> Result:
@@ -81,6 +110,56 @@ def per_message(window: Result, messages: int) -> Result:
 
 def latencies_us(samples_ns: list[int]) -> dict[str, float]:
     return stats.latency_summary([s / 1000 for s in samples_ns])
+
+
+# -- scale-out: connections spread over server instances -----------------------------------
+
+
+def instances(spec: Spec) -> list[dict[str, int]]:
+    """The server instances of a run (`port`, `pid`): one, unless a scale-out run lists several."""
+    listed: list[dict[str, int]] = spec.get("instances") or []
+    return listed or [{"port": spec["port"], "pid": spec["server_pid"]}]
+
+
+def instance_of(index: int, count: int, spec: Spec) -> int:
+    """Contiguous blocks, not round robin: every instance then gets its share of the latency
+    samplers (every n-th socket), whatever n is."""
+    return index * len(instances(spec)) // count
+
+
+def watched(spec: Spec) -> dict[str, int]:
+    """The processes a scale-out window reports: instances `1`, `2`, ... and `redis`."""
+    if "instances" not in spec:
+        return {}
+    named = {str(i + 1): instance["pid"] for i, instance in enumerate(spec["instances"])}
+    if spec.get("redis_pid"):
+        named["redis"] = spec["redis_pid"]
+    return named
+
+
+def fleet_figures(result: Result, deliveries: Sequence[int], connections: Sequence[int]) -> Result:
+    """Per instance: its CPU over the deliveries its connections received. The run's server
+    figures become the whole fleet's (all instances summed); core 1's adds redis-server."""
+    processes: dict[str, dict[str, float]] = result["processes"]
+    names = [str(i + 1) for i in range(len(deliveries))]
+    result["instance_deliveries"] = dict(zip(names, deliveries, strict=True))
+    result["instance_connections"] = dict(zip(names, connections, strict=True))
+    result["instance_cpu_pct"] = {name: processes[name]["cpu_pct"] for name in names}
+    result["instance_us_per_msg"] = {
+        name: round(1e6 * processes[name]["cpu_s"] / count, 2) if count else None
+        for name, count in zip(names, deliveries, strict=True)
+    }
+    cpu = sum(processes[name]["cpu_s"] for name in names)
+    result["server_cpu_s"] = round(cpu, 3)
+    result["server_cpu_pct"] = round(sum(processes[name]["cpu_pct"] for name in names), 1)
+    messages = sum(deliveries)
+    result["server_us_per_msg"] = round(1e6 * cpu / messages, 2) if messages else None
+    redis = processes.get("redis")
+    if redis is not None:
+        result["redis_cpu_pct"] = redis["cpu_pct"]
+        result["redis_us_per_msg"] = round(1e6 * redis["cpu_s"] / messages, 3) if messages else None
+    result["core1_cpu_pct"] = round(result["client_cpu_pct"] + (redis["cpu_pct"] if redis else 0.0), 1)
+    return result
 
 
 class ClosedLoopClient(Protocol):
@@ -156,7 +235,6 @@ async def run_echo(spec: Spec) -> Result:
     sockets, failed = await open_many(
         lambda _: EchoSocket(spec["port"], spec["path"], spec["protocol"], tally, payload, spec.get("target", "Echo")),
         spec["connections"],
-        spec["port"],
     )
     result = await closed_loop(tally, sockets, spec)
     close_all(sockets)
@@ -170,11 +248,14 @@ async def run_echo(spec: Spec) -> Result:
 class FanOutSocket(SignalRSocket):
     """Counts the records of `target` it receives; samplers also decode their send stamps."""
 
-    def __init__(self, port: int, path: str, protocol: str, tally: Tally, target: bytes, sampling: bool) -> None:
+    def __init__(
+        self, port: int, path: str, protocol: str, tally: Tally, target: bytes, sampling: bool, instance: int = 0
+    ) -> None:
         super().__init__(port, path, protocol)
         self.tally = tally
         self.target = target
         self.sampling = sampling
+        self.instance = instance
         self.answered: asyncio.Future[None] | None = None
 
     def on_message(self, payload: bytes) -> None:
@@ -182,6 +263,7 @@ class FanOutSocket(SignalRSocket):
         tally = self.tally
         if count:
             tally.received += count
+            tally.by_instance[self.instance] += count
             if self.sampling and tally.recording:
                 now = time.time_ns()
                 for record in wire.split_records(self.protocol, payload):
@@ -214,17 +296,22 @@ async def run_fanout(spec: Spec) -> Result:
 
     burst: each round sends `burst` messages (per group) in one write and waits until every
     receiver has them all; deliveries/s over whole rounds. steady: `rate` messages/s to all.
+    With several `instances` (scale-out), the connections are spread over them in blocks, the
+    sender on the last, and each instance's CPU is reported over its own deliveries.
     """
-    tally = Tally()
+    fleet = instances(spec)
+    tally = Tally(len(fleet))
     protocol, n = spec["protocol"], spec["connections"]
     grouped = spec["pattern"] != "all"
     target = b"Group" if grouped else b"Broadcast"
     step = max(1, n // spec.get("samplers", 50)) if spec["style"] == "burst" else 1
-    sockets, failed = await open_many(
-        lambda i: FanOutSocket(spec["port"], spec["path"], protocol, tally, target, i % step == 0 and i < n),
-        n + 1,
-        spec["port"],
-    )
+
+    def make(i: int) -> FanOutSocket:
+        instance = instance_of(i, n + 1, spec)
+        port = fleet[instance]["port"]
+        return FanOutSocket(port, spec["path"], protocol, tally, target, i % step == 0 and i < n, instance)
+
+    sockets, failed = await open_many(make, n + 1)
     sender, receivers = sockets[-1], sockets[:-1]
     groups: list[str] = []
     if grouped:
@@ -256,9 +343,9 @@ async def run_fanout(spec: Spec) -> Result:
         deadline = time.perf_counter() + spec["warmup"]
         while time.perf_counter() < deadline:
             await round_trip()
-        window = Window(spec["server_pid"])
+        window = Window(spec["server_pid"], watched(spec))
         tally.recording = True
-        start = tally.received
+        start, start_by = tally.received, list(tally.by_instance)
         deadline = time.perf_counter() + spec["window"]
         while time.perf_counter() < deadline:
             await round_trip()
@@ -280,9 +367,9 @@ async def run_fanout(spec: Spec) -> Result:
             sender.send(frames(1))
             await asyncio.sleep(interval)
         await delivered(warm)
-        window = Window(spec["server_pid"])
+        window = Window(spec["server_pid"], watched(spec))
         tally.recording = True
-        start = tally.received
+        start, start_by = tally.received, list(tally.by_instance)
         sends = max(1, round(spec["window"] * spec["rate"]))
         next_send = time.perf_counter()
         for _ in range(sends):
@@ -296,6 +383,10 @@ async def run_fanout(spec: Spec) -> Result:
         if missing > 0:
             tally.error(f"{missing} deliveries missing")
     close_all(sockets)
+    if "processes" in result:
+        deliveries = [now - before for now, before in zip(tally.by_instance, start_by, strict=True)]
+        held = [sum(1 for s in sockets if s.instance == i) for i in range(len(fleet))]
+        fleet_figures(result, deliveries, held)
     result.update(
         latency_us=latencies_us(tally.latencies),
         errors=tally.errors + failed,
@@ -318,13 +409,19 @@ async def run_idle(spec: Spec) -> Result:
 
     While ramping the clients ping every 10 s, as SignalR clients do (the server drops a
     client silent for 30 s); the measured idle window itself carries no client traffic.
+    With several `instances` the connections are spread over them, and with `redis_url`
+    what Redis holds for them is read before the ramp and after the idle window.
     """
     pid, n = spec["server_pid"], spec["connections"]
+    fleet = instances(spec)
     base_rss = procfs.rss_kb(pid)
+    fleet_rss = [procfs.rss_kb(instance["pid"]) for instance in fleet]
+    redis_before = _redis_figures(spec)
     opened: list[IdleSocket] = []
+    setup: list[int] = []
 
-    def make(_: int) -> IdleSocket:
-        socket = IdleSocket(spec["port"], spec["path"], spec["protocol"])
+    def make(i: int) -> IdleSocket:
+        socket = IdleSocket(fleet[instance_of(i, n, spec)]["port"], spec["path"], spec["protocol"])
         opened.append(socket)
         return socket
 
@@ -335,17 +432,19 @@ async def run_idle(spec: Spec) -> Result:
                 socket.keep_alive()
 
     pinger = asyncio.create_task(keep_alive())
-    ramp = Window(pid)
-    sockets, failed = await open_many(make, n, spec["port"], concurrency=spec.get("concurrency", 64))
+    ramp = Window(pid, watched(spec))
+    sockets, failed = await open_many(make, n, concurrency=spec.get("concurrency", 64), setup_ns=setup)
     ramp_result = ramp.stop()
     pinger.cancel()
     for socket in sockets:
         socket.keep_alive()
     await asyncio.sleep(spec["settle"])
     frames_before = sum(s.frames_in for s in sockets)
-    idle = Window(pid)
+    idle = Window(pid, watched(spec))
     await asyncio.sleep(spec["window"])
     result = idle.stop()
+    redis_after = _redis_figures(spec)
+    ramp_redis = ramp_result.get("processes", {}).get("redis", {}).get("cpu_pct", 0.0)
     result.update(
         connected=len(sockets),
         errors=failed,
@@ -357,9 +456,64 @@ async def run_idle(spec: Spec) -> Result:
         ramp_client_cpu_pct=ramp_result["client_cpu_pct"],
         ramp_server_cpu_pct=ramp_result["server_cpu_pct"],
         idle_frames_received=sum(s.frames_in for s in sockets) - frames_before,
+        ramp_core1_cpu_pct=round(ramp_result["client_cpu_pct"] + ramp_redis, 1),
+        connect_us=latencies_us(setup),
     )
+    if "instances" in spec:
+        held = [0] * len(fleet)
+        for socket in sockets:
+            held[next(i for i, instance in enumerate(fleet) if instance["port"] == socket.port)] += 1
+        result.update(_fleet_idle(result, ramp_result, fleet, fleet_rss, held))
+    if redis_before is not None and redis_after is not None:
+        result.update(_redis_idle(ramp_result, redis_before, redis_after, len(sockets)))
     # the window's own CPU figures describe the idle phase; the ramp's are prefixed
     return result
+
+
+def _redis_figures(spec: Spec) -> dict[str, Any] | None:
+    if not spec.get("redis_url"):
+        return None
+    from . import redis_process
+
+    channel = spec.get("redis_channel")
+    return redis_process.figures(spec["redis_url"], channel.encode() if channel else None)
+
+
+def _fleet_idle(
+    idle: Result, ramp: Result, fleet: list[dict[str, int]], base_rss: list[int], held: list[int]
+) -> Result:
+    """Per instance, and summed over the fleet: RSS growth per connection, ramp CPU per connection."""
+    names = [str(i + 1) for i in range(len(fleet))]
+    growth = {name: idle["processes"][name]["rss_kb"] - base for name, base in zip(names, base_rss, strict=True)}
+    ramp_cpu = {name: ramp["processes"][name]["cpu_s"] for name in names}
+    total = max(1, sum(held))
+    return {
+        "instance_connections": dict(zip(names, held, strict=True)),
+        "instance_rss_per_connection_kb": {
+            name: round(growth[name] / max(1, count), 2) for name, count in zip(names, held, strict=True)
+        },
+        "instance_ramp_us_per_connection": {
+            name: round(1e6 * ramp_cpu[name] / max(1, count), 1) for name, count in zip(names, held, strict=True)
+        },
+        "rss_per_connection_kb": round(sum(growth.values()) / total, 2),
+        "ramp_server_us_per_connection": round(1e6 * sum(ramp_cpu.values()) / total, 1),
+        "ramp_server_cpu_pct": round(sum(ramp["processes"][name]["cpu_pct"] for name in names), 1),
+        "server_cpu_pct": round(sum(idle["processes"][name]["cpu_pct"] for name in names), 2),
+    }
+
+
+def _redis_idle(ramp: Result, before: dict[str, Any], after: dict[str, Any], connections: int) -> Result:
+    """What the connections cost Redis: memory and CPU per connection, channels held."""
+    redis_ramp = ramp.get("processes", {}).get("redis", {"cpu_s": 0.0})
+    return {
+        "redis_bytes_per_connection": round((after["used_memory"] - before["used_memory"]) / max(1, connections)),
+        "redis_used_memory_kb": round(after["used_memory"] / 1024),
+        "redis_channels": after["pubsub_channels"],
+        "redis_channels_before": before["pubsub_channels"],
+        "redis_all_subscribers": after.get("channel_subscribers"),
+        "redis_ramp_us_per_connection": round(1e6 * redis_ramp["cpu_s"] / max(1, connections), 1),
+        "redis_publish_calls": after["publish_calls"] - before["publish_calls"],
+    }
 
 
 Runner = Callable[[Spec], Coroutine[Any, Any, Result]]

@@ -6,7 +6,9 @@ Both are served by `signalr_chat.server` on uvloop, like the product. Logging st
 WARNING, so the access log costs nothing in either.
 
 Run as `python -m tests.bench.project_server --port 0 [--app chat]`; BENCH_OTEL=1 turns the
-OpenTelemetry SDK on.
+OpenTelemetry SDK on; BENCH_REDIS_URL=redis://... serves `--app hub` through the Redis
+backplane (hub name `BENCH_HUB`, so that every instance shares its channels). The chat app
+reads REDIS_URL from its own settings instead.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from aiohttp import web
 from signalr_chat.signalr import Hub, HubOptions, map_hub
 
 from . import procfs
+
+#: The bench hub's name in Redis channels: `{BENCH_HUB}:all`, `{BENCH_HUB}:connection:{id}`, ...
+BENCH_HUB = "BenchHub"
 
 
 class BenchHub(Hub):
@@ -43,7 +48,14 @@ def create_hub_app() -> web.Application:
     app = web.Application()
     # permessage-deflate only for the deflate scenario, which sets BENCH_DEFLATE=1
     options = HubOptions(websocket_compression=os.environ.get("BENCH_DEFLATE") == "1")
-    map_hub(app, "/hub", BenchHub, options=options)
+    redis_url = os.environ.get("BENCH_REDIS_URL")
+    if not redis_url:
+        map_hub(app, "/hub", BenchHub, options=options)
+        return app
+    from signalr_chat.signalr.redis import RedisHubLifetimeManager  # the scale-out scenario
+
+    lifetime = RedisHubLifetimeManager(redis_url, hub_name=BENCH_HUB)
+    map_hub(app, "/hub", BenchHub, options=options, lifetime=lifetime, hub_name=BENCH_HUB)
     return app
 
 

@@ -7,7 +7,8 @@ no chat to serve, so these scenarios compare the project with the floor only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,32 +52,51 @@ def ttft_cases(t: Timing) -> Iterator[Case]:
     yield Case("ttft", "conversation at the history limit", params, kinds=KINDS, client_cpu_key="-")
 
 
-def run(case: Case, kind: str, profile_to: Path | None = None) -> dict[str, Any]:
-    from .scenarios import load_under_profile
+@contextmanager
+def relay_stack(
+    kind: str, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[servers.Server, servers.Server, str]]:
+    """The fake upstream on core 1 and the server under test on core 0: (upstream, server, hub path).
 
+    `env` adds to the chat app's environment (the scale-out scenario's REDIS_URL).
+    """
     upstream = servers.start("upstream", core=servers.CLIENT_CORE)
     try:
         url = f"http://127.0.0.1:{upstream.port}/v1"
         if kind == "project":
-            server = servers.start("project", app="chat", env={**CHAT_ENV, "OPENAI_BASE_URL": url})
+            server = servers.start("project", app="chat", env={**CHAT_ENV, "OPENAI_BASE_URL": url, **(env or {})})
             path = "/chatHub"
         else:
             server = servers.start(kind, args=("--upstream", url))
             path = "/hub"
         try:
-            spec = {
-                **case.params,
-                "port": server.port,
-                "server_pid": server.pid,
-                "path": path,
-                "upstream_pid": upstream.pid,
-                "upstream_port": upstream.port,
-            }
-            return server.check_alive(load_under_profile(spec, 180 + case.params.get("chats", 0) / 20, profile_to))
+            yield upstream, server, path
         finally:
             server.stop()
     finally:
         upstream.stop()
+
+
+def load(
+    case: Case, upstream: servers.Server, server: servers.Server, path: str, profile_to: Path | None = None
+) -> dict[str, Any]:
+    """The relay's load generator against a started stack."""
+    from .scenarios import load_under_profile
+
+    spec = {
+        **case.params,
+        "port": server.port,
+        "server_pid": server.pid,
+        "path": path,
+        "upstream_pid": upstream.pid,
+        "upstream_port": upstream.port,
+    }
+    return server.check_alive(load_under_profile(spec, 180 + case.params.get("chats", 0) / 20, profile_to))
+
+
+def run(case: Case, kind: str, profile_to: Path | None = None) -> dict[str, Any]:
+    with relay_stack(kind) as (upstream, server, path):
+        return load(case, upstream, server, path, profile_to)
 
 
 # -- report ------------------------------------------------------------------------------------

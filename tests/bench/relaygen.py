@@ -71,7 +71,7 @@ async def run_relay(spec: Spec) -> Result:
     gaps: list[int] = []
     chats = spec["chats"]
     sockets, failed = await open_many(
-        lambda _: ChatSocket(spec["port"], spec["path"], tally, gaps), chats, spec["port"], concurrency=64
+        lambda _: ChatSocket(spec["port"], spec["path"], tally, gaps), chats, concurrency=64
     )
     tokens = round((spec["ramp"] + spec["warmup"] + spec["window"] + 2) / (NOMINAL_GAP_MS / 1000))
     pause = spec["ramp"] / max(1, len(sockets))
@@ -152,7 +152,7 @@ async def run_ttft(spec: Spec) -> Result:
     async def connect() -> ChatSocket:
         nonlocal failed
         opened, failures = await open_many(
-            lambda _: ChatSocket(spec["port"], spec["path"], tally, []), 1, spec["port"], concurrency=1
+            lambda _: ChatSocket(spec["port"], spec["path"], tally, []), 1, concurrency=1
         )
         failed += failures
         if not opened:

@@ -310,6 +310,12 @@ def relay_section(records: list[Record]) -> tuple[list[str], list[str]]:
     return relay.report_section(Cells(records, "relay"), Cells(records, "ttft"))
 
 
+def scaleout_section(records: list[Record]) -> tuple[list[str], list[str]]:
+    from . import scaleout
+
+    return scaleout.report_section(Cells(records, "scaleout"))
+
+
 def _opt(v: float | None, scale: float = 1.0, digits: int = 1) -> str:
     return "-" if v is None else _num(v * scale, digits)
 
@@ -328,6 +334,7 @@ SECTIONS: tuple[Callable[[list[Record]], tuple[list[str], list[str]]], ...] = (
     idle_section,
     deflate_section,
     relay_section,
+    scaleout_section,
 )
 
 

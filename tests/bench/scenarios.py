@@ -20,7 +20,7 @@ from . import procfs, servers
 
 #: A run whose load generator used this share of its core measured the client, not the server.
 SATURATED_PCT = 90.0
-SCENARIOS = ("echo", "broadcast", "idle", "relay", "ttft", "deflate")
+SCENARIOS = ("echo", "broadcast", "idle", "relay", "ttft", "deflate", "scaleout")
 
 
 @dataclass(frozen=True)
@@ -174,6 +174,10 @@ def all_cases(t: Timing, scenarios: tuple[str, ...], idle_sizes: tuple[int, ...]
             cases += relay.relay_cases(t)
         if "ttft" in scenarios:
             cases += relay.ttft_cases(t)
+    if "scaleout" in scenarios:
+        from . import scaleout
+
+        cases += scaleout.cases(t)
     return cases
 
 
@@ -225,7 +229,7 @@ def run_case(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "netdev_max_backlog": netdev_max_backlog(),
     }
-    runner: Runner = _custom_runner(case) or _standard
+    runner: Runner = _custom_runner(case) or run_standard
     try:
         result = runner(case, kind, profile_to)
         if profile_to is not None:
@@ -244,6 +248,10 @@ def _custom_runner(case: Case) -> Runner | None:
         from . import relay
 
         return relay.run
+    if case.scenario == "scaleout":
+        from . import scaleout
+
+        return scaleout.run
     return None
 
 
@@ -260,7 +268,7 @@ def load_under_profile(spec: dict[str, Any], budget: float, profile_to: Path | N
         return loadgen(spec, budget)
 
 
-def _standard(case: Case, kind: str, profile_to: Path | None) -> dict[str, Any]:
+def run_standard(case: Case, kind: str, profile_to: Path | None) -> dict[str, Any]:
     env = {"BENCH_DEFLATE": "1"} if case.params.get("deflate") else None
     server = servers.start(kind, env=env)
     try:

@@ -68,6 +68,11 @@ def command(kind: str, app: str = "hub") -> list[str]:
     raise ValueError(kind)
 
 
+def base_kind(kind: str) -> str:
+    """The server a run's kind starts: `relay-floor` is the floor's, `project-redis` the project."""
+    return kind.removeprefix("relay-").removesuffix("-redis")
+
+
 def pinned(core: str, argv: list[str]) -> list[str]:
     return ["taskset", "-c", core, *argv]
 

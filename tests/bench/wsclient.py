@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import socket as sockets
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from typing import TypeVar, cast
@@ -238,16 +239,18 @@ def _token(raw: bytes) -> str:
 async def open_many(
     factory: Callable[[int], S],
     count: int,
-    port: int,
     *,
     concurrency: int = 64,
     timeout: float = 30.0,
     on_progress: Callable[[int], None] | None = None,
+    setup_ns: list[int] | None = None,
 ) -> tuple[list[S], int]:
     """Open `count` connections, at most `concurrency` in setup at once; returns the opened ones and the failures.
 
+    Each connects to its socket's own port (a scaled-out run spreads them over instances).
     The limit keeps the server's accept backlog (128 in aiohttp) from overflowing, which
-    would cost whole-second SYN retransmits rather than measure anything.
+    would cost whole-second SYN retransmits rather than measure anything. `setup_ns`
+    collects each opened connection's negotiate-to-handshake time.
     """
     gate = asyncio.Semaphore(concurrency)
     addresses = source_addresses(count)
@@ -259,6 +262,8 @@ async def open_many(
         nonlocal failures
         async with gate:
             socket = factory(index)
+            port = socket.port
+            started = time.perf_counter_ns()
             try:
                 socket.token = await asyncio.wait_for(negotiate(port, socket.path, addresses[index]), timeout)
                 await asyncio.wait_for(connect(lambda: socket, port, addresses[index]), timeout)
@@ -270,6 +275,8 @@ async def open_many(
                 socket.close()
                 return
             opened[index] = socket
+            if setup_ns is not None:
+                setup_ns.append(time.perf_counter_ns() - started)
             if on_progress is not None:
                 on_progress(next(done))
 
