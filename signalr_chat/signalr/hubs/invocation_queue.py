@@ -1,23 +1,18 @@
 """Runs one connection's plain invocations in arrival order, at most N at a time.
 
 The receive loop never waits on a hub method, so Completions for client results and
-upload StreamItems keep flowing while a method runs. A slot starts at once, in the
-receive loop, in a context of its own (`start_eagerly`): an `async def` method that never
-waits (a broadcast, an echo) costs no task and no loop turn, as a synchronous hub method
-in ASP.NET Core runs inline, so everything a burst of invocations sends to a connection
-leaves in one frame. A method that waits moves its slot into a task, which then drains
-the queue: later invocations wait their turn, in arrival order.
+upload StreamItems keep flowing while a method runs. Each of the N slots is one task
+that drains the queue: invocations that finish without waiting (a broadcast, an echo)
+run back to back in one loop turn, so what a burst sends to a connection leaves in one
+frame, and a burst costs one task instead of one per invocation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
-
-from ..connections.eager import start_eagerly
 
 _Job = Callable[[], Coroutine[Any, Any, None]]
 
@@ -47,7 +42,7 @@ class InvocationQueue:
         """Run or queue `job`; when the queue is full, what the reader must wait for before reading on."""
         if self.has_room():
             self._running += 1
-            start_eagerly(self._drain(job), contextvars.copy_context())
+            asyncio.get_running_loop().create_task(self._drain(job))
             return None
         waiting = self._waiting
         if waiting is None:
