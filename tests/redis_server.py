@@ -22,8 +22,11 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None) -> None:
+    """`core`: run it under `taskset -c core` (the benchmark keeps Redis off the servers' core)."""
+
+    def __init__(self, port: int | None = None, core: str | None = None) -> None:
         self.port = port or free_port()
+        self.core = core
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.mkdtemp(prefix="redis-test-")
@@ -41,8 +44,15 @@ class RedisServer:
             "--daemonize", "no",
             "--loglevel", "warning",
         ]  # fmt: skip
+        if self.core is not None:
+            argv = ["taskset", "-c", self.core, *argv]
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.process)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def stop(self) -> None:
         """SIGTERM and wait: a clean shutdown."""

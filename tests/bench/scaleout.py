@@ -22,8 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import procfs, relay, servers
-from .redis_process import RedisProcess
+from . import procfs, redis_process, relay, servers
 from .report import Cells, table
 from .scenarios import Case, Timing, broadcast_cases, load_under_profile, run_standard
 
@@ -83,12 +82,12 @@ def _fleet(case: Case, profile_to: Path | None) -> dict[str, Any]:
 
     count = int(case.params["instance_count"])
     all_channel = RedisChannels(BENCH_HUB, "-").all
-    redis = RedisProcess().start()
+    redis = redis_process.start()
     fleet: list[servers.Server] = []
     try:
         for _ in range(count):
             fleet.append(servers.start("project", env={"BENCH_REDIS_URL": redis.url}))
-        subscribed = redis.figures(all_channel)["channel_subscribers"]
+        subscribed = redis_process.figures(redis.url, all_channel)["channel_subscribers"]
         if subscribed != count:
             raise RuntimeError(f"{subscribed} of {count} instances subscribed to {all_channel.decode()}")
         connections = int(case.params["connections"]) * (count if case.params.get("per_instance") else 1)
@@ -111,7 +110,7 @@ def _fleet(case: Case, profile_to: Path | None) -> dict[str, Any]:
     finally:
         for server in fleet:
             server.stop()
-        redis.stop()
+        redis.close()
 
 
 def _relay(case: Case, kind: str, profile_to: Path | None) -> dict[str, Any]:
@@ -119,12 +118,12 @@ def _relay(case: Case, kind: str, profile_to: Path | None) -> dict[str, Any]:
     if kind == IN_MEMORY:
         with relay.relay_stack("project") as (upstream, server, path):
             return relay.load(case, upstream, server, path, profile_to)
-    redis = RedisProcess().start()
+    redis = redis_process.start()
     try:
         with relay.relay_stack("project", env={"REDIS_URL": redis.url}) as (upstream, server, path):
-            before, redis_cpu = redis.figures(), procfs.cpu_seconds(redis.pid)
+            before, redis_cpu = redis_process.figures(redis.url), procfs.cpu_seconds(redis.pid)
             result = relay.load(case, upstream, server, path, profile_to)
-            after = redis.figures()
+            after = redis_process.figures(redis.url)
             result.update(
                 # the chat subscribed its hub's channels: the backplane is on (REDIS_URL understood)
                 backplane_on=before["pubsub_channels"] > 0,
@@ -134,7 +133,7 @@ def _relay(case: Case, kind: str, profile_to: Path | None) -> dict[str, Any]:
             )
             return result
     finally:
-        redis.stop()
+        redis.close()
 
 
 # -- report ------------------------------------------------------------------------------------
