@@ -18,8 +18,6 @@ from typing import Any, TypeVar, cast
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from ..ai import ChatMessage
 from ..signalr.redis import client_from_url
@@ -56,16 +54,8 @@ async def bounded(work: Callable[[], Awaitable[T]], timeout: float) -> T:
 
 
 def connect(url: str, timeout: float) -> Redis:
-    """A client whose every socket wait is bounded; one quick retry covers a connection that
-    Redis dropped while idle (a restart), anything more is the caller's timeout. The URL is
-    read as the backplane reads REDIS_URL (Sentinel included)."""
-    return client_from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=30,
-    )
+    """The backplane's bounded client (Sentinel URLs included), checked when idle for 30 s."""
+    return client_from_url(url, timeout, health_check_interval=30)
 
 
 class RedisHistoryStore:

@@ -95,7 +95,7 @@ class SharedReplies:
         self._prefix = prefix + NAMESPACE
         self._redis = connect(url, timeout)
         # the listener waits on its socket for as long as no stop comes: no read timeout there
-        self._listener_redis: Redis = client_from_url(url, socket_connect_timeout=timeout)
+        self._listener_redis: Redis = client_from_url(url, timeout, socket_timeout=None)
         self._release = self._redis.register_script(_RELEASE)
         self._take_over = self._redis.register_script(_TAKE_OVER)
         self._stop_channel = f"{self._prefix}reply-stop"

@@ -14,7 +14,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 
 SENTINEL_SCHEME = "redis+sentinel"
 
@@ -54,13 +56,18 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
     )
 
 
-def client_from_url(url: str, **options: Any) -> aioredis.Redis:
-    """`options` (timeouts, retry) apply to every connection to the server, not to sentinels."""
+def client_from_url(url: str, timeout: float, **options: Any) -> aioredis.Redis:
+    """A client whose every socket wait is bounded by `timeout`, with one quick retry (a
+    connection Redis closed when it restarted); anything more is the caller's to handle.
+
+    `options` (redis-py's) apply to every connection to the server, not to sentinels.
+    """
+    bounded: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    options = {**bounded, "retry": Retry(NoBackoff(), 1), **options}
     if urlsplit(url).scheme != SENTINEL_SCHEME:
         return aioredis.Redis.from_url(url, **options)
     address = parse_sentinel_url(url)
-    timeouts = {k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")}
-    sentinel = Sentinel(address.sentinels, sentinel_kwargs=timeouts, **timeouts)
+    sentinel = Sentinel(address.sentinels, sentinel_kwargs=bounded, **bounded)
     master: aioredis.Redis = sentinel.master_for(
         address.service, db=address.db, username=address.username, password=address.password, **options
     )

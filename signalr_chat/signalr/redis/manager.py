@@ -27,8 +27,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
@@ -138,12 +136,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         self._channels = channels = RedisChannels(self.hub_name, self.server_name, self.channel_prefix)
-        self._redis = client_from_url(
-            self.url,
-            socket_timeout=self.timeout,
-            socket_connect_timeout=self.timeout,
-            retry=Retry(NoBackoff(), 1),  # one retry: a connection Redis closed when it restarted
-        )
+        self._redis = client_from_url(self.url, self.timeout)
         self._handlers[channels.all] = self._on_all
         self._handlers[channels.groups] = self._on_group_command
         self._handlers[channels.ack] = self._on_ack
