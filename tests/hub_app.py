@@ -11,7 +11,7 @@ import dataclasses
 import datetime as dt
 import enum
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any
 
 import pydantic
@@ -296,17 +296,21 @@ class TestHub(Hub):
         self.context.abort(allow_reconnect=allow_reconnect)
 
     async def drop_transport(self) -> None:
-        """Cut this client's socket without a Close, as a failing network would."""
-        for endpoint in ENDPOINTS.values():
-            for connection in endpoint.connections:
-                if connection.id == self.context.connection_id and isinstance(connection.transport, WebSocketTransport):
-                    connection.transport.drop()
+        drop_socket(ENDPOINTS.values(), self.context.connection_id)
 
     async def drop_and_send(self, count: int) -> None:
         await self.drop_transport()
         await asyncio.sleep(0.05)
         for i in range(count):
             await self.clients.caller.send("Sequenced", i)
+
+
+def drop_socket(endpoints: Iterable[HubEndpoint], connection_id: str) -> None:
+    """Cut a client's WebSocket without a Close, as a failing network would."""
+    for endpoint in endpoints:
+        for connection in endpoint.connections:
+            if connection.id == connection_id and isinstance(connection.transport, WebSocketTransport):
+                connection.transport.drop()
 
 
 @authorize

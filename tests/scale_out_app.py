@@ -12,10 +12,9 @@ from typing import Any
 from aiohttp import web
 
 from signalr_chat.signalr import ClientProxy, Hub, HubEndpoint, HubException, HubOptions, map_hub
-from signalr_chat.signalr.connections.transports.websockets import WebSocketTransport
 from signalr_chat.signalr.redis import RedisHubLifetimeManager
 
-from .hub_app import validate
+from .hub_app import drop_socket, validate
 
 INSTANCE: dict[str, Any] = {"name": "?"}
 ENDPOINTS: list[HubEndpoint] = []
@@ -80,11 +79,7 @@ class ScaleOutHub(Hub):
             raise HubException(str(exc)) from None
 
     async def drop_transport(self) -> None:
-        """Cut this client's socket without a Close, as a failing network would."""
-        for endpoint in ENDPOINTS:
-            for connection in endpoint.connections:
-                if connection.id == self.context.connection_id and isinstance(connection.transport, WebSocketTransport):
-                    connection.transport.drop()
+        drop_socket(ENDPOINTS, self.context.connection_id)
 
     async def backplane_connected(self) -> bool:
         lifetime = ENDPOINTS[0].lifetime
