@@ -50,11 +50,24 @@ class HttpLimits:
 
 
 class ConnectionGuard:
-    """Shared by every connection of one server: the limits and the count of connections."""
+    """Shared by every connection of one server: the limits, the count of connections, and
+    one sweep over the requests that are being watched.
+
+    As Kestrel's heartbeat does, one timer per server checks every watched request about
+    once a second, instead of a timer armed and cancelled for each request: a request
+    costs two dictionary operations, and the loop wakes only while something is watched.
+    """
 
     def __init__(self, limits: HttpLimits) -> None:
         self.limits = limits
         self.connections = 0
+        # connections whose request has begun but whose headers have not all arrived, with
+        # the time of the first byte; insertion order is arrival order, so the oldest is first
+        self._awaiting_headers: dict[_GuardedConnection, float] = {}
+        # requests whose body is still arriving, with the time the request began
+        self._bodies: dict[_GuardedConnection, tuple[web.Request, float]] = {}
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._period = max(0.05, min(1.0, limits.request_header_timeout / 2))
 
     def protocol_factory(self, make: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         """Wraps aiohttp's protocol factory (the site's `runner.server`)."""
@@ -78,6 +91,60 @@ class ConnectionGuard:
         finally:
             connection.request_ended()
 
+    # -- what the connections report -------------------------------------------------------
+    def headers_begun(self, connection: _GuardedConnection) -> None:
+        loop = asyncio.get_running_loop()
+        self._awaiting_headers[connection] = loop.time()
+        self._keep_sweeping(loop)
+
+    def headers_done(self, connection: _GuardedConnection) -> None:
+        self._awaiting_headers.pop(connection, None)
+
+    def body_begun(self, connection: _GuardedConnection, request: web.Request) -> None:
+        loop = asyncio.get_running_loop()
+        self._bodies[connection] = (request, loop.time())
+        self._keep_sweeping(loop)
+
+    def body_done(self, connection: _GuardedConnection) -> None:
+        self._bodies.pop(connection, None)
+
+    # -- the sweep ---------------------------------------------------------------------------
+    def _keep_sweeping(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._sweep_handle is None:
+            self._sweep_handle = loop.call_later(self._period, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_handle = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        limits = self.limits
+        deadline = now - limits.request_header_timeout
+        for connection, since in list(self._awaiting_headers.items()):
+            if since > deadline:
+                break  # every later one began later still
+            del self._awaiting_headers[connection]
+            connection.headers_too_slow()
+        rate, grace = limits.min_request_body_rate, limits.min_request_body_grace
+        for connection, (request, started) in list(self._bodies.items()):
+            elapsed = now - started
+            if elapsed < grace:
+                break  # the rest began later: still in their grace period
+            if request.content.is_eof():
+                continue  # read whole; the request itself is still running
+            received: int = request.content.total_bytes
+            if received < rate * elapsed:
+                del self._bodies[connection]
+                log.debug("connection aborted: request body at %.0f bytes/s", received / elapsed)
+                connection.abort()
+        if self._awaiting_headers or self._bodies:
+            self._keep_sweeping(loop)
+
+    def close(self) -> None:
+        """The server is stopping: no sweep outlives it."""
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
+
 
 class _Refused(asyncio.Protocol):
     """A connection over the cap: told so at once and closed, before it costs anything."""
@@ -91,16 +158,16 @@ class _Refused(asyncio.Protocol):
 
 
 class _GuardedConnection(asyncio.Protocol):
-    """aiohttp's protocol for one connection, with the timers Kestrel would run beside it."""
+    """aiohttp's protocol for one connection, reporting to the guard what Kestrel would time."""
+
+    __slots__ = ("_awaiting_headers", "_guard", "_in_flight", "_inner", "_transport")
 
     def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
         self._guard = guard
         self._inner = inner
         self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._in_flight = 0
         self._awaiting_headers = False
-        self._body_check: asyncio.TimerHandle | None = None
 
     # -- the asyncio protocol, passed through ------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -113,17 +180,18 @@ class _GuardedConnection(asyncio.Protocol):
         if self._in_flight == 0 and not self._awaiting_headers:
             # the first byte of a request: its headers must all arrive in time
             self._awaiting_headers = True
-            self._set_timer(self._guard.limits.request_header_timeout, self._headers_too_slow)
+            self._guard.headers_begun(self)
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._guard.connections -= 1
-        self._cancel(self._timer)
-        self._cancel(self._body_check)
-        self._timer = self._body_check = None
+        guard = self._guard
+        guard.connections -= 1
+        guard.headers_done(self)
+        guard.body_done(self)
+        self._transport = None
         self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -135,51 +203,28 @@ class _GuardedConnection(asyncio.Protocol):
     # -- requests, from the middleware ------------------------------------------------------
     def request_started(self, request: web.Request) -> None:
         self._in_flight += 1
-        self._awaiting_headers = False
-        self._cancel(self._timer)
-        self._timer = None
-        limits = self._guard.limits
-        if limits.min_request_body_rate > 0 and not request.content.is_eof():
-            started = asyncio.get_running_loop().time()
-            self._schedule_body_check(limits.min_request_body_grace, request, started)
+        if self._awaiting_headers:
+            self._awaiting_headers = False
+            self._guard.headers_done(self)
+        if self._guard.limits.min_request_body_rate > 0 and not request.content.is_eof():
+            self._guard.body_begun(self, request)
 
     def request_ended(self) -> None:
         self._in_flight -= 1
-        self._cancel(self._body_check)
-        self._body_check = None
+        self._guard.body_done(self)
         # between requests aiohttp's keep-alive timer takes over
 
-    # -- the timers ------------------------------------------------------------------------
-    def _set_timer(self, delay: float, callback: Callable[[], None]) -> None:
-        self._cancel(self._timer)
-        self._timer = asyncio.get_running_loop().call_later(delay, callback)
-
-    @staticmethod
-    def _cancel(handle: asyncio.TimerHandle | None) -> None:
-        if handle is not None:
-            handle.cancel()
-
-    def _headers_too_slow(self) -> None:
-        self._timer = None
-        if self._transport is not None and self._awaiting_headers:
+    # -- what the sweep decides ------------------------------------------------------------
+    def headers_too_slow(self) -> None:
+        self._awaiting_headers = False
+        if self._transport is not None:
             log.debug("connection closed: request headers not received in time")
             self._transport.write(REQUEST_TIMEOUT)  # nothing else is being written: no request runs
             self._transport.close()
 
-    def _schedule_body_check(self, delay: float, request: web.Request, started: float) -> None:
-        self._body_check = asyncio.get_running_loop().call_later(delay, self._check_body, request, started)
-
-    def _check_body(self, request: web.Request, started: float) -> None:
-        self._body_check = None
-        if request.content.is_eof() or self._transport is None:
-            return
-        elapsed = asyncio.get_running_loop().time() - started
-        received: int = request.content.total_bytes
-        if received < self._guard.limits.min_request_body_rate * elapsed:
-            log.debug("connection aborted: request body at %.0f bytes/s", received / elapsed)
+    def abort(self) -> None:
+        if self._transport is not None:
             self._transport.abort()
-            return
-        self._schedule_body_check(1.0, request, started)
 
 
 class GuardedSite(web.BaseSite):

@@ -96,6 +96,7 @@ async def serve(app: web.Application, host: str, port: int, limits: HttpLimits |
     finally:
         log.info("shutting down")
         await runner.cleanup()
+        guard.close()
 
 
 async def _drain(app: web.Application, again: asyncio.Event) -> None:
