@@ -15,9 +15,12 @@ guard wraps every connection's aiohttp protocol and, like Kestrel:
 - answers `503 Service Unavailable` and closes a connection accepted while the process
   already holds its maximum.
 
-It knows a request has begun (its headers were parsed) from a middleware, which also
-hands over the request so the body's progress can be read. A WebSocket or an event
-stream is one long request: none of the timeouts apply to it once it is open.
+As Kestrel's heartbeat does, one sweep per server checks the watched connections about
+once a second; a request costs a dictionary insert when its first bytes arrive, and the
+sweep learns from aiohttp's request handler (its request count, its current request)
+whether the headers are done and how the body is coming. No middleware and no timer per
+request: both showed in the long-polling profile, where every send is a POST. A WebSocket
+or an event stream is one long request: none of the timeouts apply to it once it is open.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from dataclasses import dataclass
 from typing import cast
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +55,20 @@ class HttpLimits:
 
 class ConnectionGuard:
     """Shared by every connection of one server: the limits, the count of connections, and
-    one sweep over the requests that are being watched.
-
-    As Kestrel's heartbeat does, one timer per server checks every watched request about
-    once a second, instead of a timer armed and cancelled for each request: a request
-    costs two dictionary operations, and the loop wakes only while something is watched.
-    """
+    the one sweep over the connections being watched."""
 
     def __init__(self, limits: HttpLimits) -> None:
         self.limits = limits
         self.connections = 0
-        # connections whose request has begun but whose headers have not all arrived, with
-        # the time of the first byte; insertion order is arrival order, so the oldest is first
-        self._awaiting_headers: dict[_GuardedConnection, float] = {}
-        # requests whose body is still arriving, with the time the request began
-        self._bodies: dict[_GuardedConnection, tuple[web.Request, float]] = {}
+        # connections that received bytes outside a request, with the time of the first
+        # and aiohttp's request count then; insertion order is arrival order
+        self._awaiting_headers: dict[_GuardedConnection, tuple[float, int]] = {}
+        # requests whose body is still arriving, with the time their first byte came
+        self._bodies: dict[_GuardedConnection, tuple[BaseRequest, float]] = {}
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._period = max(0.05, min(1.0, limits.request_header_timeout / 2))
 
-    def protocol_factory(self, make: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
+    def protocol_factory(self, make: Callable[[], RequestHandler]) -> Callable[[], asyncio.Protocol]:
         """Wraps aiohttp's protocol factory (the site's `runner.server`)."""
 
         def create() -> asyncio.Protocol:
@@ -79,65 +78,47 @@ class ConnectionGuard:
 
         return create
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        transport = request.transport
-        connection = transport.get_protocol() if transport is not None else None
-        if not isinstance(connection, _GuardedConnection):
-            return await handler(request)  # served by some other site: nothing to guard
-        connection.request_started(request)
-        try:
-            return await handler(request)
-        finally:
-            connection.request_ended()
-
-    # -- what the connections report -------------------------------------------------------
-    def headers_begun(self, connection: _GuardedConnection) -> None:
+    def watch(self, connection: _GuardedConnection, requests: int) -> None:
+        """Bytes arrived outside a request: a request has begun, its headers are due."""
         loop = asyncio.get_running_loop()
-        self._awaiting_headers[connection] = loop.time()
-        self._keep_sweeping(loop)
-
-    def headers_done(self, connection: _GuardedConnection) -> None:
-        self._awaiting_headers.pop(connection, None)
-
-    def body_begun(self, connection: _GuardedConnection, request: web.Request) -> None:
-        loop = asyncio.get_running_loop()
-        self._bodies[connection] = (request, loop.time())
-        self._keep_sweeping(loop)
-
-    def body_done(self, connection: _GuardedConnection) -> None:
-        self._bodies.pop(connection, None)
-
-    # -- the sweep ---------------------------------------------------------------------------
-    def _keep_sweeping(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._awaiting_headers[connection] = (loop.time(), requests)
         if self._sweep_handle is None:
             self._sweep_handle = loop.call_later(self._period, self._sweep)
+
+    def forget(self, connection: _GuardedConnection) -> None:
+        self._awaiting_headers.pop(connection, None)
+        self._bodies.pop(connection, None)
 
     def _sweep(self) -> None:
         self._sweep_handle = None
         loop = asyncio.get_running_loop()
         now = loop.time()
         limits = self.limits
-        deadline = now - limits.request_header_timeout
-        for connection, since in list(self._awaiting_headers.items()):
-            if since > deadline:
-                break  # every later one began later still
-            del self._awaiting_headers[connection]
-            connection.headers_too_slow()
+        header_deadline = now - limits.request_header_timeout
+        for connection, (since, requests) in list(self._awaiting_headers.items()):
+            handler = connection.handler
+            if handler._request_count != requests:  # aiohttp parsed the request: headers done
+                del self._awaiting_headers[connection]
+                request = handler._current_request
+                if limits.min_request_body_rate > 0 and request is not None and not request.content.is_eof():
+                    self._bodies[connection] = (request, since)
+                connection.watched = False
+            elif since <= header_deadline:
+                del self._awaiting_headers[connection]
+                connection.headers_too_slow()
         rate, grace = limits.min_request_body_rate, limits.min_request_body_grace
         for connection, (request, started) in list(self._bodies.items()):
+            if connection.handler._current_request is not request or request.content.is_eof():
+                del self._bodies[connection]  # read whole, or the request is over
+                continue
             elapsed = now - started
-            if elapsed < grace:
-                break  # the rest began later: still in their grace period
-            if request.content.is_eof():
-                continue  # read whole; the request itself is still running
             received: int = request.content.total_bytes
-            if received < rate * elapsed:
+            if elapsed >= grace and received < rate * elapsed:
                 del self._bodies[connection]
                 log.debug("connection aborted: request body at %.0f bytes/s", received / elapsed)
                 connection.abort()
         if self._awaiting_headers or self._bodies:
-            self._keep_sweeping(loop)
+            self._sweep_handle = loop.call_later(self._period, self._sweep)
 
     def close(self) -> None:
         """The server is stopping: no sweep outlives it."""
@@ -158,65 +139,52 @@ class _Refused(asyncio.Protocol):
 
 
 class _GuardedConnection(asyncio.Protocol):
-    """aiohttp's protocol for one connection, reporting to the guard what Kestrel would time."""
+    """aiohttp's protocol for one connection, telling the guard when a request's bytes begin."""
 
-    __slots__ = ("_awaiting_headers", "_guard", "_in_flight", "_inner", "_transport")
+    __slots__ = ("_guard", "_transport", "handler", "watched")
 
-    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
+    def __init__(self, guard: ConnectionGuard, handler: RequestHandler) -> None:
         self._guard = guard
-        self._inner = inner
+        self.handler = handler
         self._transport: asyncio.Transport | None = None
-        self._in_flight = 0
-        self._awaiting_headers = False
+        #: In the guard's watch list: further bytes need no bookkeeping until the sweep.
+        self.watched = False
 
     # -- the asyncio protocol, passed through ------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self._guard.connections += 1
         # a connection that sends nothing is aiohttp's: its keep-alive timer runs from here
-        self._inner.connection_made(transport)
+        self.handler.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._in_flight == 0 and not self._awaiting_headers:
-            # the first byte of a request: its headers must all arrive in time
-            self._awaiting_headers = True
-            self._guard.headers_begun(self)
-        self._inner.data_received(data)
+        handler = self.handler
+        if not self.watched and not handler._request_in_progress:
+            # the first bytes of a request (a WebSocket's or a running request's are not)
+            self.watched = True
+            self._guard.watch(self, handler._request_count)
+        handler.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
+        self.handler.eof_received()
+        return None  # aiohttp's answer: close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         guard = self._guard
         guard.connections -= 1
-        guard.headers_done(self)
-        guard.body_done(self)
+        guard.forget(self)
         self._transport = None
-        self._inner.connection_lost(exc)
+        self.handler.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self._inner.pause_writing()
+        self.handler.pause_writing()
 
     def resume_writing(self) -> None:
-        self._inner.resume_writing()
-
-    # -- requests, from the middleware ------------------------------------------------------
-    def request_started(self, request: web.Request) -> None:
-        self._in_flight += 1
-        if self._awaiting_headers:
-            self._awaiting_headers = False
-            self._guard.headers_done(self)
-        if self._guard.limits.min_request_body_rate > 0 and not request.content.is_eof():
-            self._guard.body_begun(self, request)
-
-    def request_ended(self) -> None:
-        self._in_flight -= 1
-        self._guard.body_done(self)
-        # between requests aiohttp's keep-alive timer takes over
+        self.handler.resume_writing()
 
     # -- what the sweep decides ------------------------------------------------------------
     def headers_too_slow(self) -> None:
-        self._awaiting_headers = False
+        self.watched = False
         if self._transport is not None:
             log.debug("connection closed: request headers not received in time")
             self._transport.write(REQUEST_TIMEOUT)  # nothing else is being written: no request runs

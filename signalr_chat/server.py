@@ -70,7 +70,6 @@ async def serve(app: web.Application, host: str, port: int, limits: HttpLimits |
     log_bad_requests_at_debug()
     limits = limits or HttpLimits()
     guard = ConnectionGuard(limits)
-    app.middlewares.insert(0, guard.middleware)
     # handler_cancellation: a dropped SSE stream or long poll cancels its handler at once
     runner = web.AppRunner(
         app,

@@ -1,125 +1,94 @@
-"""The HTTP guard's sweep on plain objects: one timer per server, only while something is watched.
+"""The HTTP guard in process, on aiohttp's real request handler, with raw loopback sockets.
 
-tests/test_slow_sockets.py drives the real server over sockets; this file checks what those
-cannot see: that a request in flight or finished leaves no timer behind, so an idle server's
-loop is not woken by the guard.
+tests/test_slow_sockets.py drives the whole server as a process; this file checks what
+those tests cannot see: the guard's one sweep stops once nothing is watched (an idle
+server's loop is not woken by it), and finished requests leave nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from aiohttp import web
 
 from signalr_chat.http_guard import REQUEST_TIMEOUT, ConnectionGuard, HttpLimits
 
-LIMITS = HttpLimits(request_header_timeout=0.2, min_request_body_grace=0.2)
+LIMITS = HttpLimits(request_header_timeout=0.3, min_request_body_rate=1000, min_request_body_grace=0.3)
+pytestmark = pytest.mark.timeout(30)
 
 
-class Transport:
-    """What the guard does to a socket, recorded."""
-
-    def __init__(self) -> None:
-        self.written = b""
-        self.closed = False
-        self.aborted = False
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.aborted = True
+async def echo(request: web.BaseRequest) -> web.Response:
+    return web.Response(body=await request.read())
 
 
-class Inner(asyncio.Protocol):
-    """aiohttp's protocol stand-in: it only counts what it was handed."""
-
-    def __init__(self) -> None:
-        self.received = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.received += data
-
-
-class Content:
-    def __init__(self, eof: bool) -> None:
-        self.eof = eof
-        self.total_bytes = 0
-
-    def is_eof(self) -> bool:
-        return self.eof
+@asynccontextmanager
+async def guarded() -> AsyncIterator[tuple[ConnectionGuard, int]]:
+    guard = ConnectionGuard(LIMITS)
+    server = await asyncio.get_running_loop().create_server(guard.protocol_factory(web.Server(echo)), "127.0.0.1", 0)
+    try:
+        yield guard, server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        guard.close()
 
 
-class Request:
-    def __init__(self, eof: bool) -> None:
-        self.content = Content(eof)
-
-
-def connect(guard: ConnectionGuard) -> tuple[Any, Transport, Inner]:
-    inner = Inner()
-    connection: Any = guard.protocol_factory(lambda: inner)()
-    transport = Transport()
-    connection.connection_made(transport)
-    return connection, transport, inner
-
-
-async def until(predicate: Any, timeout: float = 5.0) -> None:
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.02)
+
+
+def post(body: bytes) -> bytes:
+    return b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
 
 
 async def test_headers_that_never_finish_get_408_and_the_sweep_stops() -> None:
-    guard = ConnectionGuard(LIMITS)
-    connection, transport, inner = connect(guard)
-    connection.data_received(b"GET / HT")
-    assert inner.received == b"GET / HT"  # passed through untouched
-    await until(lambda: transport.closed)
-    assert transport.written == REQUEST_TIMEOUT
-    await until(lambda: guard._sweep_handle is None)
+    async with guarded() as (guard, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HT")
+        assert await asyncio.wait_for(reader.read(), 10) == REQUEST_TIMEOUT  # then closed
+        await until(lambda: guard._sweep_handle is None)
+        writer.close()
 
 
-async def test_requests_that_begin_in_time_leave_nothing_watched() -> None:
-    guard = ConnectionGuard(LIMITS)
-    connections = [connect(guard) for _ in range(100)]
-    assert guard.connections == 100
-    for connection, _, _ in connections:
-        connection.data_received(b"POST /chat HTTP/1.1\r\n\r\n")
-        connection.request_started(Request(eof=True))
-        connection.request_ended()
-    assert not guard._awaiting_headers and not guard._bodies
-    # the one sweep armed by the first request runs once, finds nothing, and is not re-armed
-    await until(lambda: guard._sweep_handle is None)
-    assert not any(transport.closed or transport.aborted for _, transport, _ in connections)
-    for connection, _, _ in connections:
-        connection.connection_lost(None)
-    assert guard.connections == 0
+async def test_requests_that_complete_leave_nothing_watched() -> None:
+    async with guarded() as (guard, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for i in range(50):  # one keep-alive connection, request after request
+            writer.write(post(b"%d" % i))
+            await reader.readuntil(b"\r\n\r\n")
+            assert await reader.readexactly(len(b"%d" % i)) == b"%d" % i
+        await until(lambda: guard._sweep_handle is None)  # swept once, then not re-armed
+        assert not guard._awaiting_headers and not guard._bodies
+        assert guard.connections == 1
+        writer.close()
+        await until(lambda: guard.connections == 0)
 
 
 async def test_a_body_slower_than_the_minimum_rate_is_aborted_a_fast_one_is_not() -> None:
-    guard = ConnectionGuard(LIMITS)
-    slow, slow_transport, _ = connect(guard)
-    fast, fast_transport, _ = connect(guard)
-    slow_request, fast_request = Request(eof=False), Request(eof=False)
-    for connection, request in ((slow, slow_request), (fast, fast_request)):
-        connection.data_received(b"POST /chat HTTP/1.1\r\n")
-        connection.request_started(request)
-    fast_request.content.total_bytes = 1_000_000
-    await until(lambda: slow_transport.aborted)
-    assert not fast_transport.aborted
-    fast_request.content.eof = True
-    fast.request_ended()
-    slow.connection_lost(None)
-    await until(lambda: guard._sweep_handle is None)
+    async with guarded() as (guard, port):
+        slow_reader, slow = await asyncio.open_connection("127.0.0.1", port)
+        fast_reader, fast = await asyncio.open_connection("127.0.0.1", port)
+        body = b"x" * 2000
+        slow.write(post(body)[:-1990])  # headers and 10 bytes: 1000 bytes/s is not kept up
+        fast.write(post(body))
+        assert (await fast_reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        assert await asyncio.wait_for(slow_reader.read(), 10) == b""  # aborted, no answer
+        assert await fast_reader.readexactly(len(body)) == body
+        await until(lambda: guard._sweep_handle is None)
+        fast.close()
+        slow.close()
 
 
 async def test_a_connection_lost_while_watched_is_forgotten() -> None:
-    guard = ConnectionGuard(LIMITS)
-    connection, transport, _ = connect(guard)
-    connection.data_received(b"GET / HTTP/1.1\r\n")
-    connection.connection_lost(None)
-    assert not guard._awaiting_headers
-    await until(lambda: guard._sweep_handle is None)
-    assert transport.written == b""
+    async with guarded() as (guard, port):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\n")
+        await until(lambda: bool(guard._awaiting_headers))
+        writer.close()
+        await until(lambda: guard.connections == 0)
+        assert not guard._awaiting_headers
+        await until(lambda: guard._sweep_handle is None)
