@@ -176,6 +176,8 @@ class HubConnectionContext:
         telemetry = self.dispatcher.telemetry
         if telemetry is not None:
             telemetry.received(len(messages))
+        if messages:
+            self.invocations.record_size = len(data) // len(messages)  # what a queued one holds
         buffer = self.buffer
         for message in messages:
             if buffer is not None and not buffer.should_process(

@@ -16,23 +16,31 @@ from typing import Any
 
 _Job = Callable[[], Coroutine[Any, Any, None]]
 
-#: Jobs one slot runs back to back before it lets the rest of the loop run.
-_TURN = 64
-#: Invocations that may wait for a slot. Past this the connection stops reading (the
-#: receive loop waits, so the socket is not read and a POST is held), as ASP.NET Core
-#: stops reading at MaximumParallelInvocationsPerClient; a few may wait, so a Completion
-#: for a client result still gets read while the one running method waits for it.
-MAX_WAITING = 16
+#: What received invocations waiting for a slot may hold: their records' bytes plus
+#: JOB_OVERHEAD each. Past it the connection stops reading (the receive loop waits, so the
+#: socket is not read and a POST is held), as ASP.NET Core stops reading at
+#: MaximumParallelInvocationsPerClient with at most its transport buffer unread. It is a few
+#: reads' worth, so a burst that one read delivers is queued whole and runs in one loop
+#: turn: what the burst sends to a connection then leaves in one frame.
+WAITING_BUDGET = 512 * 1024
+#: What a waiting invocation costs beyond its record: the parsed message, its arguments
+#: as Python objects, the job (measured at ~470 bytes for a small one).
+JOB_OVERHEAD = 512
+#: Jobs one slot runs back to back before it lets the rest of the loop run: a full budget.
+_TURN = WAITING_BUDGET // JOB_OVERHEAD
 
 
 class InvocationQueue:
-    __slots__ = ("_limit", "_room", "_running", "_waiting")
+    __slots__ = ("_limit", "_room", "_running", "_waiting", "_waiting_cost", "record_size")
 
     def __init__(self, limit: int) -> None:
         self._limit = max(1, limit)
         self._running = 0
-        self._waiting: deque[_Job] | None = None  # created when the limit is first reached
+        self._waiting: deque[tuple[_Job, int]] | None = None  # created when the limit is first reached
+        self._waiting_cost = 0
         self._room: asyncio.Future[None] | None = None  # what a full queue's reader waits on
+        #: The size of the records being read now: the receive loop sets it per frame.
+        self.record_size = 0
 
     def has_room(self) -> bool:
         """A slot is free (then nothing waits): work run now keeps arrival order."""
@@ -47,8 +55,10 @@ class InvocationQueue:
         waiting = self._waiting
         if waiting is None:
             waiting = self._waiting = deque()
-        waiting.append(job)
-        if len(waiting) < MAX_WAITING:
+        cost = self.record_size + JOB_OVERHEAD
+        waiting.append((job, cost))
+        self._waiting_cost += cost
+        if self._waiting_cost < WAITING_BUDGET:
             return None
         if self._room is None:
             self._room = asyncio.get_running_loop().create_future()
@@ -76,8 +86,9 @@ class InvocationQueue:
                 waiting = self._waiting
                 if not waiting:
                     return
-                job = waiting.popleft()
-                if len(waiting) < MAX_WAITING:
+                job, cost = waiting.popleft()
+                self._waiting_cost -= cost
+                if self._waiting_cost < WAITING_BUDGET:
                     self._free_room()
                 ran += 1
                 if ran % _TURN == 0:
@@ -89,4 +100,5 @@ class InvocationQueue:
         """The connection is gone: jobs not started yet never run."""
         if self._waiting is not None:
             self._waiting.clear()
+        self._waiting_cost = 0
         self._free_room()
