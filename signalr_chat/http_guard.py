@@ -17,8 +17,8 @@ guard wraps every connection's aiohttp protocol and, like Kestrel:
 
 As Kestrel's heartbeat does, one sweep per server checks the watched connections about
 once a second; a request costs a dictionary insert when its first bytes arrive, and the
-sweep learns from aiohttp's request handler (its request count, its current request)
-whether the headers are done and how the body is coming. No middleware and no timer per
+sweep learns from aiohttp's request handler (what it waits for, its count of requests,
+its current request) whether the headers are done and how the body is coming. No middleware and no timer per
 request: both showed in the long-polling profile, where every send is a POST. A WebSocket
 or an event stream is one long request: none of the timeouts apply to it once it is open.
 """
@@ -60,8 +60,8 @@ class ConnectionGuard:
     def __init__(self, limits: HttpLimits) -> None:
         self.limits = limits
         self.connections = 0
-        # connections that received bytes outside a request, with the time of the first
-        # and aiohttp's request count then; insertion order is arrival order
+        # connections where a request's first bytes arrived, with their time and aiohttp's
+        # count of parsed requests then; insertion order is arrival order
         self._awaiting_headers: dict[_GuardedConnection, tuple[float, int]] = {}
         # requests whose body is still arriving, with the time their first byte came
         self._bodies: dict[_GuardedConnection, tuple[BaseRequest, float]] = {}
@@ -79,7 +79,7 @@ class ConnectionGuard:
         return create
 
     def watch(self, connection: _GuardedConnection, requests: int) -> None:
-        """Bytes arrived outside a request: a request has begun, its headers are due."""
+        """A request's first bytes arrived (aiohttp had parsed `requests`): its headers are due."""
         loop = asyncio.get_running_loop()
         self._awaiting_headers[connection] = (loop.time(), requests)
         if self._sweep_handle is None:
@@ -159,10 +159,16 @@ class _GuardedConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         handler = self.handler
-        if not self.watched and not handler._request_in_progress:
-            # the first bytes of a request (a WebSocket's or a running request's are not)
-            self.watched = True
-            self._guard.watch(self, handler._request_count)
+        if not self.watched:
+            waiter = handler._waiter
+            requests = handler._request_count
+            if (waiter is not None and not waiter.done()) or (requests == 0 and not handler._messages):
+                # aiohttp waits for a request (or has had none yet): these are a request's
+                # first bytes. Bytes that come while a request is parsed but not yet handled,
+                # handled, or read out after it (a WebSocket's frames, the rest of a body)
+                # find aiohttp waiting for nothing.
+                self.watched = True
+                self._guard.watch(self, requests)
         handler.data_received(data)
 
     def eof_received(self) -> bool | None:

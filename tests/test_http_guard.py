@@ -20,7 +20,14 @@ LIMITS = HttpLimits(request_header_timeout=0.3, min_request_body_rate=1000, min_
 pytestmark = pytest.mark.timeout(30)
 
 
+#: The requests /ignore answered, so a test can see how much of their body was read.
+IGNORED: list[web.BaseRequest] = []
+
+
 async def echo(request: web.BaseRequest) -> web.Response:
+    if request.path == "/ignore":
+        IGNORED.append(request)
+        return web.Response(text="ok")  # the body is left for aiohttp to read out after
     return web.Response(body=await request.read())
 
 
@@ -92,3 +99,21 @@ async def test_a_connection_lost_while_watched_is_forgotten() -> None:
         await until(lambda: guard.connections == 0)
         assert not guard._awaiting_headers
         await until(lambda: guard._sweep_handle is None)
+
+
+async def test_bytes_of_a_request_already_answered_are_not_taken_for_a_new_one() -> None:
+    """The rest of a body the handler never read arrives after the response, while aiohttp
+    reads it out: those bytes start no header timer, and the connection serves on."""
+    async with guarded() as (guard, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\n0123456789")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and await reader.readexactly(2) == b"ok"
+        await until(lambda: guard._sweep_handle is None)  # the POST's own watch is over
+        [request] = IGNORED[-1:]
+        writer.write(b"0123456789")  # read out by aiohttp, not the start of a request
+        await until(lambda: request.content.total_bytes == 20)
+        await until(lambda: guard._sweep_handle is None)  # nothing watched (or a 408 sent)
+        writer.write(b"0123456789" + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        writer.close()
