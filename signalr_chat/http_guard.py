@@ -18,9 +18,10 @@ guard wraps every connection's aiohttp protocol and, like Kestrel:
 As Kestrel's heartbeat does, one sweep per server checks the watched connections about
 once a second; a request costs a dictionary insert when its first bytes arrive, and the
 sweep learns from aiohttp's request handler (what it waits for, its count of requests,
-its current request) whether the headers are done and how the body is coming. No middleware and no timer per
-request: both showed in the long-polling profile, where every send is a POST. A WebSocket
-or an event stream is one long request: none of the timeouts apply to it once it is open.
+its current request) whether the headers are done and how the body is coming. No
+middleware and no timer per request: both showed in the long-polling profile, where every
+send is a POST. A WebSocket or an event stream is one long request: none of the timeouts
+apply to it once it is open.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class ConnectionGuard:
         self.limits = limits
         self.connections = 0
         # connections where a request's first bytes arrived, with their time and aiohttp's
-        # count of parsed requests then; insertion order is arrival order
+        # count of parsed requests then
         self._awaiting_headers: dict[_GuardedConnection, tuple[float, int]] = {}
         # requests whose body is still arriving, with the time their first byte came
         self._bodies: dict[_GuardedConnection, tuple[BaseRequest, float]] = {}

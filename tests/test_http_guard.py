@@ -8,13 +8,14 @@ server's loop is not woken by it), and finished requests leave nothing behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
 
 from signalr_chat.http_guard import REQUEST_TIMEOUT, ConnectionGuard, HttpLimits
+from tests.conditions import until
 
 LIMITS = HttpLimits(request_header_timeout=0.3, min_request_body_rate=1000, min_request_body_grace=0.3)
 pytestmark = pytest.mark.timeout(30)
@@ -40,12 +41,6 @@ async def guarded() -> AsyncIterator[tuple[ConnectionGuard, int]]:
     finally:
         server.close()
         guard.close()
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 def post(body: bytes) -> bytes:

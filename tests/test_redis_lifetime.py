@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,18 +18,11 @@ from signalr_chat.signalr import HubException, UnencodableValue
 from signalr_chat.signalr.protocol import JSON, MESSAGEPACK, CompletionMessage, HubProtocol, InvocationMessage
 from signalr_chat.signalr.redis import BackplaneUnavailable, RedisHubLifetimeManager
 
+from .conditions import until
 from .redis_server import RedisServer
 from .test_lifetime import CountingJson, FakeConnection
 
 TIMEOUT = 1.0
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def manager(server: RedisServer, **kwargs: object) -> RedisHubLifetimeManager:

@@ -35,6 +35,7 @@ from signalr_chat.settings import Settings
 from signalr_chat.telemetry_setup import configure, exporters
 
 from .chat_fixtures import DEPLOYMENT, ChatServer, FakeAI, assert_clean_log, azure_settings, server_env
+from .conditions import until
 from .fake_ai import DEFAULT_API_KEY, word_tokens
 from .node_runner import JS_DIR
 
@@ -140,14 +141,6 @@ async def stock_client(base: str, *calls: tuple[str, str, str]) -> dict[str, Any
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err.decode()
     return dict(json.loads(out))
-
-
-async def until(check: Any, what: str, timeout: float = 10) -> None:
-    """Wait for a condition the server reaches on its own (a close it has yet to notice)."""
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.02)
-    assert check(), what
 
 
 def only(spans: list[ReadableSpan]) -> ReadableSpan:
