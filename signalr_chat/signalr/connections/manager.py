@@ -36,8 +36,12 @@ class ConnectionManager:
         self._handle: asyncio.TimerHandle | None = None
         self.telemetry: ConnectionTelemetry | None = None
 
-    def create(self, negotiate_version: int, *, stateful_reconnect: bool = False) -> Connection:
-        connection_id = new_id()
+    def create(
+        self, negotiate_version: int, *, stateful_reconnect: bool = False, connection_id: str | None = None
+    ) -> Connection:
+        """A new connection; `connection_id` when another party named it (Azure SignalR Service does)."""
+        if connection_id is None:
+            connection_id = new_id()
         token = new_id() if negotiate_version >= 1 else connection_id
         connection = Connection(
             connection_id,
