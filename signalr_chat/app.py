@@ -12,6 +12,8 @@ from opentelemetry.trace import TracerProvider
 
 from .ai import create_model
 from .ai.telemetry import GenAITelemetry
+from .azure_signalr import SERVICE_HUB_NAMES, create_azure_signalr
+from .azure_signalr import add_readiness_check as add_service_readiness_check
 from .backplane import BackplaneTelemetry, add_readiness_check, create_backplane
 from .chat import ChatHub, ChatService
 from .chat.conversations import ConversationService
@@ -96,9 +98,12 @@ def create_app(
         if configured
         else None
     )
-    # with REDIS_URL, the hub's messages reach the clients of every instance through Redis;
-    # first, so that a missing extra is reported before anything is opened
-    backplane = create_backplane(settings)
+    # with AZURE_SIGNALR_CONNECTION_STRING, the clients connect to Azure SignalR Service, which
+    # carries their traffic to every instance; else, with REDIS_URL, the hub's messages reach the
+    # clients of every instance through Redis. First, so that a missing extra is reported before
+    # anything is opened.
+    service = create_azure_signalr(settings)
+    backplane = create_backplane(settings) if service is None else None
     keep = settings.max_history_messages
     user_store: HistoryStore
     # in Redis, guests' conversations too (they expire), so every instance serves everyone
@@ -181,21 +186,39 @@ def create_app(
         add_readiness_check(health, backplane, settings.redis_location() or "")
         if meter_provider is not None:
             BackplaneTelemetry.create(meter_provider).watch(backplane)
-    endpoints = [
-        map_hub(
-            app,
-            path,
-            ChatHub,
-            options=options,
-            lifetime=lifetime,
-            hub_name=settings.hub_name,
-            validator=validator,
-            factory=lambda: ChatHub(chat, conversations),
-            telemetry=signalr_telemetry,
-        )
-        for path in CHAT_PATHS
-    ]
-    drain: Callable[[], Awaitable[None]] = GracefulDrain(health, endpoints, chat, settings.drain_timeout_seconds)
+    if service is not None:
+        add_service_readiness_check(health, service)
+        endpoints = [
+            service.map_hub(
+                app,
+                path,
+                ChatHub,
+                options=options,
+                hub_name=SERVICE_HUB_NAMES[path],
+                validator=validator,
+                factory=lambda: ChatHub(chat, conversations),
+                telemetry=signalr_telemetry,
+            )
+            for path in CHAT_PATHS
+        ]
+    else:
+        endpoints = [
+            map_hub(
+                app,
+                path,
+                ChatHub,
+                options=options,
+                lifetime=lifetime,
+                hub_name=settings.hub_name,
+                validator=validator,
+                factory=lambda: ChatHub(chat, conversations),
+                telemetry=signalr_telemetry,
+            )
+            for path in CHAT_PATHS
+        ]
+    drain: Callable[[], Awaitable[None]] = GracefulDrain(
+        health, endpoints, chat, settings.drain_timeout_seconds, handover=service.shutdown if service else None
+    )
     app[DRAIN] = drain
     health.add_routes(app)
     if settings.metrics_enabled:

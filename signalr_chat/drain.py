@@ -4,7 +4,9 @@
 2. New negotiates (and skip-negotiation WebSockets) get 503 "Server is shutting down".
 3. Chat replies in flight (and server streams) may finish for `drain_timeout_seconds`.
 4. Replies still running then are stopped: each ends normally, stored as far as it got.
-5. Every client gets Close with allowReconnect: true, and reconnects to another instance.
+5. Behind Azure SignalR Service, the service's shutdown handshake moves our clients to other
+   instances first (the `handover`); then every client still here gets Close with
+   allowReconnect: true, and reconnects to another instance.
 6. Long-polling clients get a moment to collect that Close with their next poll.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,8 @@ class GracefulDrain:
     endpoints: Sequence[HubEndpoint]
     chat: ChatService
     limit: float
+    #: Hands the clients over before they are closed (Azure SignalR Service's fin/finack and migration).
+    handover: Callable[[], Awaitable[None]] | None = None
 
     @property
     def bound(self) -> float:
@@ -61,6 +65,8 @@ class GracefulDrain:
             )
             await self._settled(STOP_GRACE_SECONDS)
         settled = time.monotonic()
+        if self.handover is not None:
+            await self.handover()
         for endpoint in self.endpoints:
             await endpoint.shutdown()  # Close(allowReconnect: true) to every client
         closed = time.monotonic()

@@ -112,6 +112,23 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds any Redis operation, and any wait for another server's ack, may take."
     )
 
+    azure_signalr_connection_string: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "azure_signalr_connection_string", "azure__signalr__connectionstring", "azure_signalr_connectionstring"
+        ),
+        description="Azure SignalR Service (needs the [azure] extra; docs/azure-signalr.md): "
+        "Endpoint=https://<name>.service.signalr.net;AccessKey=...;Version=1.0; or AuthType=azure (Entra ID). "
+        "Also Azure__SignalR__ConnectionString. Clients then connect to the service, which carries their traffic to "
+        "every instance: no sticky sessions, no Redis for routing. Unset: clients connect here.",
+    )
+    azure_signalr_server_connection_count: int = Field(
+        5, ge=1, description="Server connections to Azure SignalR Service per hub (the SDK's default is 5)."
+    )
+    azure_signalr_application_name: str | None = Field(
+        None, description="Prefixes the hubs' names on Azure SignalR Service: several apps sharing one service."
+    )
+
     # -- chat ----------------------------------------------------------------
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="First message of every conversation.")
     max_history_messages: int = Field(
@@ -207,6 +224,11 @@ class Settings(BaseSettings):
     local_temperature: float = Field(0.2, ge=0, description="Sampling temperature of the local model.")
     local_top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling of the local model.")
     local_repeat_penalty: float = Field(1.1, ge=1, description="Repeat penalty of the local model.")
+
+    @field_validator("azure_signalr_connection_string")
+    @classmethod
+    def _blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None
 
     @field_validator("redis_url")
     @classmethod
