@@ -30,6 +30,7 @@ from signalr_chat.signalr import (
     map_connection_handler,
     map_hub,
 )
+from signalr_chat.signalr.azure.client_connection import ServiceTransport
 from signalr_chat.signalr.connections.transports.websockets import WebSocketTransport
 
 FIXED_DATE = dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -265,6 +266,13 @@ class TestHub(Hub):
     async def ask_client(self, method: str, *args: Any) -> Any:
         return await self.clients.caller.invoke(method, *args)
 
+    async def ask_connection(self, connection_id: str, method: str, arg: Any) -> Any:
+        """A client result from another connection, wherever it lives (another server, through a backplane)."""
+        try:
+            return await self.clients.client(connection_id).invoke(method, arg)
+        except (HubException, ConnectionError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+
     async def ask_client_safely(self, method: str) -> str:
         try:
             return f"ok: {await self.clients.caller.invoke(method)}"
@@ -306,11 +314,13 @@ class TestHub(Hub):
 
 
 def drop_socket(endpoints: Iterable[HubEndpoint], connection_id: str) -> None:
-    """Cut a client's WebSocket without a Close, as a failing network would."""
+    """Cut a client's WebSocket without a Close, as a failing network would (behind Azure
+    SignalR Service: the connection ends at once, and the service closes the client's socket)."""
     for endpoint in endpoints:
         for connection in endpoint.connections:
-            if connection.id == connection_id and isinstance(connection.transport, WebSocketTransport):
-                connection.transport.drop()
+            transport = connection.transport
+            if connection.id == connection_id and isinstance(transport, WebSocketTransport | ServiceTransport):
+                transport.drop()
 
 
 @authorize
@@ -350,17 +360,26 @@ async def set_cookie(request: web.Request) -> web.Response:
 CORS_ORIGIN = "http://example.test:8080"
 
 
-def create_app() -> web.Application:
+def create_app(azure_signalr: str | None = None, server_connections: int = 2) -> web.Application:
+    """The test hubs; with `azure_signalr` (a connection string) served through Azure SignalR
+    Service (its double in the tests), each path a hub of its own name there."""
     app = web.Application()
     base = dict(allow_stateful_reconnect=True, cors_origins=(CORS_ORIGIN,))
-    ENDPOINTS["test"] = map_hub(app, "/testhub", TestHub, options=HubOptions(**base), validator=validate)
-    ENDPOINTS["detailed"] = map_hub(
-        app, "/detailed", TestHub, options=HubOptions(enable_detailed_errors=True, **base), validator=validate
-    )
-    ENDPOINTS["auth"] = map_hub(app, "/authhub", AuthHub, options=HubOptions(**base), validator=validate)
-    ENDPOINTS["parallel"] = map_hub(
-        app, "/parallel", TestHub, options=HubOptions(max_parallel_invocations=4, **base), validator=validate
-    )
+    hubs: list[tuple[str, str, type[Hub], HubOptions]] = [
+        ("test", "/testhub", TestHub, HubOptions(**base)),
+        ("detailed", "/detailed", TestHub, HubOptions(enable_detailed_errors=True, **base)),
+        ("auth", "/authhub", AuthHub, HubOptions(**base)),
+        ("parallel", "/parallel", TestHub, HubOptions(max_parallel_invocations=4, **base)),
+    ]
+    if azure_signalr is None:
+        for key, path, hub, options in hubs:
+            ENDPOINTS[key] = map_hub(app, path, hub, options=options, validator=validate)
+    else:
+        from signalr_chat.signalr.azure import AzureSignalR, ServiceOptions
+
+        service = AzureSignalR(azure_signalr, ServiceOptions(connection_count=server_connections))
+        for key, path, hub, options in hubs:
+            ENDPOINTS[key] = service.map_hub(app, path, hub, options=options, validator=validate, hub_name=path[1:])
     map_connection_handler(app, "/echo", EchoHandler())
     app.router.add_post("/redirect/negotiate", redirect)
     app.router.add_get("/cookie", set_cookie)
@@ -370,10 +389,12 @@ def create_app() -> web.Application:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--azure-signalr", help="serve the hubs through Azure SignalR Service (a connection string)")
+    parser.add_argument("--server-connections", type=int, default=2)
     args = parser.parse_args()
     from signalr_chat.server import run
 
-    run(create_app(), "127.0.0.1", args.port)
+    run(create_app(args.azure_signalr, args.server_connections), "127.0.0.1", args.port)
 
 
 if __name__ == "__main__":

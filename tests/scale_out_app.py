@@ -1,7 +1,10 @@
-"""One instance of a scaled-out hub: the test hub's routing on a Redis lifetime manager.
+"""One instance of a scaled-out hub: the test hub's routing on a Redis lifetime manager, or
+behind Azure SignalR Service (its double in the tests).
 
-Run as `python -m tests.scale_out_app --port N --redis URL [--name A]`; it prints
-`listening on PORT` when ready. Several instances on one Redis serve one hub together.
+Run as `python -m tests.scale_out_app --port N (--redis URL | --azure-signalr CONNECTION_STRING)
+[--name A]`. Several instances on one Redis, or behind one service, serve one hub together;
+behind the service, clients stay on the instance that answered their negotiate (sticky mode
+Required), so a test knows where each connection lives.
 """
 
 from __future__ import annotations
@@ -83,16 +86,29 @@ class ScaleOutHub(Hub):
 
     async def backplane_connected(self) -> bool:
         lifetime = ENDPOINTS[0].lifetime
-        return isinstance(lifetime, RedisHubLifetimeManager) and lifetime.connected
+        if isinstance(lifetime, RedisHubLifetimeManager):
+            return lifetime.connected
+        return getattr(lifetime, "pool", None) is not None and lifetime.pool.problem is None  # type: ignore[attr-defined]
 
 
-def create_app(redis_url: str) -> web.Application:
+OPTIONS = HubOptions(allow_stateful_reconnect=True, max_parallel_invocations=4, client_result_timeout=20)
+
+
+def create_app(redis_url: str | None = None, azure_signalr: str | None = None) -> web.Application:
     app = web.Application()
+    if azure_signalr is not None:
+        from signalr_chat.signalr.azure import AzureSignalR, ServiceOptions
+
+        service = AzureSignalR(azure_signalr, ServiceOptions(connection_count=2, server_sticky_mode="Required"))
+        ENDPOINTS.append(
+            service.map_hub(app, "/scaled", ScaleOutHub, options=OPTIONS, validator=validate, hub_name="scaled")
+        )
+        return app
+    assert redis_url is not None
     manager = RedisHubLifetimeManager(redis_url, timeout=2.0)
-    options = HubOptions(allow_stateful_reconnect=True, max_parallel_invocations=4, client_result_timeout=20)
     ENDPOINTS.append(
         map_hub(
-            app, "/scaled", ScaleOutHub, options=options, lifetime=manager, validator=validate, hub_name="Tests.Scaled"
+            app, "/scaled", ScaleOutHub, options=OPTIONS, lifetime=manager, validator=validate, hub_name="Tests.Scaled"
         )
     )
     return app
@@ -101,13 +117,15 @@ def create_app(redis_url: str) -> web.Application:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--redis", required=True)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--redis")
+    group.add_argument("--azure-signalr")
     parser.add_argument("--name", default="?")
     args = parser.parse_args()
     INSTANCE["name"] = args.name
     from signalr_chat.server import run
 
-    run(create_app(args.redis), "127.0.0.1", args.port)
+    run(create_app(args.redis, args.azure_signalr), "127.0.0.1", args.port)
 
 
 if __name__ == "__main__":

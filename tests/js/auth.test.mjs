@@ -1,6 +1,6 @@
 // Bearer tokens: hub-level and method-level authorization, and the 401 the client reports.
 import assert from "node:assert/strict";
-import { WEBSOCKETS, build, connect, matrixTest, rejectsWith, signalR, stopQuietly, withTimeout } from "./harness.mjs";
+import { DIRECT_ONLY, WEBSOCKETS, build, connect, matrixTest, rejectsWith, signalR, stopQuietly, withTimeout } from "./harness.mjs";
 
 const UNAUTHORIZED = "Failed to complete negotiation with the server: Error: Unauthorized: Status code '401'";
 
@@ -71,11 +71,11 @@ matrixTest("skipNegotiation carries the token on the WebSocket upgrade", async (
         options: { skipNegotiation: true, accessTokenFactory: () => "token-dave" },
     });
     assert.equal(await c.invoke("who_am_i"), "dave");
-}, { combos: WEBSOCKETS });
+}, { combos: WEBSOCKETS, skip: DIRECT_ONLY });
 
 matrixTest("skipNegotiation without a token cannot reach an authorized hub", async (t, combo) => {
     const c = build("/authhub", combo, { options: { skipNegotiation: true } });
     t.after(() => stopQuietly(c));
     await assert.rejects(withTimeout(c.start(), 10_000, "start"));
     assert.equal(c.state, signalR.HubConnectionState.Disconnected);
-}, { combos: WEBSOCKETS });
+}, { combos: WEBSOCKETS, skip: DIRECT_ONLY });

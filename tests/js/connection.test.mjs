@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import { test } from "node:test";
 import {
+    DIRECT_ONLY,
     MATRIX,
     TEST_TIMEOUT,
     WEBSOCKETS,
@@ -155,7 +156,7 @@ matrixTest("long polling DELETE after the client's Close message is answered 202
     assert.equal(deletes[0].status, 202);
 }, { combos: MATRIX.filter((x) => x.transport === "LongPolling") });
 
-test("long polling: the first poll returns at once and later polls carry messages", { timeout: TEST_TIMEOUT }, async (t) => {
+test("long polling: the first poll returns at once and later polls carry messages", { timeout: TEST_TIMEOUT, skip: DIRECT_ONLY }, async (t) => {
     const http = new RecordingHttpClient();
     const c = await connect(t, "/testhub", { transport: "LongPolling", protocol: "json" }, { options: { httpClient: http } });
     assert.equal(await c.invoke("echo", "polled"), "polled");
@@ -265,7 +266,7 @@ matrixTest("skipNegotiation connects straight to the WebSocket", async (t, combo
     c.on("Recorded", (v) => recorded.resolve(v));
     await c.send("record", "skipped");
     assert.equal(await withTimeout(recorded.promise, 5_000, "Recorded"), "skipped");
-}, { combos: WEBSOCKETS });
+}, { combos: WEBSOCKETS, skip: DIRECT_ONLY });
 
 matrixTest("negotiate redirect with an access token", async (t, combo) => {
     const c = await connect(t, "/redirect", combo);
@@ -302,7 +303,7 @@ matrixTest("the hub path matches case-insensitively", async (t, combo) => {
     assert.equal(await c.invoke("echo", "case"), "case");
 });
 
-test("SSE + messagepack: the stock client finds no usable transport", { timeout: TEST_TIMEOUT }, async (t) => {
+test("SSE + messagepack: the stock client finds no usable transport", { timeout: TEST_TIMEOUT, skip: DIRECT_ONLY }, async (t) => {
     const c = build("/testhub", { transport: "ServerSentEvents", protocol: "messagepack" });
     t.after(() => stopQuietly(c));
     await assert.rejects(withTimeout(c.start(), 10_000, "start"), (err) => {
@@ -343,7 +344,7 @@ class LateEventSource extends EventSource {
     }
 }
 
-test("SSE + messagepack: the server refuses the handshake with the exact text", { timeout: TEST_TIMEOUT }, async (t) => {
+test("SSE + messagepack: the server refuses the handshake with the exact text", { timeout: TEST_TIMEOUT, skip: DIRECT_ONLY }, async (t) => {
     // The stock client never sends a messagepack handshake over SSE (the transport is text
     // only), so present the messagepack protocol as a text protocol to reach the server's check.
     const protocol = makeProtocol("messagepack");

@@ -1,7 +1,7 @@
 // The stock client on two instances of one hub sharing a real Redis: every routing, group
 // changes and client results for a connection served by the other instance.
 import assert from "node:assert/strict";
-import { matrixTest, rejectsWith, uniqueKey, WEBSOCKETS } from "../harness.mjs";
+import { matrixTest, rejectsWith, STATEFUL_DIRECT_ONLY, uniqueKey, WEBSOCKETS } from "../harness.mjs";
 import { assertSame, member, routed, tags } from "./instances.mjs";
 
 const ERROR = (method, text) => `An unexpected error occurred invoking '${method}' on the server. HubException: ${text}`;
@@ -101,4 +101,4 @@ matrixTest("stateful reconnect replays what came through the backplane", async (
     assert.deepEqual(tags(x), Array.from({ length: 20 }, (_, i) => `s${i}`), "in order, none lost, none twice");
     assert.equal(reconnected, false, "resumed without the reconnecting state");
     assert.equal((await x.connection.invoke("whoami"))[0], x.id, "the same connection");
-}, { combos: WEBSOCKETS });
+}, { combos: WEBSOCKETS, skip: STATEFUL_DIRECT_ONLY });
