@@ -50,6 +50,8 @@ from signalr_chat.signalr.azure import wire
 
 log = logging.getLogger("tests.azure_service")
 
+#: The `kid` of the key the double lends Entra identities (notes §2.3).
+ENTRA_KEY_ID: Final = "entra-key-1"
 # Every JWT audience is built from `{scheme}://{host}/` of the connection string's Endpoint,
 # without the port (notes §1), and the connection string below says http://127.0.0.1.
 AUDIENCE_BASE: Final = "http://127.0.0.1/"
@@ -192,6 +194,10 @@ class ClientConnection:
     pending: dict[str, str] = field(default_factory=dict)  # invocation id -> caller server id
     migrated_from: list[str] = field(default_factory=list)
     drop_next_handshake_response: bool = False
+    #: The app server's handshake response reached the client (its first ConnectionData): until
+    #: then sends to many (all, groups, users) pass it by, as a connection is not in a hub before
+    #: its handshake; the newest SDK tags that ConnectionData so the service can tell (live-only).
+    handshaken: bool = False
     gone: bool = False
     received: int = 0  # payloads delivered to the client
     outbox: asyncio.Queue[bytes | _Close] = field(default_factory=asyncio.Queue)
@@ -229,8 +235,14 @@ class _Pending:
 class ServiceDouble:
     """The service side of ASRS default mode, on 127.0.0.1. See the module docstring."""
 
-    def __init__(self, access_key: str, *, ping_interval: float = 5.0, serverless: bool = False) -> None:
+    def __init__(
+        self, access_key: str, *, ping_interval: float = 5.0, serverless: bool = False, entra_token: str | None = None
+    ) -> None:
         self.access_key = access_key
+        # Microsoft Entra ID (notes §2.3): the one bearer the double takes as an Entra access token
+        # (what the tests' managed-identity endpoint hands out), on /server/ and on the key-lending
+        # GET /api/v1/auth/accessKey, which answers this key under ENTRA_KEY_ID.
+        self.entra_token = entra_token
         self.ping_interval = ping_interval
         self.serverless = serverless
         # Forward everything an app server writes, as the service does: a migrated-in connection's
@@ -258,6 +270,7 @@ class ServiceDouble:
         self.app.router.add_get("/server/", self._server_socket)
         self.app.router.add_get("/server", self._server_socket)
         self.app.router.add_post("/client/negotiate", self._negotiate)
+        self.app.router.add_get("/api/v1/auth/accessKey", self._lend_access_key)
         self.app.router.add_get("/client/", self._client_socket)
         self.app.router.add_get("/client", self._client_socket)
         self.app.router.add_get("/_double/state", self._http_state)
@@ -444,6 +457,14 @@ class ServiceDouble:
             return None
         return payload
 
+    async def _lend_access_key(self, request: web.Request) -> web.Response:
+        """Entra ID: the HMAC key an authorised identity signs client tokens with (notes §2.3)."""
+        token = _bearer(request.headers.get("Authorization"))
+        if self.entra_token is None or token != self.entra_token:
+            self._refuse("accessKey: not the Entra token")
+            return web.json_response({"code": "Unauthorized", "message": "Unauthorized"}, status=401)
+        return web.json_response({"KeyId": ENTRA_KEY_ID, "AccessKey": self.access_key})
+
     def _refuse(self, reason: str) -> None:
         log.info("refused: %s", reason)
         self.refusals.append(reason)
@@ -475,7 +496,8 @@ class ServiceDouble:
             self._refuse("server: no hub")
             return web.Response(status=400, text="hub is required")
         token = _bearer(request.headers.get("Authorization"))
-        if self._verify(token, f"{AUDIENCE_BASE}server/?hub={hub}", "server") is None:
+        entra = self.entra_token is not None and token == self.entra_token
+        if not entra and self._verify(token, f"{AUDIENCE_BASE}server/?hub={hub}", "server") is None:
             return web.Response(status=401)
         server_id = request.headers.get("X-ASRS-Server-Id")
         if not server_id:
@@ -713,12 +735,14 @@ class ServiceDouble:
             client.drop_next_handshake_response = False
             if message.payload == HANDSHAKE_RESPONSE_OK:
                 return
+        client.handshaken = True
         client.deliver(message.payload)
 
     def _deliver(self, targets: Iterable[ClientConnection], payloads: Mapping[str, bytes]) -> None:
         for client in targets:
             payload = wire.find_payload(payloads, client.protocol)
-            if payload is not None:  # what ASRS does without the client's protocol is live-only
+            # what ASRS does without the client's protocol is live-only
+            if payload is not None and client.handshaken:
                 client.deliver(payload)
 
     def _hub_clients(self, hub: str) -> list[ClientConnection]:
@@ -1103,7 +1127,9 @@ def _query_without_token(query_string: str) -> str:
 
 # -- as a process --------------------------------------------------------------------------------
 async def _serve(args: argparse.Namespace) -> None:
-    double = ServiceDouble(args.key, ping_interval=args.ping_interval, serverless=args.serverless)
+    double = ServiceDouble(
+        args.key, ping_interval=args.ping_interval, serverless=args.serverless, entra_token=args.entra_token
+    )
     double.drop_migrated_handshake_response = args.drop_migrated_handshake_response
     await double.start(args.port)
     print(f"ServiceDouble listening on {double.url}", flush=True)
@@ -1124,6 +1150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--key", required=True, help="the AccessKey of the connection string")
     parser.add_argument("--ping-interval", type=float, default=5.0, help="seconds between Ping[] to each server")
     parser.add_argument("--serverless", action="store_true", help="refuse app servers as Serverless mode does")
+    parser.add_argument("--entra-token", help="a bearer to take as a Microsoft Entra ID access token")
     parser.add_argument(
         "--drop-migrated-handshake-response",
         action="store_true",

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from .azure_fixtures import AppProcess, DoubleProcess
+from .chat_fixtures import FakeAI, server_env
+from .fake_ai import DEFAULT_BEARER_TOKEN
 from .node_runner import JS_DIR, FileRun, run_node_suite
 
 #: The hub suites that hold behind the service (the rest test transports the double does not offer).
@@ -99,6 +101,34 @@ def azure_suites() -> Iterator[tuple[dict[Path, FileRun], list[str]]]:
     yield runs, logs
     assert not state["stray"], f"an app server wrote for a client it no longer owns: {state['stray']}"
     assert not state["protocol_errors"], state["protocol_errors"]
+
+
+#: Behind a service that takes only Microsoft Entra ID: the server connections' bearer and the key
+#: that signs clients' tokens come through azure-identity (DefaultAzureCredential, as
+#: AuthType=azure asks, narrowed to managed identity) from the fake token endpoint.
+ENTRA_SUITES = [JS_DIR / "invocation.test.mjs", JS_DIR / "client_results.test.mjs"]
+
+
+@pytest.fixture(scope="module")
+def entra_suites(fake_ai: FakeAI) -> Iterator[dict[Path, FileRun]]:
+    double = DoubleProcess("entra-only-key-" + "k" * 29, "--entra-token", DEFAULT_BEARER_TOKEN)
+    endpoint = f"Endpoint=http://127.0.0.1;Port={double.port};AuthType=azure;Version=1.0;"
+    env = server_env(fake_ai)  # AZURE_TOKEN_CREDENTIALS=ManagedIdentityCredential, the fake's endpoint
+    app = AppProcess("tests.hub_app", "--azure-signalr", endpoint, env=env)
+    try:
+        double.wait_servers("testhub", 1, connections=2)
+        env = {**os.environ, **BEHIND_SERVICE, "SIGNALR_BASE_URL": app.base}
+        yield run_node_suite(ENTRA_SUITES, env, NODE_TIMEOUT)
+        assert any(r["query"].get("resource") == "https://signalr.azure.com" for r in fake_ai.token_requests())
+        assert not double.state()["refusals"], "every token the app presented was taken"
+    finally:
+        app.stop()
+        double.stop()
+
+
+@pytest.mark.parametrize("js_file", ENTRA_SUITES, ids=[p.name.removesuffix(".test.mjs") for p in ENTRA_SUITES])
+def test_entra_id_behind_the_service(js_file: Path, entra_suites: dict[Path, FileRun]) -> None:
+    entra_suites[js_file].check(NODE_TIMEOUT)
 
 
 def test_suites_exist() -> None:

@@ -473,11 +473,18 @@ async def test_close_connection_both_ways(double: ServiceDouble, session: aiohtt
 
     closed_by_server = await RawClient.connect(session, double)
     cid = await server.accept()
-    await server.send(wire.ConnectionData(cid, json_record({"type": 7})), wire.CloseConnection(cid, "bye"))
+    await server.send(wire.ConnectionData(cid, json_record({"type": 7})), wire.CloseConnection(cid, ""))
     await asyncio.wait_for(closed_by_server.closed.wait(), 5)
     assert closed_by_server.payloads() == [b"{}\x1e", b'{"type":7}\x1e']  # written before the close
     assert closed_by_server.ws.close_code == 1000
     assert cid not in double.clients
+
+    # a server that ends a client with an error (an abort) ends its socket abnormally
+    aborted = await RawClient.connect(session, double)
+    aborted_id = await server.accept()
+    await server.send(wire.CloseConnection(aborted_id, "The connection was aborted."))
+    await asyncio.wait_for(aborted.closed.wait(), 5)
+    assert aborted.ws.close_code == 1011
     # the service does not answer a server's CloseConnection
     assert [m.connection_id for m in server.all(wire.CloseConnection)] == [leaving.connection_id]
 
