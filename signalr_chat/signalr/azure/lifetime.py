@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +68,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: What the pool hands every message after the handshake to (awaited when it returns something).
+MessageHandler = Callable[[ServiceConnection, Any], Awaitable[None] | None]
 #: The texts of a client result whose connection is gone, as the in-memory manager raises them.
 _GONE = ("' disconnected.", "' does not exist.")
 
@@ -85,7 +87,12 @@ class _Pending:
 class ServiceHubLifetimeManager(HubLifetimeManager):
     """One hub's routing through the service; `pool` is its server connections."""
 
-    def __init__(self, pool_factory: Any, hub_name: str, protocols: Iterable[HubProtocol] | None = None) -> None:
+    def __init__(
+        self,
+        pool_factory: Callable[[MessageHandler], ServiceConnectionPool],
+        hub_name: str,
+        protocols: Iterable[HubProtocol] | None = None,
+    ) -> None:
         super().__init__(hub_name, protocols)
         #: The hub's name on the service (lower-cased class name, or as given).
         self.service_hub = hub_name
@@ -229,7 +236,7 @@ class ServiceHubLifetimeManager(HubLifetimeManager):
         except TimeoutError:
             raise ConnectionError(
                 f"Connection '{connection_id}': Azure SignalR Service did not acknowledge the group change "
-                f"within {self.pool.options.ack_timeout:.0f} s."
+                f"within {self.pool.options.ack_timeout:g} s."
             ) from None
         if ack.status == AckStatus.NOT_FOUND:
             raise ConnectionError(f"Connection '{connection_id}' does not exist.")

@@ -113,6 +113,7 @@ class ServiceConnection:
         self.finack = asyncio.Event()
         #: The service said this connection is going away (flow control Offline): others carry new writes.
         self.offline = False
+        self._aborting = False
         #: The handshake succeeded in this life (a refusal or an unreachable service backs off).
         self.was_connected = False
 
@@ -122,7 +123,8 @@ class ServiceConnection:
 
     # -- writing ------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
-        if self.state is not State.CONNECTED and self.state is not State.CONNECTING:
+        """Queue whole frames; once the service said ServiceError, or the socket is gone, nothing."""
+        if self.state is not State.CONNECTED:
             return
         self._out += data
         self._soon()
@@ -275,9 +277,9 @@ class ServiceConnection:
         The read loop then ends and the pool reconnects.
         """
         socket = self._socket
-        if socket is not None and not socket.closed:
-            task = asyncio.get_running_loop().create_task(socket.close())
-            self.pool.keep(task)
+        if socket is not None and not socket.closed and not self._aborting:
+            self._aborting = True
+            self.pool.keep(asyncio.get_running_loop().create_task(socket.close()))
 
     def service_error(self, message: ServiceError) -> None:
         log.warning("server connection %s: service error: %s", self.id, Untrusted(message.error_message))
