@@ -48,6 +48,7 @@ def summary(record: dict[str, Any]) -> str:
     for key, label in (
         ("throughput", "msg/s"),
         ("server_us_per_msg", "server us/msg"),
+        ("server_run_us_per_msg", "(to the ns)"),
         ("rss_per_connection_kb", "KB/conn"),
         ("ramp_per_s", "conn/s"),
         ("knee_chats", "knee"),
@@ -66,6 +67,15 @@ def summary(record: dict[str, Any]) -> str:
         parts.append(f"Redis PUBLISH {record['redis_publish_calls']}")
     if record.get("redis_channels") is not None:
         parts.append(f"Redis channels {record['redis_channels']}")
+    if record.get("double_cpu_pct") is not None:
+        parts.append(f"double {record['double_cpu_pct']}% ({record.get('double_us_per_msg')} us/msg)")
+    if record.get("core1_cpu_pct") is not None and record.get("double_cpu_pct") is not None:
+        parts.append(f"core 1 {record['core1_cpu_pct']}%")
+    if record.get("service_messages_per_send"):
+        per = record["service_messages_per_send"]
+        parts.append("service msgs/send " + ", ".join(f"{k} {v}" for k, v in per.items() if k != "Ping"))
+    if record.get("double_bound"):
+        parts.append("DOUBLE-BOUND")
     if record.get("saturated"):
         parts.append("CLIENT-SATURATED")
     if record.get("errors"):

@@ -60,14 +60,18 @@ class Tally:
 class Window:
     """Wall time, server CPU and wake-ups, and our own CPU, over one measured window.
 
-    `watched` names more processes (a scale-out run's instances and redis-server) whose CPU
-    and RSS the window reports under `processes`.
+    `watched` names more processes (a scale-out run's instances and redis-server, the azure
+    run's service double) whose CPU and RSS the window reports under `processes`. `precise`
+    adds the server's CPU time to the nanosecond (`server_run_s`), for a server whose CPU in
+    the window is a few clock ticks, and how busy each core was, whoever kept it busy.
     """
 
-    def __init__(self, server_pid: int, watched: Mapping[str, int] | None = None) -> None:
+    def __init__(self, server_pid: int, watched: Mapping[str, int] | None = None, precise: bool = False) -> None:
         self.server_pid = server_pid
         self.watched = dict(watched or {})
         self.started = time.perf_counter()
+        self.server_run = procfs.run_seconds(server_pid) if precise else None
+        self.cores = procfs.core_ticks() if precise else None
         self.server = procfs.sample(server_pid)
         self.others = {name: procfs.cpu_seconds(pid) for name, pid in self.watched.items()}
         self.client = procfs.cpu_seconds(os.getpid())
@@ -88,6 +92,15 @@ class Window:
             "server_wakeups_per_s": round((server.wakeups - self.server.wakeups) / elapsed, 1),
             "server_rss_kb": procfs.rss_kb(self.server_pid),
         }
+        if self.server_run is not None:
+            result["server_run_s"] = round(procfs.run_seconds(self.server_pid) - self.server_run, 6)
+        if self.cores is not None:
+            now = procfs.core_ticks()
+            result["cores_busy_pct"] = {
+                core: round(100 * (busy - self.cores[core][0]) / max(1, total - self.cores[core][1]), 1)
+                for core, (busy, total) in now.items()
+                if core in self.cores
+            }
         if self.watched:
             result["processes"] = {
                 name: {
@@ -105,6 +118,8 @@ def per_message(window: Result, messages: int) -> Result:
     window["throughput"] = round(messages / window["elapsed_s"], 1)
     window["server_us_per_msg"] = round(1e6 * window["server_cpu_s"] / messages, 2) if messages else None
     window["client_us_per_msg"] = round(1e6 * window["client_cpu_s"] / messages, 2) if messages else None
+    if "server_run_s" in window:
+        window["server_run_us_per_msg"] = round(1e6 * window["server_run_s"] / messages, 4) if messages else None
     return window
 
 
@@ -127,19 +142,27 @@ def instance_of(index: int, count: int, spec: Spec) -> int:
     return index * len(instances(spec)) // count
 
 
+#: The processes that play the service on core 1: redis-server (scale-out), the double of Azure
+#: SignalR Service (azure). Each run has at most one.
+SERVICES = ("redis", "double")
+
+
 def watched(spec: Spec) -> dict[str, int]:
-    """The processes a scale-out window reports: instances `1`, `2`, ... and `redis`."""
+    """The processes a scale-out or azure window reports: instances `1`, `2`, ... and the
+    service (`redis` or `double`)."""
     if "instances" not in spec:
         return {}
     named = {str(i + 1): instance["pid"] for i, instance in enumerate(spec["instances"])}
-    if spec.get("redis_pid"):
-        named["redis"] = spec["redis_pid"]
+    for service in SERVICES:
+        if spec.get(f"{service}_pid"):
+            named[service] = spec[f"{service}_pid"]
     return named
 
 
 def fleet_figures(result: Result, deliveries: Sequence[int], connections: Sequence[int]) -> Result:
     """Per instance: its CPU over the deliveries its connections received. The run's server
-    figures become the whole fleet's (all instances summed); core 1's adds redis-server."""
+    figures become the whole fleet's (all instances summed); core 1's adds the service's
+    (redis-server, or the double of Azure SignalR Service)."""
     processes: dict[str, dict[str, float]] = result["processes"]
     names = [str(i + 1) for i in range(len(deliveries))]
     result["instance_deliveries"] = dict(zip(names, deliveries, strict=True))
@@ -154,11 +177,14 @@ def fleet_figures(result: Result, deliveries: Sequence[int], connections: Sequen
     result["server_cpu_pct"] = round(sum(processes[name]["cpu_pct"] for name in names), 1)
     messages = sum(deliveries)
     result["server_us_per_msg"] = round(1e6 * cpu / messages, 2) if messages else None
-    redis = processes.get("redis")
-    if redis is not None:
-        result["redis_cpu_pct"] = redis["cpu_pct"]
-        result["redis_us_per_msg"] = round(1e6 * redis["cpu_s"] / messages, 3) if messages else None
-    result["core1_cpu_pct"] = round(result["client_cpu_pct"] + (redis["cpu_pct"] if redis else 0.0), 1)
+    core1 = result["client_cpu_pct"]
+    for name in SERVICES:
+        service = processes.get(name)
+        if service is not None:
+            result[f"{name}_cpu_pct"] = service["cpu_pct"]
+            result[f"{name}_us_per_msg"] = round(1e6 * service["cpu_s"] / messages, 3) if messages else None
+            core1 += service["cpu_pct"]
+    result["core1_cpu_pct"] = round(core1, 1)
     return result
 
 
@@ -321,8 +347,11 @@ async def run_fanout(spec: Spec) -> Result:
     payload = "x" * spec["payload"]
     # a broadcast reaches every socket, the sender too; a group send, its members
     per_send = len(receivers) if grouped else len(sockets)
+    sent = 0  # invocations, warm-up included
 
     def frames(count: int) -> bytes:
+        nonlocal sent
+        sent += count * (len(groups) if grouped else 1)
         stamp = time.time_ns()
         if grouped:
             records = [wire.invocation(protocol, "SendToGroup", [g, stamp, payload]) for g in groups] * count
@@ -343,7 +372,7 @@ async def run_fanout(spec: Spec) -> Result:
         deadline = time.perf_counter() + spec["warmup"]
         while time.perf_counter() < deadline:
             await round_trip()
-        window = Window(spec["server_pid"], watched(spec))
+        window = Window(spec["server_pid"], watched(spec), bool(spec.get("precise_cpu")))
         tally.recording = True
         start, start_by = tally.received, list(tally.by_instance)
         deadline = time.perf_counter() + spec["window"]
@@ -367,7 +396,7 @@ async def run_fanout(spec: Spec) -> Result:
             sender.send(frames(1))
             await asyncio.sleep(interval)
         await delivered(warm)
-        window = Window(spec["server_pid"], watched(spec))
+        window = Window(spec["server_pid"], watched(spec), bool(spec.get("precise_cpu")))
         tally.recording = True
         start, start_by = tally.received, list(tally.by_instance)
         sends = max(1, round(spec["window"] * spec["rate"]))
@@ -392,6 +421,7 @@ async def run_fanout(spec: Spec) -> Result:
         errors=tally.errors + failed,
         connected=len(sockets),
         frames_per_delivery=round(sum(s.frames_in for s in sockets) / max(1, tally.received), 3),
+        invocations_sent=sent,
     )
     return result
 

@@ -32,6 +32,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
 
 
+def run_seconds(pid: int) -> float:
+    """The process's time on a CPU in nanoseconds' precision: the scheduler's run time summed over
+    its live threads (/proc/PID/task/*/schedstat), the figure utime+stime are scaled to but which
+    /proc/PID/stat rounds to clock ticks (10 ms), too coarse for a server that is nearly idle."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat", "rb") as schedstat:
+                total += int(schedstat.read().split(maxsplit=1)[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that just ended
+    return total / 1e9
+
+
+def core_ticks() -> dict[str, tuple[int, int]]:
+    """Per CPU ("0", "1", ...): (busy, total) clock ticks since boot, every process counted
+    (/proc/stat; idle and iowait are not busy). The box is shared: this tells a core that
+    others kept busy from one our processes left free."""
+    cores: dict[str, tuple[int, int]] = {}
+    with open("/proc/stat") as stat:
+        for line in stat:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *values = line.split()
+                ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+                cores[name[3:]] = (sum(ticks) - ticks[3] - ticks[4], sum(ticks))
+    return cores
+
+
 def _status(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/status") as status:
         return {key: value.strip() for key, _, value in (line.partition(":") for line in status)}

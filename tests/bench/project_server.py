@@ -7,8 +7,10 @@ WARNING, so the access log costs nothing in either.
 
 Run as `python -m tests.bench.project_server --port 0 [--app chat]`; BENCH_OTEL=1 turns the
 OpenTelemetry SDK on; BENCH_REDIS_URL=redis://... serves `--app hub` through the Redis
-backplane (hub name `BENCH_HUB`, so that every instance shares its channels). The chat app
-reads REDIS_URL from its own settings instead.
+backplane (hub name `BENCH_HUB`, so that every instance shares its channels);
+BENCH_AZURE_SIGNALR=<connection string> serves it through Azure SignalR Service (hub
+`benchhub` there; the bench uses the service double, tests/azure_service.py). The chat app
+reads REDIS_URL and AZURE_SIGNALR_CONNECTION_STRING from its own settings instead.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ def create_hub_app() -> web.Application:
     app = web.Application()
     # permessage-deflate only for the deflate scenario, which sets BENCH_DEFLATE=1
     options = HubOptions(websocket_compression=os.environ.get("BENCH_DEFLATE") == "1")
+    service = os.environ.get("BENCH_AZURE_SIGNALR")
+    if service:
+        from signalr_chat.signalr.azure import AzureSignalR, ServiceOptions  # the azure scenario
+
+        AzureSignalR(service, ServiceOptions()).map_hub(app, "/hub", BenchHub, options=options, hub_name=BENCH_HUB)
+        return app
     redis_url = os.environ.get("BENCH_REDIS_URL")
     if not redis_url:
         map_hub(app, "/hub", BenchHub, options=options)

@@ -58,7 +58,8 @@ def relay_stack(
 ) -> Iterator[tuple[servers.Server, servers.Server, str]]:
     """The fake upstream on core 1 and the server under test on core 0: (upstream, server, hub path).
 
-    `env` adds to the chat app's environment (the scale-out scenario's REDIS_URL).
+    `env` adds to the chat app's environment (the scale-out scenario's REDIS_URL, the azure
+    scenario's AZURE_SIGNALR_CONNECTION_STRING).
     """
     upstream = servers.start("upstream", core=servers.CLIENT_CORE)
     try:
@@ -78,9 +79,15 @@ def relay_stack(
 
 
 def load(
-    case: Case, upstream: servers.Server, server: servers.Server, path: str, profile_to: Path | None = None
+    case: Case,
+    upstream: servers.Server,
+    server: servers.Server,
+    path: str,
+    profile_to: Path | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The relay's load generator against a started stack."""
+    """The relay's load generator against a started stack; `extra` adds to its spec (the azure
+    scenario's `double_pid`)."""
     from .scenarios import load_under_profile
 
     spec = {
@@ -90,6 +97,7 @@ def load(
         "path": path,
         "upstream_pid": upstream.pid,
         "upstream_port": upstream.port,
+        **(extra or {}),
     }
     return server.check_alive(load_under_profile(spec, 180 + case.params.get("chats", 0) / 20, profile_to))
 

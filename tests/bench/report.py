@@ -316,6 +316,12 @@ def scaleout_section(records: list[Record]) -> tuple[list[str], list[str]]:
     return scaleout.report_section(Cells(records, "scaleout"))
 
 
+def azure_section(records: list[Record]) -> tuple[list[str], list[str]]:
+    from . import azure
+
+    return azure.report_section(Cells(records, "azure"))
+
+
 def _opt(v: float | None, scale: float = 1.0, digits: int = 1) -> str:
     return "-" if v is None else _num(v * scale, digits)
 
@@ -335,6 +341,7 @@ SECTIONS: tuple[Callable[[list[Record]], tuple[list[str], list[str]]], ...] = (
     deflate_section,
     relay_section,
     scaleout_section,
+    azure_section,
 )
 
 

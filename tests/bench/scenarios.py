@@ -20,7 +20,7 @@ from . import procfs, servers
 
 #: A run whose load generator used this share of its core measured the client, not the server.
 SATURATED_PCT = 90.0
-SCENARIOS = ("echo", "broadcast", "idle", "relay", "ttft", "deflate", "scaleout")
+SCENARIOS = ("echo", "broadcast", "idle", "relay", "ttft", "deflate", "scaleout", "azure")
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,10 @@ def all_cases(t: Timing, scenarios: tuple[str, ...], idle_sizes: tuple[int, ...]
         from . import scaleout
 
         cases += scaleout.cases(t)
+    if "azure" in scenarios:
+        from . import azure
+
+        cases += azure.cases(t)
     return cases
 
 
@@ -252,6 +256,10 @@ def _custom_runner(case: Case) -> Runner | None:
         from . import scaleout
 
         return scaleout.run
+    if case.scenario == "azure":
+        from . import azure
+
+        return azure.run
     return None
 
 
@@ -259,12 +267,16 @@ def measured_seconds(params: dict[str, Any]) -> float:
     return float(params.get("warmup", 0)) + float(params.get("window", 5))
 
 
-def load_under_profile(spec: dict[str, Any], budget: float, profile_to: Path | None) -> dict[str, Any]:
+def load_under_profile(
+    spec: dict[str, Any], budget: float, profile_to: Path | None, delay: float = 0.5
+) -> dict[str, Any]:
+    """The load generator's run; with `profile_to`, py-spy on the server from `delay` s in (past
+    the connections' setup) for the warm-up and the window."""
     if profile_to is None:
         return loadgen(spec, budget)
     from . import profile
 
-    with profile.sampling(spec["server_pid"], measured_seconds(spec), profile_to):
+    with profile.sampling(spec["server_pid"], measured_seconds(spec), profile_to, delay):
         return loadgen(spec, budget)
 
 

@@ -65,12 +65,17 @@ def command(kind: str, app: str = "hub") -> list[str]:
         return [sys.executable, "-m", "tests.bench.relay_floor"]
     if kind == "upstream":
         return [sys.executable, "-m", "tests.bench.fake_upstream"]
+    if kind == "azure-double":
+        from .azure_double import ACCESS_KEY
+
+        return [sys.executable, "-m", "tests.azure_service", "--key", ACCESS_KEY]
     raise ValueError(kind)
 
 
 def base_kind(kind: str) -> str:
-    """The server a run's kind starts: `relay-floor` is the floor's, `project-redis` the project."""
-    return kind.removeprefix("relay-").removesuffix("-redis")
+    """The server a run's kind starts: `relay-floor` is the floor's, `project-redis` and
+    `project-azure` the project."""
+    return kind.removeprefix("relay-").removesuffix("-redis").removesuffix("-azure")
 
 
 def pinned(core: str, argv: list[str]) -> list[str]:
@@ -86,7 +91,8 @@ def start(
     core: str = SERVER_CORE,
     timeout: float = 30.0,
 ) -> Server:
-    """Start a server (on core 0 unless told) and wait for its `listening on` line."""
+    """Start a server (on core 0 unless told) and wait for its `listening on` line (the
+    service double's reads `ServiceDouble listening on ...`)."""
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     process = subprocess.Popen(
         pinned(core, [*command(kind, app), "--port", "0", *args]),
@@ -101,7 +107,7 @@ def start(
         line = process.stdout.readline()
         if not line:
             break
-        if line.startswith("listening on"):
+        if line.startswith(("listening on", "ServiceDouble listening on")):
             port = int(line.strip().rsplit(":", 1)[1])
             # keep reading, so a chatty server never blocks on a full pipe
             threading.Thread(target=process.stdout.read, daemon=True).start()

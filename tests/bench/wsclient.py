@@ -8,6 +8,11 @@ answered with pongs; nothing else is parsed unless a subclass asks for it.
 (Reusing the negotiate connection for the upgrade would be cheaper for the client, but
 aiohttp then keeps the negotiate response alive for the socket's whole life: ~4 KB of
 RSS per connection that no browser would cause.)
+
+An app server behind Azure SignalR Service answers negotiate with a redirect (`url`,
+`accessToken`): the client then negotiates with the service (`client/negotiate`, the token
+as a Bearer) and opens its WebSocket there, with `id` and `access_token` in the query, as
+the stock clients do. The socket's `port` stays the app server's (where it negotiated).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import socket as sockets
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar, cast
+from urllib.parse import quote, urlsplit
 
 import orjson
 
@@ -43,6 +50,8 @@ class SignalRSocket(asyncio.Protocol):
         self.opcode = wire.OP_TEXT if protocol == "json" else wire.OP_BINARY
         self.phase = UPGRADE
         self.token = ""
+        #: After a negotiate redirect: the service's port and the WebSocket's request target.
+        self.redirected: tuple[int, str] | None = None
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._http = wire.HttpResponses()
@@ -53,7 +62,11 @@ class SignalRSocket(asyncio.Protocol):
     # -- setup ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        self.transport.write(wire.upgrade_request(f"{self.path}?id={self.token}", self.port, self.deflate))
+        redirected = self.redirected
+        if redirected is None:
+            self.transport.write(wire.upgrade_request(f"{self.path}?id={self.token}", self.port, self.deflate))
+        else:
+            self.transport.write(wire.upgrade_request(redirected[1], redirected[0], self.deflate))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = CLOSED
@@ -217,15 +230,47 @@ class _Collect(asyncio.Protocol):
             self.done.set_result(bytes(self.data))
 
 
-async def negotiate(port: int, path: str, source: str = "127.0.0.1") -> str:
-    """POST {path}/negotiate?negotiateVersion=1 on a connection of its own; the connection token."""
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """A negotiate answer that sends the client to Azure SignalR Service."""
+
+    url: str
+    access_token: str
+
+
+async def negotiate(port: int, path: str, source: str = "127.0.0.1") -> str | Redirect:
+    """POST {path}/negotiate?negotiateVersion=1 on a connection of its own; the connection
+    token, or the redirect of an app server behind Azure SignalR Service."""
     request = wire.http_request("POST", f"{path}/negotiate?negotiateVersion=1", port, {"Connection": "close"})
     collect = _Collect(request)
     await connect(lambda: collect, port, source)
     return _token(await collect.done)
 
 
-def _token(raw: bytes) -> str:
+async def follow(redirect: Redirect, source: str = "127.0.0.1") -> tuple[int, str]:
+    """Negotiate with the service a redirect names, as the stock clients do: `{url path}/negotiate`
+    with the redirect's query and the access token as a Bearer. Returns the service's port and the
+    WebSocket's request target (`{url}&id={connectionToken}&access_token={token}`)."""
+    parts = urlsplit(redirect.url)
+    if parts.hostname != "127.0.0.1" or parts.port is None:
+        raise HandshakeFailed(f"negotiate: redirect to {redirect.url!r}, not a loopback port")
+    query = parts.query + "&" if parts.query else ""
+    headers = {"Connection": "close"}
+    if redirect.access_token:
+        headers["Authorization"] = f"Bearer {redirect.access_token}"
+    negotiate_target = f"{parts.path.rstrip('/')}/negotiate?{query}negotiateVersion=1"
+    collect = _Collect(wire.http_request("POST", negotiate_target, parts.port, headers))
+    await connect(lambda: collect, parts.port, source)
+    token = _token(await collect.done)
+    if isinstance(token, Redirect):
+        raise HandshakeFailed(f"negotiate: redirected again, to {token.url!r}")
+    target = f"{parts.path}?{query}id={quote(token, safe='')}"
+    if redirect.access_token:
+        target += f"&access_token={quote(redirect.access_token, safe='')}"
+    return parts.port, target
+
+
+def _token(raw: bytes) -> str | Redirect:
     responses = wire.HttpResponses().feed(raw)
     if not responses:
         raise HandshakeFailed(f"negotiate: no response ({raw[:100]!r})")
@@ -233,6 +278,8 @@ def _token(raw: bytes) -> str:
     document = orjson.loads(body) if status == 200 else {"error": f"negotiate: HTTP {status}"}
     if "error" in document:
         raise HandshakeFailed(str(document["error"]))
+    if "url" in document:
+        return Redirect(str(document["url"]), str(document.get("accessToken") or ""))
     return str(document.get("connectionToken") or document["connectionId"])
 
 
@@ -247,7 +294,8 @@ async def open_many(
 ) -> tuple[list[S], int]:
     """Open `count` connections, at most `concurrency` in setup at once; returns the opened ones and the failures.
 
-    Each connects to its socket's own port (a scaled-out run spreads them over instances).
+    Each negotiates at its socket's own port (a scaled-out run spreads them over instances)
+    and connects there, or where a negotiate redirect sends it (Azure SignalR Service).
     The limit keeps the server's accept backlog (128 in aiohttp) from overflowing, which
     would cost whole-second SYN retransmits rather than measure anything. `setup_ns`
     collects each opened connection's negotiate-to-handshake time.
@@ -263,10 +311,16 @@ async def open_many(
         async with gate:
             socket = factory(index)
             port = socket.port
+            source = addresses[index]
             started = time.perf_counter_ns()
             try:
-                socket.token = await asyncio.wait_for(negotiate(port, socket.path, addresses[index]), timeout)
-                await asyncio.wait_for(connect(lambda: socket, port, addresses[index]), timeout)
+                answer = await asyncio.wait_for(negotiate(port, socket.path, source), timeout)
+                if isinstance(answer, Redirect):
+                    socket.redirected = await asyncio.wait_for(follow(answer, source), timeout)
+                    port = socket.redirected[0]
+                else:
+                    socket.token = answer
+                await asyncio.wait_for(connect(lambda: socket, port, source), timeout)
                 await asyncio.wait_for(socket.opened, timeout)
             except (OSError, TimeoutError, HandshakeFailed) as exc:
                 failures += 1
