@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 
 from .azure_fixtures import DoubleProcess
-from .chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat, server_env, token_for
+from .chat_fixtures import ChatServer, FakeAI, assert_clean_log, azure_settings, serve_chat, server_env, token_for
 from .conditions import until
 from .node_runner import JS_DIR, FileRun, run_node_suite
 
 SEED_SUITES = [JS_DIR / "chat" / "seed1.test.mjs", JS_DIR / "chat" / "seed2.test.mjs"]
+HANDOVER = JS_DIR / "chat_azure" / "handover.test.mjs"
 NODE_TIMEOUT = 240
 
 
@@ -103,3 +104,37 @@ async def test_a_wrong_key_leaves_the_chat_not_ready_with_the_refusal(
     assert "Traceback" not in text, text
     lines = [line for line in text.splitlines() if "refused by Azure SignalR Service" in line]
     assert len(lines) == 2, f"one line per hub, not one per retry:\n{text}"  # chathub and chat
+
+
+def test_sigterm_hands_the_chats_clients_over_to_another_instance(fake_ai: FakeAI, tmp_path: Path) -> None:
+    """The drain's handover: the service's shutdown handshake moves the clients (the JS file
+    checks they never notice), then the instance ends cleanly."""
+    double = DoubleProcess()
+    servers: list[ChatServer] = []
+    try:
+        for name in ("a", "b"):
+            settings = azure_settings(
+                fake_ai, azure_signalr_connection_string=double.connection_string(), history_store="memory"
+            )
+            servers.append(ChatServer(server_env(fake_ai, **settings), log=tmp_path / f"{name}.log").start())
+        double.wait_servers("chathub", 2, connections=5)
+        first, second = servers
+        assert first.process is not None
+        env = {
+            **os.environ,
+            "SIGNALR_BEHIND_SERVICE": "1",
+            "SIGNALR_TRANSPORTS": "WebSockets",
+            "SIGNALR_BASE_URL": first.base,
+            "CHAT_INSTANCES": f"{first.base},{second.base}",
+            "CHAT_FIRST_PID": str(first.process.pid),
+            "AZURE_DOUBLE_URL": double.url,
+        }
+        run_node_suite([HANDOVER], env, NODE_TIMEOUT)[HANDOVER].check(NODE_TIMEOUT)
+        assert first.process.wait(30) == 0, "the drained instance exits cleanly"
+        assert not double.state()["stray"], "nothing was written for a client that had moved"
+    finally:
+        for server in servers:
+            server.stop()
+        double.stop()
+    for name in ("a", "b"):
+        assert_clean_log(tmp_path / f"{name}.log")

@@ -36,7 +36,7 @@ def make_token(audience: str, *, key: str = KEY, algorithm: str = "HS256", lifet
     now = int(time.time())
     payload = {**claims, "nbf": now, "exp": now + lifetime, "iat": now, "aud": audience}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+        warnings.filterwarnings("ignore", message="The HMAC key is")  # PyJWT 2.10+ warns of short keys
         return jwt.encode(payload, key.encode("utf-8"), algorithm=algorithm, headers={"kid": "-1234"})
 
 
