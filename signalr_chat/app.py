@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 from opentelemetry.metrics import MeterProvider
@@ -14,11 +15,15 @@ from .ai import create_model
 from .ai.telemetry import GenAITelemetry
 from .azure_signalr import SERVICE_HUB_NAMES, create_azure_signalr
 from .azure_signalr import add_readiness_check as add_service_readiness_check
-from .backplane import BackplaneTelemetry, add_readiness_check, create_backplane
+from .backplane import BACKPLANE_NEEDS_REDIS, BackplaneTelemetry, add_readiness_check, create_backplane
 from .chat import ChatHub, ChatService
 from .chat.conversations import ConversationService
+from .chat.guests import Guests, GuestSessions
 from .chat.history import HistoryStore, InMemoryHistoryStore
-from .chat.scale_out import redis_history_store, shared_guest_sessions, shared_rate_limiter, shared_replies
+from .chat.rate_limit import InMemoryRateLimits, RateLimiter
+from .chat.replies import LocalReplies
+from .chat.scale_out import HISTORY_NEEDS_REDIS, open_redis, redis_backends
+from .chat.service import Backends, Limits
 from .chat.sqlite_history import SqliteHistoryStore
 from .drain import GracefulDrain
 from .health import Health
@@ -29,6 +34,9 @@ from .settings import Settings
 from .signalr import HubLifetimeManager, HubOptions, InMemoryHubLifetimeManager, map_hub
 from .signalr.connections.telemetry import ConnectionTelemetry, sdk_providers
 from .signalr.hubs.telemetry import HubTelemetry
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 def _wwwroot() -> Path:
@@ -47,7 +55,7 @@ LIBRARIES = {
     "/lib/highlight": WWWROOT / "node_modules/@highlightjs/cdn-assets",
 }
 log = logging.getLogger(__name__)
-CHAT_SERVICE = web.AppKey("chat_service", ChatService)
+CHAT_SERVICE = web.AppKey("chat_service", ConversationService)
 HEALTH = web.AppKey("health", Health)
 
 #: The two paths the seed front ends use: the wwwroot page and the Angular app.
@@ -103,42 +111,20 @@ def create_app(
     # clients of every instance through Redis. First, so that a missing extra is reported before
     # anything is opened.
     service = create_azure_signalr(settings)
-    backplane = create_backplane(settings) if service is None else None
-    keep = settings.max_history_messages
-    user_store: HistoryStore
-    # in Redis, guests' conversations too (they expire), so every instance serves everyone
-    redis_history = settings.history_store == "redis"
-    # without sign-in every conversation is anonymous: no file to create
-    if settings.history_store == "sqlite" and settings.auth_jwt_secret is not None:
-        sqlite = SqliteHistoryStore(settings.history_db, keep, log_queries=settings.log_user_content)
-        user_store = sqlite
-    elif redis_history and settings.auth_jwt_secret is not None:
-        sqlite = None
-        user_store = redis_history_store(settings)
-    else:
-        sqlite = None
-        user_store = InMemoryHistoryStore(keep)
+    wants_backplane = service is None and settings.redis_url is not None
+    # one Redis client (one pool) for the process: the backplane's and the chat's
+    redis = (
+        open_redis(settings, BACKPLANE_NEEDS_REDIS if wants_backplane else HISTORY_NEEDS_REDIS)
+        if wants_backplane or settings.history_store == "redis"
+        else None
+    )
+    backplane = create_backplane(settings, redis) if service is None else None
     model = create_model(settings, genai_telemetry)
-    shared_limiter = shared_rate_limiter(settings) if redis_history else None
-    anonymous_store: HistoryStore = (
-        redis_history_store(settings, ttl=settings.guest_ttl_seconds) if redis_history else InMemoryHistoryStore(keep)
-    )
-    chat = ChatService(
-        model,
-        settings,
-        anonymous_store=anonymous_store,
-        user_store=user_store,
-        shared_limiter=shared_limiter,
-    )
-    conversations = ConversationService(
-        chat,
-        settings,
-        shared_replies(settings) if redis_history else None,
-        shared_guest_sessions(settings) if redis_history else None,
-    )
+    chat = ChatService(model, Limits.from_settings(settings), settings.system_prompt)
+    conversations, sqlite, backends = _conversations(settings, chat, redis)
 
     app = web.Application()
-    app[CHAT_SERVICE] = chat
+    app[CHAT_SERVICE] = conversations
     health = app[HEALTH] = Health()
     model_started = False
     health.add_check("model", lambda: None if model_started else f"{model.name} is starting")
@@ -159,10 +145,10 @@ def create_app(
     async def stop(app: web.Application) -> None:
         await conversations.close()
         await model.aclose()
-        await user_store.close()
-        await chat.anonymous_store.close()
-        if shared_limiter is not None:
-            await shared_limiter.close()
+        for backend in backends:  # each once, though the two kinds of owner may share one
+            await backend.close()
+        if redis is not None:
+            await redis.aclose()  # after every user of it, the backplane's cleanup included
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
@@ -196,7 +182,7 @@ def create_app(
                 options=options,
                 hub_name=SERVICE_HUB_NAMES[path],
                 validator=validator,
-                factory=lambda: ChatHub(chat, conversations),
+                factory=lambda: ChatHub(conversations),
                 telemetry=signalr_telemetry,
             )
             for path in CHAT_PATHS
@@ -211,13 +197,13 @@ def create_app(
                 lifetime=lifetime,
                 hub_name=settings.hub_name,
                 validator=validator,
-                factory=lambda: ChatHub(chat, conversations),
+                factory=lambda: ChatHub(conversations),
                 telemetry=signalr_telemetry,
             )
             for path in CHAT_PATHS
         ]
     drain: Callable[[], Awaitable[None]] = GracefulDrain(
-        health, endpoints, chat, settings.drain_timeout_seconds, handover=service.shutdown if service else None
+        health, endpoints, conversations, settings.drain_timeout_seconds, handover=service.shutdown if service else None
     )
     app[DRAIN] = drain
     health.add_routes(app)
@@ -225,6 +211,56 @@ def create_app(
         add_metrics_route(app, settings.metrics_token)
     _serve_page(app)
     return app
+
+
+class _Closes(Protocol):
+    async def close(self) -> None: ...
+
+
+def _conversations(
+    settings: Settings, chat: ChatService, redis: Redis | None
+) -> tuple[ConversationService, SqliteHistoryStore | None, list[_Closes]]:
+    """The backends, chosen once from the settings: where signed-in users' and anonymous
+    visitors' conversations live, how their messages are counted, whether their replies are
+    shared with other instances; and the guests. Also the SQLite store to open, and every
+    backend to close."""
+    keep = settings.max_history_messages
+    local_limits = InMemoryRateLimits(RateLimiter(settings.rate_limit_messages, settings.rate_limit_window_seconds))
+    sqlite: SqliteHistoryStore | None = None
+    signed_in_history: HistoryStore | None = None
+    # without sign-in every conversation is anonymous: no file to create
+    if settings.auth_jwt_secret is None:
+        signed_in_history = InMemoryHistoryStore(keep)
+    elif settings.history_store == "sqlite":
+        signed_in_history = sqlite = SqliteHistoryStore(
+            settings.history_db, keep, log_queries=settings.log_user_content
+        )
+    elif settings.history_store == "memory":
+        signed_in_history = InMemoryHistoryStore(keep)
+    guests: Guests
+    if settings.history_store == "redis":
+        assert redis is not None
+        # guests' conversations too (they expire), so every instance serves everyone
+        signed_in, anonymous, guests = redis_backends(
+            settings, redis, local_limits, signed_in_history=signed_in_history
+        )
+    else:
+        assert signed_in_history is not None
+        replies = LocalReplies()
+        signed_in = Backends(signed_in_history, local_limits, replies)
+        anonymous = Backends(InMemoryHistoryStore(keep), local_limits, replies)
+        guests = GuestSessions(settings.guest_ttl_seconds)
+    conversations = ConversationService(chat, signed_in=signed_in, anonymous=anonymous, guests=guests)
+    closes: list[_Closes] = []
+    every = (*_parts(signed_in), *_parts(anonymous), guests)
+    for backend in every:
+        if all(backend is not other for other in closes):
+            closes.append(backend)
+    return conversations, sqlite, closes
+
+
+def _parts(backends: Backends) -> tuple[_Closes, ...]:
+    return (backends.history, backends.rate_limits, backends.replies)
 
 
 def _serve_page(app: web.Application) -> None:

@@ -22,11 +22,15 @@ from .settings import Settings
 from .signalr.connections.telemetry import SERVER_METER
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from .signalr.redis import RedisHubLifetimeManager
 
 log = logging.getLogger(__name__)
 
 BACKPLANE_CHECK = "backplane"
+#: The startup error for REDIS_URL without the extra.
+BACKPLANE_NEEDS_REDIS = "REDIS_URL needs the Redis backplane's extra"
 CONNECTED_GAUGE = "signalr_chat.server.backplane.connected"
 
 
@@ -37,8 +41,11 @@ class Backplane(Protocol):
     def connected(self) -> bool: ...
 
 
-def create_backplane(settings: Settings) -> RedisHubLifetimeManager | None:
-    """The Redis lifetime manager REDIS_URL asks for; None without REDIS_URL (one instance, in memory)."""
+def create_backplane(settings: Settings, client: Redis | None = None) -> RedisHubLifetimeManager | None:
+    """The Redis lifetime manager REDIS_URL asks for; None without REDIS_URL (one instance, in memory).
+
+    `client`: the process's Redis client, shared with the chat (opened later when None, by
+    `open_redis`); the manager then leaves closing it to the process."""
     if settings.redis_url is None:
         return None
     try:
@@ -47,11 +54,11 @@ def create_backplane(settings: Settings) -> RedisHubLifetimeManager | None:
         if missing.name is None or missing.name.partition(".")[0] != "redis":
             raise
         raise ConfigurationError(
-            "REDIS_URL needs the Redis backplane's extra (redis is missing): pip install 'signalr-chat[redis]'"
+            f"{BACKPLANE_NEEDS_REDIS} (redis is missing): pip install 'signalr-chat[redis]'"
         ) from None
     log.info("Redis backplane at %s, hub %s", settings.redis_location(), settings.hub_name)
     return RedisHubLifetimeManager(
-        settings.redis_url.get_secret_value(),
+        client if client is not None else settings.redis_url.get_secret_value(),
         channel_prefix=settings.redis_channel_prefix,
         hub_name=settings.hub_name,
         timeout=settings.redis_timeout,

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .chat import ChatService
+from .chat.conversations import ConversationService
 from .health import Health
 from .signalr import HubEndpoint
 from .signalr.hubs.hub_connection import HubConnectionContext
@@ -38,7 +38,7 @@ _COLLECT_CHECK = 0.05
 class GracefulDrain:
     health: Health
     endpoints: Sequence[HubEndpoint]
-    chat: ChatService
+    chat: ConversationService
     limit: float
     #: Hands the clients over before they are closed (Azure SignalR Service's fin/finack and migration).
     handover: Callable[[], Awaitable[None]] | None = None
@@ -82,7 +82,7 @@ class GracefulDrain:
 
     def _running(self) -> set[asyncio.Task[Any]]:
         """The tasks of the chat's replies, and of server streams (whose completion follows the reply)."""
-        tasks: set[asyncio.Task[Any]] = {reply.task for reply in self.chat.replies_in_flight()}
+        tasks: set[asyncio.Task[Any]] = {r.task for r in self.chat.replies_in_flight() if r.task is not None}
         for endpoint in self.endpoints:
             for connection in endpoint.connections:
                 application = connection.application

@@ -15,12 +15,12 @@ from signalr_chat.ai import ChatMessage
 from signalr_chat.chat.conversations import ConversationService, derive_title
 from signalr_chat.chat.guests import GuestSessions
 from signalr_chat.chat.history import ConversationInfo, HistoryStore, InMemoryHistoryStore
+from signalr_chat.chat.rate_limit import InMemoryRateLimits, RateLimiter
 from signalr_chat.chat.redis_history import RedisHistoryStore
-from signalr_chat.chat.replies import ReplyRun
-from signalr_chat.chat.service import ChatService
+from signalr_chat.chat.replies import LocalReplies, ReplyRun
+from signalr_chat.chat.service import Backends, Caller, ChatService, Limits
 from signalr_chat.chat.sqlite_history import SqliteHistoryStore
 from signalr_chat.settings import Settings
-from signalr_chat.signalr import HubCallerContext
 
 from .redis_server import RedisServer
 
@@ -88,21 +88,21 @@ async def test_replace_rewrites_and_trims(store: HistoryStore) -> None:
     assert await store.load("k") == turns(6)[-4:]
 
 
-def test_guest_ids_are_issued_kept_and_expire() -> None:
+async def test_guest_ids_are_issued_kept_and_expire() -> None:
     now = [0.0]
     guests = GuestSessions(ttl=100, clock=lambda: now[0])
-    guest = guests.use(None)
+    guest = await guests.use(None)
     assert len(guest) == 32
-    assert guests.use(guest) == guest
-    assert guests.use("x" * 32) != "x" * 32, "an id the server never issued is not taken"
-    assert guests.use(12345) not in (guest, 12345)
+    assert await guests.use(guest) == guest
+    assert await guests.use("x" * 32) != "x" * 32, "an id the server never issued is not taken"
+    assert await guests.use(12345) not in (guest, 12345)
     now[0] = 90
     guests.touch(guest)
     now[0] = 150  # 60 s after the touch: alive
-    assert guests.use(guest) == guest
+    assert await guests.use(guest) == guest
     now[0] = 300
-    assert guest in guests.expired()
-    assert guests.use(guest) != guest
+    assert guest in await guests.expired()
+    assert await guests.use(guest) != guest
 
 
 def test_titles_come_from_the_first_line() -> None:
@@ -147,30 +147,40 @@ class _NoModel:
 async def test_an_expired_guest_is_forgotten_with_their_conversations() -> None:
     settings = Settings(guest_ttl_seconds=100)
     anonymous = InMemoryHistoryStore(keep=10)
-    chat = ChatService(cast(Any, _NoModel()), settings, anonymous_store=anonymous, user_store=InMemoryHistoryStore(10))
-    conversations = ConversationService(chat, settings)
+    chat = ChatService(cast(Any, _NoModel()), Limits.from_settings(settings), settings.system_prompt)
+    limits, replies = InMemoryRateLimits(RateLimiter(5, 10)), LocalReplies()
     now = [0.0]
-    conversations.guests = GuestSessions(ttl=100, clock=lambda: now[0])
+    conversations = ConversationService(
+        chat,
+        signed_in=Backends(InMemoryHistoryStore(10), limits, replies),
+        anonymous=Backends(anonymous, limits, replies),
+        guests=GuestSessions(ttl=100, clock=lambda: now[0]),
+    )
+    guests: dict[str, str] = {}
 
-    def connection(name: str) -> HubCallerContext:
-        return HubCallerContext(name, None, {}, None, lambda _: None)
+    def connection(name: str) -> Caller:
+        return Caller(name, None, guests.get(name))
 
+    async def use_guest(name: str, guest_id: str | None) -> str | None:
+        guest = await conversations.use_guest(connection(name), guest_id)  # the hub keeps it for the connection
+        if guest is not None:
+            guests[name] = guest
+        return guest
+
+    guest = await use_guest("c1", None)
     first = connection("c1")
-    guest = await conversations.use_guest(first, None)
     created = await conversations.create(first, "Kept for a while")
     await anonymous.append(f"guest:{guest}/{created['id']}", turns(2))
     await anonymous.append(f"guest:{guest}", turns(2))  # the default conversation
     now[0] = 50
-    again = connection("c2")
-    assert await conversations.use_guest(again, guest) == guest
-    assert [c["id"] for c in await conversations.list(again)] == [created["id"], "default"]
+    assert await use_guest("c2", guest) == guest
+    assert [c["id"] for c in await conversations.list(connection("c2"))] == [created["id"], "default"]
 
     now[0] = 500  # unseen for longer than the TTL: the next visitor's call sweeps it
-    await conversations.use_guest(connection("c3"), None)
+    await use_guest("c3", None)
     assert await anonymous.conversations(f"guest:{guest}") == []
     assert await anonymous.load(f"guest:{guest}/{created['id']}") == []
     assert await anonymous.load(f"guest:{guest}") == []
-    late = connection("c4")
-    assert await conversations.use_guest(late, guest) != guest
-    assert await conversations.list(late) == []
+    assert await use_guest("c4", guest) != guest
+    assert await conversations.list(connection("c4")) == []
     await conversations.close()

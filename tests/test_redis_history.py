@@ -107,12 +107,12 @@ def test_redis_is_the_default_with_redis_url_and_needs_it(monkeypatch: pytest.Mo
 def test_configuration_error_names_the_missing_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from signalr_chat.chat.scale_out import redis_history_store
+    from signalr_chat.chat.scale_out import HISTORY_NEEDS_REDIS, open_redis
 
     monkeypatch.delitem(sys.modules, "signalr_chat.chat.redis_history", raising=False)
     monkeypatch.setitem(sys.modules, "redis", None)
     with pytest.raises(ConfigurationError, match=r"signalr-chat\[redis\]"):
-        redis_history_store(Settings(redis_url="redis://127.0.0.1:1/0"))
+        open_redis(Settings(redis_url="redis://127.0.0.1:1/0"), HISTORY_NEEDS_REDIS)
 
 
 async def test_a_sentinel_url_reaches_the_master_it_names(redis_server: RedisServer) -> None:

@@ -13,12 +13,14 @@ import pytest
 
 from signalr_chat.ai import ChatMessage
 from signalr_chat.chat.conversations import BUSY, ConversationService
+from signalr_chat.chat.guests import GuestSessions
 from signalr_chat.chat.history import HistoryUnavailable, InMemoryHistoryStore
+from signalr_chat.chat.rate_limit import InMemoryRateLimits, RateLimiter
 from signalr_chat.chat.redis_history import RedisHistoryStore
-from signalr_chat.chat.service import ChatService, Rejected
+from signalr_chat.chat.replies import LocalReplies
+from signalr_chat.chat.service import Backends, Caller, ChatService, Limits, Rejected
 from signalr_chat.chat.shared_replies import OWNER_GONE, SharedReplies
 from signalr_chat.settings import Settings
-from signalr_chat.signalr import HubCallerContext, User
 
 from .redis_server import RedisServer
 
@@ -53,19 +55,24 @@ class Instance:
     def __init__(self, url: str, model: GatedModel, grace: float) -> None:
         settings = Settings(reply_grace_seconds=grace, rate_limit_messages=0)
         self.store = RedisHistoryStore(url, keep=20, timeout=1.0)
-        self.chat = ChatService(
-            cast(Any, model), settings, anonymous_store=InMemoryHistoryStore(20), user_store=self.store
-        )
+        chat = ChatService(cast(Any, model), Limits.from_settings(settings), settings.system_prompt)
         self.shared = SharedReplies(url, timeout=1.0)
-        self.conversations = ConversationService(self.chat, settings, self.shared)
+        limits = InMemoryRateLimits(RateLimiter(0, 60))
+        self.conversations = ConversationService(
+            chat,
+            signed_in=Backends(self.store, limits, self.shared),
+            anonymous=Backends(InMemoryHistoryStore(20), limits, LocalReplies()),
+            guests=GuestSessions(settings.guest_ttl_seconds),
+        )
         self._connections = 0
 
-    def connect(self, user: str = "ann") -> HubCallerContext:
+    def connect(self, user: str = "ann") -> Caller:
         self._connections += 1
-        return HubCallerContext(f"{id(self)}-{self._connections}", User(user), {}, None, lambda _: None)
+        return Caller(f"{id(self)}-{self._connections}", user)
 
     async def close(self) -> None:
         await self.conversations.close()
+        await self.shared.close()
         await self.store.close()
 
 
@@ -164,23 +171,22 @@ async def test_stop_generation_and_clear_history_on_b_reach_a_seed_reply_on_a(
     async def emit(token: str) -> None:
         relayed.put_nowait(token)
 
-    sending = asyncio.create_task(a.chat.reply(on_a, "seed message", emit))
+    sending = asyncio.create_task(a.conversations.reply(on_a, "seed message", emit))
     model.tokens.put_nowait("streamed")
     assert await asyncio.wait_for(relayed.get(), NEVER) == "streamed"
     await b.conversations.stop_default(on_b)  # StopGeneration from the user's tab on B
     assert await asyncio.wait_for(sending, NEVER) == "streamed"
-    assert await b.chat.history(on_b) == [
+    assert await b.conversations.history(on_b) == [
         {"role": "user", "content": "seed message"},
         {"role": "assistant", "content": "streamed"},
     ]
 
-    sending = asyncio.create_task(a.chat.reply(on_a, "another", emit))
+    sending = asyncio.create_task(a.conversations.reply(on_a, "another", emit))
     model.tokens.put_nowait("more")
     assert await asyncio.wait_for(relayed.get(), NEVER) == "more"
-    await b.conversations.stop_default(on_b)  # ClearHistory from B: stop, stored, then cleared
-    await b.chat.clear(on_b)
+    await b.conversations.clear_default(on_b)  # ClearHistory from B: stop, stored, then cleared
     await asyncio.wait_for(sending, NEVER)
-    assert await a.chat.history(on_a) == [], "nothing in flight wrote into the cleared conversation"
+    assert await a.conversations.history(on_a) == [], "nothing in flight wrote into the cleared conversation"
 
 
 async def test_a_follower_on_b_keeps_the_reply_going_then_its_grace_period_ends_it(
@@ -194,7 +200,7 @@ async def test_a_follower_on_b_keeps_the_reply_going_then_its_grace_period_ends_
     following = b.conversations.follow(on_b, "default", 0)
     assert await items_until(following, 1) == [{"sequence": 1, "text": "x"}]
 
-    a.conversations.disconnected(on_a)  # the only watcher on A leaves; the client is on B now
+    await a.conversations.disconnected(on_a)  # the only watcher on A leaves; the client is on B now
     # well past A's grace period, the reply still runs: B's follower counts
     waited = asyncio.create_task(model.closed.wait())
     done, _ = await asyncio.wait([waited], timeout=1.5)

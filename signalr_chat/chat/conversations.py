@@ -4,15 +4,19 @@ A conversation is stored under a key made of its owner and its id; the owner's d
 conversation is stored under the owner key itself, which is the seed's single history,
 so SendMessage/AskAi and these methods see the same default conversation.
 
-A reply runs in a task of its own (not in the invocation that asked for it), numbered
-chunk by chunk in a `ReplyRun` that any client of the conversation can follow and
-resume. Generation must not run on for nobody: when the last connection watching the
-conversation goes, the reply is stopped after `reply_grace_seconds` unless one comes back.
+Every reply goes through one pipeline (`_generate`): wait for the conversation's turn,
+plan what to ask, relay, store, end. The seed methods (SendMessage, AskAi, StreamMessage)
+are thin adapters over it (`reply`): their reply runs in the invocation and belongs to its
+connection. A conversation's reply (StartReply...) runs in a task of its own, numbered
+chunk by chunk in a `ReplyRun` that any client of the conversation can follow and resume.
+Generation must not run on for nobody: when the last connection watching the conversation
+goes, the reply is stopped after the grace period unless one comes back.
 
-With `shared` (HISTORY_STORE=redis), a signed-in user's replies are mirrored to Redis
-(`shared_replies.py`): any instance shows, follows and stops them, one reply runs per
-conversation across instances, and a client following on another instance counts as
-watching.
+The backends are chosen once, by the composition root: per kind of owner a `Backends`
+(history, rate limits, reply sharing) and the guests. With HISTORY_STORE=redis the reply
+sharing is `SharedReplies` (any instance shows, follows and stops a reply, one reply runs
+per conversation across instances, a client following on another instance counts as
+watching); else `LocalReplies`, for which nothing runs elsewhere.
 """
 
 from __future__ import annotations
@@ -22,22 +26,14 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 from ..ai import AiError, AiFailed, ChatMessage
-from ..settings import Settings
-from ..signalr import HubCallerContext
-from .guests import GuestSessions
-from .history import ConversationInfo, HistoryStore, HistoryUnavailable
-from .replies import Outcome, ReplyRun
-from .service import GUEST_ITEM, TOO_LONG_FOR_MODEL, ChatService, Generation, Rejected
-from .trimming import TooLongForModel, fit_to_budget
-
-if TYPE_CHECKING:  # they import redis, an extra
-    from .redis_guests import SharedGuestSessions
-    from .shared_replies import SharedReplies
+from .guests import Guests
+from .history import ConversationInfo, HistoryUnavailable
+from .replies import ReplyRun
+from .service import Backends, Caller, ChatService, Rejected, Reply
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +45,7 @@ MAX_TITLE_LENGTH = 200
 KEPT_AFTER_END = 60.0
 #: A cleared conversation can be restored for this long.
 UNDO_SECONDS = 60.0
-#: How long a stop waits for the replies it stopped to be stored.
+#: How long a stop (or a disconnect) waits for the replies it stopped to be stored.
 STOP_WAIT_SECONDS = 5.0
 CONTINUE_PROMPT = "Continue your previous reply exactly where it stopped, without repeating any of it."
 
@@ -106,85 +102,196 @@ def _plan(kind: str, history: list[ChatMessage], text: str, index: int) -> _Plan
     return _Plan(history, ask, lambda reply: [*before, {"role": "assistant", "content": cut["content"] + reply}])
 
 
+@dataclass(slots=True)
+class _Conversation:
+    """What this instance knows of one conversation, kept while anything here uses it."""
+
+    backends: Backends
+    #: One reply at a time: the next one waits for its turn here.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Replies in flight: streaming or waiting for their turn.
+    replies: set[Reply] = field(default_factory=set)
+    #: The latest reply clients can follow (StartReply...), kept KEPT_AFTER_END after it ended.
+    latest: Reply | None = None
+    #: The connections watching it, and the timer that stops a reply nobody watches.
+    watchers: set[str] = field(default_factory=set)
+    abandon: asyncio.TimerHandle | None = None
+    #: What a clear emptied, for RestoreConversation, and the timer that forgets it.
+    cleared: tuple[list[ChatMessage], ConversationInfo, asyncio.TimerHandle] | None = None
+    #: Clears in progress.
+    users: int = 0
+
+    @property
+    def idle(self) -> bool:
+        return (
+            not self.users
+            and not self.replies
+            and self.latest is None
+            and not self.watchers
+            and self.abandon is None
+            and self.cleared is None
+        )
+
+    @property
+    def running(self) -> Reply | None:
+        """The followable reply, while it runs."""
+        latest = self.latest
+        return latest if latest is not None and latest.run is not None and latest.run.running else None
+
+
 class ConversationService:
-    def __init__(
-        self,
-        chat: ChatService,
-        settings: Settings,
-        shared: SharedReplies | None = None,
-        shared_guests: SharedGuestSessions | None = None,
-    ) -> None:
+    def __init__(self, chat: ChatService, *, signed_in: Backends, anonymous: Backends, guests: Guests) -> None:
         self.chat = chat
-        #: Guests every instance knows, their conversations in a Redis anonymous store.
-        self.shared_guests = shared_guests
-        #: Replies of the user store's conversations, shared with the other instances.
-        self.shared = shared
-        self.guests = GuestSessions(settings.guest_ttl_seconds)
-        self.grace = settings.reply_grace_seconds
+        self.signed_in = signed_in
+        self.anonymous = anonymous
+        self.guests = guests
+        self.grace = chat.limits.reply_grace
         self.kept_after_end = KEPT_AFTER_END
-        self._runs: dict[str, ReplyRun] = {}
-        #: Keys whose latest run is mirrored to `shared`.
-        self._mirrored: set[str] = set()
-        self._generations: dict[str, Generation] = {}
-        self._stop_requested: set[str] = set()
+        self._conversations: dict[str, _Conversation] = {}
+        #: The conversation each connection watches.
         self._watching: dict[str, str] = {}
-        self._watchers: dict[str, set[str]] = {}
-        self._abandon: dict[str, asyncio.TimerHandle] = {}
+        #: The seed replies of each connection (they end when it goes).
+        self._seed_replies: dict[str, set[Reply]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._cleared: dict[str, tuple[list[ChatMessage], ConversationInfo, asyncio.TimerHandle]] = {}
 
     # -- who and where ------------------------------------------------------------
-    def owner(self, context: HubCallerContext) -> str:
-        user = context.user_identifier
-        if user is not None:
-            return f"user:{user}"
-        guest = context.items.get(GUEST_ITEM)
-        if isinstance(guest, str):
-            self.guests.touch(guest)
-            return f"guest:{guest}"
-        return f"connection:{context.connection_id}"
+    def owner(self, caller: Caller) -> str:
+        if caller.guest is not None:
+            self.guests.touch(caller.guest)
+        return caller.owner
 
-    def _store(self, context: HubCallerContext) -> HistoryStore:
-        return self.chat.user_store if context.user_identifier is not None else self.chat.anonymous_store
+    def backends(self, caller: Caller) -> Backends:
+        return self.signed_in if caller.signed_in else self.anonymous
 
-    def _sharing(self, store: HistoryStore) -> SharedReplies | None:
-        """The shared replies, for conversations every instance sees: signed-in users', and
-        guests' when guests are shared too."""
-        if store is self.chat.user_store or self.shared_guests is not None:
-            return self.shared
-        return None
+    def _conversation(self, key: str, backends: Backends) -> _Conversation:
+        conversation = self._conversations.get(key)
+        if conversation is None:
+            conversation = self._conversations[key] = _Conversation(backends)
+        return conversation
+
+    def _tidy(self, key: str) -> None:
+        """Forgets the conversation once nothing here uses it."""
+        conversation = self._conversations.get(key)
+        if conversation is not None and conversation.idle:
+            del self._conversations[key]
+
+    def _running(self, key: str) -> Reply | None:
+        conversation = self._conversations.get(key)
+        return conversation.running if conversation is not None else None
 
     async def start_sharing(self) -> None:
-        if self.shared is not None:
-            await self.shared.start(self._stop_here)
+        await self.signed_in.replies.start(self._stop_here)
+        if self.anonymous.replies is not self.signed_in.replies:
+            await self.anonymous.replies.start(self._stop_here)
 
     @staticmethod
     def _key(owner: str, conversation_id: str) -> str:
         return owner if conversation_id == DEFAULT else f"{owner}/{conversation_id}"
 
-    async def use_guest(self, context: HubCallerContext, guest_id: object) -> str | None:
-        """Binds an anonymous connection to a guest (a new one unless `guest_id` is alive)."""
-        if context.user_identifier is not None:
+    async def use_guest(self, caller: Caller, guest_id: object) -> str | None:
+        """An anonymous connection becomes a guest (a new one unless `guest_id` is alive);
+        the hub keeps the id for the connection's next calls."""
+        if caller.signed_in:
             return None
-        if self.shared_guests is not None:
-            guest = await self.shared_guests.use(guest_id)  # Redis forgets expired ones by itself
-        else:
-            for gone in self.guests.expired():
-                await self._forget_owner(f"guest:{gone}")
-            guest = self.guests.use(guest_id)
-        context.items[GUEST_ITEM] = guest
-        return guest
+        for gone in await self.guests.expired():
+            await self._forget_owner(f"guest:{gone}")
+        return await self.guests.use(guest_id)
 
     async def _forget_owner(self, owner: str) -> None:
-        store = self.chat.anonymous_store
-        for info in await store.conversations(owner):
-            await self._drop(owner, store, info.id)
-        await store.clear(owner)
+        backends = self.anonymous
+        for info in await backends.history.conversations(owner):
+            await self._drop(owner, backends, info.id)
+        await backends.history.clear(owner)
+
+    def info(self) -> dict[str, object]:
+        return self.chat.info()
+
+    async def check(self, caller: Caller, message: object) -> str:
+        """The message to send, or Rejected with the text to show (rate limit counted)."""
+        return await self.chat.check(message, self.backends(caller).rate_limits, self.owner(caller))
+
+    # -- the seed's single history: the owner's default conversation ----------------------
+    async def reply(self, caller: Caller, message: str, emit: Callable[[str], Awaitable[None]]) -> str:
+        """SendMessage / AskAi: a reply to a checked `message` in the default conversation,
+        relayed through `emit` in the caller's own task; the reply's text.
+
+        Raises AiError (or Rejected) when nothing was generated; the turn is then not
+        stored, so a retry does not repeat the question. A reply cut short by an error
+        after some text is stored as far as it got, and the error is raised.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        reply = Reply(task, caller.connection_id, None)
+        connection = self._seed_replies.setdefault(caller.connection_id, set())
+        connection.add(reply)
+        try:
+            text, error = await self._generate(
+                reply, self.backends(caller), self.owner(caller), None, "send", message, 0, emit
+            )
+        finally:
+            reply.done.set()
+            connection.discard(reply)
+            if not connection:
+                self._seed_replies.pop(caller.connection_id, None)
+        if error is not None:
+            raise error
+        return text
+
+    async def stream(self, caller: Caller, message: str) -> AsyncIterator[str]:
+        """StreamMessage: the reply as an async iterator, for streaming hub methods.
+
+        The reply runs in a task of its own feeding a queue, because the consumer here
+        is the hub's stream loop: closing the iterator (the client disposed the
+        subscription) cancels that task and with it the upstream request.
+        """
+        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+
+        async def emit(token: str) -> None:
+            queue.put_nowait(token)
+
+        async def produce() -> None:
+            try:
+                await self.reply(caller, message, emit)
+                queue.put_nowait(None)
+            except BaseException as exc:
+                queue.put_nowait(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+
+        producer = asyncio.create_task(produce())
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not producer.done():
+                producer.cancel()
+                await asyncio.gather(producer, return_exceptions=True)
+
+    async def history(self, caller: Caller) -> list[ChatMessage]:
+        return await self.backends(caller).history.load(self.owner(caller))
+
+    async def stop_default(self, caller: Caller) -> None:
+        """StopGeneration, and ClearHistory before it clears: every reply of the caller's
+        default conversation (a reply belongs to its conversation) stops, on every instance,
+        and is stored before this returns."""
+        key = self.owner(caller)
+        await self._stop_elsewhere(key, self.backends(caller), await self._stop_here(key))
+
+    async def clear_default(self, caller: Caller) -> None:
+        """ClearHistory: every reply stopped and stored, on every instance, then emptied."""
+        await self.stop_default(caller)
+        await self._empty(self.owner(caller), self.backends(caller))
 
     # -- the list -----------------------------------------------------------------
-    async def _find(self, owner: str, store: HistoryStore, conversation_id: object) -> ConversationInfo:
+    async def _find(self, owner: str, backends: Backends, conversation_id: object) -> ConversationInfo:
         if not isinstance(conversation_id, str):
             raise Rejected(BAD_ID)
+        store = backends.history
         for info in await store.conversations(owner):
             if info.id == conversation_id:
                 return info
@@ -194,62 +301,62 @@ class ConversationService:
             return ConversationInfo(DEFAULT, derive_title(first) if first else NEW_TITLE, 0.0, 0.0)
         raise Rejected(NOT_FOUND)
 
-    async def list(self, context: HubCallerContext) -> list[dict[str, object]]:
-        owner, store = self.owner(context), self._store(context)
+    async def _located(self, caller: Caller, conversation_id: object) -> tuple[str, Backends, ConversationInfo, str]:
+        """The owner, their backends, the conversation's entry and its key; Rejected when unknown."""
+        owner, backends = self.owner(caller), self.backends(caller)
+        info = await self._find(owner, backends, conversation_id)
+        return owner, backends, info, self._key(owner, info.id)
+
+    async def list(self, caller: Caller) -> list[dict[str, object]]:
+        owner, backends = self.owner(caller), self.backends(caller)
+        store = backends.history
         listed = await store.conversations(owner)
         if all(info.id != DEFAULT for info in listed) and await store.load(owner):
-            listed.append(await self._find(owner, store, DEFAULT))  # the seed's history, never listed yet
+            listed.append(await self._find(owner, backends, DEFAULT))  # the seed's history, never listed yet
         keys = [self._key(owner, info.id) for info in listed]
-        running = [self._running(key) for key in keys]
-        shared = self._sharing(store)
-        if shared is not None:
-            running = [
-                here or elsewhere for here, elsewhere in zip(running, await shared.is_running(keys), strict=True)
-            ]
+        elsewhere = await backends.replies.is_running(keys)
+        running = [self._running(key) is not None or there for key, there in zip(keys, elsewhere, strict=True)]
         return [{**info.as_dict(), "running": on} for info, on in zip(listed, running, strict=True)]
 
-    async def create(self, context: HubCallerContext, title: object) -> dict[str, object]:
-        owner, store = self.owner(context), self._store(context)
+    async def create(self, caller: Caller, title: object) -> dict[str, object]:
+        owner, store = self.owner(caller), self.backends(caller).history
         now = time.time()
         info = ConversationInfo(uuid.uuid4().hex[:16], self._title(title) if title is not None else NEW_TITLE, now, now)
         await store.save_conversation(owner, info)
         return info.as_dict()
 
-    async def rename(self, context: HubCallerContext, conversation_id: object, title: object) -> dict[str, object]:
-        owner, store = self.owner(context), self._store(context)
-        info = await self._find(owner, store, conversation_id)
+    async def rename(self, caller: Caller, conversation_id: object, title: object) -> dict[str, object]:
+        owner, backends, info, _ = await self._located(caller, conversation_id)
         renamed = ConversationInfo(info.id, self._title(title), info.created or time.time(), time.time())
-        await store.save_conversation(owner, renamed)
+        await backends.history.save_conversation(owner, renamed)
         return renamed.as_dict()
 
-    async def delete(self, context: HubCallerContext, conversation_id: object) -> None:
-        owner, store = self.owner(context), self._store(context)
-        info = await self._find(owner, store, conversation_id)
-        await self._drop(owner, store, info.id)
+    async def delete(self, caller: Caller, conversation_id: object) -> None:
+        owner, backends, info, _ = await self._located(caller, conversation_id)
+        await self._drop(owner, backends, info.id)
 
-    async def clear(self, context: HubCallerContext, conversation_id: object) -> None:
+    async def clear(self, caller: Caller, conversation_id: object) -> None:
         """Stops its reply and empties it; it stays in the list, as a new chat. What it held
         is kept for UNDO_SECONDS, for RestoreConversation."""
-        owner, store = self.owner(context), self._store(context)
-        info = await self._find(owner, store, conversation_id)
-        key = self._key(owner, info.id)
-        await self._stop_and_wait(key, store)
+        owner, backends, info, key = await self._located(caller, conversation_id)
+        store = backends.history
+        await self._stop_and_wait(key, backends)
         history = await store.load(key)
-        await self.chat.clear_key(key, store)
+        await self._empty(key, backends)
         now = time.time()
         await store.save_conversation(owner, ConversationInfo(info.id, NEW_TITLE, info.created or now, now))
         self._forget_cleared(key)
         if history:
             handle = asyncio.get_running_loop().call_later(UNDO_SECONDS, self._forget_cleared, key)
-            self._cleared[key] = (history, info, handle)
+            self._conversation(key, backends).cleared = (history, info, handle)
 
-    async def restore(self, context: HubCallerContext, conversation_id: object) -> bool:
+    async def restore(self, caller: Caller, conversation_id: object) -> bool:
         """Undoes a clear of the last UNDO_SECONDS, unless the conversation was used since."""
-        owner, store = self.owner(context), self._store(context)
-        info = await self._find(owner, store, conversation_id)
-        key = self._key(owner, info.id)
-        cleared = self._cleared.get(key)
-        if cleared is None or await self._running_anywhere(key, store) or await store.load(key):
+        owner, backends, info, key = await self._located(caller, conversation_id)
+        store = backends.history
+        conversation = self._conversations.get(key)
+        cleared = conversation.cleared if conversation is not None else None
+        if cleared is None or await self._running_anywhere(key, backends) or await store.load(key):
             return False
         self._forget_cleared(key)
         history, before, _ = cleared
@@ -258,26 +365,38 @@ class ConversationService:
         return True
 
     def _forget_cleared(self, key: str) -> None:
-        cleared = self._cleared.pop(key, None)
-        if cleared is not None:
-            cleared[2].cancel()
+        conversation = self._conversations.get(key)
+        if conversation is not None and conversation.cleared is not None:
+            conversation.cleared[2].cancel()
+            conversation.cleared = None
+            self._tidy(key)
 
-    async def _stop_and_wait(self, key: str, store: HistoryStore) -> None:
+    async def _empty(self, key: str, backends: Backends) -> None:
+        """Stops every reply of the conversation here, then empties it once its turn comes:
+        nothing in flight can write into the fresh conversation."""
+        conversation = self._conversation(key, backends)
+        conversation.users += 1
+        try:
+            for reply in list(conversation.replies):
+                reply.stop()
+            async with conversation.lock:
+                await backends.history.clear(key)
+        finally:
+            conversation.users -= 1
+            self._tidy(key)
+
+    async def _stop_and_wait(self, key: str, backends: Backends) -> None:
         """Its reply stopped and stored, wherever it runs, so nothing lands after a clear."""
-        run = self._runs.get(key)
-        if run is not None and run.running:
-            self._stop(key)
-            if run.task is not None:
-                await asyncio.gather(run.task, return_exceptions=True)
-        shared = self._sharing(store)
-        if shared is not None:
-            await shared.stop(key)
+        running = self._running(key)
+        if running is not None and self._stop(key) and running.task is not None:
+            await asyncio.gather(running.task, return_exceptions=True)
+        await backends.replies.stop(key)
 
-    async def _drop(self, owner: str, store: HistoryStore, conversation_id: str) -> None:
+    async def _drop(self, owner: str, backends: Backends, conversation_id: str) -> None:
         key = self._key(owner, conversation_id)
-        await self._stop_and_wait(key, store)
-        await self.chat.clear_key(key, store)
-        await store.forget_conversation(owner, conversation_id)
+        await self._stop_and_wait(key, backends)
+        await self._empty(key, backends)
+        await backends.history.forget_conversation(owner, conversation_id)
 
     @staticmethod
     def _title(title: object) -> str:
@@ -286,27 +405,29 @@ class ConversationService:
         return " ".join(title.split())
 
     # -- one conversation ---------------------------------------------------------
-    async def open(self, context: HubCallerContext, conversation_id: object) -> dict[str, object]:
+    async def open(self, caller: Caller, conversation_id: object) -> dict[str, object]:
         """The conversation's messages and the reply running in it, consistent with each other:
         a reply being stored while the history was read is read again."""
-        owner, store = self.owner(context), self._store(context)
-        info = await self._find(owner, store, conversation_id)
-        key = self._key(owner, info.id)
-        self._watch(context, key)
-        shared = self._sharing(store)
+        _, backends, info, key = await self._located(caller, conversation_id)
+        store = backends.history
+        self._watch(caller, key, backends)
         reply: dict[str, object] | None = None
-        local = self._runs.get(key)
-        if shared is not None and (local is None or not local.running):
+        described: dict[str, object] | None = None
+        if self._running(key) is None:
             # the latest reply may be another instance's: read its mirror around the history
-            while True:
-                described, storing = await shared.describe(key)
+            described, storing = await backends.replies.describe(key)
+            while described is not None:
                 history = await store.load(key)
-                if described is None or (await shared.describe(key))[1] == storing:
+                described_after, storing_after = await backends.replies.describe(key)
+                if storing_after == storing:
                     break
-            reply = described if described is not None and not storing else None
-        else:
+                described, storing = described_after, storing_after
+            if described is not None:
+                reply = None if storing else described
+        if described is None:
             while True:
-                run = self._runs.get(key)
+                latest = self._conversations[key].latest
+                run = latest.run if latest is not None else None
                 before = run is not None and run.storing
                 history = await store.load(key)
                 if run is None or run.storing == before:
@@ -318,73 +439,78 @@ class ConversationService:
             "reply": reply,
         }
 
-    async def follow(
-        self, context: HubCallerContext, conversation_id: object, after: object
-    ) -> AsyncIterator[dict[str, object]]:
+    async def follow(self, caller: Caller, conversation_id: object, after: object) -> AsyncIterator[dict[str, object]]:
         """ResumeReply: the conversation's latest reply after chunk `after`, then live."""
         if isinstance(after, bool) or not isinstance(after, int):
             raise Rejected(BAD_SEQUENCE)
-        owner, store = self.owner(context), self._store(context)
-        info = await self._find(owner, store, conversation_id)
-        key = self._key(owner, info.id)
-        self._watch(context, key)
-        run = self._runs.get(key)
-        shared = self._sharing(store)
-        if shared is not None and (run is None or not run.running):
-            async for item in shared.follow(key, after, linger=self.grace):
+        _, backends, _, key = await self._located(caller, conversation_id)
+        self._watch(caller, key, backends)
+        if self._running(key) is None:
+            followed = False
+            async for item in backends.replies.follow(key, after, linger=self.grace):
+                followed = True
                 yield item
+            if followed:
+                return
+        latest = self._conversations[key].latest
+        if latest is None or latest.run is None:
             return
-        if run is None:
-            return
-        async for item in run.follow(after):
+        async for item in latest.run.follow(after):
             yield item
 
     # -- starting a reply -----------------------------------------------------------
     async def start(
-        self, context: HubCallerContext, conversation_id: object, kind: str, text: object = None, index: object = 0
+        self, caller: Caller, conversation_id: object, kind: str, text: object = None, index: object = 0
     ) -> dict[str, object]:
-        owner, store = self.owner(context), self._store(context)
-        info = await self._find(owner, store, conversation_id)
-        key = self._key(owner, info.id)
-        if self._running(key):
+        owner, backends, info, key = await self._located(caller, conversation_id)
+        if self._running(key) is not None:
             raise Rejected(BUSY)
-        message = await self.chat.check(context, text) if kind in ("send", "edit") else ""
+        if kind in ("send", "edit"):
+            message = await self.chat.check(text, backends.rate_limits, owner)
+        else:
+            message = ""
         if kind == "edit" and (isinstance(index, bool) or not isinstance(index, int)):
             raise Rejected(NOT_A_USER_MESSAGE)
         position = index if isinstance(index, int) else 0
         if kind in ("regenerate", "continue"):
-            await self.chat.check(context, "x")  # the rate limit counts these too
-        history = await store.load(key)
-        plan = _plan(kind, history, message, position)  # rejected here, before any task
+            await self.chat.count(backends.rate_limits, owner)  # the rate limit counts these too
+        plan = _plan(kind, await backends.history.load(key), message, position)  # rejected here, before any task
         shown = None if kind == "continue" else plan.ask["content"]
         run = ReplyRun(info.id, shown, continues=kind == "continue")
-        shared = self._sharing(store)
-        if shared is not None:
-            if self._running(key) or not await shared.claim(key, run):
-                raise Rejected(BUSY)  # on this instance meanwhile, or on another
-            self._mirrored.add(key)
-        self._runs[key] = run
-        self._stop_requested.discard(key)
-        self._watch(context, key)
-        run.task = asyncio.create_task(self._generate(run, owner, store, info, key, kind, message, position))
-        self._tasks.add(run.task)
-        run.task.add_done_callback(self._tasks.discard)
+        if self._running(key) is not None or not await backends.replies.claim(key, run):
+            raise Rejected(BUSY)  # on this instance meanwhile, or on another
+        reply = Reply(None, None, run)
+        self._conversation(key, backends).latest = reply
+        self._watch(caller, key, backends)
+        task = reply.task = asyncio.create_task(self._run(reply, backends, owner, info, key, kind, message, position))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return run.describe()
 
-    async def _generate(
+    async def _run(
         self,
-        run: ReplyRun,
+        reply: Reply,
+        backends: Backends,
         owner: str,
-        store: HistoryStore,
         info: ConversationInfo,
         key: str,
         kind: str,
         message: str,
         index: int,
     ) -> None:
+        """A conversation's reply, in its own task: the pipeline, then the end its followers see."""
+        assert reply.run is not None
+        run = reply.run
+        usage: dict[str, int] = {}
         try:
-            outcome = await self._generate_in_turn(run, owner, store, info, key, kind, message, index)
-            run.finish(*outcome)
+            _, error = await self._generate(
+                reply, backends, key, (owner, info), kind, message, index, run.append, usage
+            )
+            run.usage = usage or None  # where the provider reported it
+            if error is not None:
+                run.finish("error", error.user_message)
+            else:
+                run.finish("stopped" if reply.stopped else "completed")
         except Rejected as exc:
             run.finish("error", exc.user_message)
         except HistoryUnavailable as exc:
@@ -394,67 +520,60 @@ class ConversationService:
             run.finish("error", AiFailed().user_message)
             raise
         finally:
-            self._generations.pop(key, None)
-            loop = asyncio.get_running_loop()
-            loop.call_later(self.kept_after_end, self._expire, key, run)
+            reply.done.set()
+            asyncio.get_running_loop().call_later(self.kept_after_end, self._expire, key, reply)
 
-    async def _generate_in_turn(
+    # -- the pipeline: every reply, whichever method asked -------------------------------
+    async def _generate(
         self,
-        run: ReplyRun,
-        owner: str,
-        store: HistoryStore,
-        info: ConversationInfo,
+        reply: Reply,
+        backends: Backends,
         key: str,
+        listed: tuple[str, ConversationInfo] | None,
         kind: str,
         message: str,
         index: int,
-    ) -> tuple[Outcome, str | None]:
-        chat = self.chat
-        with chat.using(key) as conversation:
+        emit: Callable[[str], Awaitable[None]],
+        usage: dict[str, int] | None = None,
+    ) -> tuple[str, AiError | None]:
+        """Waits for the conversation's turn, relays the reply through `emit` and stores it as
+        far as it got; its text, and the error that cut it (Rejected and HistoryUnavailable
+        are raised). `listed`: the owner and list entry to update when it is stored (None for
+        the seed's replies, which never touch the list)."""
+        conversation = self._conversation(key, backends)
+        conversation.replies.add(reply)
+        try:
             async with conversation.lock:
-                plan = _plan(kind, await store.load(key), message, index)  # the history may have moved on
-                budget = chat.model.context_tokens - chat.model.max_output_tokens
-                try:
-                    prompt = fit_to_budget(chat.system, plan.context, plan.ask, budget, chat.model.count_tokens)
-                except TooLongForModel:
-                    raise Rejected(TOO_LONG_FOR_MODEL) from None
+                plan = _plan(kind, await backends.history.load(key), message, index)  # the history may have moved on
+                prompt = self.chat.prompt(plan.context, plan.ask)
                 if kind == "continue":
                     prompt = [*prompt[:-1], plan.ask]  # the cut reply stays just before the request
-                generation = Generation("")
-                self._generations[key] = generation
-                conversation.generations.add(generation)
-                if key in self._stop_requested:
-                    generation.stop()
                 parts: list[str] = []
                 error: AiError | None = None
-                usage: dict[str, int] = {}
                 try:
-                    if not generation.stopped:
-                        await chat.relay(generation, prompt, parts, run.append, usage)
+                    if not reply.stopped:  # stopped while waiting for its turn: never asked
+                        await self.chat.relay(reply, prompt, parts, emit, usage)
                 except AiError as exc:
                     error = exc
                 except asyncio.CancelledError:
-                    await self._save(run, owner, store, info, key, plan, parts)
+                    await self._save(reply, backends, key, listed, plan, parts)
                     raise
                 except Exception as exc:
                     log.exception("reply failed")
                     error = AiFailed()
                     error.__cause__ = exc
-                finally:
-                    conversation.generations.discard(generation)
-                await self._save(run, owner, store, info, key, plan, parts)
-                run.usage = usage or None  # where the provider reported it
-                if error is not None:
-                    return ("error", error.user_message)
-                return ("stopped" if generation.stopped else "completed", None)
+                await self._save(reply, backends, key, listed, plan, parts)
+                return "".join(parts), error
+        finally:
+            conversation.replies.discard(reply)
+            self._tidy(key)
 
     async def _save(
         self,
-        run: ReplyRun,
-        owner: str,
-        store: HistoryStore,
-        info: ConversationInfo,
+        reply: Reply,
+        backends: Backends,
         key: str,
+        listed: tuple[str, ConversationInfo] | None,
         plan: _Plan,
         parts: Sequence[str],
     ) -> None:
@@ -462,18 +581,21 @@ class ConversationService:
         not repeat the question, and an edit or regenerate that failed loses nothing)."""
         if not parts:
             return
-        run.storing = True
-        shared = self._sharing(store)
-        if shared is not None:
-            await shared.storing(run)
-        reply = "".join(parts)
+        if reply.run is not None:
+            reply.run.storing = True
+            await backends.replies.storing(reply.run)
+        store = backends.history
+        text = "".join(parts)
         if plan.appends:
-            await store.append(key, plan.result(reply))
+            await store.append(key, plan.result(text))
         else:
-            await store.replace(key, plan.result(reply))
+            await store.replace(key, plan.result(text))
+        if listed is None:
+            return
+        owner, info = listed
         title = info.title
         if title == NEW_TITLE:
-            first = next((m["content"] for m in plan.result(reply) if m["role"] == "user"), None)
+            first = next((m["content"] for m in plan.result(text) if m["role"] == "user"), None)
             if first is None:
                 first = next((m["content"] for m in plan.context if m["role"] == "user"), None)
             title = derive_title(first) if first else NEW_TITLE
@@ -481,153 +603,159 @@ class ConversationService:
         await store.save_conversation(owner, ConversationInfo(info.id, title, info.created or now, now))
 
     # -- stopping ---------------------------------------------------------------------
-    def _running(self, key: str) -> bool:
-        run = self._runs.get(key)
-        return run is not None and run.running
+    async def _running_anywhere(self, key: str, backends: Backends) -> bool:
+        return self._running(key) is not None or (await backends.replies.is_running([key]))[0]
 
-    async def _running_anywhere(self, key: str, store: HistoryStore) -> bool:
-        shared = self._sharing(store)
-        return self._running(key) or (shared is not None and (await shared.is_running([key]))[0])
-
-    async def stop(self, context: HubCallerContext, conversation_id: object) -> bool:
+    async def stop(self, caller: Caller, conversation_id: object) -> bool:
         """StopReply: stops the conversation's reply at once, whichever client started it,
         on whichever instance it runs."""
-        owner, store = self.owner(context), self._store(context)
-        if isinstance(conversation_id, str) and self._running(self._key(owner, conversation_id)):
+        owner, backends = self.owner(caller), self.backends(caller)
+        if isinstance(conversation_id, str) and self._running(self._key(owner, conversation_id)) is not None:
             key = self._key(owner, conversation_id)  # its reply runs here: it exists, no need to ask the store
         else:
-            key = self._key(owner, (await self._find(owner, store, conversation_id)).id)
-        stopped = self._stop(key)
-        shared = self._sharing(store)
-        if shared is not None:
-            try:
-                stopped = await shared.stop(key) or stopped
-            except HistoryUnavailable:
-                if not stopped:
-                    raise  # it may run elsewhere: say that Stop could not reach it
-                log.warning("StopReply stopped the reply here; Redis did not answer, so no other instance was asked")
-        return stopped
+            key = self._key(owner, (await self._find(owner, backends, conversation_id)).id)
+        return await self._stop_elsewhere(key, backends, self._stop(key))
 
-    async def stop_default(self, context: HubCallerContext) -> None:
-        """StopGeneration, and ClearHistory before it clears: every reply of the caller's
-        default conversation (a reply belongs to its conversation) stops, on every instance,
-        and is stored before this returns."""
-        key = self.chat.conversation_key(context)
-        stopped = await self._stop_here(key)
-        shared = self._sharing(self._store(context))
-        if shared is not None:
-            try:
-                await shared.stop(key)
-            except HistoryUnavailable:
-                if not stopped:
-                    raise
-                log.warning("the replies here were stopped; Redis did not answer, so no other instance was asked")
+    async def _stop_elsewhere(self, key: str, backends: Backends, stopped_here: bool) -> bool:
+        """The stop reaches the other instances too; whether a reply was running anywhere.
+        Without Redis, a stop that stopped something here says so (the relay needs no Redis)."""
+        try:
+            return await backends.replies.stop(key) or stopped_here
+        except HistoryUnavailable:
+            if not stopped_here:
+                raise  # it may run elsewhere: say that Stop could not reach it
+            log.warning("the replies here were stopped; Redis did not answer, so no other instance was asked")
+            return stopped_here
 
     async def _stop_here(self, key: str) -> bool:
         """Stops this instance's replies of the conversation and waits until they are stored."""
-        run = self._runs.get(key)
-        own = self._generations.get(key)
-        stopped = self._stop(key)
-        generations = self.chat.stop_conversation(key)
-        waits: list[asyncio.Future[object]] = [
-            asyncio.ensure_future(g.done.wait()) for g in generations if g is not own
-        ]
-        if stopped and run is not None and run.task is not None:
-            waits.append(asyncio.ensure_future(asyncio.gather(run.task, return_exceptions=True)))
-        if waits:
+        conversation = self._conversations.get(key)
+        if conversation is None:
+            return False
+        latest = conversation.running
+        others = [reply for reply in conversation.replies if reply is not latest and not reply.stopped]
+        stopped = [*others, latest] if self._stop(key) and latest is not None else others
+        for reply in others:
+            reply.stop()
+        if stopped:
+            waits = [asyncio.ensure_future(reply.done.wait()) for reply in stopped]
             _, pending = await asyncio.wait(waits, timeout=STOP_WAIT_SECONDS)
             for future in pending:
                 future.cancel()
-        return stopped or bool(generations)
+        return bool(stopped)
 
     def _stop(self, key: str) -> bool:
-        if not self._running(key):
+        running = self._running(key)
+        if running is None:
             return False
-        self._stop_requested.add(key)
-        generation = self._generations.get(key)
-        if generation is not None:
-            generation.stop()
+        running.stop()
         return True
 
-    def _expire(self, key: str, run: ReplyRun) -> None:
-        if self._runs.get(key) is run:
-            del self._runs[key]
-            self._stop_requested.discard(key)
-            self._mirrored.discard(key)
+    def _expire(self, key: str, reply: Reply) -> None:
+        conversation = self._conversations.get(key)
+        if conversation is not None and conversation.latest is reply:
+            conversation.latest = None
+            self._tidy(key)
+
+    def replies_in_flight(self) -> Sequence[Reply]:
+        """The seed's replies streaming or waiting for their turn (a graceful stop waits for them)."""
+        return [reply for replies in self._seed_replies.values() for reply in replies]
+
+    def stop_all(self) -> int:
+        """Stops the seed's replies (a graceful stop's limit is up); each is stored as far as it got."""
+        replies = [reply for reply in self.replies_in_flight() if not reply.stopped]
+        for reply in replies:
+            reply.stop()
+        return len(replies)
 
     # -- who is watching: a reply nobody is connected for is stopped after the grace period
-    def _watch(self, context: HubCallerContext, key: str) -> None:
-        connection = context.connection_id
+    def _watch(self, caller: Caller, key: str, backends: Backends) -> None:
+        connection = caller.connection_id
         previous = self._watching.get(connection)
         if previous == key:
             return
         if previous is not None:
             self._unwatch(connection, previous)
         self._watching[connection] = key
-        self._watchers.setdefault(key, set()).add(connection)
-        handle = self._abandon.pop(key, None)
-        if handle is not None:
-            handle.cancel()
+        conversation = self._conversation(key, backends)
+        conversation.watchers.add(connection)
+        if conversation.abandon is not None:
+            conversation.abandon.cancel()
+            conversation.abandon = None
 
     def _unwatch(self, connection: str, key: str) -> None:
-        watchers = self._watchers.get(key)
-        if watchers is None:
+        conversation = self._conversations.get(key)
+        if conversation is None:
             return
-        watchers.discard(connection)
-        if watchers:
-            return
-        del self._watchers[key]
-        if not self._running(key):
-            return
-        if self.grace <= 0:
-            self._abandoned(key)
-        else:
-            self._abandon[key] = asyncio.get_running_loop().call_later(self.grace, self._abandoned, key)
+        conversation.watchers.discard(connection)
+        if not conversation.watchers and conversation.running is not None:
+            if self.grace <= 0:
+                self._abandoned(key)
+            else:
+                conversation.abandon = asyncio.get_running_loop().call_later(self.grace, self._abandoned, key)
+        self._tidy(key)
 
     def _abandoned(self, key: str) -> None:
-        self._abandon.pop(key, None)
-        if key in self._watchers:
+        conversation = self._conversations.get(key)
+        if conversation is None:
             return
-        if key in self._mirrored and self.shared is not None:
-            task = asyncio.create_task(self._abandon_unless_followed(self.shared, key))
+        conversation.abandon = None
+        if not conversation.watchers:
+            task = asyncio.create_task(self._abandon_unless_followed(conversation, key))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        elif self._stop(key):
-            log.info("reply stopped: nobody of its conversation came back within %s s", self.grace)
 
-    async def _abandon_unless_followed(self, shared: SharedReplies, key: str) -> None:
+    async def _abandon_unless_followed(self, conversation: _Conversation, key: str) -> None:
         """A client following the reply on another instance keeps it going; checked again
         every `recheck` seconds, so the reply stops at most that long after the grace period
         of the last one that left (a follower that leaves stays counted for the grace period)."""
+        replies = conversation.backends.replies
         try:
-            followed = await shared.followed_elsewhere(key)
+            followed = await replies.followed_elsewhere(key)
         except HistoryUnavailable:
             followed = False  # no follower elsewhere can read a reply without Redis either
-        if key in self._watchers or not self._running(key):
+        if conversation.watchers or conversation.running is None:
             return
         if followed:
-            recheck = max(1.0, min(self.grace, shared.lease_seconds / 3))
-            self._abandon[key] = asyncio.get_running_loop().call_later(recheck, self._abandoned, key)
+            recheck = max(1.0, min(self.grace, replies.lease_seconds / 3))
+            conversation.abandon = asyncio.get_running_loop().call_later(recheck, self._abandoned, key)
         elif self._stop(key):
             log.info("reply stopped: nobody of its conversation came back within %s s", self.grace)
+        self._tidy(key)
 
-    def disconnected(self, context: HubCallerContext) -> None:
-        key = self._watching.pop(context.connection_id, None)
+    async def disconnected(self, caller: Caller) -> None:
+        """The connection's replies of the seed methods stop at once; what it watched is left
+        (its reply stops after the grace period); an anonymous conversation is forgotten."""
+        key = self._watching.pop(caller.connection_id, None)
         if key is not None:
-            self._unwatch(context.connection_id, key)
+            self._unwatch(caller.connection_id, key)
+        replies = list(self._seed_replies.get(caller.connection_id, ()))
+        for reply in replies:
+            if reply.relaying:
+                reply.stop()
+            elif reply.task is not None:
+                reply.task.cancel()  # still waiting for its turn
+        if replies:
+            await asyncio.wait([asyncio.ensure_future(r.done.wait()) for r in replies], timeout=STOP_WAIT_SECONDS)
+        owner = caller.owner
+        if owner.startswith("connection:"):  # a guest's conversation outlives the connection
+            backends = self.anonymous
+            await backends.rate_limits.forget(owner)
+            try:
+                await backends.history.clear(owner)
+            except HistoryUnavailable as exc:  # a Redis store's keys expire by themselves
+                log.warning("an anonymous conversation was not cleared at disconnect: %s", exc)
 
     async def close(self) -> None:
-        for handle in self._abandon.values():
-            handle.cancel()
-        for key in list(self._cleared):
-            self._forget_cleared(key)
-        for key in list(self._runs):
-            self._stop(key)
+        """Stops every reply and timer; the backends are closed by whoever chose them."""
+        for conversation in self._conversations.values():
+            if conversation.abandon is not None:
+                conversation.abandon.cancel()
+            if conversation.cleared is not None:
+                conversation.cleared[2].cancel()
+            if conversation.running is not None:
+                conversation.running.stop()
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.shared is not None:
-            await self.shared.close()
-        if self.shared_guests is not None:
-            await self.shared_guests.close()

@@ -10,13 +10,39 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 #: What a guest id looks like: token_urlsafe(24) gives 32 characters of [A-Za-z0-9_-].
 _ID_LENGTH = 32
 _ID_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
+class Guests(Protocol):
+    """Guest ids: in this process, or in Redis for every instance."""
+
+    async def use(self, guest_id: object) -> str:
+        """The guest's id, kept alive; a new one for a missing, malformed or expired id."""
+        ...
+
+    def touch(self, guest_id: str) -> None:
+        """The guest was seen (a store that renews ids only in `use` ignores it)."""
+        ...
+
+    async def expired(self) -> list[str]:
+        """Forgets and returns the guests unseen for longer than the TTL (whose conversations
+        the caller then forgets); none where the store forgets them by itself."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def new_guest_id() -> str:
+    return secrets.token_urlsafe(24)
+
+
 class GuestSessions:
+    """`Guests` in this process: a guest unseen for `ttl` seconds is forgotten."""
+
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl
         self._clock = clock
@@ -25,15 +51,14 @@ class GuestSessions:
     def __len__(self) -> int:
         return len(self._last_seen)
 
-    def use(self, guest_id: object) -> str:
-        """The guest's id, kept alive; a new one for a missing, malformed or expired id."""
+    async def use(self, guest_id: object) -> str:
         now = self._clock()
         if isinstance(guest_id, str) and self.valid(guest_id):
             seen = self._last_seen.get(guest_id)
             if seen is not None and now - seen <= self._ttl:
                 self._last_seen[guest_id] = now
                 return guest_id
-        fresh = secrets.token_urlsafe(24)
+        fresh = new_guest_id()
         self._last_seen[fresh] = now
         return fresh
 
@@ -41,13 +66,15 @@ class GuestSessions:
         if guest_id in self._last_seen:
             self._last_seen[guest_id] = self._clock()
 
-    def expired(self) -> list[str]:
-        """Forgets and returns the guests unseen for longer than the TTL."""
+    async def expired(self) -> list[str]:
         cutoff = self._clock() - self._ttl
         gone = [guest for guest, seen in self._last_seen.items() if seen < cutoff]
         for guest in gone:
             del self._last_seen[guest]
         return gone
+
+    async def close(self) -> None:
+        self._last_seen.clear()
 
     @staticmethod
     def valid(guest_id: str) -> bool:

@@ -18,7 +18,7 @@ from ..ai import AiError, AiFailed
 from ..signalr import Hub, HubException
 from .conversations import ConversationService
 from .history import HistoryUnavailable
-from .service import ChatService, Rejected
+from .service import GUEST_ITEM, Caller, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,22 @@ async def _or_hub_error(work: Awaitable[T]) -> T:
 
 
 class ChatHub(Hub):
-    def __init__(self, chat: ChatService, conversations: ConversationService) -> None:
-        self.chat = chat
+    """Thin adapters: each method turns its call into the service's terms and its result
+    into the contract's events."""
+
+    def __init__(self, conversations: ConversationService) -> None:
         self.conversations = conversations
+
+    @property
+    def caller(self) -> Caller:
+        context = self.context
+        guest = context.items.get(GUEST_ITEM)
+        return Caller(context.connection_id, context.user_identifier, guest if isinstance(guest, str) else None)
 
     async def send_message(self, message: str) -> None:
         caller = self.clients.caller
         try:
-            text = await self.chat.check(self.context, message)
+            text = await self.conversations.check(self.caller, message)
         except Rejected as exc:
             await caller.send("ReceiveError", exc.user_message)
             return
@@ -69,7 +77,7 @@ class ChatHub(Hub):
             await caller.send("ReceiveStreamToken", token)
 
         try:
-            await self.chat.reply(self.context, text, emit)
+            await self.conversations.reply(self.caller, text, emit)
         except Exception as exc:  # whatever went wrong, the turn's events still close
             if started:
                 await caller.send("ReceiveStreamEnd")
@@ -84,7 +92,7 @@ class ChatHub(Hub):
         caller = self.clients.caller
         message_id = uuid.uuid4().hex
         try:
-            text = await self.chat.check(self.context, prompt)
+            text = await self.conversations.check(self.caller, prompt)
         except Rejected as exc:
             await caller.send("error", message_id, exc.user_message)
             await caller.send("completed", message_id)
@@ -95,7 +103,7 @@ class ChatHub(Hub):
             await caller.send("partial", message_id, token)
 
         try:
-            await self.chat.reply(self.context, text, emit)
+            await self.conversations.reply(self.caller, text, emit)
         except Exception as exc:  # whatever went wrong, the turn's events still close
             await caller.send("typing", message_id, False)
             await caller.send("error", message_id, user_message(exc))
@@ -108,84 +116,85 @@ class ChatHub(Hub):
     async def stream_message(self, message: str) -> AsyncIterator[str]:
         """Tokens as a SignalR stream; disposing the subscription stops the reply."""
         try:
-            text = await self.chat.check(self.context, message)
-            async for token in self.chat.stream(self.context, text):
+            text = await self.conversations.check(self.caller, message)
+            async for token in self.conversations.stream(self.caller, text):
                 yield token
         except Exception as exc:
             raise HubException(user_message(exc)) from None
 
     async def stop_generation(self) -> None:
         """Stops every reply of the caller's conversation: the user's other tabs too, on any instance."""
-        await _or_hub_error(self.conversations.stop_default(self.context))
+        await _or_hub_error(self.conversations.stop_default(self.caller))
 
     async def clear_history(self) -> None:
-        await _or_hub_error(self.conversations.stop_default(self.context))
-        await _or_hub_error(self.chat.clear(self.context))
+        await _or_hub_error(self.conversations.clear_default(self.caller))
         await self.clients.caller.send("ReceiveStatusUpdate", "history_cleared")
 
     async def get_history(self) -> list[dict[str, str]]:
         """The caller's conversation, so a page can show it again after a reload."""
-        history = await _or_hub_error(self.chat.history(self.context))
+        history = await _or_hub_error(self.conversations.history(self.caller))
         return [{"role": m["role"], "content": m["content"]} for m in history]
 
     async def get_chat_info(self) -> dict[str, object]:
         """What a front end shows before the first message: the length limit and the model."""
-        return self.chat.info()
+        return self.conversations.info()
 
     # -- conversations (docs/chat.md) ----------------------------------------------
     async def use_guest_session(self, guest_id: str | None) -> str | None:
         """An anonymous visitor's identity across reloads; a new one unless `guest_id` is alive."""
-        return await _or_hub_error(self.conversations.use_guest(self.context, guest_id))
+        guest = await _or_hub_error(self.conversations.use_guest(self.caller, guest_id))
+        if guest is not None:
+            self.context.items[GUEST_ITEM] = guest
+        return guest
 
     async def list_conversations(self) -> list[dict[str, object]]:
-        return await _or_hub_error(self.conversations.list(self.context))
+        return await _or_hub_error(self.conversations.list(self.caller))
 
     async def create_conversation(self, title: str | None) -> dict[str, object]:
-        return await _or_hub_error(self.conversations.create(self.context, title))
+        return await _or_hub_error(self.conversations.create(self.caller, title))
 
     async def rename_conversation(self, conversation_id: str, title: str) -> dict[str, object]:
-        return await _or_hub_error(self.conversations.rename(self.context, conversation_id, title))
+        return await _or_hub_error(self.conversations.rename(self.caller, conversation_id, title))
 
     async def delete_conversation(self, conversation_id: str) -> None:
-        await _or_hub_error(self.conversations.delete(self.context, conversation_id))
+        await _or_hub_error(self.conversations.delete(self.caller, conversation_id))
 
     async def clear_conversation(self, conversation_id: str) -> None:
         """Stops its reply and empties it (ClearHistory for any conversation)."""
-        await _or_hub_error(self.conversations.clear(self.context, conversation_id))
+        await _or_hub_error(self.conversations.clear(self.caller, conversation_id))
 
     async def restore_conversation(self, conversation_id: str) -> bool:
         """Undoes ClearConversation within a minute, unless the conversation was used since."""
-        return await _or_hub_error(self.conversations.restore(self.context, conversation_id))
+        return await _or_hub_error(self.conversations.restore(self.caller, conversation_id))
 
     async def get_conversation(self, conversation_id: str) -> dict[str, object]:
         """Its messages and the reply running in it (follow that with ResumeReply)."""
-        return await _or_hub_error(self.conversations.open(self.context, conversation_id))
+        return await _or_hub_error(self.conversations.open(self.caller, conversation_id))
 
     async def start_reply(self, conversation_id: str, message: str) -> dict[str, object]:
         """Starts a reply to `message`; returns at once. Follow it with ResumeReply(id, 0)."""
-        return await _or_hub_error(self.conversations.start(self.context, conversation_id, "send", message))
+        return await _or_hub_error(self.conversations.start(self.caller, conversation_id, "send", message))
 
     async def regenerate_reply(self, conversation_id: str) -> dict[str, object]:
-        return await _or_hub_error(self.conversations.start(self.context, conversation_id, "regenerate"))
+        return await _or_hub_error(self.conversations.start(self.caller, conversation_id, "regenerate"))
 
     async def edit_message(self, conversation_id: str, index: int, message: str) -> dict[str, object]:
         """Replaces user message `index` (and everything after it) and answers the new text."""
-        return await _or_hub_error(self.conversations.start(self.context, conversation_id, "edit", message, index))
+        return await _or_hub_error(self.conversations.start(self.caller, conversation_id, "edit", message, index))
 
     async def continue_reply(self, conversation_id: str) -> dict[str, object]:
-        return await _or_hub_error(self.conversations.start(self.context, conversation_id, "continue"))
+        return await _or_hub_error(self.conversations.start(self.caller, conversation_id, "continue"))
 
     async def stop_reply(self, conversation_id: str) -> bool:
-        return await _or_hub_error(self.conversations.stop(self.context, conversation_id))
+        return await _or_hub_error(self.conversations.stop(self.caller, conversation_id))
 
     async def resume_reply(self, conversation_id: str, after_sequence: int) -> AsyncIterator[dict[str, object]]:
         """The conversation's reply: the chunks numbered above `after_sequence`, then live, then an end item."""
         try:
-            async for item in self.conversations.follow(self.context, conversation_id, after_sequence):
+            async for item in self.conversations.follow(self.caller, conversation_id, after_sequence):
                 yield item
         except (Rejected, HistoryUnavailable) as exc:
             raise HubException(user_message(exc)) from None
 
     async def on_disconnected(self, exception: BaseException | None) -> None:
-        self.conversations.disconnected(self.context)
-        await self.chat.disconnected(self.context)
+        await self.conversations.disconnected(self.caller)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 
 class RateLimiter:
@@ -44,3 +45,33 @@ class RateLimiter:
 
     def forget(self, key: str) -> None:
         self._hits.pop(key, None)
+
+
+class RateLimits(Protocol):
+    """Counts messages per conversation key; in this process, or in Redis for every instance."""
+
+    async def hit(self, key: str) -> float:
+        """Count one message; 0 when allowed, else the seconds until the next one is."""
+        ...
+
+    async def forget(self, key: str) -> None:
+        """The key's owner is gone (an anonymous connection closed)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class InMemoryRateLimits:
+    """`RateLimits` counted by this process alone."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    async def hit(self, key: str) -> float:
+        return self.limiter.hit(key)
+
+    async def forget(self, key: str) -> None:
+        self.limiter.forget(key)
+
+    async def close(self) -> None:
+        return None

@@ -8,28 +8,32 @@ expire the same TTL after their last change, so Redis forgets both by itself.
 
 from __future__ import annotations
 
-import secrets
+from redis.asyncio import Redis
 
-from .guests import GuestSessions
-from .redis_history import NAMESPACE, bounded, connect
+from .guests import GuestSessions, new_guest_id
+from .redis_history import NAMESPACE, RedisUser
 
 
-class SharedGuestSessions:
-    def __init__(self, url: str, ttl: float, *, prefix: str = "", timeout: float = 5.0) -> None:
+class SharedGuestSessions(RedisUser):
+    """`Guests` in Redis: Redis forgets an expired id by itself, so nothing is swept here."""
+
+    def __init__(self, redis: str | Redis, ttl: float, *, prefix: str = "", timeout: float = 5.0) -> None:
+        super().__init__(redis, timeout)
         self._ttl_ms = int(ttl * 1000)
-        self._timeout = timeout
         self._prefix = f"{prefix}{NAMESPACE}guest:"
-        self._redis = connect(url, timeout)
 
     async def use(self, guest_id: object) -> str:
         """The guest's id, kept alive; a new one for a missing, malformed or expired id."""
         if isinstance(guest_id, str) and GuestSessions.valid(guest_id):
             key = self._prefix + guest_id
-            if await bounded(lambda: self._redis.pexpire(key, self._ttl_ms), self._timeout):
+            if await self._call(lambda: self._redis.pexpire(key, self._ttl_ms)):
                 return guest_id
-        fresh = secrets.token_urlsafe(24)
-        await bounded(lambda: self._redis.set(self._prefix + fresh, 1, px=self._ttl_ms), self._timeout)
+        fresh = new_guest_id()
+        await self._call(lambda: self._redis.set(self._prefix + fresh, 1, px=self._ttl_ms))
         return fresh
 
-    async def close(self) -> None:
-        await self._redis.aclose()
+    def touch(self, guest_id: str) -> None:
+        """Renewed by `use` only (the page presents its id after each connect)."""
+
+    async def expired(self) -> list[str]:
+        return []

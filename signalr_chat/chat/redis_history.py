@@ -58,16 +58,32 @@ def connect(url: str, timeout: float) -> Redis:
     return client_from_url(url, timeout, health_check_interval=30)
 
 
-class RedisHistoryStore:
+class RedisUser:
+    """A part of the chat that talks to Redis: on the process's one client (its pool, closed by
+    whoever opened it) when given one, else on a client of its own from a URL, closed here."""
+
+    def __init__(self, redis: str | Redis, timeout: float) -> None:
+        self._owns_client = isinstance(redis, str)
+        self._redis: Redis = connect(redis, timeout) if isinstance(redis, str) else redis
+        self._timeout = timeout
+
+    async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
+        return await bounded(work, self._timeout)
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._redis.aclose()
+
+
+class RedisHistoryStore(RedisUser):
     def __init__(
-        self, url: str, keep: int, *, prefix: str = "", timeout: float = 5.0, ttl: float | None = None
+        self, redis: str | Redis, keep: int, *, prefix: str = "", timeout: float = 5.0, ttl: float | None = None
     ) -> None:
         """`ttl`: each key expires this long after its last write (guests' conversations)."""
+        super().__init__(redis, timeout)
         self._keep = keep
         self._ttl_ms = int(ttl * 1000) if ttl else 0
-        self._timeout = timeout
         self._prefix = prefix + NAMESPACE
-        self._redis = connect(url, timeout)
         self._save = self._redis.register_script(_SAVE_CONVERSATION)
 
     def _messages(self, conversation: str) -> str:
@@ -75,9 +91,6 @@ class RedisHistoryStore:
 
     def _list(self, owner: str) -> str:
         return f"{self._prefix}conversations:{owner}"
-
-    async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
-        return await bounded(work, self._timeout)
 
     async def load(self, conversation: str) -> list[ChatMessage]:
         rows = await self._call(
@@ -134,9 +147,6 @@ class RedisHistoryStore:
 
     async def forget_conversation(self, owner: str, conversation_id: str) -> None:
         await self._call(lambda: self._redis.hdel(self._list(owner), conversation_id))
-
-    async def close(self) -> None:
-        await self._redis.aclose()
 
 
 def _encode(message: ChatMessage) -> str:

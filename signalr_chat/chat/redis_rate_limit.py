@@ -18,22 +18,31 @@ from typing import Any, cast
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .rate_limit import RateLimiter
-from .redis_history import NAMESPACE, connect
+from .redis_history import NAMESPACE, RedisUser
 
 log = logging.getLogger(__name__)
 
 
-class SharedRateLimiter:
+class SharedRateLimiter(RedisUser):
+    """`RateLimits` counted in Redis by every instance."""
+
     def __init__(
-        self, url: str, limit: int, window: float, *, prefix: str = "", timeout: float = 5.0, fallback: RateLimiter
+        self,
+        redis: str | Redis,
+        limit: int,
+        window: float,
+        *,
+        prefix: str = "",
+        timeout: float = 5.0,
+        fallback: RateLimiter,
     ) -> None:
+        super().__init__(redis, timeout)  # the chat's pool, so Sentinel URLs and the timeouts are the chat's
         self._limit = limit
-        self._timeout = timeout
         self._fallback = fallback
-        self._redis = connect(url, timeout)  # its pool, so Sentinel URLs and the timeouts are the chat's
         storage = RedisStorage(
             "async+redis://",
             implementation="redispy",
@@ -59,5 +68,6 @@ class SharedRateLimiter:
             return self._fallback.hit(key)
         return max(stats.reset_time - time.time(), 0.001)
 
-    async def close(self) -> None:
-        await self._redis.aclose()
+    async def forget(self, key: str) -> None:
+        """Redis forgets a window by itself when it ends."""
+        self._fallback.forget(key)

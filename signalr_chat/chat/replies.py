@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Literal, Protocol
 
 Outcome = Literal["completed", "stopped", "error"]
+#: Stops this instance's replies of a conversation (by key); whether any was running.
+StopHandler = Callable[[str], Awaitable[bool]]
 
 
 class ReplyRun:
@@ -95,3 +97,80 @@ class ReplyRun:
                 yield end
                 return
             await changed.wait()
+
+
+class ReplySharing(Protocol):
+    """What the other instances know of this instance's replies, and this one of theirs.
+
+    `SharedReplies` (shared_replies.py) mirrors them to Redis; `LocalReplies` is for
+    conversations only this instance serves. Either way the relay never waits for it.
+    """
+
+    #: How long a running reply's owner may be silent before it counts as gone.
+    lease_seconds: float
+
+    async def start(self, on_stop: StopHandler) -> None:
+        """`on_stop(key)` stops this instance's replies when another instance asks."""
+        ...
+
+    async def claim(self, key: str, run: ReplyRun) -> bool:
+        """Takes the conversation for `run`; False when a reply runs in it elsewhere."""
+        ...
+
+    async def storing(self, run: ReplyRun) -> None:
+        """`run` is about to be written to the store (run.storing is set)."""
+        ...
+
+    async def describe(self, key: str) -> tuple[dict[str, object] | None, bool]:
+        """Another instance's latest reply of the conversation, and whether it is being stored."""
+        ...
+
+    def follow(self, key: str, after: int, *, linger: float) -> AsyncIterator[dict[str, object]]:
+        """Another instance's latest reply, as `ReplyRun.follow` gives it; nothing when there is none."""
+        ...
+
+    async def is_running(self, keys: Sequence[str]) -> list[bool]:
+        """Whether each conversation has a reply running on another instance."""
+        ...
+
+    async def followed_elsewhere(self, key: str) -> bool: ...
+
+    async def stop(self, key: str) -> bool:
+        """Stops the conversation's replies on the other instances; whether any was running."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class LocalReplies:
+    """`ReplySharing` for one instance: nothing runs anywhere else."""
+
+    lease_seconds = 0.0
+
+    async def start(self, on_stop: StopHandler) -> None:
+        return None
+
+    async def claim(self, key: str, run: ReplyRun) -> bool:
+        return True
+
+    async def storing(self, run: ReplyRun) -> None:
+        return None
+
+    async def describe(self, key: str) -> tuple[dict[str, object] | None, bool]:
+        return None, False
+
+    async def follow(self, key: str, after: int, *, linger: float) -> AsyncIterator[dict[str, object]]:
+        return
+        yield
+
+    async def is_running(self, keys: Sequence[str]) -> list[bool]:
+        return [False] * len(keys)
+
+    async def followed_elsewhere(self, key: str) -> bool:
+        return False
+
+    async def stop(self, key: str) -> bool:
+        return False
+
+    async def close(self) -> None:
+        return None

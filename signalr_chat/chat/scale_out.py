@@ -1,4 +1,5 @@
-"""What HISTORY_STORE=redis builds: the history store and the replies every instance shares.
+"""What HISTORY_STORE=redis builds: the chat's backends that every instance shares, on the
+process's one Redis client.
 
 Apart from the modules that import redis, so that a missing `redis` extra is one clear
 startup error rather than an ImportError from deep inside.
@@ -10,69 +11,58 @@ from typing import TYPE_CHECKING
 
 from ..ai import ConfigurationError
 from ..settings import Settings
+from .guests import Guests
 from .history import HistoryStore
-from .rate_limit import RateLimiter
+from .rate_limit import RateLimiter, RateLimits
 
 if TYPE_CHECKING:
-    from .redis_guests import SharedGuestSessions
-    from .redis_rate_limit import SharedRateLimiter
-    from .shared_replies import SharedReplies
+    from redis.asyncio import Redis
+
+    from .service import Backends
 
 
-def redis_history_store(settings: Settings, *, ttl: float | None = None) -> HistoryStore:
-    """HISTORY_STORE=redis: the store every instance shares (the `redis` extra must be installed)."""
-    assert settings.redis_url is not None  # the settings refuse history_store=redis without it
+def open_redis(settings: Settings, missing_extra: str) -> Redis:
+    """The process's one Redis client (one pool): the backplane's and the chat's, bounded by
+    REDIS_TIMEOUT, idle connections checked every 30 s. `missing_extra`: the error without
+    the `redis` extra."""
+    assert settings.redis_url is not None
     try:
-        from .redis_history import RedisHistoryStore
+        from .redis_history import connect
     except ModuleNotFoundError as missing:
         if missing.name is None or missing.name.partition(".")[0] != "redis":
             raise
-        raise ConfigurationError(
-            "HISTORY_STORE=redis needs the redis extra (redis is missing): pip install 'signalr-chat[redis]'"
-        ) from None
-    return RedisHistoryStore(
-        settings.redis_url.get_secret_value(),
-        settings.max_history_messages,
-        prefix=settings.redis_channel_prefix,
-        timeout=settings.redis_timeout,
-        ttl=ttl,
-    )
+        raise ConfigurationError(f"{missing_extra} (redis is missing): pip install 'signalr-chat[redis]'") from None
+    return connect(settings.redis_url.get_secret_value(), settings.redis_timeout)
 
 
-def shared_replies(settings: Settings) -> SharedReplies:
-    """With HISTORY_STORE=redis, replies in flight are shared too (after `redis_history_store`,
-    which has checked that the extra is there)."""
+#: The startup error for HISTORY_STORE=redis without the extra.
+HISTORY_NEEDS_REDIS = "HISTORY_STORE=redis needs the redis extra"
+
+
+def redis_backends(
+    settings: Settings, redis: Redis, local_limits: RateLimits, *, signed_in_history: HistoryStore | None
+) -> tuple[Backends, Backends, Guests]:
+    """Signed-in users' and anonymous visitors' backends, and the guests, in Redis: history
+    (guests' expiring), replies in flight, and signed-in users' rate limit (an anonymous one
+    stays per instance). `signed_in_history`: a store chosen instead (none without sign-in)."""
+    from .redis_guests import SharedGuestSessions
+    from .redis_history import RedisHistoryStore
+    from .redis_rate_limit import SharedRateLimiter
+    from .service import Backends
     from .shared_replies import SharedReplies
 
-    assert settings.redis_url is not None
-    return SharedReplies(
-        settings.redis_url.get_secret_value(), prefix=settings.redis_channel_prefix, timeout=settings.redis_timeout
-    )
-
-
-def shared_rate_limiter(settings: Settings) -> SharedRateLimiter:
-    """Signed-in users' rate limit, counted in Redis by every instance."""
-    from .redis_rate_limit import SharedRateLimiter
-
-    assert settings.redis_url is not None
-    return SharedRateLimiter(
-        settings.redis_url.get_secret_value(),
+    prefix, timeout = settings.redis_channel_prefix, settings.redis_timeout
+    keep = settings.max_history_messages
+    replies = SharedReplies(redis, prefix=prefix, timeout=timeout)
+    limits = SharedRateLimiter(
+        redis,
         settings.rate_limit_messages,
         settings.rate_limit_window_seconds,
-        prefix=settings.redis_channel_prefix,
-        timeout=settings.redis_timeout,
+        prefix=prefix,
+        timeout=timeout,
         fallback=RateLimiter(settings.rate_limit_messages, settings.rate_limit_window_seconds),
     )
-
-
-def shared_guest_sessions(settings: Settings) -> SharedGuestSessions:
-    """Guests known to every instance, forgotten GUEST_TTL_SECONDS after their last visit."""
-    from .redis_guests import SharedGuestSessions
-
-    assert settings.redis_url is not None
-    return SharedGuestSessions(
-        settings.redis_url.get_secret_value(),
-        settings.guest_ttl_seconds,
-        prefix=settings.redis_channel_prefix,
-        timeout=settings.redis_timeout,
-    )
+    users = signed_in_history or RedisHistoryStore(redis, keep, prefix=prefix, timeout=timeout)
+    guests_history = RedisHistoryStore(redis, keep, prefix=prefix, timeout=timeout, ttl=settings.guest_ttl_seconds)
+    guests = SharedGuestSessions(redis, settings.guest_ttl_seconds, prefix=prefix, timeout=timeout)
+    return Backends(users, limits, replies), Backends(guests_history, local_limits, replies), guests

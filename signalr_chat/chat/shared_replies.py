@@ -32,17 +32,16 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.typing import EncodableT, FieldT
 
-from ..signalr.redis import client_from_url
 from .history import HistoryUnavailable
-from .redis_history import NAMESPACE, bounded, connect
-from .replies import ReplyRun
+from .redis_history import NAMESPACE, RedisUser
+from .replies import ReplyRun, StopHandler
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], 
 return false
 """
 
-StopHandler = Callable[[str], Awaitable[bool]]
+#: How long the stop listener waits for a message before it waits again.
+LISTEN_SECONDS = 30.0
 #: A stream entry: its id and its fields.
 _Entry = tuple[str, dict[bytes, bytes]]
 
@@ -85,17 +85,19 @@ class _Mirror:
         self.lock = asyncio.Lock()
 
 
-class SharedReplies:
-    def __init__(self, url: str, *, prefix: str = "", timeout: float = 5.0, kept_after_end: float = 60.0) -> None:
+class SharedReplies(RedisUser):
+    """`ReplySharing` through Redis: every instance shows, follows and stops every reply."""
+
+    def __init__(
+        self, redis: str | Redis, *, prefix: str = "", timeout: float = 5.0, kept_after_end: float = 60.0
+    ) -> None:
+        super().__init__(redis, timeout)
         self.instance = uuid.uuid4().hex[:12]
         self.timeout = timeout
         self.kept_after_end = kept_after_end
         #: A crashed owner's reply is known dead after this; the owner refreshes it thrice as often.
         self.lease_seconds = max(3 * timeout, 3.0)
         self._prefix = prefix + NAMESPACE
-        self._redis = connect(url, timeout)
-        # the listener waits on its socket for as long as no stop comes: no read timeout there
-        self._listener_redis: Redis = client_from_url(url, timeout, socket_timeout=None)
         self._release = self._redis.register_script(_RELEASE)
         self._take_over = self._redis.register_script(_TAKE_OVER)
         self._stop_channel = f"{self._prefix}reply-stop"
@@ -118,9 +120,6 @@ class SharedReplies:
     def _followers(self, key: str) -> str:
         return f"{self._prefix}reply-followers:{key}"
 
-    async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
-        return await bounded(work, self.timeout)
-
     # -- lifetime ------------------------------------------------------------------------
     async def start(self, on_stop: StopHandler) -> None:
         """Listens for stops from every instance; `on_stop(key)` stops this instance's replies."""
@@ -139,8 +138,7 @@ class SharedReplies:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._redis.aclose()
-        await self._listener_redis.aclose()
+        await super().close()
 
     def _spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
@@ -409,13 +407,15 @@ class SharedReplies:
         backoff = 0.1
         while True:
             try:
-                pubsub: PubSub = self._listener_redis.pubsub(ignore_subscribe_messages=True)
+                pubsub: PubSub = self._redis.pubsub(ignore_subscribe_messages=True)
                 async with pubsub:
                     await pubsub.subscribe(self._stop_channel, self._ack_channel)
                     self._subscribed.set()
                     backoff = 0.1
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
+                    while True:
+                        # waits past the pool's read timeout while no stop comes: a quiet channel is no outage
+                        message = await pubsub.get_message(timeout=LISTEN_SECONDS)
+                        if message is not None and message["type"] == "message":
                             self._received(_text(message["channel"]), message["data"])
             except asyncio.CancelledError:
                 raise

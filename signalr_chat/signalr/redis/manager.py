@@ -76,7 +76,9 @@ class _RemoteCall:
 class RedisHubLifetimeManager(HubLifetimeManager):
     """Drop-in for `InMemoryHubLifetimeManager` when several servers serve one hub.
 
-    `url`: redis://, rediss://, unix:// or redis+sentinel:// (`connect.py`). `channel_prefix`
+    `url`: redis://, rediss://, unix:// or redis+sentinel:// (`connect.py`); or a client the
+    process already has (one pool for all its Redis work: its owner closes it, not this
+    manager; its reads should be bounded like `client_from_url`'s). `channel_prefix`
     is prepended raw to every channel, as StackExchange.Redis's ChannelPrefix is. `timeout`
     bounds each Redis operation, ack and health check, so no hub method hangs on a Redis
     that stopped answering.
@@ -84,7 +86,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
 
     def __init__(
         self,
-        url: str,
+        url: str | aioredis.Redis,
         *,
         channel_prefix: str = "",
         hub_name: str | None = None,
@@ -92,7 +94,9 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         timeout: float = 5.0,
     ) -> None:
         super().__init__(hub_name, protocols)
-        self.url = url
+        self.url = url if isinstance(url, str) else None
+        #: A client given by the process, shared with its other Redis work.
+        self._given = None if isinstance(url, str) else url
         self.channel_prefix = channel_prefix
         self.timeout = timeout
         self.server_name = server_name()
@@ -136,7 +140,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         self._channels = channels = RedisChannels(self.hub_name, self.server_name, self.channel_prefix)
-        self._redis = client_from_url(self.url, self.timeout)
+        self._redis = self._given if self._given is not None else client_from_url(str(self.url), self.timeout)
         self._handlers[channels.all] = self._on_all
         self._handlers[channels.groups] = self._on_group_command
         self._handlers[channels.ack] = self._on_ack
@@ -156,7 +160,8 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._redis is not None:
-            await self._redis.aclose()
+            if self._given is None:
+                await self._redis.aclose()
             self._redis = None
 
     # -- the subscription: one connection, kept up, every channel resubscribed --------------
