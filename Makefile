@@ -75,15 +75,15 @@ node-deps: tests/js/node_modules/.installed wwwroot/node_modules/.installed
 
 # The Angular client (seed 2), a real client of /chat: its production build goes to
 # wwwroot/angular/, which the server serves at /angular/.
-ANGULAR_SOURCES := $(shell find tests/angular/src -type f) $(wildcard tests/angular/*.json) wwwroot/js/markdown.js wwwroot/css/markdown.css wwwroot/js/theme.js wwwroot/css/theme.css
+ANGULAR_SOURCES := $(shell find angular/src -type f) $(wildcard angular/*.json) wwwroot/js/markdown.js wwwroot/css/markdown.css wwwroot/js/theme.js wwwroot/css/theme.css
 export NG_CLI_ANALYTICS := false
 
-tests/angular/node_modules/.installed: tests/angular/package.json tests/angular/package-lock.json | test-deps
-	cd tests/angular && $(NPM_CI)
+angular/node_modules/.installed: angular/package.json angular/package-lock.json | test-deps
+	cd angular && $(NPM_CI)
 	@touch $@
 
-wwwroot/angular/index.html: tests/angular/node_modules/.installed $(ANGULAR_SOURCES)
-	cd tests/angular && npm run build
+wwwroot/angular/index.html: angular/node_modules/.installed $(ANGULAR_SOURCES)
+	cd angular && npm run build
 	@touch $@
 
 angular: wwwroot/angular/index.html
@@ -93,8 +93,8 @@ screenshots: $(VENV)/.test-installed node-deps angular
 	UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_page.py tests/test_angular.py
 
 lint: $(VENV)/.test-installed
-	$(PY) -m ruff check signalr_chat tests
-	$(PY) -m ruff format --check signalr_chat tests
+	$(PY) -m ruff check signalr_chat tests bench
+	$(PY) -m ruff format --check signalr_chat tests bench
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
@@ -124,13 +124,13 @@ check-lowest: $(VENV)/.test-installed node-deps
 
 # Benchmarks, not part of `make test`: the server on core 0, the load on core 1, against a
 # raw-aiohttp floor and aiosignalr (in .venv-bench, as it needs websockets<17). Writes
-# tests/bench/results/*.jsonl and, for a full run, docs/benchmarks.{md,png,jsonl}.
-# BENCH_ARGS="--quick" for a short indicative run; see `python -m tests.bench --help`.
+# bench/results/*.jsonl and, for a full run, docs/benchmarks.{md,png,jsonl}.
+# BENCH_ARGS="--quick" for a short indicative run; see `python -m bench --help`.
 bench: $(VENV)/.test-installed
 	$(PY) -m pip install -q -e '.[bench]'
 	@# loopback drops packets of 5,000-socket fan-outs past the default backlog of 1,000
 	-sysctl -qw net.core.netdev_max_backlog=30000
-	$(PY) -m tests.bench $(BENCH_ARGS)
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-bench .venv-core .venv-lowest tests/js/node_modules wwwroot/node_modules tests/angular/node_modules wwwroot/angular
+	rm -rf $(VENV) .venv-bench .venv-core .venv-lowest tests/js/node_modules wwwroot/node_modules angular/node_modules wwwroot/angular

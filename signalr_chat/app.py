@@ -62,7 +62,7 @@ HEALTH = web.AppKey("health", Health)
 CHAT_PATHS = ("/chatHub", "/chat")
 
 
-#: The Angular client's production build (`make angular`, from tests/angular/), served at /angular/.
+#: The Angular client's production build (`make angular`, from angular/), served at /angular/.
 ANGULAR = WWWROOT / "angular"
 
 

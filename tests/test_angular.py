@@ -1,4 +1,4 @@
-"""The Angular client (tests/angular, built by `make angular` into wwwroot/angular/) in headless
+"""The Angular client (angular, built by `make angular` into wwwroot/angular/) in headless
 Chromium, talking to /chat with AskAi against a chat server and the fake Azure OpenAI."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.bench import loadgen, report, scaleout
+from bench import loadgen, report, scaleout
 
 Record = dict[str, Any]
 

@@ -25,12 +25,12 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
+from bench.wire import client_frame
 from signalr_chat.signalr import Hub, HubEndpoint, HubOptions, InMemoryHubLifetimeManager, map_hub
 from signalr_chat.signalr.connections import Connection, ConnectionOptions
 from signalr_chat.signalr.connections.transports.websockets import WebSocketTransport
 from signalr_chat.signalr.hubs import HubConnectionContext
 from signalr_chat.signalr.hubs.invocation_queue import JOB_OVERHEAD, WAITING_BUDGET
-from tests.bench.wire import client_frame
 from tests.msgpack_wire import TIMESTAMP_PAST_9999, framed, pack, split_msgpack
 
 pytestmark = pytest.mark.timeout(30)

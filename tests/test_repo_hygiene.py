@@ -12,7 +12,7 @@ import pytest
 
 from .conftest import ROOT
 
-LOCKFILES = [ROOT / folder / "package-lock.json" for folder in ("wwwroot", "tests/js", "tests/angular")]
+LOCKFILES = [ROOT / folder / "package-lock.json" for folder in ("wwwroot", "tests/js", "angular")]
 
 
 @pytest.mark.parametrize("lockfile", LOCKFILES, ids=lambda p: str(p.parent.relative_to(ROOT)))

@@ -9,7 +9,7 @@ It is a bare asyncio.Protocol (keep-alive, chunked SSE) driven by one 1 ms ticke
 are spread over 20 phases so a thousand of them do not all emit in the same millisecond,
 and no chat owns a timer. It shares core 1 with the load generator, so it must be cheap.
 
-Run as `python -m tests.bench.fake_upstream --port 0`; prints `listening on http://HOST:PORT`.
+Run as `python -m bench.fake_upstream --port 0`; prints `listening on http://HOST:PORT`.
 """
 
 from __future__ import annotations

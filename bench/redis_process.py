@@ -10,7 +10,8 @@ from typing import Any
 
 import redis
 
-from ..redis_server import RedisServer
+from tests.redis_server import RedisServer
+
 from . import servers
 
 

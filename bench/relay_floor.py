@@ -5,7 +5,7 @@ One aiohttp client request per chat (no connection limit), each SSE line decoded
 orjson and its delta sent as a `ReceiveStreamToken` record, the shape the chat page
 receives, then `ReceiveStreamEnd` and the Completion. No history, no rate limit, no SDK.
 
-Run as `python -m tests.bench.relay_floor --port 0 --upstream http://127.0.0.1:PORT/v1`.
+Run as `python -m bench.relay_floor --port 0 --upstream http://127.0.0.1:PORT/v1`.
 """
 
 from __future__ import annotations

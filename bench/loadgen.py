@@ -1,6 +1,6 @@
 """The load generator process (pinned to core 1): runs one scenario against one server.
 
-`python -m tests.bench.loadgen '<spec json>'` prints one JSON result line. It measures the
+`python -m bench.loadgen '<spec json>'` prints one JSON result line. It measures the
 window itself (server and own CPU from /proc, before and after), so the figures cover
 exactly the traffic they are divided by.
 """

@@ -7,7 +7,7 @@ one frame per message per socket (`send_frame`, no batching: the "frame-once" fi
 Groups are plain sets. Server-Sent Events and long polling are the same few lines over
 an in-memory outbox, so the HTTP transports have a floor too.
 
-Run as `python -m tests.bench.floor_server --port 0`; prints `listening on http://HOST:PORT`.
+Run as `python -m bench.floor_server --port 0`; prints `listening on http://HOST:PORT`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import msgpack
 import orjson
 from aiohttp import WSMsgType, web
 
-from ..msgpack_wire import framed
+from tests.msgpack_wire import framed
+
 from . import procfs, wire
 
 HANDSHAKE_OK = b"{}" + wire.RS

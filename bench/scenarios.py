@@ -201,7 +201,7 @@ def _size(size: int) -> str:
 
 def loadgen(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Run the load generator on core 1; its last stdout line is the result."""
-    argv = servers.pinned(servers.CLIENT_CORE, [sys.executable, "-m", "tests.bench.loadgen", json.dumps(spec)])
+    argv = servers.pinned(servers.CLIENT_CORE, [sys.executable, "-m", "bench.loadgen", json.dumps(spec)])
     done = subprocess.run(argv, cwd=servers.ROOT, capture_output=True, text=True, timeout=timeout)
     if done.stderr.strip():
         print("    " + done.stderr.strip().replace("\n", "\n    ")[-1500:], file=sys.stderr, flush=True)

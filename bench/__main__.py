@@ -1,6 +1,6 @@
-"""`python -m tests.bench [--quick] [--scenario echo,broadcast,...]`: run, record, report.
+"""`python -m bench [--quick] [--scenario echo,broadcast,...]`: run, record, report.
 
-Every run appends one JSON line to tests/bench/results/<timestamp>.jsonl as soon as it
+Every run appends one JSON line to bench/results/<timestamp>.jsonl as soon as it
 ends, so an interrupted benchmark keeps what it measured. A full run (no --quick)
 publishes docs/benchmarks.md, docs/benchmarks.png and docs/benchmarks.jsonl.
 """
@@ -22,7 +22,7 @@ DOCS = servers.ROOT / "docs"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1 repetition, 2 s windows, idle up to 10,000")
     parser.add_argument(
         "--scenario",

@@ -4,7 +4,7 @@ It runs in its own virtualenv (`.venv-bench`, see `benchvenv.py`): aiosignalr pi
 `websockets<17`, which the main venv cannot hold. This module imports nothing from the
 project, only the standard library, uvloop and aiosignalr.
 
-Run as `.venv-bench/bin/python -m tests.bench.aiosignalr_server --port 0`.
+Run as `.venv-bench/bin/python -m bench.aiosignalr_server --port 0`.
 """
 
 from __future__ import annotations

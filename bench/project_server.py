@@ -5,7 +5,7 @@ application (settings from the environment, as `python -m signalr_chat` reads th
 Both are served by `signalr_chat.server` on uvloop, like the product. Logging stays at
 WARNING, so the access log costs nothing in either.
 
-Run as `python -m tests.bench.project_server --port 0 [--app chat]`; BENCH_OTEL=1 turns the
+Run as `python -m bench.project_server --port 0 [--app chat]`; BENCH_OTEL=1 turns the
 OpenTelemetry SDK on; BENCH_REDIS_URL=redis://... serves `--app hub` through the Redis
 backplane (hub name `BENCH_HUB`, so that every instance shares its channels);
 BENCH_AZURE_SIGNALR=<connection string> serves it through Azure SignalR Service (hub

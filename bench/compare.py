@@ -1,6 +1,6 @@
 """Two runs of the same scenarios side by side: the project/floor ratios before and after.
 
-`python -m tests.bench.compare BEFORE.jsonl AFTER.jsonl` prints Markdown. Each run is
+`python -m bench.compare BEFORE.jsonl AFTER.jsonl` prints Markdown. Each run is
 judged against the floor measured in that same run, so the two runs' ratios compare even
 when the machine's speed differs between them: echo by server CPU per message (lower is
 better), broadcast by deliveries/s (higher is better), idle by memory per connection, the

@@ -56,15 +56,15 @@ class Server:
 def command(kind: str, app: str = "hub") -> list[str]:
     """The server's argv, without the port."""
     if kind == "floor":
-        return [sys.executable, "-m", "tests.bench.floor_server"]
+        return [sys.executable, "-m", "bench.floor_server"]
     if kind == "aiosignalr":
-        return [str(benchvenv.ensure()), "-m", "tests.bench.aiosignalr_server"]
+        return [str(benchvenv.ensure()), "-m", "bench.aiosignalr_server"]
     if kind == "project":
-        return [sys.executable, "-m", "tests.bench.project_server", "--app", app]
+        return [sys.executable, "-m", "bench.project_server", "--app", app]
     if kind == "relay-floor":
-        return [sys.executable, "-m", "tests.bench.relay_floor"]
+        return [sys.executable, "-m", "bench.relay_floor"]
     if kind == "upstream":
-        return [sys.executable, "-m", "tests.bench.fake_upstream"]
+        return [sys.executable, "-m", "bench.fake_upstream"]
     if kind == "azure-double":
         from .azure_double import ACCESS_KEY
 
