@@ -160,6 +160,9 @@ def create_app(
         # characters: up to 6 bytes each once JSON-escaped
         max_message_size=max(32 * 1024, 6 * settings.max_message_length + 1024),
         websocket_compression=settings.websocket_compression,
+        # a token that expires ends its connection unless the client refreshes it first
+        close_on_authentication_expiration=settings.auth_token_refresh,
+        enable_authentication_refresh=settings.auth_token_refresh,
     )
     secret = settings.auth_jwt_secret
     validator = (

@@ -177,6 +177,12 @@ class Settings(BaseSettings):
     )
     auth_jwt_audience: str | None = Field(None, description="Required `aud` claim, if set.")
     auth_jwt_issuer: str | None = Field(None, description="Required `iss` claim, if set.")
+    auth_token_refresh: bool = Field(
+        True,
+        description="A signed-in connection ends when its token's `exp` passes, unless the client refreshes the "
+        "token first (SignalR authentication refresh: negotiate reports tokenLifetimeSeconds, POST {hub}/refresh; "
+        "@microsoft/signalr 11's withAuthenticationRefresh()). Off: a connection outlives its token, as before.",
+    )
 
     # -- model provider ------------------------------------------------------
     ai_provider: Literal["auto", "azure", "openai", "local"] = Field(

@@ -10,6 +10,8 @@ import asyncio
 import dataclasses
 import datetime as dt
 import enum
+import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any
@@ -328,8 +330,50 @@ class AuthHub(TestHub):
     pass
 
 
+@authorize
+class ExpiryHub(TestHub):
+    """Served where authentication expires and can be refreshed: tells what the hub knows of it."""
+
+    async def on_authentication_refreshed(self) -> None:
+        self.context.items["refreshed"] = self.context.items.get("refreshed", 0) + 1
+
+    def auth_expires_at(self) -> float | None:
+        """The caller's authentication expiry as the hub sees it now (`context.user`)."""
+        user = self.context.user
+        return user.expires_at if user is not None else None
+
+    def refreshed_count(self) -> int:
+        """How often `on_authentication_refreshed` ran for this connection."""
+        return int(self.context.items.get("refreshed", 0))
+
+    def notify_after(self, seconds: float, value: Any) -> None:
+        """Sends `Notified(value)` to the caller `seconds` from now, with no call of the caller in
+        between (a long-polling client then polls again only after it arrives)."""
+        clients = self.clients
+
+        async def later() -> None:
+            await asyncio.sleep(seconds)
+            await clients.caller.send("Notified", value)
+
+        task = asyncio.ensure_future(later())
+        STATE.setdefault("later", set()).add(task)
+        task.add_done_callback(STATE["later"].discard)
+
+
+#: `token-<user>-exp<unix seconds>`: a token that expires, as a JWT's `exp` (the seconds may have a fraction).
+EXPIRING_TOKEN = re.compile(r"token-(?P<user>.+)-exp(?P<exp>\d+(?:\.\d+)?)")
+
+
 async def validate(token: str, request: web.Request) -> User | None:
-    """Tokens look like `token-<user>`; anything else is refused."""
+    """Tokens look like `token-<user>`, or `token-<user>-exp<unix>` for one that expires (refused
+    from then on, as an expired JWT); anything else is refused."""
+    expiring = EXPIRING_TOKEN.fullmatch(token)
+    if expiring is not None:
+        expires_at = float(expiring["exp"])
+        if expires_at <= time.time():
+            return None
+        user = expiring["user"]
+        return User(user, {"name": user}, expires_at=expires_at)
     if token.startswith("token-"):
         return User(token.removeprefix("token-"), {"name": token.removeprefix("token-")})
     return None
@@ -370,6 +414,15 @@ def create_app(azure_signalr: str | None = None, server_connections: int = 2) ->
         ("detailed", "/detailed", TestHub, HubOptions(enable_detailed_errors=True, **base)),
         ("auth", "/authhub", AuthHub, HubOptions(**base)),
         ("parallel", "/parallel", TestHub, HubOptions(max_parallel_invocations=4, **base)),
+        # authentication that expires: closed at expiry unless refreshed (as the chat serves it) ...
+        (
+            "expiry",
+            "/authexpiry",
+            ExpiryHub,
+            HubOptions(close_on_authentication_expiration=True, enable_authentication_refresh=True, **base),
+        ),
+        # ... and refreshed but never closed: an expired long poll is answered 409
+        ("refresh", "/authrefresh", ExpiryHub, HubOptions(enable_authentication_refresh=True, **base)),
     ]
     if azure_signalr is None:
         for key, path, hub, options in hubs:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .chat_fixtures import ChatServer, FakeAI, token_for
+from .chat_fixtures import JWT_SECRET, ChatServer, FakeAI, token_for
 from .node_runner import JS_DIR, FileRun, run_node_suite
 
 CHAT_JS_FILES = sorted((JS_DIR / "chat").glob("*.test.mjs"))
@@ -48,6 +48,8 @@ def chat_env(
         "CHAT_LOCAL_URL": local_chat_server.base,
         "FAKE_AI_URL": fake_ai.base,
         "CHAT_TOKENS": json.dumps(tokens),
+        # token_refresh.test.mjs signs tokens that live a few seconds, from the moment it needs them
+        "CHAT_JWT_SECRET": JWT_SECRET,
     }
 
 

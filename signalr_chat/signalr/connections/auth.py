@@ -13,10 +13,26 @@ from aiohttp import web
 class User:
     id: str
     claims: dict[str, Any] = field(default_factory=dict)
+    #: When the authentication behind this user ends, in Unix seconds (a JWT's `exp`); None: it
+    #: does not. A connection closes then when `close_on_authentication_expiration` is on, and its
+    #: client may replace it first through authentication refresh.
+    expires_at: float | None = None
 
     @property
     def name(self) -> str:
         return str(self.claims.get("name", self.id))
+
+    def expired(self, now: float) -> bool:
+        """The authentication has ended at Unix time `now` (a JWT is refused from its `exp` on)."""
+        return self.expires_at is not None and self.expires_at <= now
+
+    def lifetime(self, now: float) -> int | None:
+        """Whole seconds left at `now`, as ASP.NET Core reports `tokenLifetimeSeconds`; None when
+        the authentication does not end or has ended."""
+        if self.expires_at is None:
+            return None
+        left = int(self.expires_at - now)
+        return left if left > 0 else None
 
 
 #: Gets the bearer token; returns the user, or None when the token is not valid (401).

@@ -90,6 +90,13 @@ class Application(Protocol):
     def tick(self, now: float) -> None:
         """The shared heartbeat, once a second: keep-alive and timeouts."""
 
+    def close_requested(self) -> None:
+        """The server wants the connection closed (its authentication expired): close it the
+        application's way, as ASP.NET Core's IConnectionLifetimeNotificationFeature.RequestClose."""
+
+    def user_refreshed(self, user: User) -> None:
+        """The connection's user presented a newer authentication (`Connection.user` is it now)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RequestInfo:
@@ -134,6 +141,8 @@ class Connection:
     _room: asyncio.Future[None] | None = None
     _on_dispose: Callable[[Connection], None] | None = None
     telemetry: ConnectionTelemetry | None = None
+    #: The heartbeat asked the application to close (its authentication expired), once.
+    close_requested: bool = False
 
     @property
     def transport_kind(self) -> TransportKind | None:
@@ -212,6 +221,33 @@ class Connection:
         if self._room is not None and self._pending_size <= self.max_buffer_size // 2:
             self._free_room()
         return data
+
+    def authentication_expired(self, now: float) -> bool:
+        """The user's authentication has ended at Unix time `now`; anonymous ones never do."""
+        return self.user is not None and self.user.expired(now)
+
+    def refresh_user(self, user: User, *, only_later: bool = False) -> bool:
+        """Adopt a newer authentication of the connection's own user; the application hears of it.
+
+        Never another user (callers refuse that first), and never an older expiry than the one
+        held, so refreshes that race (a /refresh and a poll) cannot move it backwards.
+        `only_later` adopts only a strictly later expiry: a transport request that presents
+        the token the connection already holds changes nothing.
+        """
+        current = self.user
+        if current is None or current.id != user.id:
+            return False
+        old, new = current.expires_at, user.expires_at
+        if only_later:
+            if old is None or new is None or new <= old:
+                return False
+        elif old is not None and new is not None and new < old:
+            return False
+        self.user = user
+        application = self.application
+        if application is not None:
+            application.user_refreshed(user)
+        return True
 
     def attach(self, transport: Transport) -> None:
         self.transport = transport

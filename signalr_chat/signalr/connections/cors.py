@@ -13,7 +13,7 @@ from collections.abc import Collection
 
 from aiohttp import web
 
-ALLOWED_HEADERS = "X-Requested-With, X-SignalR-User-Agent, Authorization, Content-Type"
+ALLOWED_HEADERS = "X-Requested-With, X-SignalR-User-Agent, X-SignalR-Connection-Token, Authorization, Content-Type"
 ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
 
 

@@ -10,6 +10,7 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -47,9 +48,22 @@ _FEATURES = {
 #: as "Failed to complete negotiation with the server: Error: Server is shutting down: Status code '503'".
 SHUTTING_DOWN = "Server is shutting down"
 
+#: The header in which @microsoft/signalr 11 names the connection it refreshes (the `id` query,
+#: as ASP.NET Core's .NET client sends it, works too).
+CONNECTION_TOKEN_HEADER = "X-SignalR-Connection-Token"
+#: The error of the 409 that tells a long-polling client to refresh its authentication and poll
+#: again (@microsoft/signalr 11's LongPollingTransport looks for exactly this).
+AUTHENTICATION_REFRESH_REQUIRED = "authentication_refresh_required"
+
 
 def _text(status: int, text: str, headers: dict[str, str]) -> web.Response:
     return web.Response(status=status, text=text, headers=headers)
+
+
+def _error(status: int, error: str, description: str, headers: dict[str, str]) -> web.Response:
+    """ASP.NET Core's JSON error of the refresh flow: `{"error": ..., "error_description": ...}`."""
+    body = orjson.dumps({"error": error, "error_description": description})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
 class ConnectionEndpoint:
@@ -77,9 +91,12 @@ class ConnectionEndpoint:
         self.accepting = True
 
     def route(self, app: web.Application, path: str) -> None:
-        """Serve at `path` (matched case-insensitively) and `path/negotiate`."""
+        """Serve at `path` (matched case-insensitively) and `path/negotiate`; `path/refresh` too
+        when authentication refresh is on (without it that path does not exist, as in ASP.NET Core)."""
         name = "{_path:(?i:" + re.escape(path.strip("/")) + ")}"
         app.router.add_route("*", f"/{name}/{{_negotiate:(?i:negotiate)}}", self.negotiate)
+        if self.options.enable_authentication_refresh:
+            app.router.add_route("*", f"/{name}/{{_refresh:(?i:refresh)}}", self.refresh)
         app.router.add_route("*", f"/{name}", self.connect)
 
     # -- shared request checks ---------------------------------------------
@@ -112,8 +129,79 @@ class ConnectionEndpoint:
         stateful = self.options.allow_stateful_reconnect and wants_stateful_reconnect(query)
         connection = self.connections.create(version, stateful_reconnect=stateful)
         connection.user = user
-        document = negotiate_document(version, connection.id, connection.token, self.options.transports, stateful)
+        lifetime = None
+        if self.options.enable_authentication_refresh and user is not None and version >= 1:
+            lifetime = user.lifetime(self.connections.wall_clock())
+        document = negotiate_document(
+            version, connection.id, connection.token, self.options.transports, stateful, lifetime
+        )
         return web.Response(body=orjson.dumps(document), content_type="application/json", headers=headers)
+
+    # -- authentication refresh --------------------------------------------
+    async def refresh(self, request: web.Request) -> web.StreamResponse:
+        """`POST {path}/refresh`: a new token of the connection's own user, as ASP.NET Core 11
+        serves it. 200 `{"connectionId", "refreshedAt", "tokenLifetimeSeconds"?}`, or a JSON error
+        that leaves the connection as it was."""
+        if request.method == "OPTIONS":
+            return preflight(request, self.options.cors_origins)
+        headers = cors_headers(request, self.options.cors_origins)
+        if request.method != "POST":
+            return web.Response(status=405, headers=headers)
+        token = request.headers.get(CONNECTION_TOKEN_HEADER) or lower_query(request.query).get("id")
+        if not token:
+            return _error(
+                400,
+                "missing_connection_token",
+                f"The {CONNECTION_TOKEN_HEADER} header or the 'id' query string parameter is required.",
+                headers,
+            )
+        connection = self.connections.get(token)
+        if connection is None or connection.disposed or connection.negotiate_version < 1:
+            # a negotiate v0 id is public: it may not refresh anyone's connection
+            return _error(404, "connection_not_found", "No active connection with the specified ID.", headers)
+        try:
+            user = await auth.authenticate(request, self.validator)
+        except auth.Unauthorized:
+            user = None
+        if user is None:
+            return _error(401, "invalid_token", "Authentication failed.", headers)
+        if connection.user is None or connection.user.id != user.id:
+            # the connection is left as it was (ASP.NET Core refuses a refresh that changes the user)
+            return _error(403, "user_changed", "The new authentication belongs to another user.", headers)
+        log_context.bind(connection)
+        connection.refresh_user(user)
+        now = self.connections.wall_clock()
+        document: dict[str, Any] = {
+            "connectionId": connection.id,
+            "refreshedAt": datetime.fromtimestamp(now, UTC).isoformat(),
+        }
+        lifetime = connection.user.lifetime(now) if connection.user is not None else None
+        if lifetime is not None:
+            document["tokenLifetimeSeconds"] = lifetime
+        return web.Response(body=orjson.dumps(document), content_type="application/json", headers=headers)
+
+    def _refresh_required(self, connection: Connection) -> bool:
+        """A long-polling connection whose authentication expired must be refreshed before it is
+        served again (when refresh is on): its poll is answered 409."""
+        return (
+            self.options.enable_authentication_refresh
+            and connection.features is not None
+            and connection.features.polled
+            and not connection.disposed  # its last records (a Close) are still collected
+            and not connection.close_requested
+            and connection.authentication_expired(self.connections.wall_clock())
+        )
+
+    def _expired_poll(self, request: web.Request, headers: dict[str, str]) -> web.Response | None:
+        """The 409 for a poll whose token was refused because it expired along with its connection:
+        the client refreshes, then polls again with the new token."""
+        if request.method != "GET" or "text/event-stream" in request.headers.get("Accept", ""):
+            return None
+        token = lower_query(request.query).get("id")
+        connection = self.connections.get(token) if token else None
+        if connection is None or not self._refresh_required(connection):
+            return None
+        return _refresh_required_response(headers)
 
     # -- the connection URL ------------------------------------------------
     async def connect(self, request: web.Request) -> web.StreamResponse:
@@ -122,7 +210,7 @@ class ConnectionEndpoint:
         headers = cors_headers(request, self.options.cors_origins)
         user = await self._user(request, headers)
         if isinstance(user, web.Response):
-            return user
+            return self._expired_poll(request, headers) or user
         token = lower_query(request.query).get("id")
         is_websocket = request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
         if is_websocket:
@@ -136,6 +224,8 @@ class ConnectionEndpoint:
             return _text(404, "No Connection with that ID", headers)
         if not _same_user(connection, user):
             return web.Response(status=403, headers=headers)
+        if request.method == "GET" and user is not None and self.options.tracks_authentication:
+            connection.refresh_user(user, only_later=True)  # a poll with a newer token extends it
         if request.method == "POST":
             return await self._post(request, connection, headers)
         if request.method == "DELETE":
@@ -178,6 +268,8 @@ class ConnectionEndpoint:
                 return _text(404, "No Connection with that ID", headers)
             if not _same_user(connection, user):
                 return web.Response(status=403, headers=headers)
+            if user is not None and self.options.tracks_authentication:
+                connection.refresh_user(user, only_later=True)  # a stateful reconnect with a newer token
         elif not self.accepting:
             return _text(503, SHUTTING_DOWN, headers)
         else:  # skipNegotiation: the connection starts here
@@ -213,6 +305,8 @@ class ConnectionEndpoint:
         return await server_sent_events.serve(request, connection, headers)
 
     async def _poll(self, request: web.Request, connection: Connection, headers: dict[str, str]) -> web.StreamResponse:
+        if self._refresh_required(connection):
+            return _refresh_required_response(headers)
         first = connection.features is None
         claimed = self._claim(request, connection, TransportKind.LONG_POLLING, headers)
         if isinstance(claimed, web.Response):
@@ -265,6 +359,15 @@ class ConnectionEndpoint:
         if self.telemetry is not None:
             self.telemetry.shutting_down = True
         await self.connections.shutdown()
+
+
+def _refresh_required_response(headers: dict[str, str]) -> web.Response:
+    return _error(
+        409,
+        AUTHENTICATION_REFRESH_REQUIRED,
+        "The connection's authentication expired: refresh it, then poll again.",
+        headers,
+    )
 
 
 def _same_user(connection: Connection, user: User | None) -> bool:

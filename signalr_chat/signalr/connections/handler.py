@@ -117,6 +117,13 @@ class _HandlerApplication:
     def tick(self, now: float) -> None:
         """No keep-alive of its own: WebSocket pings and polls show the client is there."""
 
+    def close_requested(self) -> None:
+        """No close message of its own: the connection ends, as `ConnectionContext.close()`."""
+        spawn(self.connection.dispose())
+
+    def user_refreshed(self, user: User) -> None:
+        """Nothing to do: `ConnectionContext.user` reads the connection's user as it is now."""
+
 
 def map_connection_handler(
     app: web.Application,

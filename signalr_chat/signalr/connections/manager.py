@@ -1,7 +1,8 @@
 """All live connections of one hub endpoint, and the one heartbeat that times them out.
 
-A single periodic callback drives keep-alive pings, client and handshake timeouts and the
-disposal of abandoned connections, so idle connections cost no timers of their own.
+A single periodic callback drives keep-alive pings, client and handshake timeouts, the
+disposal of abandoned connections and the closing of connections whose authentication
+expired, so idle connections cost no timers of their own.
 """
 
 from __future__ import annotations
@@ -29,9 +30,16 @@ def new_id() -> str:
 
 
 class ConnectionManager:
-    def __init__(self, options: ConnectionOptions, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        options: ConnectionOptions,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.options = options
         self._clock = clock
+        #: Unix time, what authentication expiries (a JWT's `exp`) are told in.
+        self.wall_clock = wall_clock
         self._by_token: dict[str, Connection] = {}
         self._handle: asyncio.TimerHandle | None = None
         self.telemetry: ConnectionTelemetry | None = None
@@ -91,9 +99,13 @@ class ConnectionManager:
         if self._by_token:
             self._ensure_heartbeat()
 
-    def tick(self, now: float) -> None:
-        """One heartbeat at time `now`; tests call it with a clock of their own."""
+    def tick(self, now: float, wall: float | None = None) -> None:
+        """One heartbeat at time `now` (monotonic) and `wall` (Unix time, for authentication
+        expiry; the wall clock when None); tests call it with clocks of their own."""
         timeout = self.options.disconnect_timeout
+        expiring = self.options.close_on_authentication_expiration
+        if expiring and wall is None:
+            wall = self.wall_clock()
         for connection in list(self._by_token.values()):
             if not connection.active and now - connection.last_active > timeout:
                 if connection.disposed:
@@ -103,8 +115,24 @@ class ConnectionManager:
                 if self.telemetry is not None:
                     self.telemetry.timed_out(connection)
                 spawn(connection.dispose())
-            elif connection.application is not None:
-                connection.application.tick(now)
+                continue
+            application = connection.application
+            if application is not None:
+                application.tick(now)
+            if (
+                expiring
+                and wall is not None
+                and not connection.close_requested
+                and not connection.disposed
+                and connection.authentication_expired(wall)
+            ):
+                # as ASP.NET Core's HttpConnectionManager: ask the application to close, once
+                connection.close_requested = True
+                log.info("connection %s: authentication expired, closing", connection.id)
+                if application is not None:
+                    application.close_requested()
+                else:  # negotiated, never started: nothing to tell
+                    spawn(connection.dispose())
 
     async def shutdown(self) -> None:
         """Graceful stop: every connection closes with going-away, so clients reconnect elsewhere."""

@@ -30,6 +30,18 @@ class ConnectionOptions:
     max_frame_size: int = 1024 * 1024
     #: Offer stateful reconnect to clients that ask (the application must support it).
     allow_stateful_reconnect: bool = False
+    #: Close a connection once its user's authentication expires (User.expires_at), as ASP.NET
+    #: Core's CloseOnAuthenticationExpiration: the shared heartbeat asks the application to close.
+    close_on_authentication_expiration: bool = False
+    #: Serve authentication refresh as ASP.NET Core 11 does (EnableAuthenticationRefresh): negotiate
+    #: reports `tokenLifetimeSeconds`, `POST {path}/refresh` takes a new token of the same user, and a
+    #: long poll of a connection whose authentication expired is answered 409.
+    enable_authentication_refresh: bool = False
+
+    @property
+    def tracks_authentication(self) -> bool:
+        """Whether a user's expiry matters here, so requests presenting a newer token extend it."""
+        return self.close_on_authentication_expiration or self.enable_authentication_refresh
 
     def __post_init__(self) -> None:
         # the browser client sends credentials, so the CORS answer must name the origin:

@@ -80,6 +80,9 @@ class HubDispatcher:
         finally:
             await self.lifetime.on_disconnected(connection)
 
+    async def on_authentication_refreshed(self, connection: HubConnectionContext) -> None:
+        await self._hub(connection).on_authentication_refreshed()
+
     # -- messages --------------------------------------------------------
     def dispatch(self, connection: HubConnectionContext, message: HubMessage) -> Awaitable[None] | None:
         """Act on one message; what the receive loop must wait for before the next, if anything.

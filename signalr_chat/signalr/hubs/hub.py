@@ -103,3 +103,9 @@ class Hub:
 
     async def on_disconnected(self, exception: BaseException | None) -> None:
         """Runs once when the connection ends; `exception` is set when it ended in error."""
+
+    async def on_authentication_refreshed(self) -> None:
+        """Runs when the caller presented a newer authentication of the same user (authentication
+        refresh, or a poll with a newer token), as ASP.NET Core 11's OnAuthenticationRefreshedAsync:
+        `self.context.user` is the new one (its claims, its `expires_at`), for this and later calls;
+        `context.user_identifier` never changes."""

@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..connections import Connection
+from ..connections import Connection, User
 from ..connections.background import spawn
 from ..protocol import (
     JSON,
@@ -63,6 +63,8 @@ class MessageDispatcher(Protocol):
     async def on_connected(self, connection: HubConnectionContext) -> None: ...
 
     async def on_disconnected(self, connection: HubConnectionContext, error: BaseException | None) -> None: ...
+
+    async def on_authentication_refreshed(self, connection: HubConnectionContext) -> None: ...
 
 
 @dataclass(slots=True)
@@ -309,6 +311,27 @@ class HubConnectionContext:
         elif now - self._last_received > self.options.client_timeout:
             log.info("connection %s: client timeout elapsed", self.connection_id)
             spawn(self.close(allow_reconnect=True, exception=TimeoutError("Client timeout elapsed.")))
+
+    def close_requested(self) -> None:
+        """The connection layer closes the connection (its authentication expired): a Close
+        message with `allowReconnect` and no error, as ASP.NET Core's HubConnectionContext does
+        when HttpConnectionManager requests the close (AbortAllowReconnect)."""
+        spawn(self.close(allow_reconnect=True))
+
+    def user_refreshed(self, user: User) -> None:
+        """A newer authentication of the same user: later invocations see it in `context.user`,
+        and the hub's `on_authentication_refreshed` runs. `user_identifier` stays: user routing
+        is keyed to the connection's first identity, as in ASP.NET Core."""
+        self.user = user
+        self.caller_context.user = user
+        if self._connected and not self.connection_context.disposed:
+            spawn(self._authentication_refreshed())
+
+    async def _authentication_refreshed(self) -> None:
+        try:
+            await self.dispatcher.on_authentication_refreshed(self)
+        except Exception:
+            log.exception("connection %s: on_authentication_refreshed failed", self.connection_id)
 
     # -- closing ---------------------------------------------------------
     def abort(self, allow_reconnect: bool = False) -> None:

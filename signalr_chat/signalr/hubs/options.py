@@ -37,6 +37,12 @@ class HubOptions:
     send_timeout: float = 30.0
     websocket_compression: bool = False
     protocols: tuple[str, ...] = field(default=("json", "messagepack"))
+    #: Close a connection (Close with `allowReconnect`, no error) once its user's authentication
+    #: expires (User.expires_at), as ASP.NET Core's CloseOnAuthenticationExpiration.
+    close_on_authentication_expiration: bool = False
+    #: Serve authentication refresh as ASP.NET Core 11's EnableAuthenticationRefresh: negotiate
+    #: reports `tokenLifetimeSeconds`, `POST {path}/refresh` takes a new token of the same user.
+    enable_authentication_refresh: bool = False
 
     def __post_init__(self) -> None:
         # the browser client sends credentials, so the CORS answer must name the origin:
@@ -57,4 +63,6 @@ class HubOptions:
             # a frame may batch several messages; each message is checked against the limit
             max_frame_size=0 if size is None else max(4 * size, 1024 * 1024),
             allow_stateful_reconnect=self.allow_stateful_reconnect,
+            close_on_authentication_expiration=self.close_on_authentication_expiration,
+            enable_authentication_refresh=self.enable_authentication_refresh,
         )

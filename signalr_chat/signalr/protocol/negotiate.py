@@ -57,7 +57,11 @@ def negotiate_document(
     connection_token: str,
     transports: Iterable[TransportKind],
     stateful_reconnect: bool,
+    token_lifetime: int | None = None,
 ) -> dict[str, Any]:
+    """`token_lifetime`: the seconds the caller's authentication has left, reported as
+    `tokenLifetimeSeconds` where authentication refresh is served (the client schedules its
+    refresh from it)."""
     enabled = set(transports)
     document: dict[str, Any] = {"negotiateVersion": version, "connectionId": connection_id}
     if version >= 1:
@@ -67,4 +71,6 @@ def negotiate_document(
     ]
     if stateful_reconnect:
         document["useStatefulReconnect"] = True
+    if token_lifetime is not None:
+        document["tokenLifetimeSeconds"] = token_lifetime
     return document
