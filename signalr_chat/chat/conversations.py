@@ -1,8 +1,9 @@
 """Many conversations per user (or guest), and replies that belong to a conversation.
 
-A conversation is stored under a key made of its owner and its id; the owner's default
-conversation is stored under the owner key itself, which is the seed's single history,
-so SendMessage/AskAi and these methods see the same default conversation.
+A conversation is stored under a key made of its owner and its id (`conversation_key`:
+both escaped, so no user id, guest id or conversation id can spell another owner's key); the
+owner's default conversation is stored under the owner alone, which is the seed's single
+history, so SendMessage/AskAi and these methods see the same default conversation.
 
 Every reply goes through one pipeline (`_generate`): wait for the conversation's turn,
 plan what to ask, relay, store, end. The seed methods (SendMessage, AskAi, StreamMessage)
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 
 from ..ai import AiError, AiFailed, ChatMessage
 from .guests import Guests
-from .history import ConversationInfo, HistoryUnavailable
+from .history import ConversationInfo, HistoryUnavailable, conversation_key
 from .replies import ReplyRun
 from .service import Backends, Caller, ChatService, Rejected, Reply
 
@@ -186,7 +187,7 @@ class ConversationService:
 
     @staticmethod
     def _key(owner: str, conversation_id: str) -> str:
-        return owner if conversation_id == DEFAULT else f"{owner}/{conversation_id}"
+        return conversation_key(owner, conversation_id, DEFAULT)
 
     async def use_guest(self, caller: Caller, guest_id: object) -> str | None:
         """An anonymous connection becomes a guest (a new one unless `guest_id` is alive);
@@ -201,7 +202,7 @@ class ConversationService:
         backends = self.anonymous
         for info in await backends.history.conversations(owner):
             await self._drop(owner, backends, info.id)
-        await backends.history.clear(owner)
+        await backends.history.clear(self._key(owner, DEFAULT))
 
     def info(self) -> dict[str, object]:
         return self.chat.info()
@@ -226,7 +227,7 @@ class ConversationService:
         connection.add(reply)
         try:
             text, error = await self._generate(
-                reply, self.backends(caller), self.owner(caller), None, "send", message, 0, emit
+                reply, self.backends(caller), self._key(self.owner(caller), DEFAULT), None, "send", message, 0, emit
             )
         finally:
             reply.done.set()
@@ -273,19 +274,19 @@ class ConversationService:
                 await asyncio.gather(producer, return_exceptions=True)
 
     async def history(self, caller: Caller) -> list[ChatMessage]:
-        return await self.backends(caller).history.load(self.owner(caller))
+        return await self.backends(caller).history.load(self._key(self.owner(caller), DEFAULT))
 
     async def stop_default(self, caller: Caller) -> None:
         """StopGeneration, and ClearHistory before it clears: every reply of the caller's
         default conversation (a reply belongs to its conversation) stops, on every instance,
         and is stored before this returns."""
-        key = self.owner(caller)
+        key = self._key(self.owner(caller), DEFAULT)
         await self._stop_elsewhere(key, self.backends(caller), await self._stop_here(key))
 
     async def clear_default(self, caller: Caller) -> None:
         """ClearHistory: every reply stopped and stored, on every instance, then emptied."""
         await self.stop_default(caller)
-        await self._empty(self.owner(caller), self.backends(caller))
+        await self._empty(self._key(self.owner(caller), DEFAULT), self.backends(caller))
 
     # -- the list -----------------------------------------------------------------
     async def _find(self, owner: str, backends: Backends, conversation_id: object) -> ConversationInfo:
@@ -296,7 +297,7 @@ class ConversationService:
             if info.id == conversation_id:
                 return info
         if conversation_id == DEFAULT:
-            history = await store.load(owner)
+            history = await store.load(self._key(owner, DEFAULT))
             first = next((m["content"] for m in history if m["role"] == "user"), None)
             return ConversationInfo(DEFAULT, derive_title(first) if first else NEW_TITLE, 0.0, 0.0)
         raise Rejected(NOT_FOUND)
@@ -311,7 +312,7 @@ class ConversationService:
         owner, backends = self.owner(caller), self.backends(caller)
         store = backends.history
         listed = await store.conversations(owner)
-        if all(info.id != DEFAULT for info in listed) and await store.load(owner):
+        if all(info.id != DEFAULT for info in listed) and await store.load(self._key(owner, DEFAULT)):
             listed.append(await self._find(owner, backends, DEFAULT))  # the seed's history, never listed yet
         keys = [self._key(owner, info.id) for info in listed]
         elsewhere = await backends.replies.is_running(keys)
@@ -742,7 +743,7 @@ class ConversationService:
             backends = self.anonymous
             await backends.rate_limits.forget(owner)
             try:
-                await backends.history.clear(owner)
+                await backends.history.clear(self._key(owner, DEFAULT))
             except HistoryUnavailable as exc:  # a Redis store's keys expire by themselves
                 log.warning("an anonymous conversation was not cleared at disconnect: %s", exc)
 

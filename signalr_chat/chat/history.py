@@ -28,6 +28,22 @@ class ConversationInfo:
         return {"id": self.id, "title": self.title, "created": self.created, "updated": self.updated}
 
 
+def _escaped(part: str) -> str:
+    """`part` with no "/" left in it, reversibly: "%" and "/" become "%25" and "%2F"."""
+    return part.replace("%", "%25").replace("/", "%2F")
+
+
+def conversation_key(owner: str, conversation_id: str, default: str = "default") -> str:
+    """Where a conversation's messages are stored: one key per (owner, conversation), whatever
+    characters either holds. The owner's default conversation is stored under the owner alone
+    (the seed's single history), any other under owner, "/", id; both parts escaped, so no "/"
+    is left in either and no owner (a user's `sub` is anyone's choice) can spell another
+    owner's conversation. Owners and ids without "%" or "/" (every guest id, every id the
+    server issues) keep the key they had before keys were escaped."""
+    owner_part = _escaped(owner)
+    return owner_part if conversation_id == default else f"{owner_part}/{_escaped(conversation_id)}"
+
+
 class HistoryUnavailable(Exception):
     """The store did not answer in time (e.g. Redis down): the call fails, and says so."""
 
