@@ -52,17 +52,31 @@ class HistoryUnavailable(Exception):
     )
 
 
+#: An owner and the list entry to upsert in the same transaction as a write of messages.
+Listed = tuple[str, ConversationInfo]
+
+
 class HistoryStore(Protocol):
+    """Every write is one transaction: a crash leaves the conversation (messages and list
+    entry together) as it was before the write or as it is after it, never between."""
+
     async def load(self, conversation: str) -> list[ChatMessage]:
         """The conversation's messages, oldest first."""
         ...
 
-    async def append(self, conversation: str, messages: Sequence[ChatMessage]) -> None: ...
+    async def append(self, conversation: str, messages: Sequence[ChatMessage], listed: Listed | None = None) -> None:
+        """Adds `messages` (trimmed to the last `keep`) and, with `listed`, upserts that entry."""
+        ...
 
     async def clear(self, conversation: str) -> None: ...
 
-    async def replace(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
-        """The conversation becomes exactly `messages` (edit, regenerate, continue)."""
+    async def replace(self, conversation: str, messages: Sequence[ChatMessage], listed: Listed | None = None) -> None:
+        """The conversation becomes exactly `messages` (edit, regenerate, continue, clear,
+        restore); with `listed`, that entry is upserted too."""
+        ...
+
+    async def drop(self, owner: str, conversation_id: str, conversation: str) -> None:
+        """Deletes a conversation: its messages (under the key `conversation`) and its entry."""
         ...
 
     async def conversations(self, owner: str) -> list[ConversationInfo]:
@@ -92,17 +106,28 @@ class InMemoryHistoryStore:
     async def load(self, conversation: str) -> list[ChatMessage]:
         return list(self._conversations.get(conversation, ()))
 
-    async def append(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
+    async def append(self, conversation: str, messages: Sequence[ChatMessage], listed: Listed | None = None) -> None:
         turns = self._conversations.get(conversation)
         if turns is None:
             turns = self._conversations[conversation] = deque(maxlen=self._keep)
         turns.extend(messages)
+        if listed is not None:
+            await self.save_conversation(*listed)
 
     async def clear(self, conversation: str) -> None:
         self._conversations.pop(conversation, None)
 
-    async def replace(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
-        self._conversations[conversation] = deque(messages, maxlen=self._keep)
+    async def replace(self, conversation: str, messages: Sequence[ChatMessage], listed: Listed | None = None) -> None:
+        if messages:
+            self._conversations[conversation] = deque(messages, maxlen=self._keep)
+        else:
+            self._conversations.pop(conversation, None)
+        if listed is not None:
+            await self.save_conversation(*listed)
+
+    async def drop(self, owner: str, conversation_id: str, conversation: str) -> None:
+        self._conversations.pop(conversation, None)
+        await self.forget_conversation(owner, conversation_id)
 
     async def conversations(self, owner: str) -> list[ConversationInfo]:
         return sorted(self._lists.get(owner, {}).values(), key=lambda c: c.updated, reverse=True)
