@@ -128,6 +128,7 @@ def create_app(
     health = app[HEALTH] = Health()
     model_started = False
     health.add_check("model", lambda: None if model_started else f"{model.name} is starting")
+    health.add_check("history", conversations.history_problem)
 
     async def start(app: web.Application) -> None:
         nonlocal model_started

@@ -1,8 +1,9 @@
 """Many conversations per user (or guest), and replies that belong to a conversation.
 
-A conversation is stored under a key made of its owner and its id; the owner's default
-conversation is stored under the owner key itself, which is the seed's single history,
-so SendMessage/AskAi and these methods see the same default conversation.
+A conversation is stored under a key made of its owner and its id (`conversation_key`:
+both escaped, so no user id, guest id or conversation id can spell another owner's key); the
+owner's default conversation is stored under the owner alone, which is the seed's single
+history, so SendMessage/AskAi and these methods see the same default conversation.
 
 Every reply goes through one pipeline (`_generate`): wait for the conversation's turn,
 plan what to ask, relay, store, end. The seed methods (SendMessage, AskAi, StreamMessage)
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 
 from ..ai import AiError, AiFailed, ChatMessage
 from .guests import Guests
-from .history import ConversationInfo, HistoryUnavailable
+from .history import ConversationInfo, HistoryUnavailable, Listed, conversation_key
 from .replies import ReplyRun
 from .service import Backends, Caller, ChatService, Rejected, Reply
 
@@ -68,6 +69,15 @@ def derive_title(message: str) -> str:
     return cut + "…"
 
 
+def _shown(history: list[ChatMessage]) -> list[dict[str, object]]:
+    return [{"role": m["role"], "content": m["content"]} for m in history]
+
+
+def _asked(history: list[ChatMessage]) -> str | None:
+    """The last message when it is the user's: its reply is being written, or was interrupted."""
+    return history[-1]["content"] if history and history[-1]["role"] == "user" else None
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What to ask the model, and the history to store with its reply."""
@@ -77,6 +87,8 @@ class _Plan:
     result: Callable[[str], list[ChatMessage]]
     #: The reply only adds a turn: appended rather than rewritten.
     appends: bool = False
+    #: The reply extends the last one (ContinueReply of a cut reply).
+    continues: bool = False
 
 
 def _plan(kind: str, history: list[ChatMessage], text: str, index: int) -> _Plan:
@@ -95,11 +107,20 @@ def _plan(kind: str, history: list[ChatMessage], text: str, index: int) -> _Plan
         before, user = history[:-2], history[-2]
         return _Plan(before, user, lambda reply: [*before, user, {"role": "assistant", "content": reply}])
     # continue: the model sees its cut reply and is asked to go on; the new text extends it
-    if not history or history[-1]["role"] != "assistant":
+    if not history:
         raise Rejected(NOTHING_TO_CONTINUE)
+    if history[-1]["role"] == "user":
+        # an interrupted turn (the server stopped before its reply was stored): answered now
+        before, user = history[:-1], history[-1]
+        return _Plan(before, user, lambda reply: [*before, user, {"role": "assistant", "content": reply}])
     before, cut = history[:-1], history[-1]
     ask: ChatMessage = {"role": "user", "content": CONTINUE_PROMPT}
-    return _Plan(history, ask, lambda reply: [*before, {"role": "assistant", "content": cut["content"] + reply}])
+    return _Plan(
+        history,
+        ask,
+        lambda reply: [*before, {"role": "assistant", "content": cut["content"] + reply}],
+        continues=True,
+    )
 
 
 @dataclass(slots=True)
@@ -186,7 +207,7 @@ class ConversationService:
 
     @staticmethod
     def _key(owner: str, conversation_id: str) -> str:
-        return owner if conversation_id == DEFAULT else f"{owner}/{conversation_id}"
+        return conversation_key(owner, conversation_id, DEFAULT)
 
     async def use_guest(self, caller: Caller, guest_id: object) -> str | None:
         """An anonymous connection becomes a guest (a new one unless `guest_id` is alive);
@@ -201,7 +222,15 @@ class ConversationService:
         backends = self.anonymous
         for info in await backends.history.conversations(owner):
             await self._drop(owner, backends, info.id)
-        await backends.history.clear(owner)
+        await backends.history.clear(self._key(owner, DEFAULT))
+
+    def history_problem(self) -> str | None:
+        """For /readyz: why a history store refuses writes (SQLite full or read-only), if one does."""
+        for store in (self.signed_in.history, self.anonymous.history):
+            problem = getattr(store, "problem", None)
+            if problem is not None:
+                return str(problem)
+        return None
 
     def info(self) -> dict[str, object]:
         return self.chat.info()
@@ -226,7 +255,7 @@ class ConversationService:
         connection.add(reply)
         try:
             text, error = await self._generate(
-                reply, self.backends(caller), self.owner(caller), None, "send", message, 0, emit
+                reply, self.backends(caller), self._key(self.owner(caller), DEFAULT), None, "send", message, 0, emit
             )
         finally:
             reply.done.set()
@@ -272,20 +301,31 @@ class ConversationService:
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
 
-    async def history(self, caller: Caller) -> list[ChatMessage]:
-        return await self.backends(caller).history.load(self.owner(caller))
+    async def history(self, caller: Caller) -> list[dict[str, object]]:
+        """GetHistory: the default conversation's messages; a last user message whose reply is
+        not being written anywhere is marked `interrupted` (the server stopped mid-reply)."""
+        key, backends = self._key(self.owner(caller), DEFAULT), self.backends(caller)
+        history = await backends.history.load(key)
+        messages = _shown(history)
+        if (
+            _asked(history) is not None
+            and not self._busy_here(key)
+            and not (await backends.replies.is_running([key]))[0]
+        ):
+            messages[-1]["interrupted"] = True
+        return messages
 
     async def stop_default(self, caller: Caller) -> None:
         """StopGeneration, and ClearHistory before it clears: every reply of the caller's
         default conversation (a reply belongs to its conversation) stops, on every instance,
         and is stored before this returns."""
-        key = self.owner(caller)
+        key = self._key(self.owner(caller), DEFAULT)
         await self._stop_elsewhere(key, self.backends(caller), await self._stop_here(key))
 
     async def clear_default(self, caller: Caller) -> None:
         """ClearHistory: every reply stopped and stored, on every instance, then emptied."""
         await self.stop_default(caller)
-        await self._empty(self.owner(caller), self.backends(caller))
+        await self._empty(self._key(self.owner(caller), DEFAULT), self.backends(caller))
 
     # -- the list -----------------------------------------------------------------
     async def _find(self, owner: str, backends: Backends, conversation_id: object) -> ConversationInfo:
@@ -296,7 +336,7 @@ class ConversationService:
             if info.id == conversation_id:
                 return info
         if conversation_id == DEFAULT:
-            history = await store.load(owner)
+            history = await store.load(self._key(owner, DEFAULT))
             first = next((m["content"] for m in history if m["role"] == "user"), None)
             return ConversationInfo(DEFAULT, derive_title(first) if first else NEW_TITLE, 0.0, 0.0)
         raise Rejected(NOT_FOUND)
@@ -311,7 +351,7 @@ class ConversationService:
         owner, backends = self.owner(caller), self.backends(caller)
         store = backends.history
         listed = await store.conversations(owner)
-        if all(info.id != DEFAULT for info in listed) and await store.load(owner):
+        if all(info.id != DEFAULT for info in listed) and await store.load(self._key(owner, DEFAULT)):
             listed.append(await self._find(owner, backends, DEFAULT))  # the seed's history, never listed yet
         keys = [self._key(owner, info.id) for info in listed]
         elsewhere = await backends.replies.is_running(keys)
@@ -342,9 +382,9 @@ class ConversationService:
         store = backends.history
         await self._stop_and_wait(key, backends)
         history = await store.load(key)
-        await self._empty(key, backends)
         now = time.time()
-        await store.save_conversation(owner, ConversationInfo(info.id, NEW_TITLE, info.created or now, now))
+        emptied = ConversationInfo(info.id, NEW_TITLE, info.created or now, now)
+        await self._empty(key, backends, lambda: store.replace(key, [], (owner, emptied)))
         self._forget_cleared(key)
         if history:
             handle = asyncio.get_running_loop().call_later(UNDO_SECONDS, self._forget_cleared, key)
@@ -360,8 +400,7 @@ class ConversationService:
             return False
         self._forget_cleared(key)
         history, before, _ = cleared
-        await store.replace(key, history)
-        await store.save_conversation(owner, ConversationInfo(info.id, before.title, info.created, time.time()))
+        await store.replace(key, history, (owner, ConversationInfo(info.id, before.title, info.created, time.time())))
         return True
 
     def _forget_cleared(self, key: str) -> None:
@@ -371,16 +410,17 @@ class ConversationService:
             conversation.cleared = None
             self._tidy(key)
 
-    async def _empty(self, key: str, backends: Backends) -> None:
-        """Stops every reply of the conversation here, then empties it once its turn comes:
-        nothing in flight can write into the fresh conversation."""
+    async def _empty(self, key: str, backends: Backends, write: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Stops every reply of the conversation here, then empties it once its turn comes
+        (with `write`, one write that empties it and its entry too): nothing in flight can
+        write into the fresh conversation."""
         conversation = self._conversation(key, backends)
         conversation.users += 1
         try:
             for reply in list(conversation.replies):
                 reply.stop()
             async with conversation.lock:
-                await backends.history.clear(key)
+                await (write() if write is not None else backends.history.clear(key))
         finally:
             conversation.users -= 1
             self._tidy(key)
@@ -395,8 +435,8 @@ class ConversationService:
     async def _drop(self, owner: str, backends: Backends, conversation_id: str) -> None:
         key = self._key(owner, conversation_id)
         await self._stop_and_wait(key, backends)
-        await self._empty(key, backends)
-        await backends.history.forget_conversation(owner, conversation_id)
+        # messages and entry in one write: a crash never leaves an entry without its messages
+        await self._empty(key, backends, lambda: backends.history.drop(owner, conversation_id, key))
 
     @staticmethod
     def _title(title: object) -> str:
@@ -433,11 +473,18 @@ class ConversationService:
                 if run is None or run.storing == before:
                     break
             reply = run.describe() if run is not None and not run.storing else None
-        return {
-            **info.as_dict(),
-            "messages": [{"role": m["role"], "content": m["content"]} for m in history],
-            "reply": reply,
-        }
+        messages = _shown(history)
+        if reply is not None and reply["running"]:
+            if not reply["continues"] and _asked(history) == reply["userMessage"]:
+                messages.pop()  # the running reply's question, stored when it was accepted: shown with the reply
+        elif _asked(history) is not None and not self._busy_here(key):
+            messages[-1]["interrupted"] = True
+        return {**info.as_dict(), "messages": messages, "reply": reply}
+
+    def _busy_here(self, key: str) -> bool:
+        """A reply of the conversation streams or waits for its turn on this instance."""
+        conversation = self._conversations.get(key)
+        return conversation is not None and bool(conversation.replies)
 
     async def follow(self, caller: Caller, conversation_id: object, after: object) -> AsyncIterator[dict[str, object]]:
         """ResumeReply: the conversation's latest reply after chunk `after`, then live."""
@@ -475,8 +522,8 @@ class ConversationService:
         if kind in ("regenerate", "continue"):
             await self.chat.count(backends.rate_limits, owner)  # the rate limit counts these too
         plan = _plan(kind, await backends.history.load(key), message, position)  # rejected here, before any task
-        shown = None if kind == "continue" else plan.ask["content"]
-        run = ReplyRun(info.id, shown, continues=kind == "continue")
+        shown = None if plan.continues else plan.ask["content"]
+        run = ReplyRun(info.id, shown, continues=plan.continues)
         if self._running(key) is not None or not await backends.replies.claim(key, run):
             raise Rejected(BUSY)  # on this instance meanwhile, or on another
         reply = Reply(None, None, run)
@@ -546,23 +593,29 @@ class ConversationService:
             async with conversation.lock:
                 plan = _plan(kind, await backends.history.load(key), message, index)  # the history may have moved on
                 prompt = self.chat.prompt(plan.context, plan.ask)
-                if kind == "continue":
+                if plan.continues:
                     prompt = [*prompt[:-1], plan.ask]  # the cut reply stays just before the request
                 parts: list[str] = []
                 error: AiError | None = None
+                accepted = False
+                if plan.appends and not reply.stopped:
+                    # the user's message is stored before the model is asked: a crash mid-reply
+                    # keeps it (one write per turn; the reply is stored when it ends)
+                    await backends.history.append(key, [plan.ask])
+                    accepted = True
                 try:
                     if not reply.stopped:  # stopped while waiting for its turn: never asked
                         await self.chat.relay(reply, prompt, parts, emit, usage)
                 except AiError as exc:
                     error = exc
                 except asyncio.CancelledError:
-                    await self._save(reply, backends, key, listed, plan, parts)
+                    await self._save(reply, backends, key, listed, plan, parts, accepted)
                     raise
                 except Exception as exc:
                     log.exception("reply failed")
                     error = AiFailed()
                     error.__cause__ = exc
-                await self._save(reply, backends, key, listed, plan, parts)
+                await self._save(reply, backends, key, listed, plan, parts, accepted)
                 return "".join(parts), error
         finally:
             conversation.replies.discard(reply)
@@ -576,31 +629,36 @@ class ConversationService:
         listed: tuple[str, ConversationInfo] | None,
         plan: _Plan,
         parts: Sequence[str],
+        accepted: bool = False,
     ) -> None:
-        """Stores the reply as far as it got; nothing generated, nothing stored (a retry does
-        not repeat the question, and an edit or regenerate that failed loses nothing)."""
+        """Stores the reply as far as it got, with its list entry, in one write; nothing
+        generated, nothing stored (the user's message stored at `accepted` is taken back, so a
+        retry does not repeat the question, and an edit or regenerate that failed loses nothing)."""
+        store = backends.history
         if not parts:
+            if accepted:
+                await store.replace(key, plan.context)
             return
         if reply.run is not None:
             reply.run.storing = True
             await backends.replies.storing(reply.run)
-        store = backends.history
         text = "".join(parts)
+        entry: Listed | None = None
+        if listed is not None:
+            owner, info = listed
+            title = info.title
+            if title == NEW_TITLE:
+                first = next((m["content"] for m in plan.result(text) if m["role"] == "user"), None)
+                if first is None:
+                    first = next((m["content"] for m in plan.context if m["role"] == "user"), None)
+                title = derive_title(first) if first else NEW_TITLE
+            now = time.time()
+            entry = (owner, ConversationInfo(info.id, title, info.created or now, now))
         if plan.appends:
-            await store.append(key, plan.result(text))
+            turn = plan.result(text)
+            await store.append(key, turn[1:] if accepted else turn, entry)
         else:
-            await store.replace(key, plan.result(text))
-        if listed is None:
-            return
-        owner, info = listed
-        title = info.title
-        if title == NEW_TITLE:
-            first = next((m["content"] for m in plan.result(text) if m["role"] == "user"), None)
-            if first is None:
-                first = next((m["content"] for m in plan.context if m["role"] == "user"), None)
-            title = derive_title(first) if first else NEW_TITLE
-        now = time.time()
-        await store.save_conversation(owner, ConversationInfo(info.id, title, info.created or now, now))
+            await store.replace(key, plan.result(text), entry)
 
     # -- stopping ---------------------------------------------------------------------
     async def _running_anywhere(self, key: str, backends: Backends) -> bool:
@@ -742,7 +800,7 @@ class ConversationService:
             backends = self.anonymous
             await backends.rate_limits.forget(owner)
             try:
-                await backends.history.clear(owner)
+                await backends.history.clear(self._key(owner, DEFAULT))
             except HistoryUnavailable as exc:  # a Redis store's keys expire by themselves
                 log.warning("an anonymous conversation was not cleared at disconnect: %s", exc)
 

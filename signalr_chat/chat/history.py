@@ -28,6 +28,22 @@ class ConversationInfo:
         return {"id": self.id, "title": self.title, "created": self.created, "updated": self.updated}
 
 
+def _escaped(part: str) -> str:
+    """`part` with no "/" left in it, reversibly: "%" and "/" become "%25" and "%2F"."""
+    return part.replace("%", "%25").replace("/", "%2F")
+
+
+def conversation_key(owner: str, conversation_id: str, default: str = "default") -> str:
+    """Where a conversation's messages are stored: one key per (owner, conversation), whatever
+    characters either holds. The owner's default conversation is stored under the owner alone
+    (the seed's single history), any other under owner, "/", id; both parts escaped, so no "/"
+    is left in either and no owner (a user's `sub` is anyone's choice) can spell another
+    owner's conversation. Owners and ids without "%" or "/" (every guest id, every id the
+    server issues) keep the key they had before keys were escaped."""
+    owner_part = _escaped(owner)
+    return owner_part if conversation_id == default else f"{owner_part}/{_escaped(conversation_id)}"
+
+
 class HistoryUnavailable(Exception):
     """The store did not answer in time (e.g. Redis down): the call fails, and says so."""
 
@@ -36,17 +52,31 @@ class HistoryUnavailable(Exception):
     )
 
 
+#: An owner and the list entry to upsert in the same transaction as a write of messages.
+Listed = tuple[str, ConversationInfo]
+
+
 class HistoryStore(Protocol):
+    """Every write is one transaction: a crash leaves the conversation (messages and list
+    entry together) as it was before the write or as it is after it, never between."""
+
     async def load(self, conversation: str) -> list[ChatMessage]:
         """The conversation's messages, oldest first."""
         ...
 
-    async def append(self, conversation: str, messages: Sequence[ChatMessage]) -> None: ...
+    async def append(self, conversation: str, messages: Sequence[ChatMessage], listed: Listed | None = None) -> None:
+        """Adds `messages` (trimmed to the last `keep`) and, with `listed`, upserts that entry."""
+        ...
 
     async def clear(self, conversation: str) -> None: ...
 
-    async def replace(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
-        """The conversation becomes exactly `messages` (edit, regenerate, continue)."""
+    async def replace(self, conversation: str, messages: Sequence[ChatMessage], listed: Listed | None = None) -> None:
+        """The conversation becomes exactly `messages` (edit, regenerate, continue, clear,
+        restore); with `listed`, that entry is upserted too."""
+        ...
+
+    async def drop(self, owner: str, conversation_id: str, conversation: str) -> None:
+        """Deletes a conversation: its messages (under the key `conversation`) and its entry."""
         ...
 
     async def conversations(self, owner: str) -> list[ConversationInfo]:
@@ -76,17 +106,28 @@ class InMemoryHistoryStore:
     async def load(self, conversation: str) -> list[ChatMessage]:
         return list(self._conversations.get(conversation, ()))
 
-    async def append(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
+    async def append(self, conversation: str, messages: Sequence[ChatMessage], listed: Listed | None = None) -> None:
         turns = self._conversations.get(conversation)
         if turns is None:
             turns = self._conversations[conversation] = deque(maxlen=self._keep)
         turns.extend(messages)
+        if listed is not None:
+            await self.save_conversation(*listed)
 
     async def clear(self, conversation: str) -> None:
         self._conversations.pop(conversation, None)
 
-    async def replace(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
-        self._conversations[conversation] = deque(messages, maxlen=self._keep)
+    async def replace(self, conversation: str, messages: Sequence[ChatMessage], listed: Listed | None = None) -> None:
+        if messages:
+            self._conversations[conversation] = deque(messages, maxlen=self._keep)
+        else:
+            self._conversations.pop(conversation, None)
+        if listed is not None:
+            await self.save_conversation(*listed)
+
+    async def drop(self, owner: str, conversation_id: str, conversation: str) -> None:
+        self._conversations.pop(conversation, None)
+        await self.forget_conversation(owner, conversation_id)
 
     async def conversations(self, owner: str) -> list[ConversationInfo]:
         return sorted(self._lists.get(owner, {}).values(), key=lambda c: c.updated, reverse=True)

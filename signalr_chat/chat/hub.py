@@ -130,10 +130,10 @@ class ChatHub(Hub):
         await _or_hub_error(self.conversations.clear_default(self.caller))
         await self.clients.caller.send("ReceiveStatusUpdate", "history_cleared")
 
-    async def get_history(self) -> list[dict[str, str]]:
-        """The caller's conversation, so a page can show it again after a reload."""
-        history = await _or_hub_error(self.conversations.history(self.caller))
-        return [{"role": m["role"], "content": m["content"]} for m in history]
+    async def get_history(self) -> list[dict[str, object]]:
+        """The caller's conversation, so a page can show it again after a reload; a last user
+        message whose reply the server never finished carries `interrupted: true`."""
+        return await _or_hub_error(self.conversations.history(self.caller))
 
     async def get_chat_info(self) -> dict[str, object]:
         """What a front end shows before the first message: the length limit and the model."""

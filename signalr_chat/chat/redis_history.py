@@ -1,9 +1,10 @@
 """History in Redis, so every instance of a scaled-out chat sees a user's conversations.
 
 Keyed by conversation (whose key starts with its owner) and by owner for the list, so a
-user finds the same conversations whichever instance serves them. Writes that are more
-than one command run in MULTI/EXEC (append + trim, replace) or as one Lua script (an
-upsert that keeps `created`), so two instances writing at once never interleave halfway.
+user finds the same conversations whichever instance serves them. A write that is more
+than one command (append + trim, replace, a write of messages with its list entry, a delete)
+runs as one Lua script, so two instances writing at once never interleave halfway and a
+writer that dies mid-write leaves the conversation before or after it, never between.
 
 Every call is bounded by `timeout`: a Redis that is down, or hung, gives the caller
 `HistoryUnavailable` (a clear text for the user) within that time, never a hang.
@@ -21,7 +22,7 @@ from redis.asyncio import Redis
 
 from ..ai import ChatMessage
 from ..signalr.redis import client_from_url
-from .history import ConversationInfo, HistoryUnavailable
+from .history import ConversationInfo, HistoryUnavailable, Listed
 
 T = TypeVar("T")
 
@@ -37,6 +38,30 @@ local created = ARGV[2]
 if old then created = string.match(old, '^%[([^,]+),') end
 redis.call('HSET', KEYS[1], ARGV[1], '[' .. created .. ',' .. ARGV[3] .. ']')
 if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+return 1
+"""
+
+# One write of a conversation, atomically (a script runs whole or not at all; a crash of the
+# writer cannot land between its commands): KEYS[1] the messages, KEYS[2] the owner's list.
+# ARGV: mode (append, replace, drop), keep, ttl in ms (0: none), the list change (none,
+# save, forget), the conversation id, created, the rest of the entry; then the messages.
+_WRITE = """
+local mode, keep, ttl, change = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+if mode ~= 'append' then redis.call('DEL', KEYS[1]) end
+if #ARGV > 7 then
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, 8))
+  redis.call('LTRIM', KEYS[1], -keep, -1)
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+end
+if change == 'save' then
+  local old = redis.call('HGET', KEYS[2], ARGV[5])
+  local created = ARGV[6]
+  if old then created = string.match(old, '^%[([^,]+),') end
+  redis.call('HSET', KEYS[2], ARGV[5], '[' .. created .. ',' .. ARGV[7] .. ']')
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+elseif change == 'forget' then
+  redis.call('HDEL', KEYS[2], ARGV[5])
+end
 return 1
 """
 
@@ -85,6 +110,18 @@ class RedisHistoryStore(RedisUser):
         self._ttl_ms = int(ttl * 1000) if ttl else 0
         self._prefix = prefix + NAMESPACE
         self._save = self._redis.register_script(_SAVE_CONVERSATION)
+        self._write_script = self._redis.register_script(_WRITE)
+        #: Why the last call failed, until one succeeds (for /readyz).
+        self.problem: str | None = None
+
+    async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
+        try:
+            result = await super()._call(work)
+        except HistoryUnavailable as exc:
+            self.problem = f"the Redis history did not answer: {exc}"
+            raise
+        self.problem = None
+        return result
 
     def _messages(self, conversation: str) -> str:
         return f"{self._prefix}history:{conversation}"
@@ -98,38 +135,33 @@ class RedisHistoryStore(RedisUser):
         )
         return [_message(row) for row in rows]
 
-    async def append(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
-        if not messages:
+    async def _write(
+        self,
+        mode: str,
+        conversation: str,
+        messages: Sequence[ChatMessage],
+        owner: str = "",
+        change: str = "none",
+        entry: tuple[str, str, str] = ("", "", ""),
+    ) -> None:
+        keys = [self._messages(conversation), self._list(owner)]
+        args: list[str | int] = [mode, self._keep, self._ttl_ms, change, *entry]
+        args += [_encode(m) for m in list(messages)[-self._keep :]]
+        await self._call(lambda: cast(Awaitable[Any], self._write_script(keys=keys, args=args)))
+
+    async def append(self, conversation: str, messages: Sequence[ChatMessage], listed: Listed | None = None) -> None:
+        if not messages and listed is None:
             return
-        key = self._messages(conversation)
-
-        async def run() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(key, *(_encode(m) for m in messages))
-                pipe.ltrim(key, -self._keep, -1)
-                if self._ttl_ms:
-                    pipe.pexpire(key, self._ttl_ms)
-                await pipe.execute()
-
-        await self._call(run)
+        await self._write("append", conversation, messages, *_entry(listed))
 
     async def clear(self, conversation: str) -> None:
         await self._call(lambda: self._redis.delete(self._messages(conversation)))
 
-    async def replace(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
-        key = self._messages(conversation)
-        kept = list(messages)[-self._keep :]
+    async def replace(self, conversation: str, messages: Sequence[ChatMessage], listed: Listed | None = None) -> None:
+        await self._write("replace", conversation, messages, *_entry(listed))
 
-        async def run() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(key)
-                if kept:
-                    pipe.rpush(key, *(_encode(m) for m in kept))
-                    if self._ttl_ms:
-                        pipe.pexpire(key, self._ttl_ms)
-                await pipe.execute()
-
-        await self._call(run)
+    async def drop(self, owner: str, conversation_id: str, conversation: str) -> None:
+        await self._write("drop", conversation, [], owner, "forget", (conversation_id, "", ""))
 
     async def conversations(self, owner: str) -> list[ConversationInfo]:
         rows = await self._call(lambda: cast(Awaitable[dict[bytes, bytes]], self._redis.hgetall(self._list(owner))))
@@ -141,12 +173,24 @@ class RedisHistoryStore(RedisUser):
         return listed
 
     async def save_conversation(self, owner: str, info: ConversationInfo) -> None:
-        rest = json.dumps([info.updated, info.title], ensure_ascii=False)[1:-1]
-        args: list[str | int] = [info.id, json.dumps(info.created), rest, self._ttl_ms]
+        args: list[str | int] = [info.id, json.dumps(info.created), _rest(info), self._ttl_ms]
         await self._call(lambda: cast(Awaitable[Any], self._save(keys=[self._list(owner)], args=args)))
 
     async def forget_conversation(self, owner: str, conversation_id: str) -> None:
         await self._call(lambda: self._redis.hdel(self._list(owner), conversation_id))
+
+
+def _entry(listed: Listed | None) -> tuple[str, str, tuple[str, str, str]]:
+    """The owner, the list change and the entry's fields for `_WRITE`."""
+    if listed is None:
+        return "", "none", ("", "", "")
+    owner, info = listed
+    return owner, "save", (info.id, json.dumps(info.created), _rest(info))
+
+
+def _rest(info: ConversationInfo) -> str:
+    """`updated, "title"`: the entry after its `created`, as stored."""
+    return json.dumps([info.updated, info.title], ensure_ascii=False)[1:-1]
 
 
 def _encode(message: ChatMessage) -> str:

@@ -4,16 +4,18 @@ reconnect or a server restart. aiosqlite runs the queries on its own thread."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import cast
 
 import aiosqlite
 
 from ..ai import ChatMessage
-from .history import ConversationInfo
+from .history import ConversationInfo, HistoryUnavailable, Listed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -50,11 +52,19 @@ class SqliteHistoryStore:
         # writer's statements between them would commit half of it, or (seen when a drain
         # stored 50 replies at once) fail with sqlite3's "bad parameter or other API misuse".
         self._writing = asyncio.Lock()
+        #: Why the last write failed, until one succeeds (None: writes succeed).
+        self.problem: str | None = None
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self._path)
+        # WAL: readers never wait for the writer, and a commit is one append to the log.
+        # synchronous=NORMAL: a commit is not fsynced; a crash of the process (kill -9, OOM)
+        # loses nothing committed, since the log is in the OS's cache; a power cut or an OS
+        # crash may lose the last commits since the last checkpoint, never the file's
+        # consistency (docs/operations.md). FULL would fsync every turn, on the one writer.
         await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.executescript(_SCHEMA)
         await self._db.commit()
 
@@ -65,42 +75,70 @@ class SqliteHistoryStore:
         return self._db
 
     async def load(self, conversation: str) -> list[ChatMessage]:
-        async with self.db.execute(
-            "SELECT role, content FROM messages WHERE conversation = ? ORDER BY id", (conversation,)
-        ) as cursor:
-            rows = await cursor.fetchall()
+        try:
+            async with self.db.execute(
+                "SELECT role, content FROM messages WHERE conversation = ? ORDER BY id", (conversation,)
+            ) as cursor:
+                rows = await cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise HistoryUnavailable(f"SQLite refused: {exc}") from None
         return [cast(ChatMessage, {"role": role, "content": content}) for role, content in rows]
 
-    async def append(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One writer at a time, in one transaction: committed whole, or rolled back whole
+        (a full disk, a read-only file), so no later commit can carry half of it. SQLite's
+        refusal reaches the caller as HistoryUnavailable, and /readyz reports it until a
+        write succeeds again."""
         async with self._writing:
-            await self._append(conversation, messages)
+            db = self.db
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                yield db
+                await db.commit()
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    await db.rollback()
+                if isinstance(exc, sqlite3.Error):
+                    self.problem = f"the history file {self._path} refuses writes: {exc}"
+                    raise HistoryUnavailable(f"SQLite refused: {exc}") from None
+                raise
+            self.problem = None
 
-    async def _append(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
+    async def append(self, conversation: str, messages: Sequence[ChatMessage], listed: Listed | None = None) -> None:
+        async with self._transaction() as db:
+            await self._insert(db, conversation, messages)
+            await db.execute(
+                "DELETE FROM messages WHERE conversation = ? AND id NOT IN "
+                "(SELECT id FROM messages WHERE conversation = ? ORDER BY id DESC LIMIT ?)",
+                (conversation, conversation, self._keep),
+            )
+            if listed is not None:
+                await self._upsert(db, *listed)
+
+    @staticmethod
+    async def _insert(db: aiosqlite.Connection, conversation: str, messages: Sequence[ChatMessage]) -> None:
         now = time.time()
-        await self.db.executemany(
+        await db.executemany(
             "INSERT INTO messages (conversation, role, content, created) VALUES (?, ?, ?, ?)",
             [(conversation, m["role"], m["content"], now) for m in messages],
         )
-        await self.db.execute(
-            "DELETE FROM messages WHERE conversation = ? AND id NOT IN "
-            "(SELECT id FROM messages WHERE conversation = ? ORDER BY id DESC LIMIT ?)",
-            (conversation, conversation, self._keep),
-        )
-        await self.db.commit()
 
     async def clear(self, conversation: str) -> None:
-        async with self._writing:
-            await self.db.execute("DELETE FROM messages WHERE conversation = ?", (conversation,))
-            await self.db.commit()
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM messages WHERE conversation = ?", (conversation,))
 
-    async def replace(self, conversation: str, messages: Sequence[ChatMessage]) -> None:
-        now = time.time()
-        await self.db.execute("DELETE FROM messages WHERE conversation = ?", (conversation,))
-        await self.db.executemany(
-            "INSERT INTO messages (conversation, role, content, created) VALUES (?, ?, ?, ?)",
-            [(conversation, m["role"], m["content"], now) for m in messages[-self._keep :]],
-        )
-        await self.db.commit()
+    async def replace(self, conversation: str, messages: Sequence[ChatMessage], listed: Listed | None = None) -> None:
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM messages WHERE conversation = ?", (conversation,))
+            await self._insert(db, conversation, messages[-self._keep :])
+            if listed is not None:
+                await self._upsert(db, *listed)
+
+    async def drop(self, owner: str, conversation_id: str, conversation: str) -> None:
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM messages WHERE conversation = ?", (conversation,))
+            await db.execute("DELETE FROM conversations WHERE owner = ? AND id = ?", (owner, conversation_id))
 
     async def conversations(self, owner: str) -> list[ConversationInfo]:
         async with self.db.execute(
@@ -110,16 +148,20 @@ class SqliteHistoryStore:
         return [ConversationInfo(str(i), str(title), float(c), float(u)) for i, title, c, u in rows]
 
     async def save_conversation(self, owner: str, info: ConversationInfo) -> None:
-        await self.db.execute(
+        async with self._transaction() as db:
+            await self._upsert(db, owner, info)
+
+    @staticmethod
+    async def _upsert(db: aiosqlite.Connection, owner: str, info: ConversationInfo) -> None:
+        await db.execute(
             "INSERT INTO conversations (owner, id, title, created, updated) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (owner, id) DO UPDATE SET title = excluded.title, updated = excluded.updated",
             (owner, info.id, info.title, info.created, info.updated),
         )
-        await self.db.commit()
 
     async def forget_conversation(self, owner: str, conversation_id: str) -> None:
-        await self.db.execute("DELETE FROM conversations WHERE owner = ? AND id = ?", (owner, conversation_id))
-        await self.db.commit()
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM conversations WHERE owner = ? AND id = ?", (owner, conversation_id))
 
     async def close(self) -> None:
         if self._db is not None:
