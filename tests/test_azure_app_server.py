@@ -133,7 +133,14 @@ async def validate(token: str, request: web.Request) -> User | None:
     if not token.startswith("token-"):
         return None
     user = token.removeprefix("token-")
+    if user.endswith("-expiring"):  # a sign-in that expires at EXPIRES_AT
+        user = user.removesuffix("-expiring")
+        return User(user, {"name": user.title()}, expires_at=EXPIRES_AT)
     return User(user, {"name": user.title(), "role": ["admin", "ops"]})
+
+
+#: When the expiring test users' sign-in ends (an hour from the start of the run).
+EXPIRES_AT = int(time.time()) + 3600
 
 
 def connection_string(double: ServiceDouble, key: str = KEY) -> str:
@@ -459,6 +466,22 @@ async def test_negotiate_redirects_to_the_service_with_the_users_token(served: S
     assert resent.status == 200
     reissued = decode_token((await resent.json())["accessToken"])
     assert (reissued["asrs.s.uid"], reissued["name"], reissued["role"]) == ("alice", "Alice", ["admin", "ops"])
+
+
+async def test_close_on_authentication_expiration_is_the_services_behind_it(served: Serve) -> None:
+    """CloseOnAuthenticationExpiration with a user whose sign-in expires: the client's token tells
+    the service (asrs.s.coae, asrs.s.aeo = the expiry), as the SDK's negotiate does."""
+    app = await served(hub_options=HubOptions(close_on_authentication_expiration=True))
+    claims = decode_token((await (await app.negotiate("token-carol-expiring")).json())["accessToken"])
+    assert claims["asrs.s.coae"] == "true"
+    assert claims["asrs.s.aeo"] == str(EXPIRES_AT)
+    # without the option, or for a sign-in that does not expire, the service is told nothing
+    plain = await served(hub_options=HubOptions(close_on_authentication_expiration=True))
+    assert "asrs.s.coae" not in decode_token((await (await plain.negotiate("token-carol")).json())["accessToken"])
+    off = await served()
+    assert "asrs.s.coae" not in decode_token(
+        (await (await off.negotiate("token-carol-expiring")).json())["accessToken"]
+    )
 
 
 async def test_negotiate_anonymous_authorize_and_bad_tokens(served: Serve) -> None:

@@ -230,6 +230,12 @@ class AzureSignalR:
             server_id=self.server_id,
             sticky=self.options.server_sticky_mode,
             handshake_timeout=timeout if 0 < timeout <= 30 else None,
+            # CloseOnAuthenticationExpiration behind the service is the service's: asrs.s.coae/aeo
+            close_on_expiration=(
+                user.expires_at
+                if user is not None and user.expires_at is not None and hub_options.close_on_authentication_expiration
+                else None
+            ),
             lifetime=self._lifetime,
             algorithm=self.options.access_token_algorithm,
             detailed_errors=hub_options.enable_detailed_errors,
