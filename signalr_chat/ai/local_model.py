@@ -24,7 +24,7 @@ from .telemetry import GenAITelemetry
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-    from ..settings import Settings
+    from .settings import LocalModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def default_model_path() -> Path:
 
 
 class LocalChatModel:
-    def __init__(self, settings: Settings, telemetry: GenAITelemetry | None = None) -> None:
+    def __init__(self, settings: LocalModelSettings, telemetry: GenAITelemetry | None = None) -> None:
         self.path = settings.local_model_path or default_model_path()
         self.name = f"local:{self.path.stem}"
         self.context_tokens = settings.local_context_tokens
