@@ -26,10 +26,10 @@ from .chat.scale_out import HISTORY_NEEDS_REDIS, open_redis, redis_backends
 from .chat.service import Backends, Limits
 from .chat.sqlite_history import SqliteHistoryStore
 from .drain import GracefulDrain
-from .health import Health
-from .jwt_auth import jwt_validator
-from .metrics_endpoint import add_metrics_route
-from .server import DRAIN
+from .hosting.health import Health
+from .hosting.jwt_auth import jwt_validator
+from .hosting.metrics_endpoint import add_metrics_route
+from .hosting.server import DRAIN
 from .settings import Settings
 from .signalr import HubLifetimeManager, HubOptions, InMemoryHubLifetimeManager, map_hub
 from .signalr.connections.telemetry import ConnectionTelemetry, sdk_providers

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .ai import ConfigurationError
-from .health import Health
+from .hosting.errors import ConfigurationError
+from .hosting.health import Health
 from .settings import Settings
 
 if TYPE_CHECKING:

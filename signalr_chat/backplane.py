@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from opentelemetry import metrics
 
-from .ai import ConfigurationError
-from .health import Health
+from .hosting.errors import ConfigurationError
+from .hosting.health import Health
 from .settings import Settings
 from .signalr.connections.telemetry import SERVER_METER
 

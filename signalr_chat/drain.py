@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .chat.conversations import ConversationService
-from .health import Health
+from .hosting.health import Health
 from .signalr import HubEndpoint
 from .signalr.hubs.hub_connection import HubConnectionContext
 

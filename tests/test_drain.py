@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestClient
 
 from signalr_chat.app import HEALTH, create_app
 from signalr_chat.drain import COLLECT_SECONDS, STOP_GRACE_SECONDS, GracefulDrain
-from signalr_chat.server import DRAIN
+from signalr_chat.hosting.server import DRAIN
 from signalr_chat.settings import Settings
 
 from .chat_fixtures import ChatServer, FakeAI, assert_clean_log, azure_settings, server_env, token_for

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from signalr_chat.ai import ChatMessage, ConfigurationError
+from signalr_chat.ai import ChatMessage
 from signalr_chat.chat.history import ConversationInfo, HistoryUnavailable
 from signalr_chat.chat.redis_history import RedisHistoryStore
+from signalr_chat.hosting import ConfigurationError
 from signalr_chat.settings import Settings
 
 from .redis_server import RedisServer

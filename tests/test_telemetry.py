@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from signalr_chat.app import create_app
 from signalr_chat.drain import GracefulDrain
-from signalr_chat.server import DRAIN
+from signalr_chat.hosting.server import DRAIN
 from signalr_chat.settings import Settings
 from signalr_chat.telemetry_setup import configure, exporters
 

@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import AiFailed, ConfigurationError
+from ..hosting.errors import ConfigurationError
+from .errors import AiFailed
 from .model import ChatMessage, estimate_tokens
 from .telemetry import GenAITelemetry
 

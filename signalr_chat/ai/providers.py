@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import httpx2  # the openai SDK's HTTP client
 import openai
 
-from .errors import ConfigurationError
+from ..hosting.errors import ConfigurationError
 from .model import ChatModel
 from .openai_model import OpenAIChatModel
 from .telemetry import GenAITelemetry

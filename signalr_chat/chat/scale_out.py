@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydantic import SecretStr
 
-from ..ai import ConfigurationError
+from ..hosting.errors import ConfigurationError
 from .guests import Guests
 from .history import HistoryStore
 from .rate_limit import RateLimiter, RateLimits

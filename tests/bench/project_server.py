@@ -100,7 +100,7 @@ def main() -> None:
     procfs.raise_nofile()
     if os.environ.get("BENCH_OTEL") == "1":
         install_sdk()
-    from signalr_chat.server import run
+    from signalr_chat.hosting.server import run
 
     if args.app == "chat":
         from signalr_chat.app import create_app

@@ -12,7 +12,7 @@ import hmac
 from aiohttp import web
 from pydantic import SecretStr
 
-from .ai import ConfigurationError
+from .errors import ConfigurationError
 
 METRICS_PATH = "/metrics"
 
