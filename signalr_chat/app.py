@@ -208,7 +208,8 @@ def create_app(
     app[DRAIN] = drain
     health.add_routes(app)
     if settings.metrics_enabled:
-        add_metrics_route(app, settings.metrics_token)
+        token = settings.metrics_token
+        add_metrics_route(app, token.get_secret_value() if token is not None else None)
     _serve_page(app)
     return app
 
