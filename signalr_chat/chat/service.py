@@ -107,7 +107,7 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class Backends:
     """Where one kind of owner's conversations live (signed-in users', or anonymous ones'):
-    chosen once, by the composition root (app.py)."""
+    chosen once, by the composition root (app/application.py)."""
 
     history: HistoryStore
     rate_limits: RateLimits

@@ -2,7 +2,7 @@
 
 Off by default (METRICS_ENABLED), on a path of its own beside the hubs, and behind a
 bearer token when METRICS_TOKEN is set. prometheus-client writes the format; the
-OpenTelemetry Prometheus reader (set up in telemetry_setup) feeds its registry.
+OpenTelemetry Prometheus reader (which the app sets up) feeds its registry.
 """
 
 from __future__ import annotations

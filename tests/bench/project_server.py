@@ -103,7 +103,7 @@ def main() -> None:
     from signalr_chat.hosting.server import run
 
     if args.app == "chat":
-        from signalr_chat.app import create_app
+        from signalr_chat.app.application import create_app
 
         app = create_app()  # Settings() from the environment
     else:

@@ -1,88 +1,52 @@
-"""The application: the chat hub at /chatHub and /chat, and the page from wwwroot/."""
+"""The chat app, composed: the settings choose the backends, the model and the scale-out, and
+`create_app` wires them to the chat hub at /chatHub and /chat, the health and drain, and the
+page (page.py)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from .ai import create_model
-from .ai.telemetry import GenAITelemetry
+from ..ai import create_model
+from ..ai.telemetry import GenAITelemetry
+from ..chat import ChatHub, ChatService
+from ..chat.conversations import ConversationService
+from ..chat.guests import Guests, GuestSessions
+from ..chat.history import HistoryStore, InMemoryHistoryStore
+from ..chat.rate_limit import InMemoryRateLimits, RateLimiter
+from ..chat.replies import LocalReplies
+from ..chat.scale_out import HISTORY_NEEDS_REDIS, open_redis, redis_backends
+from ..chat.service import Backends, Limits
+from ..chat.sqlite_history import SqliteHistoryStore
+from ..hosting.health import Health
+from ..hosting.jwt_auth import jwt_validator
+from ..hosting.metrics_endpoint import add_metrics_route
+from ..hosting.server import DRAIN
+from ..signalr import HubLifetimeManager, HubOptions, InMemoryHubLifetimeManager, map_hub
+from ..signalr.connections.telemetry import ConnectionTelemetry, sdk_providers
+from ..signalr.hubs.telemetry import HubTelemetry
 from .azure_signalr import SERVICE_HUB_NAMES, create_azure_signalr
 from .azure_signalr import add_readiness_check as add_service_readiness_check
 from .backplane import BACKPLANE_NEEDS_REDIS, BackplaneTelemetry, add_readiness_check, create_backplane
-from .chat import ChatHub, ChatService
-from .chat.conversations import ConversationService
-from .chat.guests import Guests, GuestSessions
-from .chat.history import HistoryStore, InMemoryHistoryStore
-from .chat.rate_limit import InMemoryRateLimits, RateLimiter
-from .chat.replies import LocalReplies
-from .chat.scale_out import HISTORY_NEEDS_REDIS, open_redis, redis_backends
-from .chat.service import Backends, Limits
-from .chat.sqlite_history import SqliteHistoryStore
 from .drain import GracefulDrain
-from .hosting.health import Health
-from .hosting.jwt_auth import jwt_validator
-from .hosting.metrics_endpoint import add_metrics_route
-from .hosting.server import DRAIN
+from .page import serve_page
 from .settings import Settings
-from .signalr import HubLifetimeManager, HubOptions, InMemoryHubLifetimeManager, map_hub
-from .signalr.connections.telemetry import ConnectionTelemetry, sdk_providers
-from .signalr.hubs.telemetry import HubTelemetry
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 
-def _wwwroot() -> Path:
-    """Inside the package when installed from a wheel (see setup.py), else the checkout's top."""
-    packaged = Path(__file__).resolve().parent / "wwwroot"
-    return packaged if packaged.is_dir() else packaged.parent.parent / "wwwroot"
-
-
-WWWROOT = _wwwroot()
-#: Browser libraries, installed from npm into wwwroot/node_modules by `make`, served at /lib/.
-LIBRARIES = {
-    "/lib/signalr": WWWROOT / "node_modules/@microsoft/signalr/dist/browser",
-    "/lib/msgpack": WWWROOT / "node_modules/@microsoft/signalr-protocol-msgpack/dist/browser",
-    "/lib/marked": WWWROOT / "node_modules/marked/lib",
-    "/lib/dompurify": WWWROOT / "node_modules/dompurify/dist",
-    "/lib/highlight": WWWROOT / "node_modules/@highlightjs/cdn-assets",
-}
 log = logging.getLogger(__name__)
 CHAT_SERVICE = web.AppKey("chat_service", ConversationService)
 HEALTH = web.AppKey("health", Health)
 
 #: The two paths the seed front ends use: the wwwroot page and the Angular app.
 CHAT_PATHS = ("/chatHub", "/chat")
-
-
-#: The Angular client's production build (`make angular`, from tests/angular/), served at /angular/.
-ANGULAR = WWWROOT / "angular"
-
-
-async def _index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(WWWROOT / "index.html")
-
-
-async def _angular_root(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPPermanentRedirect("/angular/")
-
-
-async def _angular(request: web.Request) -> web.StreamResponse:
-    """The Angular bundle's files, and its index.html for every other path (client-side routes)."""
-    if not (ANGULAR / "index.html").is_file():
-        raise web.HTTPNotFound(text="The Angular client is not built: run `make angular`.")
-    tail = request.match_info["tail"]
-    path = (ANGULAR / tail).resolve()
-    if tail and path.is_file() and path.is_relative_to(ANGULAR.resolve()):
-        return web.FileResponse(path)
-    return web.FileResponse(ANGULAR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 def create_app(
@@ -210,7 +174,7 @@ def create_app(
     if settings.metrics_enabled:
         token = settings.metrics_token
         add_metrics_route(app, token.get_secret_value() if token is not None else None)
-    _serve_page(app)
+    serve_page(app)
     return app
 
 
@@ -262,18 +226,3 @@ def _conversations(
 
 def _parts(backends: Backends) -> tuple[_Closes, ...]:
     return (backends.history, backends.rate_limits, backends.replies)
-
-
-def _serve_page(app: web.Application) -> None:
-    """Only what the page needs: node_modules and package files stay unreachable."""
-    app.router.add_get("/", _index)
-    app.router.add_get("/index.html", _index)
-    for name in ("css", "js"):
-        app.router.add_static(f"/{name}", WWWROOT / name)
-    app.router.add_get("/angular", _angular_root)
-    app.router.add_get("/angular/{tail:.*}", _angular)
-    for prefix, folder in LIBRARIES.items():
-        if folder.is_dir():
-            app.router.add_static(prefix, folder)
-        else:
-            log.warning("%s is missing: run `make run` (or npm install in wwwroot/) for the page to work", folder)
