@@ -5,7 +5,7 @@ page (page.py)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
@@ -93,29 +93,23 @@ def create_app(
     model_started = False
     health.add_check("model", lambda: None if model_started else f"{model.name} is starting")
 
-    async def start(app: web.Application) -> None:
+    async def start_model() -> None:
         nonlocal model_started
-        try:
-            if sqlite is not None:
-                await sqlite.open()
-            await conversations.start_sharing()
-            await model.start()
-            model_started = True
-        except BaseException:
-            # aiohttp runs no cleanup after a failed startup; an open store would keep the process alive
-            await stop(app)
-            raise
+        await model.start()
+        model_started = True
 
-    async def stop(app: web.Application) -> None:
-        await conversations.close()
-        await model.aclose()
-        for backend in backends:  # each once, though the two kinds of owner may share one
-            await backend.close()
-        if redis is not None:
-            await redis.aclose()  # after every user of it, the backplane's cleanup included
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    # One cleanup context per resource, in the order they open: aiohttp closes them in reverse
+    # order, and after a failed startup it closes exactly the ones already opened. The Redis
+    # client opens first, so it closes last, after every user of it: the backends, and the
+    # backplane, whose context map_hub adds below (entered last, exited first).
+    if redis is not None:
+        app.cleanup_ctx.append(_resource(stop=redis.aclose))
+    for backend in backends:  # each once, though the two kinds of owner may share one
+        opens = sqlite.open if sqlite is not None and backend is sqlite else None
+        app.cleanup_ctx.append(_resource(start=opens, stop=backend.close))
+    app.cleanup_ctx.append(_resource(start=start_model, stop=model.aclose))
+    # the replies: they run on the model and store into the backends, so they stop before both
+    app.cleanup_ctx.append(_resource(start=conversations.start_sharing, stop=conversations.close))
 
     options = HubOptions(
         # StopGeneration and ClearHistory must run while the caller's SendMessage streams
@@ -176,6 +170,24 @@ def create_app(
         add_metrics_route(app, token.get_secret_value() if token is not None else None)
     serve_page(app)
     return app
+
+
+_Step = Callable[[], Awaitable[None]]
+
+
+def _resource(*, stop: _Step, start: _Step | None = None) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context: `start` at startup, `stop` at cleanup; `stop` also when `start` fails
+    half way, as the resource may hold what it opened so far (a connection, a thread)."""
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        try:
+            if start is not None:
+                await start()
+            yield
+        finally:
+            await stop()
+
+    return context
 
 
 class _Closes(Protocol):

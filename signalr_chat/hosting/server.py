@@ -78,17 +78,19 @@ async def serve(app: web.Application, host: str, port: int, limits: HttpLimits |
         access_log_class=RedactingAccessLogger,
         keepalive_timeout=limits.keep_alive_timeout,
     )
-    await runner.setup()
-    site = GuardedSite(runner, host, port, guard)
-    await site.start()
-    bound = runner.addresses[0][1] if runner.addresses else port
-    tune_gc()
-    print(f"listening on http://{host}:{bound}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
+        # a startup that fails (or a port already taken) is cleaned up too: aiohttp then exits
+        # the app's cleanup contexts already entered, in reverse order, and only those
+        await runner.setup()
+        site = GuardedSite(runner, host, port, guard)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else port
+        tune_gc()
+        print(f"listening on http://{host}:{bound}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         stop.clear()
         await _drain(app, stop)
