@@ -2,7 +2,7 @@
 
 `--app hub` maps `BenchHub` at /hub with default HubOptions; `--app chat` is the real chat
 application (settings from the environment, as `python -m signalr_chat` reads them).
-Both are served by `signalr_chat.server` on uvloop, like the product. Logging stays at
+Both are served by `signalr_chat.hosting.server` on uvloop, like the product. Logging stays at
 WARNING, so the access log costs nothing in either.
 
 Run as `python -m tests.bench.project_server --port 0 [--app chat]`; BENCH_OTEL=1 turns the
