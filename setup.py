@@ -1,5 +1,5 @@
 """The wheel carries the page: `wwwroot/` (kept at the top of the repository) is installed as
-`signalr_chat/wwwroot/`, with the browser libraries `app.LIBRARIES` serves from its
+`signalr_chat/wwwroot/`, with the browser libraries `app.page.LIBRARIES` serves from its
 node_modules (installed by `make`) and the Angular build when there is one.
 
 Everything else about the package is in pyproject.toml; this file only adds the mapping,
@@ -19,7 +19,7 @@ setup(
             "css/*",
             "js/*",
             "angular/**/*",
-            # the folders app.LIBRARIES serves at /lib/
+            # the folders app.page.LIBRARIES serves at /lib/
             "node_modules/@microsoft/signalr/dist/browser/*",
             "node_modules/@microsoft/signalr-protocol-msgpack/dist/browser/*",
             "node_modules/marked/lib/*",

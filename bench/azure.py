@@ -37,7 +37,7 @@ KINDS = (IN_MEMORY, SERVICE)
 BROADCAST_TARGET = 1.3
 #: App-server CPU per relayed token through the service, against in memory.
 RELAY_TARGET = 1.2
-#: The hubs' names on the service: the bench hub's, and the chat's two paths' (signalr_chat.azure_signalr).
+#: The hubs' names on the service: the bench hub's, and the chat's two paths' (signalr_chat.app.azure_signalr).
 BENCH_SERVICE_HUB = BENCH_HUB.lower()
 CHAT_SERVICE_HUBS = ("chathub", "chat")
 #: Chats in the relay cases: few enough that the double, the fake upstream and the load

@@ -2,7 +2,7 @@
 
 `--app hub` maps `BenchHub` at /hub with default HubOptions; `--app chat` is the real chat
 application (settings from the environment, as `python -m signalr_chat` reads them).
-Both are served by `signalr_chat.server` on uvloop, like the product. Logging stays at
+Both are served by `signalr_chat.hosting.server` on uvloop, like the product. Logging stays at
 WARNING, so the access log costs nothing in either.
 
 Run as `python -m bench.project_server --port 0 [--app chat]`; BENCH_OTEL=1 turns the
@@ -100,10 +100,10 @@ def main() -> None:
     procfs.raise_nofile()
     if os.environ.get("BENCH_OTEL") == "1":
         install_sdk()
-    from signalr_chat.server import run
+    from signalr_chat.hosting.server import run
 
     if args.app == "chat":
-        from signalr_chat.app import create_app
+        from signalr_chat.app.application import create_app
 
         app = create_app()  # Settings() from the environment
     else:

@@ -8,10 +8,10 @@ try:
     from dotenv import load_dotenv
     from pydantic import ValidationError
 
-    from .command_line import parse_settings
-    from .http_guard import HttpLimits
-    from .json_logging import configure_logging
-    from .settings import Settings
+    from .app.command_line import parse_settings
+    from .app.settings import Settings
+    from .hosting.http_guard import HttpLimits
+    from .hosting.json_logging import configure_logging
 except ModuleNotFoundError as missing:  # a core install: the SignalR library alone
     sys.exit(f"error: the chat needs the `chat` extra ({missing.name} is missing): pip install 'signalr-chat[chat]'")
 
@@ -36,10 +36,10 @@ def main() -> None:
         sys.exit(f"error: invalid settings\n{exc}")
     configure_logging(settings.log_level, settings.log_format)
 
-    from .ai import ConfigurationError
-    from .app import create_app
-    from .server import run
-    from .telemetry_setup import configure
+    from .app.application import create_app
+    from .app.telemetry_setup import configure
+    from .hosting.errors import ConfigurationError
+    from .hosting.server import run
 
     try:
         telemetry = configure(settings)

@@ -445,7 +445,7 @@ def main() -> None:
     parser.add_argument("--azure-signalr", help="serve the hubs through Azure SignalR Service (a connection string)")
     parser.add_argument("--server-connections", type=int, default=2)
     args = parser.parse_args()
-    from signalr_chat.server import run
+    from signalr_chat.hosting.server import run
 
     run(create_app(args.azure_signalr, args.server_connections), "127.0.0.1", args.port)
 

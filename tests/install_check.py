@@ -253,7 +253,9 @@ def get(url: str) -> bytes:
 def check_page(wheel: Path, scratch: Path) -> None:
     python = CORE_VENV / "bin" / "python"
     pip_install(python, f"{wheel}[chat]")
-    wwwroot = run([python, "-c", "from signalr_chat.app import WWWROOT; print(WWWROOT)"], cwd=scratch, env=clean_env())
+    wwwroot = run(
+        [python, "-c", "from signalr_chat.app.page import WWWROOT; print(WWWROOT)"], cwd=scratch, env=clean_env()
+    )
     if not Path(wwwroot.strip()).is_relative_to(CORE_VENV):
         raise CheckFailed(f"the installed app serves the page from {wwwroot.strip()}, not from the package")
     port = free_port()

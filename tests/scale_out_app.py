@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--name", default="?")
     args = parser.parse_args()
     INSTANCE["name"] = args.name
-    from signalr_chat.server import run
+    from signalr_chat.hosting.server import run
 
     run(create_app(args.redis, args.azure_signalr), "127.0.0.1", args.port)
 

@@ -30,10 +30,10 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
-from signalr_chat.ai import ConfigurationError
-from signalr_chat.azure_signalr import add_readiness_check, create_azure_signalr
-from signalr_chat.health import Health
-from signalr_chat.settings import Settings
+from signalr_chat.app.azure_signalr import add_readiness_check, create_azure_signalr
+from signalr_chat.app.settings import Settings
+from signalr_chat.hosting import ConfigurationError
+from signalr_chat.hosting.health import Health
 from signalr_chat.signalr import Hub, HubEndpoint, HubOptions, User, authorize
 from signalr_chat.signalr.azure import AzureSignalR, ServiceOptions, wire
 from signalr_chat.signalr.azure.client_connection import ABORTED, ServiceTransport

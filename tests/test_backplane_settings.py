@@ -20,13 +20,13 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from pydantic import ValidationError
 
-from signalr_chat.ai import ConfigurationError
-from signalr_chat.app import create_app
-from signalr_chat.backplane import CONNECTED_GAUGE
+from signalr_chat.app.application import create_app
+from signalr_chat.app.backplane import CONNECTED_GAUGE
+from signalr_chat.app.drain import GracefulDrain
+from signalr_chat.app.settings import DEFAULT_HUB_NAME, Settings
 from signalr_chat.chat import ChatHub
-from signalr_chat.drain import GracefulDrain
-from signalr_chat.server import DRAIN
-from signalr_chat.settings import DEFAULT_HUB_NAME, Settings
+from signalr_chat.hosting import ConfigurationError
+from signalr_chat.hosting.server import DRAIN
 from signalr_chat.signalr import HubLifetimeManager, InMemoryHubLifetimeManager
 from signalr_chat.signalr.hubs.endpoint import default_hub_name
 from signalr_chat.signalr.redis import RedisHubLifetimeManager

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp.http_exceptions import LineTooLong
 
-from signalr_chat.bad_requests import AIOHTTP_SERVER_LOGGER, BadRequestsAtDebug
+from signalr_chat.hosting.bad_requests import AIOHTTP_SERVER_LOGGER, BadRequestsAtDebug
 
 from .chat_fixtures import ChatServer, offline_env
 

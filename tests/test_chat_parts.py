@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from signalr_chat.ai import ChatMessage
+from signalr_chat.app.settings import Settings
 from signalr_chat.chat.history import InMemoryHistoryStore
 from signalr_chat.chat.rate_limit import RateLimiter
 from signalr_chat.chat.sqlite_history import SqliteHistoryStore
 from signalr_chat.chat.trimming import MESSAGE_OVERHEAD, REPLY_PRIMING, TooLongForModel, fit_to_budget
-from signalr_chat.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM: ChatMessage = {"role": "system", "content": "sys"}

@@ -10,10 +10,10 @@ from typing import Any
 import jwt
 import pytest
 
-from signalr_chat.app import CHAT_PATHS, create_app
-from signalr_chat.drain import GracefulDrain
-from signalr_chat.server import DRAIN
-from signalr_chat.settings import Settings
+from signalr_chat.app.application import CHAT_PATHS, create_app
+from signalr_chat.app.drain import GracefulDrain
+from signalr_chat.app.settings import Settings
+from signalr_chat.hosting import DRAIN
 
 from .chat_fixtures import JWT_SECRET
 

@@ -12,6 +12,7 @@ from typing import Any, cast
 import pytest
 
 from signalr_chat.ai import ChatMessage
+from signalr_chat.app.settings import Settings
 from signalr_chat.chat.conversations import ConversationService, derive_title
 from signalr_chat.chat.guests import GuestSessions
 from signalr_chat.chat.history import ConversationInfo, HistoryStore, InMemoryHistoryStore
@@ -20,7 +21,6 @@ from signalr_chat.chat.redis_history import RedisHistoryStore
 from signalr_chat.chat.replies import LocalReplies, ReplyRun
 from signalr_chat.chat.service import Backends, Caller, ChatService, Limits
 from signalr_chat.chat.sqlite_history import SqliteHistoryStore
-from signalr_chat.settings import Settings
 
 from .redis_server import RedisServer
 

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from signalr_chat.app import HEALTH, create_app
-from signalr_chat.drain import COLLECT_SECONDS, STOP_GRACE_SECONDS, GracefulDrain
-from signalr_chat.server import DRAIN
-from signalr_chat.settings import Settings
+from signalr_chat.app.application import HEALTH, create_app
+from signalr_chat.app.drain import COLLECT_SECONDS, STOP_GRACE_SECONDS, GracefulDrain
+from signalr_chat.app.settings import Settings
+from signalr_chat.hosting.server import DRAIN
 
 from .chat_fixtures import ChatServer, FakeAI, assert_clean_log, azure_settings, server_env, token_for
 from .node_runner import JS_DIR

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import pytest
 from aiohttp import web
 
-from signalr_chat.http_guard import REQUEST_TIMEOUT, ConnectionGuard, HttpLimits
+from signalr_chat.hosting.http_guard import REQUEST_TIMEOUT, ConnectionGuard, HttpLimits
 from tests.conditions import until
 
 LIMITS = HttpLimits(request_header_timeout=0.3, min_request_body_rate=1000, min_request_body_grace=0.3)

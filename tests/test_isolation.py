@@ -14,6 +14,7 @@ from typing import Any, cast
 import pytest
 
 from signalr_chat.ai import ChatMessage
+from signalr_chat.app.settings import Settings
 from signalr_chat.chat.conversations import DEFAULT, NOT_FOUND, ConversationService
 from signalr_chat.chat.guests import GuestSessions
 from signalr_chat.chat.history import HistoryStore, InMemoryHistoryStore, conversation_key
@@ -23,7 +24,6 @@ from signalr_chat.chat.replies import LocalReplies, ReplySharing
 from signalr_chat.chat.service import Backends, Caller, ChatService, Limits, Rejected
 from signalr_chat.chat.shared_replies import SharedReplies
 from signalr_chat.chat.sqlite_history import SqliteHistoryStore
-from signalr_chat.settings import Settings
 
 from .redis_server import RedisServer
 

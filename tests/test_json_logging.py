@@ -16,9 +16,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from signalr_chat.app import create_app
-from signalr_chat.json_logging import JsonLinesFormatter
-from signalr_chat.settings import Settings
+from signalr_chat.app.application import create_app
+from signalr_chat.app.settings import Settings
+from signalr_chat.hosting.json_logging import JsonLinesFormatter
 
 from .chat_fixtures import (
     DEPLOYMENT,

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from signalr_chat.ai import ChatMessage, ConfigurationError
+from signalr_chat.ai import ChatMessage
+from signalr_chat.app.settings import Settings
 from signalr_chat.chat.history import ConversationInfo, HistoryUnavailable
 from signalr_chat.chat.redis_history import RedisHistoryStore
-from signalr_chat.settings import Settings
+from signalr_chat.hosting import ConfigurationError
 
 from .redis_server import RedisServer
 from .test_redis_sentinel import Sentinel

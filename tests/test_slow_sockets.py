@@ -1,6 +1,6 @@
 """Slow, idle and surplus sockets against `python -m signalr_chat`, with raw sockets on
 127.0.0.1: Kestrel's request-header timeout, keep-alive timeout, minimum request-body
-rate and a connection cap (signalr_chat/http_guard.py).
+rate and a connection cap (signalr_chat/hosting/http_guard.py).
 
 The servers run with small limits (1 s for headers and bodies, 3 s idle) so nothing waits long; every wait is for the
 server to act (a socket it closes), bounded by a generous socket timeout.

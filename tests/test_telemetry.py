@@ -28,11 +28,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from signalr_chat.app import create_app
-from signalr_chat.drain import GracefulDrain
-from signalr_chat.server import DRAIN
-from signalr_chat.settings import Settings
-from signalr_chat.telemetry_setup import configure, exporters
+from signalr_chat.app.application import create_app
+from signalr_chat.app.drain import GracefulDrain
+from signalr_chat.app.settings import Settings
+from signalr_chat.app.telemetry_setup import configure, exporters
+from signalr_chat.hosting.server import DRAIN
 
 from .chat_fixtures import DEPLOYMENT, ChatServer, FakeAI, assert_clean_log, azure_settings, server_env
 from .conditions import until

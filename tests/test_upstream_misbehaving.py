@@ -22,8 +22,8 @@ from aiohttp.test_utils import TestServer
 
 from signalr_chat.ai import AiFailed, AiInterrupted, AiReplyTooLong
 from signalr_chat.ai.sse_events import ServerSentEvents
-from signalr_chat.app import create_app
-from signalr_chat.settings import Settings
+from signalr_chat.app.application import create_app
+from signalr_chat.app.settings import Settings
 from tests.fake_ai import DEFAULT_API_KEY, RUNAWAY_TOKEN, TRUNCATED_TOKENS, create_fake_app, fake_state, start_fake
 
 pytestmark = pytest.mark.timeout(60)

@@ -4,6 +4,9 @@
 `AiError` whose `user_message` is safe to show; the real cause is logged here.
 """
 
+# what create_model raises when the settings leave a provider incomplete: it lives in hosting,
+# which imports no SDK, so the app's other startup errors do not import the ones here
+from ..hosting.errors import ConfigurationError
 from .errors import (
     AiAuthFailed,
     AiBusy,
@@ -13,7 +16,6 @@ from .errors import (
     AiInterrupted,
     AiReplyTooLong,
     AiTimedOut,
-    ConfigurationError,
 )
 from .model import ChatMessage, ChatModel
 from .providers import create_model

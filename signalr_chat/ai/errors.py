@@ -13,10 +13,6 @@ from azure.core.exceptions import ClientAuthenticationError
 log = logging.getLogger(__name__)
 
 
-class ConfigurationError(ValueError):
-    """The settings name a provider but leave out something it needs; reported at startup."""
-
-
 class AiError(Exception):
     user_message = "An error occurred while generating the response. Please try again."
 

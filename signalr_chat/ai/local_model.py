@@ -17,14 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import AiFailed, ConfigurationError
+from ..hosting.errors import ConfigurationError
+from .errors import AiFailed
 from .model import ChatMessage, estimate_tokens
 from .telemetry import GenAITelemetry
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-    from ..settings import Settings
+    from .settings import LocalModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def default_model_path() -> Path:
 
 
 class LocalChatModel:
-    def __init__(self, settings: Settings, telemetry: GenAITelemetry | None = None) -> None:
+    def __init__(self, settings: LocalModelSettings, telemetry: GenAITelemetry | None = None) -> None:
         self.path = settings.local_model_path or default_model_path()
         self.name = f"local:{self.path.stem}"
         self.context_tokens = settings.local_context_tokens

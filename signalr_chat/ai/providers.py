@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 import httpx2  # the openai SDK's HTTP client
 import openai
 
-from .errors import ConfigurationError
+from ..hosting.errors import ConfigurationError
 from .model import ChatModel
 from .openai_model import OpenAIChatModel
 from .telemetry import GenAITelemetry
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from .settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def _entra_token_provider() -> tuple[Callable[[], Awaitable[str]], Callable[[], 
     return get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE), credential.close
 
 
-def _azure(settings: Settings, telemetry: GenAITelemetry | None) -> ChatModel:
+def _azure(settings: ModelSettings, telemetry: GenAITelemetry | None) -> ChatModel:
     if not settings.azure_openai_endpoint:
         raise ConfigurationError("AZURE_OPENAI_ENDPOINT is required for the Azure OpenAI provider")
     deployment = settings.azure_openai_deployment
@@ -80,7 +80,7 @@ def _azure(settings: Settings, telemetry: GenAITelemetry | None) -> ChatModel:
     )
 
 
-def _http_client(settings: Settings) -> httpx2.AsyncClient:
+def _http_client(settings: ModelSettings) -> httpx2.AsyncClient:
     """The SDK's aiohttp transport, with room for every streaming reply.
 
     aiohttp reads a stream for a fraction of httpx2's default transport's cost per read
@@ -93,7 +93,7 @@ def _http_client(settings: Settings) -> httpx2.AsyncClient:
     return openai.DefaultAioHttpClient(limits=limits)
 
 
-def _openai_compatible(settings: Settings, telemetry: GenAITelemetry | None) -> ChatModel:
+def _openai_compatible(settings: ModelSettings, telemetry: GenAITelemetry | None) -> ChatModel:
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     client = openai.AsyncOpenAI(
         base_url=settings.openai_base_url,
@@ -114,7 +114,7 @@ def _openai_compatible(settings: Settings, telemetry: GenAITelemetry | None) -> 
     )
 
 
-def create_model(settings: Settings, telemetry: GenAITelemetry | None = None) -> ChatModel:
+def create_model(settings: ModelSettings, telemetry: GenAITelemetry | None = None) -> ChatModel:
     """The configured provider's model; `telemetry` traces and measures its calls."""
     provider = settings.provider()
     if provider == "azure":

@@ -7,10 +7,11 @@ startup error rather than an ImportError from deep inside.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from ..ai import ConfigurationError
-from ..settings import Settings
+from pydantic import SecretStr
+
+from ..hosting.errors import ConfigurationError
 from .guests import Guests
 from .history import HistoryStore
 from .rate_limit import RateLimiter, RateLimits
@@ -21,7 +22,19 @@ if TYPE_CHECKING:
     from .service import Backends
 
 
-def open_redis(settings: Settings, missing_extra: str) -> Redis:
+class ScaleOutSettings(Protocol):
+    """What the shared backends read of the chat's settings (the app's `Settings` has them all)."""
+
+    redis_url: SecretStr | None
+    redis_timeout: float
+    redis_channel_prefix: str
+    max_history_messages: int
+    rate_limit_messages: int
+    rate_limit_window_seconds: float
+    guest_ttl_seconds: float
+
+
+def open_redis(settings: ScaleOutSettings, missing_extra: str) -> Redis:
     """The process's one Redis client (one pool): the backplane's and the chat's, bounded by
     REDIS_TIMEOUT, idle connections checked every 30 s. `missing_extra`: the error without
     the `redis` extra."""
@@ -40,7 +53,7 @@ HISTORY_NEEDS_REDIS = "HISTORY_STORE=redis needs the redis extra"
 
 
 def redis_backends(
-    settings: Settings, redis: Redis, local_limits: RateLimits, *, signed_in_history: HistoryStore | None
+    settings: ScaleOutSettings, redis: Redis, local_limits: RateLimits, *, signed_in_history: HistoryStore | None
 ) -> tuple[Backends, Backends, Guests]:
     """Signed-in users' and anonymous visitors' backends, and the guests, in Redis: history
     (guests' expiring), replies in flight, and signed-in users' rate limit (an anonymous one

@@ -13,9 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..ai import AiFailed, AiReplyTooLong, AiTimedOut, ChatMessage, ChatModel
-from ..settings import Settings
 from .history import HistoryStore
 from .rate_limit import RateLimits
 from .replies import ReplyRun, ReplySharing
@@ -72,6 +72,16 @@ class Caller:
         return f"guest:{self.guest}" if self.guest is not None else f"connection:{self.connection_id}"
 
 
+class LimitSettings(Protocol):
+    """What `Limits` reads of the chat's settings (the app's `Settings` has them all)."""
+
+    max_message_length: int
+    max_reply_length: int
+    reply_first_token_timeout_seconds: float
+    reply_timeout_seconds: float
+    reply_grace_seconds: float
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """The bounds on a message and on a reply."""
@@ -84,7 +94,7 @@ class Limits:
     reply_grace: float
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
+    def from_settings(cls, settings: LimitSettings) -> Limits:
         return cls(
             settings.max_message_length,
             settings.max_reply_length,
@@ -97,7 +107,7 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class Backends:
     """Where one kind of owner's conversations live (signed-in users', or anonymous ones'):
-    chosen once, by the composition root (app.py)."""
+    chosen once, by the composition root (app/application.py)."""
 
     history: HistoryStore
     rate_limits: RateLimits

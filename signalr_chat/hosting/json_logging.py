@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from opentelemetry import trace
 
-from .signalr.connections import log_context
+from ..signalr.connections import log_context
 
 
 class JsonLinesFormatter(logging.Formatter):

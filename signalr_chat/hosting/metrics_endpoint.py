@@ -2,7 +2,7 @@
 
 Off by default (METRICS_ENABLED), on a path of its own beside the hubs, and behind a
 bearer token when METRICS_TOKEN is set. prometheus-client writes the format; the
-OpenTelemetry Prometheus reader (set up in telemetry_setup) feeds its registry.
+OpenTelemetry Prometheus reader (which the app sets up) feeds its registry.
 """
 
 from __future__ import annotations
@@ -10,21 +10,21 @@ from __future__ import annotations
 import hmac
 
 from aiohttp import web
-from pydantic import SecretStr
 
-from .ai import ConfigurationError
+from .errors import ConfigurationError
 
 METRICS_PATH = "/metrics"
 
 
-def add_metrics_route(app: web.Application, token: SecretStr | None) -> None:
+def add_metrics_route(app: web.Application, token: str | None) -> None:
+    """`/metrics`, answered only to `Authorization: Bearer <token>` when a token is given."""
     try:
         from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
     except ImportError:
         raise ConfigurationError(
             "METRICS_ENABLED needs the OpenTelemetry extra: pip install 'signalr-chat[otel]'"
         ) from None
-    expected = None if token is None else f"Bearer {token.get_secret_value()}".encode()
+    expected = None if token is None else f"Bearer {token}".encode()
 
     async def scrape(request: web.Request) -> web.Response:
         if expected is not None:

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from opentelemetry import metrics
 
-from .ai import ConfigurationError
-from .health import Health
+from ..hosting.errors import ConfigurationError
+from ..hosting.health import Health
+from ..signalr.connections.telemetry import SERVER_METER
 from .settings import Settings
-from .signalr.connections.telemetry import SERVER_METER
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from .signalr.redis import RedisHubLifetimeManager
+    from ..signalr.redis import RedisHubLifetimeManager
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def create_backplane(settings: Settings, client: Redis | None = None) -> RedisHu
     if settings.redis_url is None:
         return None
     try:
-        from .signalr.redis import RedisHubLifetimeManager
+        from ..signalr.redis import RedisHubLifetimeManager
     except ModuleNotFoundError as missing:
         if missing.name is None or missing.name.partition(".")[0] != "redis":
             raise

@@ -22,7 +22,7 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 
-from .ai import ConfigurationError
+from ..hosting.errors import ConfigurationError
 from .settings import Settings
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import logging
 
 from aiohttp.http_exceptions import BadHttpMessage
 
-from .signalr.untrusted import Untrusted
+from ..signalr.untrusted import Untrusted
 
 #: The logger aiohttp's request handler writes "Error handling request" to.
 AIOHTTP_SERVER_LOGGER = "aiohttp.server"

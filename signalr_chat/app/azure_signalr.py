@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .ai import ConfigurationError
-from .health import Health
+from ..hosting.errors import ConfigurationError
+from ..hosting.health import Health
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .signalr.azure import AzureSignalR
+    from ..signalr.azure import AzureSignalR
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def create_azure_signalr(settings: Settings) -> AzureSignalR | None:
     if settings.azure_signalr_connection_string is None:
         return None
     try:
-        from .signalr.azure import AzureSignalR, ConnectionStringError, ServiceOptions
+        from ..signalr.azure import AzureSignalR, ConnectionStringError, ServiceOptions
     except ModuleNotFoundError as missing:
         raise ConfigurationError(
             f"AZURE_SIGNALR_CONNECTION_STRING needs the azure extra ({missing.name} is missing): "

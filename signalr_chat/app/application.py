@@ -1,88 +1,52 @@
-"""The application: the chat hub at /chatHub and /chat, and the page from wwwroot/."""
+"""The chat app, composed: the settings choose the backends, the model and the scale-out, and
+`create_app` wires them to the chat hub at /chatHub and /chat, the health and drain, and the
+page (page.py)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from .ai import create_model
-from .ai.telemetry import GenAITelemetry
+from ..ai import create_model
+from ..ai.telemetry import GenAITelemetry
+from ..chat import ChatHub, ChatService
+from ..chat.conversations import ConversationService
+from ..chat.guests import Guests, GuestSessions
+from ..chat.history import HistoryStore, InMemoryHistoryStore
+from ..chat.rate_limit import InMemoryRateLimits, RateLimiter
+from ..chat.replies import LocalReplies
+from ..chat.scale_out import HISTORY_NEEDS_REDIS, open_redis, redis_backends
+from ..chat.service import Backends, Limits
+from ..chat.sqlite_history import SqliteHistoryStore
+from ..hosting.health import Health
+from ..hosting.jwt_auth import jwt_validator
+from ..hosting.metrics_endpoint import add_metrics_route
+from ..hosting.server import DRAIN
+from ..signalr import HubLifetimeManager, HubOptions, InMemoryHubLifetimeManager, map_hub
+from ..signalr.connections.telemetry import ConnectionTelemetry, sdk_providers
+from ..signalr.hubs.telemetry import HubTelemetry
 from .azure_signalr import SERVICE_HUB_NAMES, create_azure_signalr
 from .azure_signalr import add_readiness_check as add_service_readiness_check
 from .backplane import BACKPLANE_NEEDS_REDIS, BackplaneTelemetry, add_readiness_check, create_backplane
-from .chat import ChatHub, ChatService
-from .chat.conversations import ConversationService
-from .chat.guests import Guests, GuestSessions
-from .chat.history import HistoryStore, InMemoryHistoryStore
-from .chat.rate_limit import InMemoryRateLimits, RateLimiter
-from .chat.replies import LocalReplies
-from .chat.scale_out import HISTORY_NEEDS_REDIS, open_redis, redis_backends
-from .chat.service import Backends, Limits
-from .chat.sqlite_history import SqliteHistoryStore
 from .drain import GracefulDrain
-from .health import Health
-from .jwt_auth import jwt_validator
-from .metrics_endpoint import add_metrics_route
-from .server import DRAIN
+from .page import serve_page
 from .settings import Settings
-from .signalr import HubLifetimeManager, HubOptions, InMemoryHubLifetimeManager, map_hub
-from .signalr.connections.telemetry import ConnectionTelemetry, sdk_providers
-from .signalr.hubs.telemetry import HubTelemetry
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 
-def _wwwroot() -> Path:
-    """Inside the package when installed from a wheel (see setup.py), else the checkout's top."""
-    packaged = Path(__file__).resolve().parent / "wwwroot"
-    return packaged if packaged.is_dir() else packaged.parent.parent / "wwwroot"
-
-
-WWWROOT = _wwwroot()
-#: Browser libraries, installed from npm into wwwroot/node_modules by `make`, served at /lib/.
-LIBRARIES = {
-    "/lib/signalr": WWWROOT / "node_modules/@microsoft/signalr/dist/browser",
-    "/lib/msgpack": WWWROOT / "node_modules/@microsoft/signalr-protocol-msgpack/dist/browser",
-    "/lib/marked": WWWROOT / "node_modules/marked/lib",
-    "/lib/dompurify": WWWROOT / "node_modules/dompurify/dist",
-    "/lib/highlight": WWWROOT / "node_modules/@highlightjs/cdn-assets",
-}
 log = logging.getLogger(__name__)
 CHAT_SERVICE = web.AppKey("chat_service", ConversationService)
 HEALTH = web.AppKey("health", Health)
 
 #: The two paths the seed front ends use: the wwwroot page and the Angular app.
 CHAT_PATHS = ("/chatHub", "/chat")
-
-
-#: The Angular client's production build (`make angular`, from angular/), served at /angular/.
-ANGULAR = WWWROOT / "angular"
-
-
-async def _index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(WWWROOT / "index.html")
-
-
-async def _angular_root(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPPermanentRedirect("/angular/")
-
-
-async def _angular(request: web.Request) -> web.StreamResponse:
-    """The Angular bundle's files, and its index.html for every other path (client-side routes)."""
-    if not (ANGULAR / "index.html").is_file():
-        raise web.HTTPNotFound(text="The Angular client is not built: run `make angular`.")
-    tail = request.match_info["tail"]
-    path = (ANGULAR / tail).resolve()
-    if tail and path.is_file() and path.is_relative_to(ANGULAR.resolve()):
-        return web.FileResponse(path)
-    return web.FileResponse(ANGULAR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 def create_app(
@@ -130,29 +94,23 @@ def create_app(
     health.add_check("model", lambda: None if model_started else f"{model.name} is starting")
     health.add_check("history", conversations.history_problem)
 
-    async def start(app: web.Application) -> None:
+    async def start_model() -> None:
         nonlocal model_started
-        try:
-            if sqlite is not None:
-                await sqlite.open()
-            await conversations.start_sharing()
-            await model.start()
-            model_started = True
-        except BaseException:
-            # aiohttp runs no cleanup after a failed startup; an open store would keep the process alive
-            await stop(app)
-            raise
+        await model.start()
+        model_started = True
 
-    async def stop(app: web.Application) -> None:
-        await conversations.close()
-        await model.aclose()
-        for backend in backends:  # each once, though the two kinds of owner may share one
-            await backend.close()
-        if redis is not None:
-            await redis.aclose()  # after every user of it, the backplane's cleanup included
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    # One cleanup context per resource, in the order they open: aiohttp closes them in reverse
+    # order, and after a failed startup it closes exactly the ones already opened. The Redis
+    # client opens first, so it closes last, after every user of it: the backends, and the
+    # backplane, whose context map_hub adds below (entered last, exited first).
+    if redis is not None:
+        app.cleanup_ctx.append(_resource(stop=redis.aclose))
+    for backend in backends:  # each once, though the two kinds of owner may share one
+        opens = sqlite.open if sqlite is not None and backend is sqlite else None
+        app.cleanup_ctx.append(_resource(start=opens, stop=backend.close))
+    app.cleanup_ctx.append(_resource(start=start_model, stop=model.aclose))
+    # the replies: they run on the model and store into the backends, so they stop before both
+    app.cleanup_ctx.append(_resource(start=conversations.start_sharing, stop=conversations.close))
 
     options = HubOptions(
         # StopGeneration and ClearHistory must run while the caller's SendMessage streams
@@ -212,9 +170,28 @@ def create_app(
     app[DRAIN] = drain
     health.add_routes(app)
     if settings.metrics_enabled:
-        add_metrics_route(app, settings.metrics_token)
-    _serve_page(app)
+        token = settings.metrics_token
+        add_metrics_route(app, token.get_secret_value() if token is not None else None)
+    serve_page(app)
     return app
+
+
+_Step = Callable[[], Awaitable[None]]
+
+
+def _resource(*, stop: _Step, start: _Step | None = None) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context: `start` at startup, `stop` at cleanup; `stop` also when `start` fails
+    half way, as the resource may hold what it opened so far (a connection, a thread)."""
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        try:
+            if start is not None:
+                await start()
+            yield
+        finally:
+            await stop()
+
+    return context
 
 
 class _Closes(Protocol):
@@ -265,18 +242,3 @@ def _conversations(
 
 def _parts(backends: Backends) -> tuple[_Closes, ...]:
     return (backends.history, backends.rate_limits, backends.replies)
-
-
-def _serve_page(app: web.Application) -> None:
-    """Only what the page needs: node_modules and package files stay unreachable."""
-    app.router.add_get("/", _index)
-    app.router.add_get("/index.html", _index)
-    for name in ("css", "js"):
-        app.router.add_static(f"/{name}", WWWROOT / name)
-    app.router.add_get("/angular", _angular_root)
-    app.router.add_get("/angular/{tail:.*}", _angular)
-    for prefix, folder in LIBRARIES.items():
-        if folder.is_dir():
-            app.router.add_static(prefix, folder)
-        else:
-            log.warning("%s is missing: run `make run` (or npm install in wwwroot/) for the page to work", folder)

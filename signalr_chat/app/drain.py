@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .chat.conversations import ConversationService
-from .health import Health
-from .signalr import HubEndpoint
-from .signalr.hubs.hub_connection import HubConnectionContext
+from ..chat.conversations import ConversationService
+from ..hosting.health import Health
+from ..signalr import HubEndpoint
+from ..signalr.hubs.hub_connection import HubConnectionContext
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import logging
 import jwt
 from aiohttp import web
 
-from .signalr import TokenValidator, User
-from .signalr.untrusted import Untrusted
+from ..signalr import TokenValidator, User
+from ..signalr.untrusted import Untrusted
 
 log = logging.getLogger(__name__)
 
