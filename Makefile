@@ -98,8 +98,13 @@ lint: $(VENV)/.test-installed
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
+# Every test, under coverage (the servers the tests start as processes are measured too, each
+# into a data file of its own beside .coverage); then line and branch coverage per package.
 test: $(VENV)/.test-installed node-deps angular lint check-install check-lowest
-	$(PY) -m pytest
+	rm -f .coverage .coverage.*
+	COVERAGE_FILE=$(CURDIR)/.coverage $(PY) -m coverage run -m pytest
+	$(PY) -m coverage combine -q
+	$(PY) -m tests.coverage_report
 
 # The package as a user installs it (tests/install_check.py): a plain wheel in a fresh
 # .venv-core with the core dependencies only (the newest, then the lowest allowed) serving
@@ -133,4 +138,4 @@ bench: $(VENV)/.test-installed
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-bench .venv-core .venv-lowest tests/js/node_modules wwwroot/node_modules angular/node_modules wwwroot/angular
+	rm -rf $(VENV) .venv-bench .venv-core .venv-lowest tests/js/node_modules wwwroot/node_modules angular/node_modules wwwroot/angular .coverage .coverage.* coverage.json
