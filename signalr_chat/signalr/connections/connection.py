@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,7 +19,7 @@ from multidict import CIMultiDictProxy, MultiMapping
 
 from ..protocol.negotiate import TransportKind
 from .auth import User
-from .background import spawn
+from .background import BackgroundTasks
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -91,6 +91,29 @@ class Application(Protocol):
         """The shared heartbeat, once a second: keep-alive and timeouts."""
 
 
+class ConnectionOwner(Protocol):
+    """Who keeps a connection: its endpoint's ConnectionManager."""
+
+    @property
+    def tasks(self) -> BackgroundTasks:
+        """Runs the connection's background work, and cancels what is left when the owner closes."""
+
+    def on_disposed(self, connection: Connection) -> None:
+        """The connection has ended (its transport is closed; its application is told next)."""
+
+
+class Unowned:
+    """The owner of a connection no manager keeps (a test, a tool): its own tasks, no one to tell."""
+
+    __slots__ = ("tasks",)
+
+    def __init__(self) -> None:
+        self.tasks = BackgroundTasks("connection")
+
+    def on_disposed(self, connection: Connection) -> None:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class RequestInfo:
     """The HTTP request that started the transport, kept for the hub context."""
@@ -132,7 +155,8 @@ class Connection:
     _pending_size: int = 0
     #: What senders waiting for the client to catch up wait on; created by the first wait.
     _room: asyncio.Future[None] | None = None
-    _on_dispose: Callable[[Connection], None] | None = None
+    #: Keeps the connection and its background tasks (the endpoint's ConnectionManager).
+    owner: ConnectionOwner = field(default_factory=Unowned)
     telemetry: ConnectionTelemetry | None = None
 
     @property
@@ -224,13 +248,17 @@ class Connection:
             self.transport = None
             self.last_active = time.monotonic()
 
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run work for this connection in the background, kept (and cancelled at shutdown) by its owner."""
+        return self.owner.tasks.spawn(coroutine)
+
     def abort(self) -> None:
         """End the connection now, from anywhere, without waiting for unsent data."""
         if self.disposed:
             return
         if self.transport is not None:
             self.transport.drop()
-        spawn(self.dispose(ConnectionAbortedError("The connection was aborted.")))
+        self.spawn(self.dispose(ConnectionAbortedError("The connection was aborted.")))
 
     async def dispose(self, error: BaseException | None = None, *, going_away: bool = False) -> None:
         """End the transport and the application exactly once."""
@@ -248,8 +276,7 @@ class Connection:
             except Exception:  # the peer may be gone already
                 log.debug("connection %s: transport close failed", self.id, exc_info=True)
         self.transport = None
-        if self._on_dispose is not None:
-            self._on_dispose(self)
+        self.owner.on_disposed(self)
         application = self.application
         if application is not None:
             await application.on_closed(error)

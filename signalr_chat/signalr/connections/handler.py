@@ -14,7 +14,6 @@ from aiohttp import web
 
 from ..protocol.negotiate import TransportKind
 from .auth import TokenValidator, User
-from .background import spawn
 from .connection import Connection, RequestInfo
 from .endpoint import ConnectionEndpoint
 from .options import ConnectionOptions
@@ -91,7 +90,7 @@ class _HandlerApplication:
 
     def start(self) -> None:
         self.connection.binary = self._handler.binary
-        self._connected = spawn(self._handler.on_connected(self._context))
+        self._connected = self.connection.spawn(self._handler.on_connected(self._context))
 
     async def receive(self, data: bytes) -> None:
         if self._connected is not None:

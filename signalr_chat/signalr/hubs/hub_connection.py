@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..connections import Connection
-from ..connections.background import spawn
 from ..protocol import (
     JSON,
     PROTOCOLS,
@@ -107,7 +106,7 @@ class HubConnectionContext:
         self.close_received = False
         self.streams: dict[str, RunningStream] = {}
         self.uploads: dict[str, UploadStream] = {}
-        self.invocations = InvocationQueue(options.max_parallel_invocations)
+        self.invocations = InvocationQueue(options.max_parallel_invocations, connection.owner.tasks)
         self.caller_context = HubCallerContext(
             connection.id, connection.user, connection.items, connection.request, self.abort, connection.transport_kind
         )
@@ -288,7 +287,7 @@ class HubConnectionContext:
             return
         if not self.handshake_done:
             if now - self._started_at > self.options.handshake_timeout and self.connection_context.features:
-                spawn(self._fail_handshake("Handshake was canceled."))
+                self.connection_context.spawn(self._fail_handshake("Handshake was canceled."))
             return
         features = self.connection_context.features
         if self.connection_context.transport is None or features is None or features.inherent_keep_alive:
@@ -308,11 +307,13 @@ class HubConnectionContext:
             self._last_received = now
         elif now - self._last_received > self.options.client_timeout:
             log.info("connection %s: client timeout elapsed", self.connection_id)
-            spawn(self.close(allow_reconnect=True, exception=TimeoutError("Client timeout elapsed.")))
+            self.connection_context.spawn(
+                self.close(allow_reconnect=True, exception=TimeoutError("Client timeout elapsed."))
+            )
 
     # -- closing ---------------------------------------------------------
     def abort(self, allow_reconnect: bool = False) -> None:
-        spawn(self.close(allow_reconnect=allow_reconnect))
+        self.connection_context.spawn(self.close(allow_reconnect=allow_reconnect))
 
     async def close(
         self,
