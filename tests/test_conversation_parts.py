@@ -21,6 +21,7 @@ from signalr_chat.chat.service import ChatService
 from signalr_chat.chat.sqlite_history import SqliteHistoryStore
 from signalr_chat.settings import Settings
 from signalr_chat.signalr import HubCallerContext
+from signalr_chat.signalr.connections import Connection
 
 from .redis_server import RedisServer
 
@@ -153,7 +154,7 @@ async def test_an_expired_guest_is_forgotten_with_their_conversations() -> None:
     conversations.guests = GuestSessions(ttl=100, clock=lambda: now[0])
 
     def connection(name: str) -> HubCallerContext:
-        return HubCallerContext(name, None, {}, None, lambda _: None)
+        return HubCallerContext(Connection(name, name, 1), lambda _: None)
 
     first = connection("c1")
     guest = await conversations.use_guest(first, None)

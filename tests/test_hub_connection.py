@@ -1,10 +1,12 @@
-"""The hub connection in memory: the background tasks its connection's owner keeps."""
+"""The hub connection in memory: its states, its stream trackers, and the background tasks
+its connection's owner keeps."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from signalr_chat.signalr.connections import Connection, TransportFeatures
 from signalr_chat.signalr.connections import manager as connection_manager
 from signalr_chat.signalr.connections.background import BackgroundTasks
 from signalr_chat.signalr.connections.transports import websockets
-from signalr_chat.signalr.hubs import HubConnectionContext
+from signalr_chat.signalr.hubs import HubConnectionContext, HubConnectionState
 from signalr_chat.signalr.hubs.upload_stream import UploadStream
 
 pytestmark = pytest.mark.timeout(30)
@@ -33,8 +35,22 @@ def records(data: bytes) -> list[Any]:
 
 
 class StateHub(Hub):
+    async def on_connected(self) -> None:
+        query = self.context.query.get("connect")
+        SEEN.setdefault("connected", []).append(self.context.connection_id)
+        if query == "fail":
+            raise RuntimeError("refused")
+        if query == "slow":
+            await asyncio.sleep(0.05)
+
+    async def on_disconnected(self, exception: BaseException | None) -> None:
+        SEEN.setdefault("disconnected", []).append(self.context.connection_id)
+
     def echo(self, value: Any) -> Any:
         return value
+
+    def note(self, value: Any) -> None:
+        SEEN.setdefault("noted", []).append(value)
 
     async def forever(self) -> None:
         SEEN.setdefault("forever", []).append("started")
@@ -42,6 +58,11 @@ class StateHub(Hub):
             await asyncio.Event().wait()
         finally:
             SEEN.setdefault("forever", []).append("cancelled")
+
+    async def generator(self, key: str) -> AsyncIterator[int]:
+        while True:
+            yield 1
+            await asyncio.sleep(0.01)
 
 
 class Transport:
@@ -101,7 +122,122 @@ def forget_seen() -> None:
     SEEN.clear()
 
 
-# -- uploads ----------------------------------------------------------------------------
+# -- the state machine --------------------------------------------------------------
+
+
+async def test_a_connection_goes_through_its_states_and_logs_each_change(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "signalr_chat.signalr.hubs.hub_connection")
+    endpoint = hub_endpoint()
+    connection, hub = await opened(endpoint, handshake=False)
+    assert hub.state is HubConnectionState.HANDSHAKING
+    await hub.receive(HANDSHAKE)
+    assert hub.state is HubConnectionState.CONNECTED
+    assert hub.connection_id == connection.id and hub.caller_context.connection_id == connection.id
+    closing = asyncio.ensure_future(hub.receive(record({"type": 7})))
+    await asyncio.sleep(0)
+    assert hub.state is HubConnectionState.CLOSING, "the client's Close: ending, the transport still closing"
+    await closing
+    assert hub.state is HubConnectionState.CLOSED
+    assert SEEN["disconnected"] == [connection.id]
+    changes = [r.getMessage().split(": ", 1)[1] for r in caplog.records if " -> " in r.getMessage()]
+    assert changes == [
+        "HANDSHAKING -> CONNECTING",
+        "CONNECTING -> CONNECTED",
+        "CONNECTED -> CLOSING",
+        "CLOSING -> CLOSED",
+    ]
+
+
+async def test_nothing_is_dispatched_once_the_connection_is_closing() -> None:
+    endpoint = hub_endpoint()
+    _, hub = await opened(endpoint)
+    await hub.receive(record({"type": 1, "target": "note", "arguments": ["before"]}))
+    frame = record({"type": 7}) + record({"type": 1, "target": "note", "arguments": ["behind the Close"]})
+    await hub.receive(frame)
+    await hub.receive(record({"type": 1, "target": "note", "arguments": ["late"]}))
+    assert SEEN["noted"] == ["before"], "neither the invocation behind the Close nor late bytes were run"
+    assert hub.state is HubConnectionState.CLOSED
+
+
+async def test_a_failed_handshake_ends_without_the_hub_hearing_of_it() -> None:
+    endpoint = hub_endpoint()
+    connection, hub = await opened(endpoint, handshake=False)
+    await hub.receive(b'{"protocol":"nope","version":1}\x1e')
+    assert hub.state is HubConnectionState.CLOSED
+    assert connection.disposed
+    assert "connected" not in SEEN and "disconnected" not in SEEN
+
+
+async def test_a_failing_on_connected_closes_and_leaves_nothing_in_the_lifetime_manager() -> None:
+    endpoint = hub_endpoint()
+    connection, hub = await opened(endpoint, "fail", handshake=False)
+    await hub.receive(HANDSHAKE)
+    assert hub.state is HubConnectionState.CLOSED
+    assert records(connection.take_pending())[-1] == {"type": 7, "error": "Connection closed with an error."}
+    assert "disconnected" not in SEEN, "on_disconnected follows only an on_connected that returned"
+    assert connection.id not in endpoint.lifetime.connections  # type: ignore[attr-defined]
+
+
+async def test_a_connection_closed_while_on_connected_runs_is_disconnected_once() -> None:
+    endpoint = hub_endpoint()
+    connection, hub = await opened(endpoint, "slow", handshake=False)
+    handshaking = asyncio.ensure_future(hub.receive(HANDSHAKE))
+    await asyncio.sleep(0)
+    assert hub.state is HubConnectionState.CONNECTING
+    await connection.dispose()  # the server stops, say
+    assert hub.state is HubConnectionState.CLOSED
+    assert "disconnected" not in SEEN, "not yet: on_connected has not returned"
+    await handshaking
+    assert SEEN["disconnected"] == [connection.id]
+    assert connection.id not in endpoint.lifetime.connections  # type: ignore[attr-defined]
+
+
+async def test_a_dropped_socket_under_stateful_reconnect_stays_connected() -> None:
+    endpoint = hub_endpoint(allow_stateful_reconnect=True)
+    connection = endpoint.connections.create(1, stateful_reconnect=True)
+    connection.features = websockets.FEATURES
+    hub = endpoint.connection_endpoint.application_factory(connection)
+    assert isinstance(hub, HubConnectionContext)
+    connection.application = hub
+    transport = Transport(websockets.FEATURES)
+    connection.attach(transport)
+    await hub.receive(b'{"protocol":"json","version":2}\x1e')
+    connection.detach(transport)
+    await hub.on_transport_ended(None)
+    assert hub.state is HubConnectionState.CONNECTED and hub.accepts_reconnect
+    await connection.dispose()  # the disconnect timeout, say
+    assert hub.state is HubConnectionState.CLOSED and not hub.accepts_reconnect
+
+
+# -- trackers and what the endpoint tells the drain ------------------------------------
+
+
+async def test_the_endpoint_lists_running_streams_and_stops_accepting() -> None:
+    endpoint = hub_endpoint()
+    connection, hub = await opened(endpoint)
+    await hub.receive(record({"type": 4, "invocationId": "s1", "target": "generator", "arguments": ["k"]}))
+    await settle(lambda: connection.has_pending)
+    (task,) = endpoint.running_streams()
+    assert not task.done() and len(hub.streams) == 1
+    await hub.receive(record({"type": 5, "invocationId": "s1"}))
+    await settle(task.done)
+    await settle(lambda: len(hub.streams) == 0)
+    assert endpoint.running_streams() == []
+    assert records(connection.take_pending())[-1] == {"type": 3, "invocationId": "s1"}
+    assert endpoint.connection_endpoint.accepting
+    endpoint.stop_accepting()
+    assert not endpoint.connection_endpoint.accepting
+
+
+async def test_closing_cancels_streams_and_ends_uploads() -> None:
+    endpoint = hub_endpoint()
+    connection, hub = await opened(endpoint)
+    await hub.receive(record({"type": 4, "invocationId": "s1", "target": "generator", "arguments": ["k"]}))
+    await settle(lambda: connection.has_pending)
+    (task,) = hub.streams.tasks()
+    await connection.dispose()
+    await settle(lambda: not hub.streams.tasks())
+    assert task.cancelled()
 
 
 async def test_an_upload_ended_while_its_buffer_is_full_ends_after_its_items_without_a_task() -> None:

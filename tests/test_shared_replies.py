@@ -19,6 +19,7 @@ from signalr_chat.chat.service import ChatService, Rejected
 from signalr_chat.chat.shared_replies import OWNER_GONE, SharedReplies
 from signalr_chat.settings import Settings
 from signalr_chat.signalr import HubCallerContext, User
+from signalr_chat.signalr.connections import Connection
 
 from .redis_server import RedisServer
 
@@ -62,7 +63,8 @@ class Instance:
 
     def connect(self, user: str = "ann") -> HubCallerContext:
         self._connections += 1
-        return HubCallerContext(f"{id(self)}-{self._connections}", User(user), {}, None, lambda _: None)
+        connection_id = f"{id(self)}-{self._connections}"
+        return HubCallerContext(Connection(connection_id, connection_id, 1, user=User(user)), lambda _: None)
 
     async def close(self) -> None:
         await self.conversations.close()

@@ -74,6 +74,10 @@ class Application(Protocol):
 
     async def receive(self, data: bytes) -> None: ...
 
+    def on_closing(self) -> None:
+        """The connection has begun to end (`dispose`): nothing more is read, and what is
+        written from now on is dropped. `on_closed` follows once the transport is gone."""
+
     async def on_transport_ended(self, exception: BaseException | None) -> None:
         """The attached transport is gone; the application decides whether the connection is."""
 
@@ -265,6 +269,8 @@ class Connection:
         if self.disposed:
             return
         self.disposed = True
+        if self.application is not None:
+            self.application.on_closing()
         self._free_room()
         if self.posted is not None:
             self.posted.clear()

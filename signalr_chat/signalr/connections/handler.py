@@ -101,6 +101,9 @@ class _HandlerApplication:
     async def on_transport_ended(self, exception: BaseException | None) -> None:
         await self.connection.dispose(exception)
 
+    def on_closing(self) -> None:
+        """Nothing to stop early: `on_closed` tells the handler."""
+
     @property
     def accepts_reconnect(self) -> bool:
         return False

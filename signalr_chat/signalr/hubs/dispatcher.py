@@ -24,13 +24,12 @@ from ..untrusted import Untrusted
 from .cancellation import CancellationToken
 from .clients import GroupManager
 from .errors import BackplaneUnavailable, HubException, error_text
-from .hub import Hub
-from .hub_connection import HubConnectionContext, RunningStream
+from .hub import Hub, default_hub_name
+from .hub_connection import HubConnectionContext
 from .lifetime import HubLifetimeManager
 from .methods import BindingError, HubMethod, discover, normalize
 from .options import HubOptions
 from .telemetry import HubTelemetry
-from .upload_stream import UploadStream
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +45,9 @@ class HubDispatcher:
         lifetime: HubLifetimeManager,
         options: HubOptions,
         factory: HubFactory | None = None,
+        *,
+        hub_name: str | None = None,
+        telemetry: HubTelemetry | None = None,
     ) -> None:
         self.hub_type = hub_type
         self.methods = discover(hub_type)
@@ -56,9 +58,10 @@ class HubDispatcher:
         self._detailed = options.enable_detailed_errors
         #: Targets as clients spell them ("SendMessage"), so a call skips `normalize`.
         self._by_target: dict[str, HubMethod] = {}
-        #: Set by the endpoint when an OpenTelemetry SDK is configured, with the hub's name.
-        self.telemetry: HubTelemetry | None = None
-        self.hub_name = f"{hub_type.__module__}.{hub_type.__qualname__}"
+        #: None unless an OpenTelemetry SDK is configured.
+        self.telemetry = telemetry
+        #: The hub's name in spans (`map_hub`'s `hub_name`).
+        self.hub_name = hub_name or default_hub_name(hub_type)
 
     def _hub(self, connection: HubConnectionContext) -> Hub:
         hub = self._factory()
@@ -70,7 +73,11 @@ class HubDispatcher:
     # -- lifecycle -------------------------------------------------------
     async def on_connected(self, connection: HubConnectionContext) -> None:
         await self.lifetime.on_connected(connection)
-        await self._hub(connection).on_connected()
+        try:
+            await self._hub(connection).on_connected()
+        except BaseException:  # the connection closes, and no on_disconnected follows: forget it here
+            await self.lifetime.on_disconnected(connection)
+            raise
 
     async def on_disconnected(self, connection: HubConnectionContext, error: BaseException | None) -> None:
         try:
@@ -92,43 +99,28 @@ class HubDispatcher:
         elif isinstance(message, StreamInvocationMessage):
             self._stream_invocation(connection, message)
         elif isinstance(message, StreamItemMessage):
-            upload = connection.uploads.get(message.invocation_id)
-            if upload is None:
+            waiting = connection.uploads.item(message.invocation_id, message.item)
+            if waiting is None:
                 log.debug(
                     "connection %s: item for unknown stream %s",
                     connection.connection_id,
                     Untrusted(message.invocation_id),
                 )
-            else:
-                return upload.put(message.item)
+            return waiting
         elif isinstance(message, CompletionMessage):
-            self._completion(connection, message)
+            if not connection.uploads.complete(message.invocation_id, message.error):
+                # a client result: only the lifetime manager knows who waits for it
+                self.lifetime.set_connection_result(connection.connection_id, message)
         elif isinstance(message, CancelInvocationMessage):
-            stream = connection.streams.get(message.invocation_id)
-            if stream is not None:
-                stream.token.cancel()
-                stream.task.cancel()
+            connection.streams.cancel(message.invocation_id)
         elif isinstance(message, CloseMessage):
-            connection.close_received = True
-            if message.error:
-                log.info(
-                    "connection %s: client closed with error: %s", connection.connection_id, Untrusted(message.error)
-                )
-            return connection.connection_context.dispose()
+            return connection.client_closed(message.error)
         elif isinstance(message, AckMessage):
-            if connection.buffer is not None:
-                connection.buffer.ack(message.sequence_id)
+            connection.acknowledge(message.sequence_id)
         elif isinstance(message, SequenceMessage) and not connection.apply_sequence(message.sequence_id):
             return connection.close("Sequence ID greater than amount of messages we've received.")
         # Ping: receiving anything already reset the client timeout
         return None
-
-    def _completion(self, connection: HubConnectionContext, message: CompletionMessage) -> None:
-        upload = connection.uploads.pop(message.invocation_id, None)
-        if upload is not None:
-            upload.complete(message.error)
-        else:  # a client result: only the lifetime manager knows who waits for it
-            self.lifetime.set_connection_result(connection.connection_id, message)
 
     def _fail(
         self, connection: HubConnectionContext, message: InvocationMessage | StreamInvocationMessage, text: str
@@ -174,20 +166,17 @@ class HubDispatcher:
         method: HubMethod,
         token: CancellationToken | None = None,
     ) -> tuple[HubMethod, list[Any]] | None:
-        uploads: list[UploadStream] = []
-        for stream_id in message.stream_ids or ():
-            if stream_id in connection.uploads:
-                self._fail(connection, message, f"Invocation ID '{stream_id}' is already in use.")
-                return None
-            uploads.append(UploadStream(stream_id, self.options.stream_buffer_capacity))
+        uploads = connection.uploads.prepare(message.stream_ids or (), self.options.stream_buffer_capacity)
+        if isinstance(uploads, str):
+            self._fail(connection, message, uploads)
+            return None
         try:
             arguments = method.bind(message.arguments, uploads, token)
         except BindingError as exc:
             failure = f"Failed to invoke '{message.target}' due to an error on the server."
             self._fail(connection, message, error_text(failure, _InvalidData(str(exc)), self._detailed))
             return None
-        for upload in uploads:
-            connection.uploads[upload.stream_id] = upload
+        connection.uploads.open(uploads)
         return method, arguments
 
     def _invocation(self, connection: HubConnectionContext, message: InvocationMessage) -> Awaitable[None] | None:
@@ -251,8 +240,7 @@ class HubDispatcher:
         error: Exception | None,
     ) -> None:
         """The method's outcome as a Completion (none for a non-blocking invocation)."""
-        for stream_id in message.stream_ids or ():
-            connection.uploads.pop(stream_id, None)
+        connection.uploads.forget(message.stream_ids)
         target, invocation_id = message.target, message.invocation_id
         if error is not None:
             if isinstance(error, BackplaneUnavailable):
@@ -289,11 +277,13 @@ class HubDispatcher:
         method, arguments = resolved
         if self.telemetry is not None:
             method = self.telemetry.traced(self.hub_name, connection, message, method)
-        task = asyncio.get_running_loop().create_task(self._stream(connection, message, method, arguments, token))
-        connection.streams[invocation_id] = RunningStream(task, token)
-        # The task may be cancelled before its coroutine ever runs (a CancelInvocation in the
-        # same frame): then no code inside it runs, so completing and forgetting happen here.
-        task.add_done_callback(partial(self._stream_done, connection, message))
+        connection.streams.start(
+            invocation_id,
+            self._stream(connection, message, method, arguments, token),
+            token,
+            spawn=connection.connection_context.owner.tasks.spawn,
+            done=partial(self._stream_done, connection, message),
+        )
 
     async def _stream(
         self,
@@ -333,16 +323,12 @@ class HubDispatcher:
     def _stream_done(
         self, connection: HubConnectionContext, message: StreamInvocationMessage, task: asyncio.Task[str | None]
     ) -> None:
-        invocation_id = message.invocation_id
-        stream = connection.streams.get(invocation_id)
-        if stream is not None and stream.task is task:
-            del connection.streams[invocation_id]
-        for stream_id in message.stream_ids or ():
-            connection.uploads.pop(stream_id, None)
+        connection.streams.finished(message.invocation_id, task)
+        connection.uploads.forget(message.stream_ids)
         if connection.ended:
             return
         error = None if task.cancelled() else task.result()
-        connection.write(CompletionMessage(invocation_id, error=error))
+        connection.write(CompletionMessage(message.invocation_id, error=error))
 
 
 class _InvalidData(Exception):
