@@ -1,5 +1,5 @@
-"""The hub connection in memory: its states, its stream trackers, and the background tasks
-its connection's owner keeps."""
+"""The hub connection in memory: its states, its stream trackers, the background tasks its
+connection's owner keeps, and methods that return their stream (.NET's ChannelReader methods)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from signalr_chat.signalr import Hub, HubEndpoint, HubException, HubOptions
+from signalr_chat.signalr import CancellationToken, Hub, HubEndpoint, HubException, HubOptions
 from signalr_chat.signalr.connections import Connection, TransportFeatures
 from signalr_chat.signalr.connections import manager as connection_manager
 from signalr_chat.signalr.connections.background import BackgroundTasks
 from signalr_chat.signalr.connections.transports import websockets
 from signalr_chat.signalr.hubs import HubConnectionContext, HubConnectionState
+from signalr_chat.signalr.hubs.methods import describe
 from signalr_chat.signalr.hubs.upload_stream import UploadStream
 
 pytestmark = pytest.mark.timeout(30)
@@ -32,6 +33,16 @@ def record(obj: Any) -> bytes:
 
 def records(data: bytes) -> list[Any]:
     return [json.loads(part) for part in data.split(RS) if part]
+
+
+class Never:
+    """An async iterator that never yields (a ChannelReader nobody writes to)."""
+
+    def __aiter__(self) -> Never:
+        return self
+
+    async def __anext__(self) -> Any:
+        await asyncio.Event().wait()
 
 
 class StateHub(Hub):
@@ -59,10 +70,42 @@ class StateHub(Hub):
         finally:
             SEEN.setdefault("forever", []).append("cancelled")
 
-    async def generator(self, key: str) -> AsyncIterator[int]:
+    def infinite(self, key: str, token: CancellationToken) -> AsyncIterator[int]:
+        caller = self.clients.caller
+        token.on_cancel(lambda: caller.send("StreamCanceled", key))
+        return Never()
+
+    async def infinite_async(self, key: str, token: CancellationToken) -> AsyncIterator[int]:
+        await asyncio.sleep(0)
+        caller = self.clients.caller
+        token.on_cancel(lambda: caller.send("StreamCanceled", key))
+        return Never()
+
+    async def generator(self, key: str, token: CancellationToken) -> AsyncIterator[int]:
+        caller = self.clients.caller
+        token.on_cancel(lambda: caller.send("StreamCanceled", key))
         while True:
             yield 1
             await asyncio.sleep(0.01)
+
+    def throws(self, hub_error: bool) -> AsyncIterator[int]:
+        if hub_error:
+            raise HubException("not now")
+        raise ValueError("secret")
+
+    def returns_a_generator(self, key: str) -> AsyncIterator[int]:
+        async def items() -> AsyncIterator[int]:
+            try:
+                yield 1
+                yield 2
+                await asyncio.Event().wait()
+            finally:
+                SEEN.setdefault(key, []).append("closed")
+
+        return items()
+
+    def nothing(self) -> AsyncIterator[int]:
+        return None  # type: ignore[return-value]
 
 
 class Transport:
@@ -279,3 +322,136 @@ async def test_shutdown_cancels_what_still_runs_for_connections_after_a_grace(mo
     await endpoint.shutdown()
     assert SEEN["forever"] == ["started", "cancelled"]
     assert len(endpoint.connections.tasks) == 0
+
+
+async def test_an_async_cancellation_callback_runs_in_the_background() -> None:
+    tasks = BackgroundTasks("test")
+    token = CancellationToken(tasks)
+    ran: list[str] = []
+
+    async def tell() -> None:
+        await asyncio.sleep(0)
+        ran.append("told")
+
+    token.on_cancel(tell)
+    token.on_cancel(lambda: ran.append("at once"))
+    token.cancel()
+    assert ran == ["at once"]
+    await settle(lambda: len(ran) == 2)
+    assert ran == ["at once", "told"]
+
+
+# -- methods that return their stream ------------------------------------------------------
+
+
+def test_which_methods_return_their_stream() -> None:
+    infinite = describe("infinite", StateHub.infinite)
+    assert infinite.streaming and infinite.returns_stream and not infinite.is_async
+    awaited = describe("infinite_async", StateHub.infinite_async)
+    assert awaited.streaming and awaited.returns_stream and awaited.is_async
+    generator = describe("generator", StateHub.generator)
+    assert generator.streaming and not generator.returns_stream
+    assert not describe("echo", StateHub.echo).streaming
+
+
+@pytest.mark.parametrize("target", ["infinite", "infinite_async"])
+async def test_a_stream_cancelled_in_its_own_frame_still_runs_its_token_callback(target: str) -> None:
+    """StreamInvocation and CancelInvocation read together: the method was called when its
+    StreamInvocation was read (or, an async def, runs before the stream is read), so the
+    callback it registered runs, and the caller gets its Completion."""
+    endpoint = hub_endpoint()
+    connection, hub = await opened(endpoint)
+    frame = record({"type": 4, "invocationId": "s1", "target": target, "arguments": ["k"]})
+    await hub.receive(frame + record({"type": 5, "invocationId": "s1"}))
+    await settle(lambda: len(records(b"".join(connection._pending))) == 2)
+    assert sorted(records(connection.take_pending()), key=lambda r: r["type"]) == [
+        {"type": 1, "target": "StreamCanceled", "arguments": ["k"]},
+        {"type": 3, "invocationId": "s1"},
+    ]
+    assert hub.streams.tasks() == [] and endpoint.running_streams() == []
+
+
+async def test_an_async_generator_cancelled_in_its_own_frame_never_runs() -> None:
+    """Async generators stay as they were: their body is the stream, cancelled before it starts."""
+    endpoint = hub_endpoint()
+    connection, hub = await opened(endpoint)
+    frame = record({"type": 4, "invocationId": "s1", "target": "generator", "arguments": ["k"]})
+    await hub.receive(frame + record({"type": 5, "invocationId": "s1"}))
+    await settle(lambda: connection.has_pending)
+    await settle()
+    assert records(connection.take_pending()) == [{"type": 3, "invocationId": "s1"}]
+
+
+@pytest.mark.parametrize(
+    ("hub_error", "detailed", "error"),
+    [
+        (False, False, "An unexpected error occurred invoking 'throws' on the server."),
+        (False, True, "An unexpected error occurred invoking 'throws' on the server. ValueError: secret"),
+        (True, False, "An unexpected error occurred invoking 'throws' on the server. HubException: not now"),
+    ],
+)
+async def test_an_exception_before_the_stream_is_returned_fails_the_invocation(
+    hub_error: bool, detailed: bool, error: str
+) -> None:
+    endpoint = hub_endpoint(enable_detailed_errors=detailed)
+    connection, hub = await opened(endpoint)
+    await hub.receive(record({"type": 4, "invocationId": "s1", "target": "throws", "arguments": [hub_error]}))
+    assert records(connection.take_pending()) == [{"type": 3, "invocationId": "s1", "error": error}], "at once"
+    assert hub.streams.tasks() == []
+    await hub.receive(record({"type": 1, "invocationId": "2", "target": "echo", "arguments": ["still here"]}))
+    assert records(connection.take_pending()) == [{"type": 3, "invocationId": "2", "result": "still here"}]
+
+
+async def test_a_returned_generator_is_read_then_closed_when_cancelled() -> None:
+    endpoint = hub_endpoint()
+    connection, hub = await opened(endpoint)
+    await hub.receive(record({"type": 4, "invocationId": "s1", "target": "returns_a_generator", "arguments": ["g"]}))
+    await settle(lambda: len(records(b"".join(connection._pending))) == 2)
+    await hub.receive(record({"type": 5, "invocationId": "s1"}))
+    await settle(lambda: "g" in SEEN)
+    await settle(lambda: len(records(b"".join(connection._pending))) == 3)
+    assert records(connection.take_pending()) == [
+        {"type": 2, "invocationId": "s1", "item": 1},
+        {"type": 2, "invocationId": "s1", "item": 2},
+        {"type": 3, "invocationId": "s1"},
+    ]
+    assert SEEN["g"] == ["closed"]
+
+
+async def test_a_stream_method_returning_no_stream_gets_the_dotnet_text() -> None:
+    endpoint = hub_endpoint()
+    connection, hub = await opened(endpoint)
+    await hub.receive(record({"type": 4, "invocationId": "s1", "target": "nothing", "arguments": []}))
+    await settle(lambda: connection.has_pending)
+    error = "The value returned by the streaming method 'nothing' is not a ChannelReader<> or IAsyncEnumerable<>."
+    assert records(connection.take_pending()) == [{"type": 3, "invocationId": "s1", "error": error}]
+
+
+async def test_a_returned_stream_is_traced_from_its_call_to_its_end() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    from signalr_chat.signalr.hubs.telemetry import HubTelemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    endpoint = HubEndpoint(StateHub, hub_name="State", telemetry=(HubTelemetry(provider, None), None))
+    connection, hub = await opened(endpoint)
+    await hub.receive(record({"type": 4, "invocationId": "s1", "target": "returns_a_generator", "arguments": ["g"]}))
+    await settle(lambda: len(records(b"".join(connection._pending))) == 2)
+    assert exporter.get_finished_spans() == (), "the span lasts as long as the stream"
+    await hub.receive(record({"type": 5, "invocationId": "s1"}))
+    frame = record({"type": 4, "invocationId": "s2", "target": "infinite_async", "arguments": ["k"]})
+    await hub.receive(frame + record({"type": 5, "invocationId": "s2"}))
+    await hub.receive(record({"type": 4, "invocationId": "s3", "target": "throws", "arguments": [False]}))
+    await settle(lambda: len(exporter.get_finished_spans()) == 3)
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    assert set(spans) == {"State/returns_a_generator", "State/infinite_async", "State/throws"}
+    assert spans["State/returns_a_generator"].status.status_code is StatusCode.UNSET
+    assert spans["State/infinite_async"].status.status_code is StatusCode.UNSET
+    failed = spans["State/throws"]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes is not None and failed.attributes["error.type"] == "ValueError"

@@ -243,12 +243,9 @@ class HubDispatcher:
         connection.uploads.forget(message.stream_ids)
         target, invocation_id = message.target, message.invocation_id
         if error is not None:
-            if isinstance(error, BackplaneUnavailable):
-                log.warning("connection %s: %s failed: %s", connection.connection_id, Untrusted(target), error)
-            elif not isinstance(error, HubException):
-                log.error("connection %s: %s failed", connection.connection_id, Untrusted(target), exc_info=error)
+            text = self._call_failed(connection, target, error)
             if invocation_id is not None and not connection.ended:
-                connection.write(CompletionMessage.with_error(invocation_id, self._failed(target, error)))
+                connection.write(CompletionMessage.with_error(invocation_id, text))
             return
         if invocation_id is None or connection.ended:
             return
@@ -270,34 +267,84 @@ class HubDispatcher:
             in_use = f"Invocation ID '{invocation_id}' is already in use."
             connection.write(CompletionMessage.with_error(invocation_id, in_use))
             return
-        token = CancellationToken()
+        tasks = connection.connection_context.owner.tasks
+        token = CancellationToken(tasks)
         resolved = self._resolve(connection, message, streaming=True, token=token)
         if resolved is None:
             return
         method, arguments = resolved
         if self.telemetry is not None:
             method = self.telemetry.traced(self.hub_name, connection, message, method)
+        hub = self._hub(connection)
+        if method.returns_stream:
+            # Called now, as ASP.NET Core calls a method returning a ChannelReader when its
+            # StreamInvocation is read: a token callback it registers sees a CancelInvocation
+            # that arrives right behind it, and what it raises fails the invocation.
+            try:
+                source = method.function(hub, *arguments)
+            except Exception as exc:
+                connection.uploads.forget(message.stream_ids)
+                text = self._call_failed(connection, message.target, exc)
+                if not connection.ended:
+                    connection.write(CompletionMessage.with_error(invocation_id, text))
+                return
+        else:
+            source = method.function(hub, *arguments)  # an async generator: its body runs in the task
         connection.streams.start(
             invocation_id,
-            self._stream(connection, message, method, arguments, token),
+            self._stream(connection, message, method, source, token),
             token,
-            spawn=connection.connection_context.owner.tasks.spawn,
+            spawn=tasks.spawn,
+            # An async generator is the stream itself: cancelling stops it wherever it is. A
+            # method returning its stream is never interrupted while it is called; only the
+            # reading of what it returned is (the task marks itself interruptible then).
+            interruptible=not method.returns_stream,
             done=partial(self._stream_done, connection, message),
         )
+
+    def _call_failed(self, connection: HubConnectionContext, target: str, error: Exception) -> str:
+        """A method raised (a plain one, or one returning its stream before it did): the error text."""
+        if isinstance(error, BackplaneUnavailable):
+            log.warning("connection %s: %s failed: %s", connection.connection_id, Untrusted(target), error)
+        elif not isinstance(error, HubException):
+            log.error("connection %s: %s failed", connection.connection_id, Untrusted(target), exc_info=error)
+        return self._failed(target, error)
 
     async def _stream(
         self,
         connection: HubConnectionContext,
         message: StreamInvocationMessage,
         method: HubMethod,
-        arguments: list[Any],
+        source: Any,
         token: CancellationToken,
     ) -> str | None:
-        """Runs the generator; the error text for the Completion, or None."""
+        """Reads the stream and sends its items; the error text for the Completion, or None."""
         invocation_id = message.invocation_id
-        generator = method.function(self._hub(connection), *arguments)
+        if method.returns_stream:
+            if inspect.isawaitable(source):  # an async def (or a plain def handing back a coroutine)
+                try:
+                    source = await source
+                except Exception as exc:
+                    return self._call_failed(connection, message.target, exc)
+            if not hasattr(source, "__aiter__"):
+                log.error(
+                    "connection %s: streaming method %s returned %s, not an async iterator",
+                    connection.connection_id,
+                    method.name,
+                    type(source).__name__,
+                )
+                return (
+                    f"The value returned by the streaming method '{method.name}' "
+                    "is not a ChannelReader<> or IAsyncEnumerable<>."
+                )
+            connection.streams.reading(invocation_id)
+            if token.cancelled:  # cancelled while it was called: not read at all
+                await _close(source)
+                return None
+        iterator = source
         try:
-            async for item in generator:
+            iterator = source.__aiter__()
+            async for item in iterator:
                 if token.cancelled:
                     break
                 connection.write(StreamItemMessage(invocation_id, item))
@@ -317,7 +364,7 @@ class HubDispatcher:
                 log.exception("connection %s: stream %s failed", connection.connection_id, Untrusted(message.target))
             return error_text("An error occurred on the server while streaming results.", exc, self._detailed)
         finally:
-            await generator.aclose()
+            await _close(iterator)
         return None
 
     def _stream_done(
@@ -329,6 +376,13 @@ class HubDispatcher:
             return
         error = None if task.cancelled() else task.result()
         connection.write(CompletionMessage(message.invocation_id, error=error))
+
+
+async def _close(iterator: Any) -> None:
+    """Close what a stream read (an async generator runs its `finally`)."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
 
 
 class _InvalidData(Exception):

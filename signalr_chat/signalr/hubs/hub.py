@@ -65,7 +65,7 @@ class HubCallerContext:
     def connection_aborted(self) -> CancellationToken:
         """Cancelled when the connection ends: long work on its behalf should stop."""
         if self._aborted is None:
-            self._aborted = CancellationToken()
+            self._aborted = CancellationToken(self._connection.owner.tasks)
         return self._aborted
 
     def ended(self) -> None:

@@ -18,16 +18,20 @@ from .upload_stream import UploadStream
 class RunningStream:
     """A server-to-client stream: its task, and the token its method may watch."""
 
-    __slots__ = ("task", "token")
+    __slots__ = ("interruptible", "task", "token")
 
-    def __init__(self, task: asyncio.Task[str | None], token: CancellationToken) -> None:
+    def __init__(self, task: asyncio.Task[str | None], token: CancellationToken, interruptible: bool) -> None:
         self.task = task
         self.token = token
+        #: False while a method that returns a stream is still being awaited for it: the
+        #: token is cancelled, never the call (as .NET cancels a token, never a method).
+        self.interruptible = interruptible
 
     def cancel(self) -> None:
         """The caller cancelled the stream or left: the token first (its callbacks run), then the task."""
         self.token.cancel()
-        self.task.cancel()
+        if self.interruptible:
+            self.task.cancel()
 
 
 class ServerStreams:
@@ -48,17 +52,24 @@ class ServerStreams:
         token: CancellationToken,
         *,
         spawn: Callable[[Coroutine[Any, Any, str | None]], asyncio.Task[str | None]],
+        interruptible: bool,
         done: Callable[[asyncio.Task[str | None]], None],
     ) -> RunningStream:
         """Run the stream as a task of the connection's owner; `done` runs when it ends, even
         when it is cancelled before `run` ever started (then no code inside `run` runs)."""
         task = spawn(run)
-        stream = RunningStream(task, token)
+        stream = RunningStream(task, token, interruptible)
         if self._running is None:
             self._running = {}
         self._running[invocation_id] = stream
         task.add_done_callback(done)
         return stream
+
+    def reading(self, invocation_id: str) -> None:
+        """A method that returns its stream has returned it: cancelling now interrupts the reading."""
+        stream = self._running.get(invocation_id) if self._running is not None else None
+        if stream is not None:
+            stream.interruptible = True
 
     def cancel(self, invocation_id: str) -> bool:
         """A CancelInvocation: False when no such stream runs (it may have just ended)."""
