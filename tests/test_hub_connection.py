@@ -63,6 +63,10 @@ class StateHub(Hub):
     def note(self, value: Any) -> None:
         SEEN.setdefault("noted", []).append(value)
 
+    async def later(self, value: Any) -> Any:
+        await asyncio.sleep(0)
+        return value
+
     async def forever(self) -> None:
         SEEN.setdefault("forever", []).append("started")
         try:
@@ -310,6 +314,17 @@ async def test_background_tasks_are_kept_logged_and_cancelled_by_their_owner(cap
     assert any(r.getMessage() == "test task failed" and r.exc_info for r in caplog.records)
     await tasks.aclose(grace=0.01)
     assert forever.cancelled() and len(tasks) == 0
+
+
+async def test_an_invocation_slot_is_kept_while_it_runs_and_forgotten_when_it_ends() -> None:
+    endpoint = hub_endpoint()
+    connection, hub = await opened(endpoint)
+    await hub.receive(record({"type": 1, "invocationId": "1", "target": "later", "arguments": ["x"]}))
+    assert len(endpoint.connections.tasks) == 1, "the slot's task belongs to the connection's owner"
+    await settle(lambda: connection.has_pending)
+    assert records(connection.take_pending()) == [{"type": 3, "invocationId": "1", "result": "x"}]
+    await settle(lambda: len(endpoint.connections.tasks) == 0)
+    assert len(endpoint.connections.tasks) == 0, "and forgotten once it ended"
 
 
 async def test_shutdown_cancels_what_still_runs_for_connections_after_a_grace(monkeypatch: pytest.MonkeyPatch) -> None:

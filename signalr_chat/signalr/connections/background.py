@@ -37,6 +37,19 @@ class BackgroundTasks:
         task.add_done_callback(self._done)
         return task
 
+    def start(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """`spawn` for the per-message path: no done callback (which costs a loop callback per
+        task), so the coroutine must call `ended()` last, in a `finally`, and handle its own
+        failures. Only the owner may cancel it (before its first step, `ended` never runs:
+        `aclose` forgets it anyway)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        return task
+
+    def ended(self) -> None:
+        """The last act of a task `start`ed here: the owner forgets it."""
+        self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
@@ -68,3 +81,4 @@ class BackgroundTasks:
             for task in running:
                 task.cancel()
             await asyncio.wait(running)
+        self._tasks = {task for task in self._tasks if not task.done()}

@@ -240,7 +240,8 @@ class HubDispatcher:
         error: Exception | None,
     ) -> None:
         """The method's outcome as a Completion (none for a non-blocking invocation)."""
-        connection.uploads.forget(message.stream_ids)
+        if message.stream_ids:
+            connection.uploads.forget(message.stream_ids)
         target, invocation_id = message.target, message.invocation_id
         if error is not None:
             text = self._call_failed(connection, target, error)

@@ -54,7 +54,7 @@ class InvocationQueue:
         """Run or queue `job`; when the queue is full, what the reader must wait for before reading on."""
         if self.has_room():
             self._running += 1
-            self._tasks.spawn(self._drain(job))
+            self._tasks.start(self._drain(job))  # no done callback: the slot ends itself
             return None
         waiting = self._waiting
         if waiting is None:
@@ -99,6 +99,7 @@ class InvocationQueue:
                     await asyncio.sleep(0)
         finally:
             self._running -= 1
+            self._tasks.ended()
 
     def clear(self) -> None:
         """The connection is gone: jobs not started yet never run."""
