@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -30,6 +30,7 @@ from .lifetime import HubLifetimeManager
 from .methods import BindingError, HubMethod, discover, normalize
 from .options import HubOptions
 from .telemetry import HubTelemetry
+from .upload_stream import UploadStream
 
 log = logging.getLogger(__name__)
 
@@ -166,17 +167,22 @@ class HubDispatcher:
         method: HubMethod,
         token: CancellationToken | None = None,
     ) -> tuple[HubMethod, list[Any]] | None:
-        uploads = connection.uploads.prepare(message.stream_ids or (), self.options.stream_buffer_capacity)
-        if isinstance(uploads, str):
-            self._fail(connection, message, uploads)
-            return None
+        stream_ids = message.stream_ids
+        uploads: Sequence[UploadStream] = ()
+        if stream_ids:
+            prepared = connection.uploads.prepare(stream_ids, self.options.stream_buffer_capacity)
+            if isinstance(prepared, str):
+                self._fail(connection, message, prepared)
+                return None
+            uploads = prepared
         try:
             arguments = method.bind(message.arguments, uploads, token)
         except BindingError as exc:
             failure = f"Failed to invoke '{message.target}' due to an error on the server."
             self._fail(connection, message, error_text(failure, _InvalidData(str(exc)), self._detailed))
             return None
-        connection.uploads.open(uploads)
+        if uploads:
+            connection.uploads.open(uploads)
         return method, arguments
 
     def _invocation(self, connection: HubConnectionContext, message: InvocationMessage) -> Awaitable[None] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,7 @@ class HubMethod:
     void: bool
     requires_user: bool
 
-    def bind(self, arguments: list[Any], streams: list[Any], token: CancellationToken | None = None) -> list[Any]:
+    def bind(self, arguments: list[Any], streams: Sequence[Any], token: CancellationToken | None = None) -> list[Any]:
         supplied = len(self.stream_positions) + (self.token_position is not None)
         expected = self.parameter_count - supplied
         if len(arguments) != expected and not (self.variadic and len(arguments) > expected):
