@@ -41,6 +41,29 @@ STATE: dict[str, Any] = {"cancelled": set(), "disconnected": [], "token_cancelle
 FIXED_UUID = uuid.UUID("12345678-1234-5678-1234-567812345678")
 
 
+class InvalidOperationException(Exception):
+    """Named as the .NET exception the official functional tests' TestHub throws."""
+
+
+class Channel:
+    """A ChannelReader<T> of sorts: the async iterator a stream method returns, written to
+    from elsewhere (here: items written up front, or none, ever)."""
+
+    def __init__(self, items: Iterable[Any] = (), *, complete: bool = True) -> None:
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        for item in items:
+            self._queue.put_nowait(item)
+        self._complete = complete
+
+    def __aiter__(self) -> Channel:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._complete and self._queue.empty():
+            raise StopAsyncIteration
+        return await self._queue.get()
+
+
 class Colour(enum.Enum):
     RED = "red"
 
@@ -236,6 +259,34 @@ class TestHub(Hub):
 
     async def was_cancelled(self, key: str) -> bool:
         return key in STATE["cancelled"]
+
+    # Methods that return their stream (.NET's ChannelReader<T> methods): called when the
+    # StreamInvocation is read. The first three are the official functional tests' TestHub's.
+    def stream(self) -> AsyncIterator[str]:
+        return Channel(["a", "b", "c"])
+
+    def infinite_stream(self, token: CancellationToken) -> AsyncIterator[str]:
+        """Never yields; tells the caller once the stream is cancelled, as TestHub.InfiniteStream."""
+        caller = self.clients.caller
+        token.on_cancel(lambda: caller.send("StreamCanceled"))
+        return Channel(complete=False)
+
+    def stream_throw_exception(self, message: str) -> AsyncIterator[str]:
+        raise InvalidOperationException(message)
+
+    async def infinite_stream_async(self, token: CancellationToken) -> AsyncIterator[str]:
+        """InfiniteStream as an `async def` that waits before it returns its stream."""
+        await asyncio.sleep(0.01)
+        caller = self.clients.caller
+        token.on_cancel(lambda: caller.send("StreamCanceled"))
+        return Channel(complete=False)
+
+    async def stream_throw_exception_async(self, message: str) -> AsyncIterator[str]:
+        await asyncio.sleep(0)
+        raise InvalidOperationException(message)
+
+    def not_a_stream(self) -> AsyncIterator[int]:
+        return None  # type: ignore[return-value]
 
     async def empty_stream(self) -> AsyncIterator[int]:
         return

@@ -22,7 +22,6 @@ from typing import Any
 from ..chat.conversations import ConversationService
 from ..hosting.health import Health
 from ..signalr import HubEndpoint
-from ..signalr.hubs.hub_connection import HubConnectionContext
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ class GracefulDrain:
         """Steps 1 and 2, at once: not ready, and no new connections."""
         self.health.draining = True
         for endpoint in self.endpoints:
-            endpoint.connection_endpoint.accepting = False
+            endpoint.stop_accepting()
 
     async def __call__(self) -> None:
         started = time.monotonic()
@@ -84,10 +83,7 @@ class GracefulDrain:
         """The tasks of the chat's replies, and of server streams (whose completion follows the reply)."""
         tasks: set[asyncio.Task[Any]] = {r.task for r in self.chat.replies_in_flight() if r.task is not None}
         for endpoint in self.endpoints:
-            for connection in endpoint.connections:
-                application = connection.application
-                if isinstance(application, HubConnectionContext):
-                    tasks.update(stream.task for stream in application.streams.values())
+            tasks.update(endpoint.running_streams())
         return tasks
 
     async def _settled(self, timeout: float) -> bool:

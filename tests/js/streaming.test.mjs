@@ -228,3 +228,56 @@ matrixTest("the hub context tells which transport the caller uses", async (t, co
     const c = await connect(t, "/testhub", combo);
     assert.equal(await c.invoke("transport_name"), combo.transport);
 });
+
+// Methods that return their stream, as .NET's ChannelReader<T> methods: the official
+// functional tests' TestHub.Stream, InfiniteStream and StreamThrowException, and what
+// their .ts tests expect of ASP.NET Core.
+const INVOKING = (target) => `An unexpected error occurred invoking '${target}' on the server.`;
+
+matrixTest("a method returning its stream streams what it returned (TestHub.Stream)", async (t, combo) => {
+    const c = await connect(t, "/testhub", combo);
+    const { items } = await collect(c.stream("Stream"));
+    assert.deepEqual(items, ["a", "b", "c"]);
+});
+
+for (const target of ["InfiniteStream", "infinite_stream_async"]) {
+    matrixTest(`a stream disposed at once still runs its token callback (${target})`, async (t, combo) => {
+        const c = await connect(t, "/testhub", combo);
+        const canceled = deferred();
+        c.on("StreamCanceled", () => canceled.resolve());
+        // subscribe then dispose at once: the StreamInvocation and its CancelInvocation leave
+        // back to back, and the server reads them together
+        const subscription = c.stream(target).subscribe({ next() {}, complete() {}, error: (err) => canceled.reject(err) });
+        subscription.dispose();
+        await withTimeout(canceled.promise, 5_000, "StreamCanceled");
+        assert.equal(await c.invoke("echo", "after"), "after");
+    });
+}
+
+for (const target of ["StreamThrowException", "stream_throw_exception_async"]) {
+    matrixTest(`an exception before the stream is returned fails it with the invocation error, detailed (${target})`, async (t, combo) => {
+        const c = await connect(t, "/detailed", combo);
+        await assert.rejects(collect(c.stream(target, "An error occurred.")), (err) => {
+            assert.equal(err.message, `${INVOKING(target)} InvalidOperationException: An error occurred.`);
+            assert.deepEqual(err.items, []);
+            return true;
+        });
+        assert.equal(await c.invoke("echo", "after"), "after");
+    });
+
+    matrixTest(`an exception before the stream is returned fails it with the invocation error (${target})`, async (t, combo) => {
+        const c = await connect(t, "/testhub", combo);
+        await assert.rejects(collect(c.stream(target, "secret")), (err) => {
+            assert.equal(err.message, INVOKING(target));
+            return true;
+        });
+    });
+}
+
+matrixTest("a stream method returning no stream fails with ASP.NET Core's text", async (t, combo) => {
+    const c = await connect(t, "/testhub", combo);
+    await assert.rejects(collect(c.stream("not_a_stream")), (err) => {
+        assert.equal(err.message, "The value returned by the streaming method 'not_a_stream' is not a ChannelReader<> or IAsyncEnumerable<>.");
+        return true;
+    });
+});

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..connections.background import spawn
 from ..hubs import BackplaneUnavailable, HubException, HubLifetimeManager, InMemoryHubLifetimeManager, new_invocation_id
 from ..hubs.lifetime import HubConnection
 from ..protocol import PROTOCOLS, CompletionMessage, HubProtocol, InvocationMessage, UnencodableValue
@@ -405,7 +404,7 @@ class ServiceHubLifetimeManager(HubLifetimeManager):
         connection.detach(transport)
         application = connection.application
         if application is not None and not connection.disposed:
-            spawn(application.on_transport_ended(None))
+            connection.spawn(application.on_transport_ended(None))
 
     def _ping(self, carrier: ServiceConnection, message: Ping) -> None:
         if not message.messages:

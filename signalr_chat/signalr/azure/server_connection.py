@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import WSMsgType
 
+from ..connections.background import BackgroundTasks
 from ..connections.eager import start_eagerly
 from ..untrusted import Untrusted
 from .client_connection import ServiceTransport
@@ -279,7 +280,7 @@ class ServiceConnection:
         socket = self._socket
         if socket is not None and not socket.closed and not self._aborting:
             self._aborting = True
-            self.pool.keep(asyncio.get_running_loop().create_task(socket.close()))
+            self.pool.tasks.spawn(socket.close())
 
     def service_error(self, message: ServiceError) -> None:
         log.warning("server connection %s: service error: %s", self.id, Untrusted(message.error_message))
@@ -311,7 +312,8 @@ class ServiceConnectionPool:
         self.connections: list[ServiceConnection] = []
         #: Every client connection the service carries to us for this hub, by connection id.
         self.clients: dict[str, ServiceTransport] = {}
-        self._keepers: list[asyncio.Task[None]] = []
+        #: One task per server connection, restarting it for good (an on-demand one lives once).
+        self._keepers = BackgroundTasks("server connection")
         self._session: aiohttp.ClientSession | None = None
         self._retry = 0
         self._probe = asyncio.Lock()
@@ -323,15 +325,15 @@ class ServiceConnectionPool:
         self.problem: str | None = "not connected yet"
         self._logged_problem: str | None = None
         self._stopping = False
-        #: Hub connections ending because their server connection was lost.
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Sockets closing after the service went silent.
+        self.tasks = BackgroundTasks("service")
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, session: aiohttp.ClientSession) -> None:
         self._session = session
         self._stopping = False
         for _ in range(self.options.connection_count):
-            self._keepers.append(asyncio.get_running_loop().create_task(self._keep(ConnectionType.DEFAULT, None)))
+            self._keepers.spawn(self._keep(ConnectionType.DEFAULT, None))
         self._beat = asyncio.get_running_loop().call_later(1.0, self._heartbeat)
 
     async def stop(self) -> None:
@@ -339,10 +341,8 @@ class ServiceConnectionPool:
         if self._beat is not None:
             self._beat.cancel()
             self._beat = None
-        for keeper in self._keepers:
-            keeper.cancel()
-        await asyncio.gather(*self._keepers, return_exceptions=True)
-        self._keepers.clear()
+        await self._keepers.aclose()
+        await self.tasks.aclose()
         for future in self._acks.values():
             if not future.done():
                 future.cancel()
@@ -352,7 +352,7 @@ class ServiceConnectionPool:
         limit = self.options.max_connection_count
         if limit is not None and len(self.connections) >= limit:
             return
-        self._keepers.append(asyncio.get_running_loop().create_task(self._keep(ConnectionType.ON_DEMAND, target)))
+        self._keepers.spawn(self._keep(ConnectionType.ON_DEMAND, target))
 
     async def _keep(self, connection_type: ConnectionType, target: str | None) -> None:
         """One connection, restarted for good (an on-demand one only lives once)."""
@@ -412,15 +412,10 @@ class ServiceConnectionPool:
             application = transport.connection.application
             if application is not None and not transport.connection.disposed:
                 lost = ConnectionError("The server connection to the service was lost.")
-                self.keep(asyncio.get_running_loop().create_task(application.on_transport_ended(lost)))
+                transport.connection.spawn(application.on_transport_ended(lost))
         connection.clients.clear()
         if not self.connected and not self._stopping:
             self.problem = "no server connection to Azure SignalR Service is up"
-
-    def keep(self, task: asyncio.Task[Any]) -> None:
-        """Hold a task until it ends (the loop holds tasks only weakly)."""
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- state --------------------------------------------------------------------------
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,7 +19,7 @@ from multidict import CIMultiDictProxy, MultiMapping
 
 from ..protocol.negotiate import TransportKind
 from .auth import User
-from .background import spawn
+from .background import BackgroundTasks
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -74,6 +74,10 @@ class Application(Protocol):
 
     async def receive(self, data: bytes) -> None: ...
 
+    def on_closing(self) -> None:
+        """The connection has begun to end (`dispose`): nothing more is read, and what is
+        written from now on is dropped. `on_closed` follows once the transport is gone."""
+
     async def on_transport_ended(self, exception: BaseException | None) -> None:
         """The attached transport is gone; the application decides whether the connection is."""
 
@@ -96,6 +100,29 @@ class Application(Protocol):
 
     def user_refreshed(self, user: User) -> None:
         """The connection's user presented a newer authentication (`Connection.user` is it now)."""
+
+
+class ConnectionOwner(Protocol):
+    """Who keeps a connection: its endpoint's ConnectionManager."""
+
+    @property
+    def tasks(self) -> BackgroundTasks:
+        """Runs the connection's background work, and cancels what is left when the owner closes."""
+
+    def on_disposed(self, connection: Connection) -> None:
+        """The connection has ended (its transport is closed; its application is told next)."""
+
+
+class Unowned:
+    """The owner of a connection no manager keeps (a test, a tool): its own tasks, no one to tell."""
+
+    __slots__ = ("tasks",)
+
+    def __init__(self) -> None:
+        self.tasks = BackgroundTasks("connection")
+
+    def on_disposed(self, connection: Connection) -> None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +166,8 @@ class Connection:
     _pending_size: int = 0
     #: What senders waiting for the client to catch up wait on; created by the first wait.
     _room: asyncio.Future[None] | None = None
-    _on_dispose: Callable[[Connection], None] | None = None
+    #: Keeps the connection and its background tasks (the endpoint's ConnectionManager).
+    owner: ConnectionOwner = field(default_factory=Unowned)
     telemetry: ConnectionTelemetry | None = None
     #: The heartbeat asked the application to close (its authentication expired), once.
     close_requested: bool = False
@@ -260,19 +288,25 @@ class Connection:
             self.transport = None
             self.last_active = time.monotonic()
 
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run work for this connection in the background, kept (and cancelled at shutdown) by its owner."""
+        return self.owner.tasks.spawn(coroutine)
+
     def abort(self) -> None:
         """End the connection now, from anywhere, without waiting for unsent data."""
         if self.disposed:
             return
         if self.transport is not None:
             self.transport.drop()
-        spawn(self.dispose(ConnectionAbortedError("The connection was aborted.")))
+        self.spawn(self.dispose(ConnectionAbortedError("The connection was aborted.")))
 
     async def dispose(self, error: BaseException | None = None, *, going_away: bool = False) -> None:
         """End the transport and the application exactly once."""
         if self.disposed:
             return
         self.disposed = True
+        if self.application is not None:
+            self.application.on_closing()
         self._free_room()
         if self.posted is not None:
             self.posted.clear()
@@ -284,8 +318,7 @@ class Connection:
             except Exception:  # the peer may be gone already
                 log.debug("connection %s: transport close failed", self.id, exc_info=True)
         self.transport = None
-        if self._on_dispose is not None:
-            self._on_dispose(self)
+        self.owner.on_disposed(self)
         application = self.application
         if application is not None:
             await application.on_closed(error)

@@ -333,7 +333,7 @@ class ConnectionEndpoint:
         posted = connection.posted
         if posted is None:
             application = self._application(request, connection)
-            posted = connection.posted = PostedSends(application.receive, connection.dispose)
+            posted = connection.posted = PostedSends(application.receive, connection.dispose, connection.spawn)
         if posted.in_progress:
             return _text(409, "Another send request is in progress.", headers)
         posted.in_progress = True

@@ -14,7 +14,6 @@ from aiohttp import web
 
 from ..protocol.negotiate import TransportKind
 from .auth import TokenValidator, User
-from .background import spawn
 from .connection import Connection, RequestInfo
 from .endpoint import ConnectionEndpoint
 from .options import ConnectionOptions
@@ -91,7 +90,7 @@ class _HandlerApplication:
 
     def start(self) -> None:
         self.connection.binary = self._handler.binary
-        self._connected = spawn(self._handler.on_connected(self._context))
+        self._connected = self.connection.spawn(self._handler.on_connected(self._context))
 
     async def receive(self, data: bytes) -> None:
         if self._connected is not None:
@@ -101,6 +100,9 @@ class _HandlerApplication:
 
     async def on_transport_ended(self, exception: BaseException | None) -> None:
         await self.connection.dispose(exception)
+
+    def on_closing(self) -> None:
+        """Nothing to stop early: `on_closed` tells the handler."""
 
     @property
     def accepts_reconnect(self) -> bool:
@@ -119,7 +121,7 @@ class _HandlerApplication:
 
     def close_requested(self) -> None:
         """No close message of its own: the connection ends, as `ConnectionContext.close()`."""
-        spawn(self.connection.dispose())
+        self.connection.spawn(self.connection.dispose())
 
     def user_refreshed(self, user: User) -> None:
         """Nothing to do: `ConnectionContext.user` reads the connection's user as it is now."""

@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
-
-from .background import spawn
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -20,15 +19,18 @@ BACKLOG = 16
 
 
 class PostedSends:
-    __slots__ = ("_bodies", "_draining", "_on_failure", "_receive", "in_progress")
+    __slots__ = ("_bodies", "_draining", "_on_failure", "_receive", "_spawn", "in_progress")
 
     def __init__(
         self,
         receive: Callable[[bytes], Awaitable[None]],
         on_failure: Callable[[BaseException], Awaitable[None]],
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]],
     ) -> None:
         self._receive = receive
         self._on_failure = on_failure
+        #: The connection's: its owner keeps the task that processes the bodies.
+        self._spawn = spawn
         self._bodies: deque[bytes] = deque()
         self._draining: asyncio.Task[None] | None = None
         #: A POST is being read (a concurrent one gets 409).
@@ -38,7 +40,7 @@ class PostedSends:
         """Queue a body; returns the draining task when the backlog is long, for the sender to wait on."""
         self._bodies.append(body)
         if self._draining is None:
-            self._draining = spawn(self._drain())
+            self._draining = self._spawn(self._drain())
         return self._draining if len(self._bodies) > BACKLOG else None
 
     def clear(self) -> None:

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 
-from .background import spawn
+from .background import BackgroundTasks
 from .connection import Connection
 from .options import ConnectionOptions
 from .telemetry import ConnectionTelemetry
@@ -22,6 +22,9 @@ from .telemetry import ConnectionTelemetry
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 1.0
+#: At shutdown, how long the connections' background work (a disposal under way, a hub
+#: method its caller has left) may take to end on its own before it is cancelled.
+SHUTDOWN_GRACE = 1.0
 
 
 def new_id() -> str:
@@ -43,6 +46,8 @@ class ConnectionManager:
         self._by_token: dict[str, Connection] = {}
         self._handle: asyncio.TimerHandle | None = None
         self.telemetry: ConnectionTelemetry | None = None
+        #: Everything run in the background on behalf of this endpoint's connections.
+        self.tasks = BackgroundTasks("connection")
 
     def create(
         self, negotiate_version: int, *, stateful_reconnect: bool = False, connection_id: str | None = None
@@ -57,8 +62,8 @@ class ConnectionManager:
             negotiate_version,
             stateful_reconnect=stateful_reconnect,
             max_buffer_size=self.options.max_buffer_size,
+            owner=self,
         )
-        connection._on_dispose = self._remove
         if self.telemetry is not None:
             connection.telemetry = self.telemetry
             self.telemetry.connection_created(connection)
@@ -75,7 +80,8 @@ class ConnectionManager:
     def __len__(self) -> int:
         return len(self._by_token)
 
-    def _remove(self, connection: Connection) -> None:
+    def on_disposed(self, connection: Connection) -> None:
+        """The connection has ended (ConnectionOwner): forget it, unless a poll must collect its last records."""
         if self.telemetry is not None:
             self.telemetry.connection_ended(connection)
         if connection.features is not None and connection.features.polled:
@@ -114,7 +120,7 @@ class ConnectionManager:
                 log.debug("connection %s: inactive for %.0f s, disposing", connection.id, timeout)
                 if self.telemetry is not None:
                     self.telemetry.timed_out(connection)
-                spawn(connection.dispose())
+                self.tasks.spawn(connection.dispose())
                 continue
             application = connection.application
             if application is not None:
@@ -132,10 +138,11 @@ class ConnectionManager:
                 if application is not None:
                     application.close_requested()
                 else:  # negotiated, never started: nothing to tell
-                    spawn(connection.dispose())
+                    self.tasks.spawn(connection.dispose())
 
     async def shutdown(self) -> None:
-        """Graceful stop: every connection closes with going-away, so clients reconnect elsewhere."""
+        """Graceful stop: every connection closes with going-away, so clients reconnect elsewhere;
+        then the work still running for them gets `SHUTDOWN_GRACE` to end before it is cancelled."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -143,3 +150,4 @@ class ConnectionManager:
             *(c.dispose(going_away=True) for c in list(self._by_token.values())),
             return_exceptions=True,
         )
+        await self.tasks.aclose(SHUTDOWN_GRACE)

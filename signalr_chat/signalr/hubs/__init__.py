@@ -10,7 +10,7 @@ from .dispatcher import HubDispatcher, HubFactory
 from .endpoint import HubContext, HubEndpoint, map_hub
 from .errors import BackplaneUnavailable, HubException
 from .hub import Hub, HubCallerContext, authorize
-from .hub_connection import HubConnectionContext
+from .hub_connection import HubConnectionContext, HubConnectionState
 from .in_memory import InMemoryHubLifetimeManager
 from .lifetime import HubConnection, HubLifetimeManager, SerializedInvocation, new_invocation_id
 from .options import HubOptions
@@ -26,6 +26,7 @@ __all__ = [
     "HubClients",
     "HubConnection",
     "HubConnectionContext",
+    "HubConnectionState",
     "HubContext",
     "HubDispatcher",
     "HubEndpoint",

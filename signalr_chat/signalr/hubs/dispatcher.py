@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -24,8 +24,8 @@ from ..untrusted import Untrusted
 from .cancellation import CancellationToken
 from .clients import GroupManager
 from .errors import BackplaneUnavailable, HubException, error_text
-from .hub import Hub
-from .hub_connection import HubConnectionContext, RunningStream
+from .hub import Hub, default_hub_name
+from .hub_connection import HubConnectionContext
 from .lifetime import HubLifetimeManager
 from .methods import BindingError, HubMethod, discover, normalize
 from .options import HubOptions
@@ -46,6 +46,9 @@ class HubDispatcher:
         lifetime: HubLifetimeManager,
         options: HubOptions,
         factory: HubFactory | None = None,
+        *,
+        hub_name: str | None = None,
+        telemetry: HubTelemetry | None = None,
     ) -> None:
         self.hub_type = hub_type
         self.methods = discover(hub_type)
@@ -56,9 +59,10 @@ class HubDispatcher:
         self._detailed = options.enable_detailed_errors
         #: Targets as clients spell them ("SendMessage"), so a call skips `normalize`.
         self._by_target: dict[str, HubMethod] = {}
-        #: Set by the endpoint when an OpenTelemetry SDK is configured, with the hub's name.
-        self.telemetry: HubTelemetry | None = None
-        self.hub_name = f"{hub_type.__module__}.{hub_type.__qualname__}"
+        #: None unless an OpenTelemetry SDK is configured.
+        self.telemetry = telemetry
+        #: The hub's name in spans (`map_hub`'s `hub_name`).
+        self.hub_name = hub_name or default_hub_name(hub_type)
 
     def _hub(self, connection: HubConnectionContext) -> Hub:
         hub = self._factory()
@@ -70,7 +74,11 @@ class HubDispatcher:
     # -- lifecycle -------------------------------------------------------
     async def on_connected(self, connection: HubConnectionContext) -> None:
         await self.lifetime.on_connected(connection)
-        await self._hub(connection).on_connected()
+        try:
+            await self._hub(connection).on_connected()
+        except BaseException:  # the connection closes, and no on_disconnected follows: forget it here
+            await self.lifetime.on_disconnected(connection)
+            raise
 
     async def on_disconnected(self, connection: HubConnectionContext, error: BaseException | None) -> None:
         try:
@@ -95,43 +103,28 @@ class HubDispatcher:
         elif isinstance(message, StreamInvocationMessage):
             self._stream_invocation(connection, message)
         elif isinstance(message, StreamItemMessage):
-            upload = connection.uploads.get(message.invocation_id)
-            if upload is None:
+            waiting = connection.uploads.item(message.invocation_id, message.item)
+            if waiting is None:
                 log.debug(
                     "connection %s: item for unknown stream %s",
                     connection.connection_id,
                     Untrusted(message.invocation_id),
                 )
-            else:
-                return upload.put(message.item)
+            return waiting
         elif isinstance(message, CompletionMessage):
-            self._completion(connection, message)
+            if not connection.uploads.complete(message.invocation_id, message.error):
+                # a client result: only the lifetime manager knows who waits for it
+                self.lifetime.set_connection_result(connection.connection_id, message)
         elif isinstance(message, CancelInvocationMessage):
-            stream = connection.streams.get(message.invocation_id)
-            if stream is not None:
-                stream.token.cancel()
-                stream.task.cancel()
+            connection.streams.cancel(message.invocation_id)
         elif isinstance(message, CloseMessage):
-            connection.close_received = True
-            if message.error:
-                log.info(
-                    "connection %s: client closed with error: %s", connection.connection_id, Untrusted(message.error)
-                )
-            return connection.connection_context.dispose()
+            return connection.client_closed(message.error)
         elif isinstance(message, AckMessage):
-            if connection.buffer is not None:
-                connection.buffer.ack(message.sequence_id)
+            connection.acknowledge(message.sequence_id)
         elif isinstance(message, SequenceMessage) and not connection.apply_sequence(message.sequence_id):
             return connection.close("Sequence ID greater than amount of messages we've received.")
         # Ping: receiving anything already reset the client timeout
         return None
-
-    def _completion(self, connection: HubConnectionContext, message: CompletionMessage) -> None:
-        upload = connection.uploads.pop(message.invocation_id, None)
-        if upload is not None:
-            upload.complete(message.error)
-        else:  # a client result: only the lifetime manager knows who waits for it
-            self.lifetime.set_connection_result(connection.connection_id, message)
 
     def _fail(
         self, connection: HubConnectionContext, message: InvocationMessage | StreamInvocationMessage, text: str
@@ -177,20 +170,22 @@ class HubDispatcher:
         method: HubMethod,
         token: CancellationToken | None = None,
     ) -> tuple[HubMethod, list[Any]] | None:
-        uploads: list[UploadStream] = []
-        for stream_id in message.stream_ids or ():
-            if stream_id in connection.uploads:
-                self._fail(connection, message, f"Invocation ID '{stream_id}' is already in use.")
+        stream_ids = message.stream_ids
+        uploads: Sequence[UploadStream] = ()
+        if stream_ids:
+            prepared = connection.uploads.prepare(stream_ids, self.options.stream_buffer_capacity)
+            if isinstance(prepared, str):
+                self._fail(connection, message, prepared)
                 return None
-            uploads.append(UploadStream(stream_id, self.options.stream_buffer_capacity))
+            uploads = prepared
         try:
             arguments = method.bind(message.arguments, uploads, token)
         except BindingError as exc:
             failure = f"Failed to invoke '{message.target}' due to an error on the server."
             self._fail(connection, message, error_text(failure, _InvalidData(str(exc)), self._detailed))
             return None
-        for upload in uploads:
-            connection.uploads[upload.stream_id] = upload
+        if uploads:
+            connection.uploads.open(uploads)
         return method, arguments
 
     def _invocation(self, connection: HubConnectionContext, message: InvocationMessage) -> Awaitable[None] | None:
@@ -254,16 +249,13 @@ class HubDispatcher:
         error: Exception | None,
     ) -> None:
         """The method's outcome as a Completion (none for a non-blocking invocation)."""
-        for stream_id in message.stream_ids or ():
-            connection.uploads.pop(stream_id, None)
+        if message.stream_ids:
+            connection.uploads.forget(message.stream_ids)
         target, invocation_id = message.target, message.invocation_id
         if error is not None:
-            if isinstance(error, BackplaneUnavailable):
-                log.warning("connection %s: %s failed: %s", connection.connection_id, Untrusted(target), error)
-            elif not isinstance(error, HubException):
-                log.error("connection %s: %s failed", connection.connection_id, Untrusted(target), exc_info=error)
+            text = self._call_failed(connection, target, error)
             if invocation_id is not None and not connection.ended:
-                connection.write(CompletionMessage.with_error(invocation_id, self._failed(target, error)))
+                connection.write(CompletionMessage.with_error(invocation_id, text))
             return
         if invocation_id is None or connection.ended:
             return
@@ -285,32 +277,84 @@ class HubDispatcher:
             in_use = f"Invocation ID '{invocation_id}' is already in use."
             connection.write(CompletionMessage.with_error(invocation_id, in_use))
             return
-        token = CancellationToken()
+        tasks = connection.connection_context.owner.tasks
+        token = CancellationToken(tasks)
         resolved = self._resolve(connection, message, streaming=True, token=token)
         if resolved is None:
             return
         method, arguments = resolved
         if self.telemetry is not None:
             method = self.telemetry.traced(self.hub_name, connection, message, method)
-        task = asyncio.get_running_loop().create_task(self._stream(connection, message, method, arguments, token))
-        connection.streams[invocation_id] = RunningStream(task, token)
-        # The task may be cancelled before its coroutine ever runs (a CancelInvocation in the
-        # same frame): then no code inside it runs, so completing and forgetting happen here.
-        task.add_done_callback(partial(self._stream_done, connection, message))
+        hub = self._hub(connection)
+        if method.returns_stream:
+            # Called now, as ASP.NET Core calls a method returning a ChannelReader when its
+            # StreamInvocation is read: a token callback it registers sees a CancelInvocation
+            # that arrives right behind it, and what it raises fails the invocation.
+            try:
+                source = method.function(hub, *arguments)
+            except Exception as exc:
+                connection.uploads.forget(message.stream_ids)
+                text = self._call_failed(connection, message.target, exc)
+                if not connection.ended:
+                    connection.write(CompletionMessage.with_error(invocation_id, text))
+                return
+        else:
+            source = method.function(hub, *arguments)  # an async generator: its body runs in the task
+        connection.streams.start(
+            invocation_id,
+            self._stream(connection, message, method, source, token),
+            token,
+            spawn=tasks.spawn,
+            # An async generator is the stream itself: cancelling stops it wherever it is. A
+            # method returning its stream is never interrupted while it is called; only the
+            # reading of what it returned is (the task marks itself interruptible then).
+            interruptible=not method.returns_stream,
+            done=partial(self._stream_done, connection, message),
+        )
+
+    def _call_failed(self, connection: HubConnectionContext, target: str, error: Exception) -> str:
+        """A method raised (a plain one, or one returning its stream before it did): the error text."""
+        if isinstance(error, BackplaneUnavailable):
+            log.warning("connection %s: %s failed: %s", connection.connection_id, Untrusted(target), error)
+        elif not isinstance(error, HubException):
+            log.error("connection %s: %s failed", connection.connection_id, Untrusted(target), exc_info=error)
+        return self._failed(target, error)
 
     async def _stream(
         self,
         connection: HubConnectionContext,
         message: StreamInvocationMessage,
         method: HubMethod,
-        arguments: list[Any],
+        source: Any,
         token: CancellationToken,
     ) -> str | None:
-        """Runs the generator; the error text for the Completion, or None."""
+        """Reads the stream and sends its items; the error text for the Completion, or None."""
         invocation_id = message.invocation_id
-        generator = method.function(self._hub(connection), *arguments)
+        if method.returns_stream:
+            if inspect.isawaitable(source):  # an async def (or a plain def handing back a coroutine)
+                try:
+                    source = await source
+                except Exception as exc:
+                    return self._call_failed(connection, message.target, exc)
+            if not hasattr(source, "__aiter__"):
+                log.error(
+                    "connection %s: streaming method %s returned %s, not an async iterator",
+                    connection.connection_id,
+                    method.name,
+                    type(source).__name__,
+                )
+                return (
+                    f"The value returned by the streaming method '{method.name}' "
+                    "is not a ChannelReader<> or IAsyncEnumerable<>."
+                )
+            connection.streams.reading(invocation_id)
+            if token.cancelled:  # cancelled while it was called: not read at all
+                await _close(source)
+                return None
+        iterator = source
         try:
-            async for item in generator:
+            iterator = source.__aiter__()
+            async for item in iterator:
                 if token.cancelled:
                     break
                 connection.write(StreamItemMessage(invocation_id, item))
@@ -330,22 +374,25 @@ class HubDispatcher:
                 log.exception("connection %s: stream %s failed", connection.connection_id, Untrusted(message.target))
             return error_text("An error occurred on the server while streaming results.", exc, self._detailed)
         finally:
-            await generator.aclose()
+            await _close(iterator)
         return None
 
     def _stream_done(
         self, connection: HubConnectionContext, message: StreamInvocationMessage, task: asyncio.Task[str | None]
     ) -> None:
-        invocation_id = message.invocation_id
-        stream = connection.streams.get(invocation_id)
-        if stream is not None and stream.task is task:
-            del connection.streams[invocation_id]
-        for stream_id in message.stream_ids or ():
-            connection.uploads.pop(stream_id, None)
+        connection.streams.finished(message.invocation_id, task)
+        connection.uploads.forget(message.stream_ids)
         if connection.ended:
             return
         error = None if task.cancelled() else task.result()
-        connection.write(CompletionMessage(invocation_id, error=error))
+        connection.write(CompletionMessage(message.invocation_id, error=error))
+
+
+async def _close(iterator: Any) -> None:
+    """Close what a stream read (an async generator runs its `finally`)."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
 
 
 class _InvalidData(Exception):

@@ -12,8 +12,8 @@ from ..connections import Connection, ConnectionEndpoint, TokenValidator
 from ..connections.telemetry import ConnectionTelemetry
 from .clients import GroupManager, HubClients
 from .dispatcher import HubDispatcher, HubFactory
-from .hub import Hub, requires_user
-from .hub_connection import HubConnectionContext
+from .hub import Hub, default_hub_name, requires_user
+from .hub_connection import HubConnectionContext, HubConnectionState
 from .in_memory import InMemoryHubLifetimeManager
 from .lifetime import HubLifetimeManager
 from .options import HubOptions
@@ -28,9 +28,7 @@ class HubContext:
         self.groups = GroupManager(lifetime)
 
 
-def default_hub_name(hub_type: type[Hub]) -> str:
-    """The name other servers know the hub by: module and class, as .NET uses the full type name."""
-    return f"{hub_type.__module__}.{hub_type.__qualname__}"
+__all__ = ["HubContext", "HubEndpoint", "default_hub_name", "map_hub"]
 
 
 class HubEndpoint:
@@ -49,11 +47,11 @@ class HubEndpoint:
         self.lifetime = lifetime or InMemoryHubLifetimeManager()
         name = hub_name or default_hub_name(hub_type)
         self.lifetime.configure(name, options.protocols)
-        self.dispatcher = HubDispatcher(hub_type, self.lifetime, options, factory)
         # None unless an OpenTelemetry SDK is configured: given, or the global providers
         hub_telemetry, connection_telemetry = telemetry or (HubTelemetry.create(), ConnectionTelemetry.create())
-        self.dispatcher.telemetry = hub_telemetry
-        self.dispatcher.hub_name = name
+        self.dispatcher = HubDispatcher(
+            hub_type, self.lifetime, options, factory, hub_name=name, telemetry=hub_telemetry
+        )
         self.hub_context = HubContext(self.lifetime, options)
         self.connection_endpoint = ConnectionEndpoint(
             self._application,
@@ -67,15 +65,33 @@ class HubEndpoint:
     def _application(self, connection: Connection) -> HubConnectionContext:
         return HubConnectionContext(connection, self.dispatcher, self.lifetime, self.options)
 
+    def hub_connections(self) -> list[HubConnectionContext]:
+        """The hub connections of this endpoint now (a connection still negotiating has none)."""
+        return [c.application for c in self.connections if isinstance(c.application, HubConnectionContext)]
+
+    def stop_accepting(self) -> None:
+        """Refuse new connections from now on (a draining server): negotiate and
+        skip-negotiation WebSockets get 503 "Server is shutting down"; connections already
+        negotiated still reach their transport."""
+        self.connection_endpoint.accepting = False
+
+    def running_streams(self) -> list[asyncio.Task[Any]]:
+        """The tasks of the server-to-client streams running now (a stream's Completion is written as its task ends)."""
+        return [task for connection in self.hub_connections() for task in connection.streams.tasks()]
+
     async def shutdown(self, _app: Any = None) -> None:
         """Tell every client to reconnect elsewhere, then close: Close(allowReconnect), 1001."""
         closing = [
-            c.application.close(allow_reconnect=True, going_away=True)
-            for c in self.connections
-            if isinstance(c.application, HubConnectionContext) and c.application.handshake_done
+            connection.close(allow_reconnect=True, going_away=True)
+            for connection in self.hub_connections()
+            if connection.state in _HANDSHAKE_ANSWERED
         ]
         await asyncio.gather(*closing, return_exceptions=True)
         await self.connection_endpoint.shutdown()
+
+
+#: A Close message means something to the client once its handshake is answered.
+_HANDSHAKE_ANSWERED = (HubConnectionState.CONNECTING, HubConnectionState.CONNECTED)
 
 
 def _lifetime_context(lifetime: HubLifetimeManager) -> Any:

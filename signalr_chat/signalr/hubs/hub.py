@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from ..connections import RequestInfo, TransportKind, User
+from ..connections import Connection, RequestInfo, TransportKind, User
 from .cancellation import CancellationToken
 from .clients import GroupManager, HubCallerClients
 from .errors import HubException
@@ -26,33 +26,46 @@ def requires_user(target: Any) -> bool:
 
 
 class HubCallerContext:
-    """Who is calling, over which connection and transport; lives as long as the connection."""
+    """Who is calling, over which connection and transport; lives as long as the connection.
 
-    __slots__ = ("_abort", "_aborted", "connection_id", "items", "request", "transport", "user")
+    A view of the connection: its id, user, items, request and transport are the
+    connection's own, read from it, never copied.
+    """
 
-    def __init__(
-        self,
-        connection_id: str,
-        user: User | None,
-        items: dict[str, Any],
-        request: RequestInfo | None,
-        abort: Callable[[bool], None],
-        transport: TransportKind | None = None,
-    ) -> None:
-        self.connection_id = connection_id
-        self.user = user
-        self.items = items
-        self.request = request
-        #: The transport the caller uses, as ASP.NET Core's IHttpTransportFeature tells.
-        self.transport = transport
+    __slots__ = ("_abort", "_aborted", "_connection")
+
+    def __init__(self, connection: Connection, abort: Callable[[bool], None]) -> None:
+        self._connection = connection
         self._aborted: CancellationToken | None = None  # created on first use: most hubs never ask
         self._abort = abort
+
+    @property
+    def connection_id(self) -> str:
+        return self._connection.id
+
+    @property
+    def user(self) -> User | None:
+        return self._connection.user
+
+    @property
+    def items(self) -> dict[str, Any]:
+        """Application state for this connection, kept as long as it lives."""
+        return self._connection.items
+
+    @property
+    def request(self) -> RequestInfo | None:
+        return self._connection.request
+
+    @property
+    def transport(self) -> TransportKind | None:
+        """The transport the caller uses, as ASP.NET Core's IHttpTransportFeature tells."""
+        return self._connection.transport_kind
 
     @property
     def connection_aborted(self) -> CancellationToken:
         """Cancelled when the connection ends: long work on its behalf should stop."""
         if self._aborted is None:
-            self._aborted = CancellationToken()
+            self._aborted = CancellationToken(self._connection.owner.tasks)
         return self._aborted
 
     def ended(self) -> None:
@@ -64,7 +77,8 @@ class HubCallerContext:
 
     @property
     def user_identifier(self) -> str | None:
-        return self.user.id if self.user is not None else None
+        user = self._connection.user
+        return user.id if user is not None else None
 
     @property
     def headers(self) -> Mapping[str, str]:
@@ -109,3 +123,8 @@ class Hub:
         refresh, or a poll with a newer token), as ASP.NET Core 11's OnAuthenticationRefreshedAsync:
         `self.context.user` is the new one (its claims, its `expires_at`), for this and later calls;
         `context.user_identifier` never changes."""
+
+
+def default_hub_name(hub_type: type[Hub]) -> str:
+    """The name other servers know the hub by: module and class, as .NET uses the full type name."""
+    return f"{hub_type.__module__}.{hub_type.__qualname__}"

@@ -8,14 +8,13 @@ connection's outbox, and learns what the transport can do from its features.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Protocol
 
 from ..connections import Connection, User
-from ..connections.background import spawn
 from ..protocol import (
     JSON,
     PROTOCOLS,
@@ -34,14 +33,13 @@ from ..protocol import (
 )
 from ..protocol.stateful_reconnect import MessageBuffer
 from ..untrusted import Untrusted
-from .cancellation import CancellationToken
 from .clients import HubCallerClients
 from .errors import error_text
 from .hub import HubCallerContext
 from .invocation_queue import InvocationQueue
 from .lifetime import HubLifetimeManager
 from .options import HubOptions
-from .upload_stream import UploadStream
+from .streams import ServerStreams, UploadStreams
 
 
 class MessageCounter(Protocol):
@@ -67,12 +65,35 @@ class MessageDispatcher(Protocol):
     async def on_authentication_refreshed(self, connection: HubConnectionContext) -> None: ...
 
 
-@dataclass(slots=True)
-class RunningStream:
-    """A server-to-client stream: its task, and the token its method may watch."""
+class HubConnectionState(enum.Enum):
+    """Where a hub connection is in its life; every change is logged (DEBUG).
 
-    task: asyncio.Task[str | None]
-    token: CancellationToken
+    HANDSHAKING --handshake accepted--> CONNECTING --on_connected returned--> CONNECTED
+    CONNECTED --the connection begins to end--> CLOSING --its transport is gone--> CLOSED
+    HANDSHAKING | CONNECTING --the connection begins to end--> CLOSED (the hub never knew it)
+
+    A connection begins to end when a Close is sent or received, its transport is gone for
+    good, it is aborted, times out, or the server stops. From CLOSING on nothing more is read
+    or dispatched; on_disconnected runs once, on CLOSING -> CLOSED.
+    """
+
+    #: Waiting for the handshake request (the handshake timeout runs).
+    HANDSHAKING = "handshaking"
+    #: Handshake answered; the hub's on_connected runs. Pings and the client timeout run.
+    CONNECTING = "connecting"
+    #: Messages are dispatched. A dropped socket under stateful reconnect stays CONNECTED.
+    CONNECTED = "connected"
+    #: Ending: streams and uploads are stopped when the transport is gone.
+    CLOSING = "closing"
+    #: Over: the hub has nothing more to do with it.
+    CLOSED = "closed"
+
+
+_HANDSHAKING = HubConnectionState.HANDSHAKING
+_CONNECTING = HubConnectionState.CONNECTING
+_CONNECTED = HubConnectionState.CONNECTED
+_CLOSING = HubConnectionState.CLOSING
+_CLOSED = HubConnectionState.CLOSED
 
 
 log = logging.getLogger(__name__)
@@ -89,13 +110,10 @@ class HubConnectionContext:
         options: HubOptions,
     ) -> None:
         self.connection_context = connection
-        self.connection_id = connection.id
         self.dispatcher = dispatcher
         self.options = options
-        self.user = connection.user
-        self.user_identifier = connection.user.id if connection.user is not None else None
         self.protocol: HubProtocol = JSON
-        self.handshake_done = False
+        self._state = _HANDSHAKING
         self._handshake_buffer = bytearray()
         self._decoder: MessageDecoder | None = None
         self.buffer: MessageBuffer | None = None
@@ -105,20 +123,41 @@ class HubConnectionContext:
         self._last_received = now
         self._sent_since_beat = False
         self._received_since_beat = False
-        self._connected = False
-        self.close_received = False
-        self.streams: dict[str, RunningStream] = {}
-        self.uploads: dict[str, UploadStream] = {}
-        self.invocations = InvocationQueue(options.max_parallel_invocations)
-        self.caller_context = HubCallerContext(
-            connection.id, connection.user, connection.items, connection.request, self.abort, connection.transport_kind
-        )
+        #: Server-to-client streams and client uploads: the dispatcher works through these.
+        self.streams = ServerStreams()
+        self.uploads = UploadStreams()
+        self.invocations = InvocationQueue(options.max_parallel_invocations, connection.owner.tasks)
+        self.caller_context = HubCallerContext(connection, self.abort)
         self.caller_clients = HubCallerClients(lifetime, options, connection.id)
+
+    # -- the facts: the connection's own ---------------------------------------
+    @property
+    def connection_id(self) -> str:
+        return self.connection_context.id
+
+    @property
+    def user(self) -> User | None:
+        return self.connection_context.user
+
+    @property
+    def user_identifier(self) -> str | None:
+        user = self.connection_context.user
+        return user.id if user is not None else None
+
+    # -- the state ---------------------------------------------------------------
+    @property
+    def state(self) -> HubConnectionState:
+        return self._state
+
+    def _enter(self, state: HubConnectionState) -> None:
+        log.debug("connection %s: %s -> %s", self.connection_id, self._state.name, state.name)
+        self._state = state
 
     @property
     def ended(self) -> bool:
-        """The connection is over: nothing more is written or dispatched."""
-        return self.connection_context.disposed
+        """The connection is over or ending: nothing more is written or dispatched."""
+        state = self._state
+        return state is _CLOSING or state is _CLOSED
 
     # -- writing ---------------------------------------------------------
     def write(self, message: HubMessage) -> None:
@@ -162,12 +201,12 @@ class HubConnectionContext:
         self._started_at = time.monotonic()
 
     async def receive(self, data: bytes) -> None:
-        if self.connection_context.disposed:
-            return  # late bytes from a transport that has not noticed yet
+        if self._state is not _CONNECTED:
+            if self._state is _HANDSHAKING:
+                self._received_since_beat = True
+                await self._handshake(data)
+            return  # else late bytes from a transport that has not noticed the end yet
         self._received_since_beat = True
-        if not self.handshake_done:
-            await self._handshake(data)
-            return
         assert self._decoder is not None
         try:
             messages = self._decoder.feed(data)
@@ -189,7 +228,7 @@ class HubConnectionContext:
             waiting = self.dispatcher.dispatch(self, message)
             if waiting is not None:
                 await waiting
-            if self.connection_context.disposed:
+            if self._state is not _CONNECTED:
                 return
 
     async def _handshake(self, data: bytes) -> None:
@@ -232,13 +271,11 @@ class HubConnectionContext:
         self.protocol = protocol
         self.connection_context.binary = binary
         self._decoder = protocol.decoder(limit)
-        if features is not None:
-            self.caller_context.transport = features.kind
         if self.connection_context.stateful_reconnect and request.version >= 2 and features and features.reconnectable:
             self.buffer = MessageBuffer(self.options.stateful_reconnect_buffer_size)
         rest = bytes(buffer[used:])
         buffer.clear()
-        self.handshake_done = True
+        self._enter(_CONNECTING)
         self.connection_context.send(handshake_response())
         try:
             await self.dispatcher.on_connected(self)
@@ -246,7 +283,10 @@ class HubConnectionContext:
             log.exception("connection %s: on_connected failed", self.connection_id)
             await self.close(error_text(CLOSED_WITH_ERROR, exc, self.options.enable_detailed_errors), exception=exc)
             return
-        self._connected = True
+        if self._state is not _CONNECTING:  # it ended while on_connected ran: the hub knows it, so
+            await self._disconnected(None)  # it hears of the end (on_closed did not tell it)
+            return
+        self._enter(_CONNECTED)
         if rest:
             await self.receive(rest)
 
@@ -257,9 +297,9 @@ class HubConnectionContext:
 
     async def on_transport_ended(self, exception: BaseException | None) -> None:
         """The transport is gone. Under stateful reconnect the connection waits for the client."""
-        if self.connection_context.disposed or self.connection_context.transport is not None:
-            return  # already closed, or a newer socket has taken over
-        if self.buffer is not None and not self.close_received:
+        if self.ended or self.connection_context.transport is not None:
+            return  # already closing, or a newer socket has taken over
+        if self.buffer is not None:  # a Close from the client would have ended it already
             log.debug("connection %s: socket dropped, awaiting reconnect", self.connection_id)
             self.buffer.disconnected()
             return
@@ -268,7 +308,8 @@ class HubConnectionContext:
     @property
     def accepts_reconnect(self) -> bool:
         """Stateful reconnect is on: a new socket for this connection replaces the old one."""
-        return self.handshake_done and self.buffer is not None and not self.close_received
+        state = self._state
+        return self.buffer is not None and (state is _CONNECTED or state is _CONNECTING)
 
     def on_reconnected(self) -> None:
         """A new socket for a dropped connection: announce what we replay, then replay it."""
@@ -284,13 +325,19 @@ class HubConnectionContext:
     def apply_sequence(self, sequence_id: int) -> bool:
         return self.buffer is None or self.buffer.reset_sequence(sequence_id)
 
+    def acknowledge(self, sequence_id: int) -> None:
+        """The client's Ack under stateful reconnect: what it has is no longer kept for replay."""
+        if self.buffer is not None:
+            self.buffer.ack(sequence_id)
+
     def tick(self, now: float) -> None:
         """The shared heartbeat: handshake timeout, acks, keep-alive pings, client timeout."""
-        if self.connection_context.disposed:
-            return
-        if not self.handshake_done:
+        state = self._state
+        if state is _HANDSHAKING:
             if now - self._started_at > self.options.handshake_timeout and self.connection_context.features:
-                spawn(self._fail_handshake("Handshake was canceled."))
+                self.connection_context.spawn(self._fail_handshake("Handshake was canceled."))
+            return
+        if state is _CLOSING or state is _CLOSED:
             return
         features = self.connection_context.features
         if self.connection_context.transport is None or features is None or features.inherent_keep_alive:
@@ -310,22 +357,23 @@ class HubConnectionContext:
             self._last_received = now
         elif now - self._last_received > self.options.client_timeout:
             log.info("connection %s: client timeout elapsed", self.connection_id)
-            spawn(self.close(allow_reconnect=True, exception=TimeoutError("Client timeout elapsed.")))
+            self.connection_context.spawn(
+                self.close(allow_reconnect=True, exception=TimeoutError("Client timeout elapsed."))
+            )
 
     def close_requested(self) -> None:
         """The connection layer closes the connection (its authentication expired): a Close
         message with `allowReconnect` and no error, as ASP.NET Core's HubConnectionContext does
         when HttpConnectionManager requests the close (AbortAllowReconnect)."""
-        spawn(self.close(allow_reconnect=True))
+        self.connection_context.spawn(self.close(allow_reconnect=True))
 
     def user_refreshed(self, user: User) -> None:
         """A newer authentication of the same user: later invocations see it in `context.user`,
         and the hub's `on_authentication_refreshed` runs. `user_identifier` stays: user routing
         is keyed to the connection's first identity, as in ASP.NET Core."""
-        self.user = user
-        self.caller_context.user = user
-        if self._connected and not self.connection_context.disposed:
-            spawn(self._authentication_refreshed())
+        # the connection holds the user (Connection.refresh_user set it): context.user reads it there
+        if self.state is HubConnectionState.CONNECTED:
+            self.connection_context.spawn(self._authentication_refreshed())
 
     async def _authentication_refreshed(self) -> None:
         try:
@@ -335,7 +383,7 @@ class HubConnectionContext:
 
     # -- closing ---------------------------------------------------------
     def abort(self, allow_reconnect: bool = False) -> None:
-        spawn(self.close(allow_reconnect=allow_reconnect))
+        self.connection_context.spawn(self.close(allow_reconnect=allow_reconnect))
 
     async def close(
         self,
@@ -345,22 +393,39 @@ class HubConnectionContext:
         exception: BaseException | None = None,
         going_away: bool = False,
     ) -> None:
-        """Server-initiated close: a Close message first, then the transport."""
-        if self.connection_context.disposed:
+        """Server-initiated close: a Close message first (once the handshake is answered), then the transport."""
+        state = self._state
+        if state is _CLOSING or state is _CLOSED:
             return
-        if self.handshake_done:
+        if state is not _HANDSHAKING:
             self.write(CloseMessage(error, allow_reconnect))
         await self.connection_context.dispose(exception, going_away=going_away)
 
+    def client_closed(self, error: str | None) -> Awaitable[None]:
+        """The client's Close message: the connection ends, and no reconnect is awaited."""
+        if error:
+            log.info("connection %s: client closed with error: %s", self.connection_id, Untrusted(error))
+        return self.connection_context.dispose()
+
+    def on_closing(self) -> None:
+        """The connection has begun to end: nothing more is read or dispatched."""
+        state = self._state
+        if state is _CONNECTED:
+            self._enter(_CLOSING)
+        elif state is _HANDSHAKING or state is _CONNECTING:
+            self._enter(_CLOSED)  # the hub never knew it (or on_connected finishing tells it)
+
     async def on_closed(self, error: BaseException | None) -> None:
         """Runs once, after the transport is gone: stop work, tell methods, tell the hub."""
+        told = self._state is _CLOSING
+        if self._state is not _CLOSED:
+            self._enter(_CLOSED)
         self.caller_context.ended()
         self.invocations.clear()
-        for stream in list(self.streams.values()):
-            stream.token.cancel()
-            stream.task.cancel()
-        for upload in self.uploads.values():
-            upload.complete("The connection was closed.")
-        if self._connected:
-            self._connected = False
-            await self.dispatcher.on_disconnected(self, error)
+        self.streams.cancel_all()
+        self.uploads.complete_all("The connection was closed.")
+        if told:
+            await self._disconnected(error)
+
+    async def _disconnected(self, error: BaseException | None) -> None:
+        await self.dispatcher.on_disconnected(self, error)

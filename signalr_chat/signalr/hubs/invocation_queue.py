@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ..connections.background import BackgroundTasks
+
 _Job = Callable[[], Coroutine[Any, Any, None]]
 
 #: What received invocations waiting for a slot may hold: their records' bytes plus
@@ -31,10 +33,12 @@ _TURN = WAITING_BUDGET // JOB_OVERHEAD
 
 
 class InvocationQueue:
-    __slots__ = ("_limit", "_room", "_running", "_waiting", "_waiting_cost", "record_size")
+    __slots__ = ("_limit", "_room", "_running", "_tasks", "_waiting", "_waiting_cost", "record_size")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, tasks: BackgroundTasks) -> None:
         self._limit = max(1, limit)
+        #: Keeps the slots' tasks: the connection's owner (it cancels them at shutdown).
+        self._tasks = tasks
         self._running = 0
         self._waiting: deque[tuple[_Job, int]] | None = None  # created when the limit is first reached
         self._waiting_cost = 0
@@ -50,7 +54,7 @@ class InvocationQueue:
         """Run or queue `job`; when the queue is full, what the reader must wait for before reading on."""
         if self.has_room():
             self._running += 1
-            asyncio.get_running_loop().create_task(self._drain(job))
+            self._tasks.start(self._drain(job))  # no done callback: the slot ends itself
             return None
         waiting = self._waiting
         if waiting is None:
@@ -95,6 +99,7 @@ class InvocationQueue:
                     await asyncio.sleep(0)
         finally:
             self._running -= 1
+            self._tasks.ended()
 
     def clear(self) -> None:
         """The connection is gone: jobs not started yet never run."""

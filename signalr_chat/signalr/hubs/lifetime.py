@@ -21,8 +21,12 @@ from ..protocol.values import UnencodableValue
 class HubConnection(Protocol):
     """What a lifetime manager needs of a connection on this server (checkable with isinstance)."""
 
-    connection_id: str
-    user_identifier: str | None
+    @property
+    def connection_id(self) -> str: ...
+
+    @property
+    def user_identifier(self) -> str | None: ...
+
     protocol: HubProtocol
 
     def write(self, message: HubMessage) -> None:

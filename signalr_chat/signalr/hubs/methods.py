@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,12 @@ class HubMethod:
     stream_positions: tuple[int, ...]
     #: Position of the CancellationToken parameter the dispatcher supplies, if any.
     token_position: int | None
+    #: Answers a StreamInvocation: an async generator, or a method that returns a stream.
     streaming: bool
+    #: Returns its stream (a plain `def`, or an `async def` annotated `-> AsyncIterator[T]`
+    #: that returns one, as .NET's ChannelReader methods): called when its StreamInvocation
+    #: is read, and an exception it raises before returning fails the invocation.
+    returns_stream: bool
     #: `async def`: needs a task. A plain `def` runs at once when the connection has room.
     is_async: bool
     #: Ends with *args: extra arguments are accepted (a Python addition; .NET has none).
@@ -46,7 +52,7 @@ class HubMethod:
     void: bool
     requires_user: bool
 
-    def bind(self, arguments: list[Any], streams: list[Any], token: CancellationToken | None = None) -> list[Any]:
+    def bind(self, arguments: list[Any], streams: Sequence[Any], token: CancellationToken | None = None) -> list[Any]:
         supplied = len(self.stream_positions) + (self.token_position is not None)
         expected = self.parameter_count - supplied
         if len(arguments) != expected and not (self.variadic and len(arguments) > expected):
@@ -89,13 +95,16 @@ def describe(name: str, function: Any) -> HubMethod:
     streams = tuple(i for i, p in enumerate(parameters) if _is_stream(hints.get(p.name)))
     tokens = [i for i, p in enumerate(parameters) if hints.get(p.name) is CancellationToken]
     returns = hints.get("return", inspect.Signature.empty)
+    generator = inspect.isasyncgenfunction(function)
+    returns_stream = not generator and _is_stream(returns)
     return HubMethod(
         name=name,
         function=function,
         parameter_count=len(parameters),
         stream_positions=streams,
         token_position=tokens[0] if tokens else None,
-        streaming=inspect.isasyncgenfunction(function),
+        streaming=generator or returns_stream,
+        returns_stream=returns_stream,
         is_async=inspect.iscoroutinefunction(function),
         variadic=variadic,
         void=returns in (type(None), None, inspect.Signature.empty),

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import AsyncIterator, Callable, Iterator
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -94,15 +95,18 @@ class HubTelemetry:
                 origin = trace.get_current_span(propagate.extract(request.headers)).get_span_context()
                 if origin.is_valid:
                     links.append(Link(origin))
-        span = functools.partial(
-            _invocation_span,
+        arguments = (
             tracer,
             f"{hub_name}/{message.target}",
             parent,
             links,
             {"rpc.system": "signalr", "rpc.service": hub_name, "rpc.method": message.target},
         )
-        return dataclasses.replace(method, function=_wrap(method, span))
+        if method.returns_stream:
+            return dataclasses.replace(
+                method, function=_wrap_returned_stream(method, functools.partial(_start_span, *arguments))
+            )
+        return dataclasses.replace(method, function=_wrap(method, functools.partial(_invocation_span, *arguments)))
 
 
 @contextmanager
@@ -121,9 +125,126 @@ def _invocation_span(
         try:
             yield span
         except Exception as exc:
-            span.set_attribute("error.type", error_type(exc))
-            span.set_status(Status(StatusCode.ERROR, str(exc) or None))
+            _failed(span, exc)
             raise
+
+
+def _failed(span: trace.Span, exc: Exception) -> None:
+    span.set_attribute("error.type", error_type(exc))
+    span.set_status(Status(StatusCode.ERROR, str(exc) or None))
+
+
+def _start_span(
+    tracer: trace.Tracer, name: str, parent: Context, links: list[Link], attributes: dict[str, str]
+) -> trace.Span:
+    return tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes, links=links)
+
+
+def _current(span: trace.Span) -> Any:
+    return trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
+
+
+def _wrap_returned_stream(method: HubMethod, start: Callable[[], trace.Span]) -> Any:
+    """A method that returns its stream keeps its shape (called at once, or awaited): its span
+    starts with the call, is current while it runs and while each item is read, and ends
+    with the stream (or when the stream is closed unread)."""
+    function = method.function
+
+    def returned(span: trace.Span, stream: Any) -> Any:
+        if inspect.isawaitable(stream):  # a plain def handing back a coroutine
+            return _awaited_stream(span, stream)
+        if not hasattr(stream, "__aiter__"):  # the dispatcher answers with .NET's text
+            span.end()
+            return stream
+        return _TracedStream(span, stream)
+
+    if method.is_async:
+
+        async def call_async(*args: Any) -> Any:
+            span = start()
+            try:
+                with _current(span):
+                    stream = await function(*args)
+            except Exception as exc:
+                _failed(span, exc)
+                span.end()
+                raise
+            return returned(span, stream)
+
+        return call_async
+
+    def call(*args: Any) -> Any:
+        span = start()
+        try:
+            with _current(span):
+                stream = function(*args)
+        except Exception as exc:
+            _failed(span, exc)
+            span.end()
+            raise
+        return returned(span, stream)
+
+    return call
+
+
+async def _awaited_stream(span: trace.Span, pending: Awaitable[Any]) -> Any:
+    try:
+        with _current(span):
+            stream = await pending
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            _failed(span, exc)
+        span.end()
+        raise
+    if not hasattr(stream, "__aiter__"):
+        span.end()
+        return stream
+    return _TracedStream(span, stream)
+
+
+class _TracedStream:
+    """A returned stream read inside its invocation's span."""
+
+    __slots__ = ("_iterator", "_source", "_span")
+
+    def __init__(self, span: trace.Span, source: Any) -> None:
+        self._span: trace.Span | None = span
+        self._source = source
+        self._iterator: Any = None
+
+    def __aiter__(self) -> _TracedStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        span = self._span
+        if span is None:
+            raise StopAsyncIteration
+        try:
+            with _current(span):
+                if self._iterator is None:
+                    self._iterator = self._source.__aiter__()
+                return await self._iterator.__anext__()
+        except StopAsyncIteration:
+            self._end(None)
+            raise
+        except Exception as exc:
+            self._end(exc)
+            raise
+
+    async def aclose(self) -> None:
+        close = getattr(self._iterator if self._iterator is not None else self._source, "aclose", None)
+        try:
+            if close is not None:
+                await close()
+        finally:
+            self._end(None)
+
+    def _end(self, error: Exception | None) -> None:
+        span, self._span = self._span, None
+        if span is not None:
+            if error is not None:
+                _failed(span, error)
+            span.end()
 
 
 def _wrap(method: HubMethod, span: Callable[[], Any]) -> Any:

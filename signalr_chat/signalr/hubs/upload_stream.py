@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..connections.background import spawn
 from .errors import HubException
 
 _END = object()
@@ -21,12 +20,14 @@ class _Failed:
 class UploadStream:
     """Fed by StreamItem messages; a bounded buffer pushes back on a fast client."""
 
-    __slots__ = ("_done", "_queue", "stream_id")
+    __slots__ = ("_done", "_end", "_queue", "stream_id")
 
     def __init__(self, stream_id: str, capacity: int) -> None:
         self.stream_id = stream_id
         self._queue: asyncio.Queue[Any] = asyncio.Queue(capacity)
         self._done = False
+        #: The end, when it came while the buffer was full: read once the buffer is empty.
+        self._end: object | None = None
 
     async def put(self, item: Any) -> None:
         await self._queue.put(item)
@@ -34,10 +35,12 @@ class UploadStream:
     def complete(self, error: str | None = None) -> None:
         """End the stream; the client's error surfaces in the method as a HubException."""
         item = _END if error is None else _Failed(error)
+        if self._end is not None:
+            return  # ended already
         try:
             self._queue.put_nowait(item)
-        except asyncio.QueueFull:  # a completion must not be lost behind a full buffer
-            spawn(self._queue.put(item))
+        except asyncio.QueueFull:  # a completion must not be lost behind a full buffer: the
+            self._end = item  # reader takes it after the last item (no task waits to queue it)
 
     def __aiter__(self) -> UploadStream:
         return self
@@ -45,7 +48,11 @@ class UploadStream:
     async def __anext__(self) -> Any:
         if self._done:
             raise StopAsyncIteration
-        item = await self._queue.get()
+        queue = self._queue
+        if self._end is not None and queue.empty():
+            item = self._end
+        else:
+            item = await queue.get()
         if item is _END:
             self._done = True
             raise StopAsyncIteration

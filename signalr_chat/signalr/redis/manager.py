@@ -30,6 +30,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
+from ..connections.background import BackgroundTasks
 from ..hubs import BackplaneUnavailable, HubException, HubLifetimeManager, InMemoryHubLifetimeManager, new_invocation_id
 from ..hubs.lifetime import HubConnection, SerializedInvocation
 from ..protocol import PROTOCOLS, CompletionMessage, HubProtocol, InvocationMessage
@@ -114,7 +115,8 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._results: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self._remote_calls: dict[str, _RemoteCall] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Group commands applied and client results returned for other servers.
+        self._tasks = BackgroundTasks("redis backplane")
         self._outage_logged = False
 
     # -- state -----------------------------------------------------------------------------
@@ -145,7 +147,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         self._handlers[channels.groups] = self._on_group_command
         self._handlers[channels.ack] = self._on_ack
         self._handlers[channels.returns] = self._on_return
-        self._reader = asyncio.create_task(self._read(), name="redis-backplane")
+        self._reader = self._tasks.spawn(self._read(), name="redis-backplane")
         try:  # serve at once when Redis is there; when it is not, start anyway and keep trying
             await asyncio.wait_for(self._up.wait(), self.timeout)
         except TimeoutError:
@@ -156,9 +158,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
         if self._redis is not None:
             if self._given is None:
                 await self._redis.aclose()
@@ -452,7 +452,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         command = read_group_command(data)
         if command.connection_id not in self.local.connections:
             return  # another server's connection: that server acks
-        self._spawn(self._apply_group_command(command))
+        self._tasks.spawn(self._apply_group_command(command))
 
     async def _apply_group_command(self, command: GroupCommand) -> None:
         if command.action is GroupAction.ADD:
@@ -517,7 +517,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
 
     def _return(self, call: _RemoteCall, protocol: HubProtocol, completion: CompletionMessage) -> None:
         data = write_completion(protocol.name, protocol.encode(completion))
-        self._spawn(self._publish_return(call.return_channel.encode(), data))
+        self._tasks.spawn(self._publish_return(call.return_channel.encode(), data))
 
     async def _publish_return(self, channel: bytes, data: bytes) -> None:
         try:
@@ -545,8 +545,3 @@ class RedisHubLifetimeManager(HubLifetimeManager):
                 waiting[1].set_exception(HubException(message.error))
             else:
                 waiting[1].set_result(message.result)
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

@@ -8,7 +8,6 @@ import logging
 from aiohttp import web
 
 from ...protocol.negotiate import TransportKind
-from ..background import spawn
 from ..connection import Connection, TransportFeatures
 
 log = logging.getLogger(__name__)
@@ -82,5 +81,5 @@ async def serve(request: web.Request, connection: Connection, headers: dict[str,
         if not transport.finished.done():
             transport.finished.set_result(None)
         if not connection.disposed:
-            spawn(application.on_transport_ended(error))
+            connection.spawn(application.on_transport_ended(error))
     return response

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ...protocol.negotiate import TransportKind
-from ..background import spawn
 from ..connection import Connection, TransportFeatures
 from ..eager import start_eagerly
 
@@ -150,5 +149,5 @@ async def serve(
     finally:
         connection.detach(transport)
         if not connection.disposed:
-            spawn(application.on_transport_ended(error))
+            connection.spawn(application.on_transport_ended(error))
     return socket
