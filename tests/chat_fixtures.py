@@ -216,8 +216,8 @@ def tight_chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="session")
 def capped_chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
-    """The per-address caps of issue 22 on: 3 messages per visitor, so 9 per address across
-    visitors (the default, 3 x RATE_LIMIT_MESSAGES), and 5 new guests per address."""
+    """The per-address caps of issue 22 on: 3 messages per visitor, 9 per address across
+    visitors (3 x RATE_LIMIT_MESSAGES, the default), and 5 new guests per address."""
     yield from serve_chat(
         fake_ai,
         tmp_path_factory.mktemp("capped"),
@@ -225,6 +225,7 @@ def capped_chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory
             fake_ai,
             rate_limit_messages="3",
             rate_limit_window_seconds="60",
+            rate_limit_messages_per_address="9",
             guest_new_per_address="5",
         ),
     )
