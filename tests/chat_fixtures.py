@@ -83,6 +83,11 @@ def fake_ai() -> Iterator[FakeAI]:
         stop_process(process)
 
 
+#: Every visitor the suites simulate comes from 127.0.0.1: the per-address caps (issue 22) would
+#: make them one crowd, so servers go without them unless a test asks (guest_limits.test.mjs).
+UNCAPPED_ADDRESS = {"GUEST_NEW_PER_ADDRESS": "0", "RATE_LIMIT_MESSAGES_PER_ADDRESS": "0"}
+
+
 def server_env(fake: FakeAI, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
     env.update(
@@ -92,6 +97,7 @@ def server_env(fake: FakeAI, **settings: str) -> dict[str, str]:
         IDENTITY_HEADER=DEFAULT_IDENTITY_HEADER,
         AUTH_JWT_SECRET=JWT_SECRET,
         LOG_LEVEL="WARNING",
+        **UNCAPPED_ADDRESS,
     )
     env.update({k.upper(): v for k, v in settings.items()})
     return env
@@ -107,6 +113,7 @@ def offline_env(**settings: str) -> dict[str, str]:
         OPENAI_BASE_URL="http://127.0.0.1:9/v1",
         HISTORY_STORE="memory",
         LOG_LEVEL="WARNING",
+        **UNCAPPED_ADDRESS,
     )
     env.update({k.upper(): v for k, v in settings.items()})
     return env
@@ -203,6 +210,23 @@ def tight_chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory)
             reply_grace_seconds="0",
             ai_context_tokens="600",
             ai_max_output_tokens="100",
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def capped_chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
+    """The per-address caps of issue 22 on: 3 messages per visitor, 9 per address across
+    visitors (3 x RATE_LIMIT_MESSAGES, the default), and 5 new guests per address."""
+    yield from serve_chat(
+        fake_ai,
+        tmp_path_factory.mktemp("capped"),
+        **azure_settings(
+            fake_ai,
+            rate_limit_messages="3",
+            rate_limit_window_seconds="60",
+            rate_limit_messages_per_address="9",
+            guest_new_per_address="5",
         ),
     )
 

@@ -63,6 +63,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # the page tests, and the chat servers (session fixtures).
 from .browser import browser, new_page, page_errors  # noqa: E402
 from .chat_fixtures import (  # noqa: E402
+    capped_chat_server,
     chat_server,
     entra_chat_server,
     entra_v1_chat_server,
@@ -77,6 +78,7 @@ __all__ = [
     "browser",
     "new_page",
     "page_errors",
+    "capped_chat_server",
     "chat_server",
     "entra_chat_server",
     "entra_v1_chat_server",

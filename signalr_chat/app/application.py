@@ -15,14 +15,16 @@ from opentelemetry.trace import TracerProvider
 from ..ai import create_model
 from ..ai.telemetry import GenAITelemetry
 from ..chat import ChatHub, ChatService
+from ..chat.addresses import AddressLimits
 from ..chat.conversations import ConversationService
 from ..chat.guests import Guests, GuestSessions
 from ..chat.history import HistoryStore, InMemoryHistoryStore
 from ..chat.rate_limit import InMemoryRateLimits, RateLimiter
 from ..chat.replies import LocalReplies
-from ..chat.scale_out import HISTORY_NEEDS_REDIS, open_redis, redis_backends
+from ..chat.scale_out import HISTORY_NEEDS_REDIS, open_redis, redis_address_limits, redis_backends
 from ..chat.service import Backends, Limits
 from ..chat.sqlite_history import SqliteHistoryStore
+from ..hosting.client_address import client_address, forwarded_middleware
 from ..hosting.health import Health
 from ..hosting.jwt_auth import jwt_validator
 from ..hosting.metrics_endpoint import add_metrics_route
@@ -74,7 +76,10 @@ def create_app(
     # carries their traffic to every instance; else, with REDIS_URL, the hub's messages reach the
     # clients of every instance through Redis. First, so that a missing extra is reported before
     # anything is opened.
-    service = create_azure_signalr(settings)
+    trusted = settings.trusted()
+    # behind Azure SignalR Service the service is the proxy: the client is the rightmost hop of the
+    # X-Forwarded-For it passes that is none of TRUSTED_PROXIES (proxies in front of the service)
+    service = create_azure_signalr(settings, lambda hops: client_address(None, hops, trusted, via_proxy=True))
     wants_backplane = service is None and settings.redis_url is not None
     # one Redis client (one pool) for the process: the backplane's and the chat's
     redis = (
@@ -87,7 +92,8 @@ def create_app(
     chat = ChatService(model, Limits.from_settings(settings), settings.system_prompt)
     conversations, sqlite, backends = _conversations(settings, chat, redis)
 
-    app = web.Application()
+    # behind TRUSTED_PROXIES, request.remote (and so the hub's caller address) is the client's
+    app = web.Application(middlewares=[forwarded_middleware(trusted)] if trusted else [])
     app[CHAT_SERVICE] = conversations
     health = app[HEALTH] = Health()
     model_started = False
@@ -231,9 +237,21 @@ def _conversations(
         signed_in = Backends(signed_in_history, local_limits, replies)
         anonymous = Backends(InMemoryHistoryStore(keep), local_limits, replies)
         guests = GuestSessions(settings.guest_ttl_seconds)
-    conversations = ConversationService(chat, signed_in=signed_in, anonymous=anonymous, guests=guests)
+    new_guests, address_messages = settings.guest_new_per_address, settings.address_message_limit()
+    if settings.history_store == "redis":
+        assert redis is not None
+        counts = redis_address_limits(settings, redis, new_guests=new_guests, messages=address_messages)
+    else:
+        counts = (
+            InMemoryRateLimits(RateLimiter(new_guests, settings.guest_new_window_seconds)),
+            InMemoryRateLimits(RateLimiter(address_messages, settings.rate_limit_window_seconds)),
+        )
+    addresses = AddressLimits(*counts)
+    conversations = ConversationService(
+        chat, signed_in=signed_in, anonymous=anonymous, guests=guests, addresses=addresses
+    )
     closes: list[_Closes] = []
-    every = (*_parts(signed_in), *_parts(anonymous), guests)
+    every = (*_parts(signed_in), *_parts(anonymous), guests, addresses)
     for backend in every:
         if all(backend is not other for other in closes):
             closes.append(backend)

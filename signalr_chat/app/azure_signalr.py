@@ -11,6 +11,7 @@ would at two `MapHub` calls in ASP.NET Core.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..hosting.errors import ConfigurationError
@@ -27,8 +28,11 @@ SERVICE_CHECK = "azure_signalr"
 SERVICE_HUB_NAMES = {"/chatHub": "chathub", "/chat": "chat"}
 
 
-def create_azure_signalr(settings: Settings) -> AzureSignalR | None:
-    """The service the settings name; None without AZURE_SIGNALR_CONNECTION_STRING."""
+def create_azure_signalr(
+    settings: Settings, client_address: Callable[[Sequence[str]], str | None] | None = None
+) -> AzureSignalR | None:
+    """The service the settings name; None without AZURE_SIGNALR_CONNECTION_STRING.
+    `client_address`: the client's address from the X-Forwarded-For the service passes."""
     if settings.azure_signalr_connection_string is None:
         return None
     try:
@@ -42,6 +46,7 @@ def create_azure_signalr(settings: Settings) -> AzureSignalR | None:
         connection_count=settings.azure_signalr_server_connection_count,
         application_name=settings.azure_signalr_application_name,
         shutdown_timeout=settings.drain_timeout_seconds + 15.0,
+        client_address=client_address,
     )
     try:
         service = AzureSignalR(settings.azure_signalr_connection_string.get_secret_value(), options)

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..hosting.client_address import TrustedProxies
+
 #: The chat hub's name without HUB_NAME: module.Class, what `map_hub` uses for a hub by default.
 DEFAULT_HUB_NAME = "signalr_chat.chat.hub.ChatHub"
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
@@ -65,6 +67,13 @@ class Settings(BaseSettings):
     )
     http_min_request_body_grace_seconds: float = Field(
         5.0, ge=0, description="How long a request body may arrive slower than the minimum rate."
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Proxies whose X-Forwarded-For is believed: addresses and networks (CIDR), comma- or "
+        "space-separated, e.g. 127.0.0.1,10.0.0.0/8. A request from one of them is the client's at the "
+        "rightmost X-Forwarded-For hop that is not one of them; any other request is its socket's peer. "
+        "Unset: no proxy is trusted (X-Forwarded-For is ignored).",
     )
     http_max_connections: int = Field(
         60_000, ge=1, description="Connections the process holds at once; one more is answered 503 and closed."
@@ -151,6 +160,14 @@ class Settings(BaseSettings):
         20, ge=0, description="Messages a user (or an anonymous connection) may send per window; 0 turns it off."
     )
     rate_limit_window_seconds: float = Field(60.0, gt=0, description="Length of the rate-limit window.")
+    rate_limit_messages_per_address: int | None = Field(
+        None,
+        ge=0,
+        description="Messages all anonymous visitors from one client address (an IPv6 /64) may send per window, "
+        "across guests and connections; unset: 3 x RATE_LIMIT_MESSAGES; 0 turns it off. At least "
+        "RATE_LIMIT_MESSAGES, so one visitor within their own limit never meets it. Signed-in users are not "
+        "counted.",
+    )
     history_store: Literal["sqlite", "memory", "redis"] = Field(
         "sqlite",
         description="Where signed-in users' history lives (with AUTH_JWT_SECRET set); anonymous history is in "
@@ -169,6 +186,13 @@ class Settings(BaseSettings):
         description="An anonymous visitor's guest identity, and their conversations, are forgotten after this "
         "long unseen.",
     )
+    guest_new_per_address: int = Field(
+        10,
+        ge=0,
+        description="New guest identities one client address (an IPv6 /64) may be given per "
+        "GUEST_NEW_WINDOW_SECONDS; a guest presenting its live id is not counted. 0 turns it off.",
+    )
+    guest_new_window_seconds: float = Field(3600.0, gt=0, description="Length of the new-guest window.")
     history_db: Path = Field(Path("chat-history.sqlite3"), description="SQLite file for history_store=sqlite.")
 
     # -- sign-in (optional) ----------------------------------------------------
@@ -251,6 +275,30 @@ class Settings(BaseSettings):
                 f"not {scheme or 'nothing'}"
             )
         return url
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        TrustedProxies.parse(value)  # a ValueError names the entry that is not an address or network
+        return value
+
+    def trusted(self) -> TrustedProxies:
+        return TrustedProxies.parse(self.trusted_proxies)
+
+    def address_message_limit(self) -> int:
+        """RATE_LIMIT_MESSAGES_PER_ADDRESS, or its default."""
+        explicit = self.rate_limit_messages_per_address
+        return 3 * self.rate_limit_messages if explicit is None else explicit
+
+    @model_validator(mode="after")
+    def _address_limit_above_one_visitor(self) -> Settings:
+        explicit = self.rate_limit_messages_per_address
+        if explicit and self.rate_limit_messages and explicit < self.rate_limit_messages:
+            raise ValueError(
+                "rate_limit_messages_per_address must be 0 (off) or at least rate_limit_messages, "
+                "so that one visitor within their own limit never meets it"
+            )
+        return self
 
     def redis_location(self) -> str | None:
         """REDIS_URL without its user and password, for logs and errors."""

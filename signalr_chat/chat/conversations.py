@@ -31,10 +31,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..ai import AiError, AiFailed, ChatMessage
+from .addresses import AddressLimits
 from .guests import Guests
 from .history import ConversationInfo, HistoryUnavailable, Listed, conversation_key
 from .replies import ReplyRun
-from .service import Backends, Caller, ChatService, Rejected, Reply
+from .service import Backends, Caller, ChatService, Rejected, Reply, rate_limited, too_many_guests
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +162,21 @@ class _Conversation:
 
 
 class ConversationService:
-    def __init__(self, chat: ChatService, *, signed_in: Backends, anonymous: Backends, guests: Guests) -> None:
+    def __init__(
+        self,
+        chat: ChatService,
+        *,
+        signed_in: Backends,
+        anonymous: Backends,
+        guests: Guests,
+        addresses: AddressLimits | None = None,
+    ) -> None:
         self.chat = chat
         self.signed_in = signed_in
         self.anonymous = anonymous
         self.guests = guests
+        #: Anonymous callers counted per client address too (None: not counted).
+        self.addresses = addresses
         self.grace = chat.limits.reply_grace
         self.kept_after_end = KEPT_AFTER_END
         self._conversations: dict[str, _Conversation] = {}
@@ -216,7 +227,22 @@ class ConversationService:
             return None
         for gone in await self.guests.expired():
             await self._forget_owner(f"guest:{gone}")
-        return await self.guests.use(guest_id)
+        if await self.guests.renew(guest_id):
+            assert isinstance(guest_id, str)
+            return guest_id
+        if self.addresses is not None:  # a new guest counts against the address it comes from
+            wait = await self.addresses.new_guest(caller.address)
+            if wait > 0:
+                raise Rejected(too_many_guests(wait))
+        return await self.guests.issue()
+
+    async def _count_address(self, caller: Caller) -> None:
+        """An anonymous message counts against its address too, whichever guest or connection
+        sent it (after the caller's own limit allowed it)."""
+        if self.addresses is not None and not caller.signed_in:
+            wait = await self.addresses.message(caller.address)
+            if wait > 0:
+                raise Rejected(rate_limited(wait))
 
     async def _forget_owner(self, owner: str) -> None:
         backends = self.anonymous
@@ -237,7 +263,9 @@ class ConversationService:
 
     async def check(self, caller: Caller, message: object) -> str:
         """The message to send, or Rejected with the text to show (rate limit counted)."""
-        return await self.chat.check(message, self.backends(caller).rate_limits, self.owner(caller))
+        checked = await self.chat.check(message, self.backends(caller).rate_limits, self.owner(caller))
+        await self._count_address(caller)
+        return checked
 
     # -- the seed's single history: the owner's default conversation ----------------------
     async def reply(self, caller: Caller, message: str, emit: Callable[[str], Awaitable[None]]) -> str:
@@ -521,6 +549,7 @@ class ConversationService:
         position = index if isinstance(index, int) else 0
         if kind in ("regenerate", "continue"):
             await self.chat.count(backends.rate_limits, owner)  # the rate limit counts these too
+        await self._count_address(caller)
         plan = _plan(kind, await backends.history.load(key), message, position)  # rejected here, before any task
         shown = None if plan.continues else plan.ask["content"]
         run = ReplyRun(info.id, shown, continues=plan.continues)

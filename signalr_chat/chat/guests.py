@@ -20,6 +20,15 @@ _ID_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 class Guests(Protocol):
     """Guest ids: in this process, or in Redis for every instance."""
 
+    async def renew(self, guest_id: object) -> bool:
+        """Whether `guest_id` is a guest this store issued and still knows; kept alive if so
+        (a forged, edited or expired id is not: nothing is looked up by what it claims)."""
+        ...
+
+    async def issue(self) -> str:
+        """A new guest's id."""
+        ...
+
     async def use(self, guest_id: object) -> str:
         """The guest's id, kept alive; a new one for a missing, malformed or expired id."""
         ...
@@ -51,16 +60,26 @@ class GuestSessions:
     def __len__(self) -> int:
         return len(self._last_seen)
 
-    async def use(self, guest_id: object) -> str:
+    async def renew(self, guest_id: object) -> bool:
+        if not (isinstance(guest_id, str) and self.valid(guest_id)):
+            return False
         now = self._clock()
-        if isinstance(guest_id, str) and self.valid(guest_id):
-            seen = self._last_seen.get(guest_id)
-            if seen is not None and now - seen <= self._ttl:
-                self._last_seen[guest_id] = now
-                return guest_id
+        seen = self._last_seen.get(guest_id)
+        if seen is None or now - seen > self._ttl:
+            return False
+        self._last_seen[guest_id] = now
+        return True
+
+    async def issue(self) -> str:
         fresh = new_guest_id()
-        self._last_seen[fresh] = now
+        self._last_seen[fresh] = self._clock()
         return fresh
+
+    async def use(self, guest_id: object) -> str:
+        if await self.renew(guest_id):
+            assert isinstance(guest_id, str)
+            return guest_id
+        return await self.issue()
 
     def touch(self, guest_id: str) -> None:
         if guest_id in self._last_seen:

@@ -57,7 +57,13 @@ class ChatHub(Hub):
     def caller(self) -> Caller:
         context = self.context
         guest = context.items.get(GUEST_ITEM)
-        return Caller(context.connection_id, context.user_identifier, guest if isinstance(guest, str) else None)
+        request = context.request
+        return Caller(
+            context.connection_id,
+            context.user_identifier,
+            guest if isinstance(guest, str) else None,
+            request.remote if request is not None else None,
+        )
 
     async def send_message(self, message: str) -> None:
         caller = self.clients.caller

@@ -22,15 +22,24 @@ class SharedGuestSessions(RedisUser):
         self._ttl_ms = int(ttl * 1000)
         self._prefix = f"{prefix}{NAMESPACE}guest:"
 
-    async def use(self, guest_id: object) -> str:
-        """The guest's id, kept alive; a new one for a missing, malformed or expired id."""
-        if isinstance(guest_id, str) and GuestSessions.valid(guest_id):
-            key = self._prefix + guest_id
-            if await self._call(lambda: self._redis.pexpire(key, self._ttl_ms)):
-                return guest_id
+    async def renew(self, guest_id: object) -> bool:
+        """Whether Redis knows the id (then kept alive): an id no instance issued is no key."""
+        if not (isinstance(guest_id, str) and GuestSessions.valid(guest_id)):
+            return False
+        key = self._prefix + guest_id
+        return bool(await self._call(lambda: self._redis.pexpire(key, self._ttl_ms)))
+
+    async def issue(self) -> str:
         fresh = new_guest_id()
         await self._call(lambda: self._redis.set(self._prefix + fresh, 1, px=self._ttl_ms))
         return fresh
+
+    async def use(self, guest_id: object) -> str:
+        """The guest's id, kept alive; a new one for a missing, malformed or expired id."""
+        if await self.renew(guest_id):
+            assert isinstance(guest_id, str)
+            return guest_id
+        return await self.issue()
 
     def touch(self, guest_id: str) -> None:
         """Renewed by `use` only (the page presents its id after each connect)."""

@@ -32,6 +32,7 @@ class ScaleOutSettings(Protocol):
     rate_limit_messages: int
     rate_limit_window_seconds: float
     guest_ttl_seconds: float
+    guest_new_window_seconds: float
 
 
 def open_redis(settings: ScaleOutSettings, missing_extra: str) -> Redis:
@@ -50,6 +51,24 @@ def open_redis(settings: ScaleOutSettings, missing_extra: str) -> Redis:
 
 #: The startup error for HISTORY_STORE=redis without the extra.
 HISTORY_NEEDS_REDIS = "HISTORY_STORE=redis needs the redis extra"
+
+
+def redis_address_limits(
+    settings: ScaleOutSettings, redis: Redis, *, new_guests: int, messages: int
+) -> tuple[RateLimits, RateLimits]:
+    """The per-address counts (new guests, anonymous messages), in Redis for every instance;
+    each instance counts alone while Redis does not answer."""
+    from .redis_rate_limit import SharedRateLimiter
+
+    prefix, timeout = settings.redis_channel_prefix, settings.redis_timeout
+    counts: list[RateLimits] = []
+    for limit, window in (
+        (new_guests, settings.guest_new_window_seconds),
+        (messages, settings.rate_limit_window_seconds),
+    ):
+        fallback = RateLimiter(limit, window)
+        counts.append(SharedRateLimiter(redis, limit, window, prefix=prefix, timeout=timeout, fallback=fallback))
+    return counts[0], counts[1]
 
 
 def redis_backends(

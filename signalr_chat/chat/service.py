@@ -40,6 +40,14 @@ def rate_limited(wait: float) -> str:
     return f"You are sending messages too quickly. Please wait {seconds} second{'s' if seconds != 1 else ''}."
 
 
+def too_many_guests(wait: float) -> str:
+    minutes = max(1, round(wait / 60))
+    return (
+        "Too many new guest sessions from your network. "
+        f"Please wait {minutes} minute{'s' if minutes != 1 else ''}, or sign in."
+    )
+
+
 class Rejected(Exception):
     """A message the chat will not send to the model; the text is for the user."""
 
@@ -57,6 +65,9 @@ class Caller:
     user: str | None = None
     #: An anonymous visitor's guest id (UseGuestSession); None for a connection that is no guest.
     guest: str | None = None
+    #: The client's address as the hosting reports it (behind TRUSTED_PROXIES, the forwarded
+    #: one); None when unknown. Anonymous callers are counted per address too (addresses.py).
+    address: str | None = None
 
     @property
     def signed_in(self) -> bool:

@@ -10,7 +10,7 @@ ClientConnectionContext lets ASP.NET Core's HubConnectionHandler do.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http.cookies import CookieError, SimpleCookie
 from typing import Protocol
 from urllib.parse import parse_qsl
@@ -181,8 +181,21 @@ def _first(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
     return None
 
 
-def request_info(message: OpenConnection, hub_path: str) -> RequestInfo:
-    """The client's request as the service reports it: headers, query, cookies, address and path."""
+def rightmost_forwarded(forwarded_for: Sequence[str]) -> str | None:
+    """The last `X-Forwarded-For` hop: the address the service saw its client connect from (what
+    the client sent ahead of it is the client's own say, and could name anyone)."""
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
+    return hops[-1] if hops and hops[-1] else None
+
+
+def request_info(
+    message: OpenConnection,
+    hub_path: str,
+    client_address: Callable[[Sequence[str]], str | None] | None = None,
+) -> RequestInfo:
+    """The client's request as the service reports it: headers, query, cookies, address and path.
+    The address is read from the service's `X-Forwarded-For` by `client_address` (by default the
+    rightmost hop: the service is the proxy, and it appends the address it saw)."""
     headers: CIMultiDict[str] = CIMultiDict()
     for name, values in message.headers.items():
         for value in values:
@@ -196,8 +209,7 @@ def request_info(message: OpenConnection, hub_path: str) -> RequestInfo:
             cookies = {name: morsel.value for name, morsel in parsed.items()}
         except CookieError:
             log.debug("connection %s: unreadable Cookie header", message.connection_id)
-    forwarded = headers.get("X-Forwarded-For")
-    remote = forwarded.split(",")[0].strip() if forwarded else None
+    remote = (client_address or rightmost_forwarded)(headers.getall("X-Forwarded-For", []))
     path = query.get("asrs.op") or hub_path
     return RequestInfo(CIMultiDictProxy(headers), query, cookies, remote, path)
 

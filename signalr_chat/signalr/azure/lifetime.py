@@ -383,7 +383,7 @@ class ServiceHubLifetimeManager(HubLifetimeManager):
         connection = endpoint.connections.create(0, connection_id=message.connection_id)
         connection.user = user_of(message)
         connection.features = SERVICE_FEATURES
-        connection.request = request_info(message, self._path)
+        connection.request = request_info(message, self._path, self.pool.options.client_address)
         transport = ServiceTransport(
             connection, carrier, migrated_in=migrated_from(message) is not None, instance_id=instance_of(message)
         )

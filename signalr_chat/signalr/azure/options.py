@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -16,6 +17,11 @@ def _user_agent() -> str:
 class ServiceOptions:
     """ASP.NET Core's `ServiceOptions` and `GracefulShutdownOptions`, as far as they apply here."""
 
+    #: The client's address from the `X-Forwarded-For` values the service passes in OpenConnection
+    #: (the service is the proxy: it appends the address its client connected from). None: the
+    #: rightmost hop, the address the service itself saw (what a client sends ahead of it is
+    #: ignored). An app that knows proxies in front of the service walks past them here.
+    client_address: Callable[[Sequence[str]], str | None] | None = None
     #: Server connections per hub (the SDK's InitialHubServerConnectionCount).
     connection_count: int = 5
     #: Cap on connections per hub, counting those the service asks for when it rebalances.

@@ -19,6 +19,7 @@ function serverUrl(name) {
 export const SERVERS = {
     get main() { return serverUrl("CHAT_URL"); },
     get tight() { return serverUrl("CHAT_TIGHT_URL"); },
+    get capped() { return serverUrl("CHAT_CAPPED_URL"); },
     get entra() { return serverUrl("CHAT_ENTRA_URL"); },
     get entraV1() { return serverUrl("CHAT_ENTRA_V1_URL"); },
     get openai() { return serverUrl("CHAT_OPENAI_URL"); },
