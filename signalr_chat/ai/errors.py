@@ -14,22 +14,32 @@ log = logging.getLogger(__name__)
 
 
 class AiError(Exception):
+    """A failed model call as users should read it: `user_message` is safe to show, the cause stays in the log."""
+
     user_message = "An error occurred while generating the response. Please try again."
 
 
 class AiFailed(AiError):
+    """Any upstream failure users need not tell apart: the generic text, the cause logged."""
+
     pass
 
 
 class AiBusy(AiError):
+    """The provider is rate-limiting us (429): the user may try again shortly."""
+
     user_message = "The AI service is busy. Please wait a moment and try again."
 
 
 class AiAuthFailed(AiError):
+    """The provider or the identity refused our credentials: the administrator must act, not the user."""
+
     user_message = "AI service authentication failed. Contact the administrator."
 
 
 class AiContentFiltered(AiError):
+    """The provider's content policy refused the request: the user may rephrase it."""
+
     user_message = "The content was filtered by the AI service's content policy. Please rephrase your message."
 
 

@@ -42,6 +42,9 @@ def default_model_path() -> Path:
 
 
 class LocalChatModel:
+    """The default provider, when no Azure OpenAI or OpenAI-compatible server is configured: the chat answers
+    offline, with no service and no key; one generation per loaded instance at a time."""
+
     def __init__(self, settings: LocalModelSettings, telemetry: GenAITelemetry | None = None) -> None:
         self.path = settings.local_model_path or default_model_path()
         self.name = f"local:{self.path.stem}"

@@ -7,11 +7,16 @@ from typing import Literal, Protocol, TypedDict
 
 
 class ChatMessage(TypedDict):
+    """One turn in the form every provider's chat API takes, and what a history store keeps."""
+
     role: Literal["system", "user", "assistant"]
     content: str
 
 
 class ChatModel(Protocol):
+    """What the chat asks of a model, whichever provider serves it (Azure OpenAI, OpenAI-compatible, local):
+    the chat depends on this alone, so tests give it a fake."""
+
     #: A short name for logs ("azure:gpt-4o", "local:SmolLM2-135M-Instruct").
     name: str
     #: Tokens of prompt + reply the model accepts; history is trimmed to fit.

@@ -40,6 +40,9 @@ def _messages_json(messages: Sequence[ChatMessage]) -> str:
 
 
 class GenAITelemetry:
+    """The GenAI instruments every provider shares, built once when an OpenTelemetry SDK is configured;
+    `chat` starts the span of one streaming call."""
+
     def __init__(
         self,
         tracer_provider: trace.TracerProvider | None,

@@ -35,6 +35,9 @@ _COLLECT_CHECK = 0.05
 
 @dataclass(slots=True)
 class GracefulDrain:
+    """The chat app's drain (the steps above), which hosting's `run` calls on the first SIGTERM while it still
+    listens: replies finish or are stored as far as they got, and every client reconnects elsewhere."""
+
     health: Health
     endpoints: Sequence[HubEndpoint]
     chat: ConversationService

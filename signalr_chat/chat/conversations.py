@@ -162,6 +162,9 @@ class _Conversation:
 
 
 class ConversationService:
+    """The chat's conversations and its one reply pipeline: every ChatHub method goes through it, so each
+    reply is planned, relayed, stored and ended the same way, over backends chosen once."""
+
     def __init__(
         self,
         chat: ChatService,

@@ -101,6 +101,9 @@ class RedisUser:
 
 
 class RedisHistoryStore(RedisUser):
+    """The HistoryStore every instance shares (HISTORY_STORE=redis): each write one script, each call bounded
+    by `timeout`; guests' keys expire `ttl` after their last write."""
+
     def __init__(
         self, redis: str | Redis, keep: int, *, prefix: str = "", timeout: float = 5.0, ttl: float | None = None
     ) -> None:

@@ -42,6 +42,9 @@ AIOSQLITE_LOGGER = "aiosqlite"
 
 
 class SqliteHistoryStore:
+    """Signed-in users' HistoryStore by default: one writer, each write one transaction, the last `keep`
+    messages per conversation; `problem` tells /readyz why writes fail."""
+
     def __init__(self, path: Path, keep: int, *, log_queries: bool = False) -> None:
         self._path = path
         self._keep = keep

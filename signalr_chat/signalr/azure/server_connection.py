@@ -73,6 +73,8 @@ def backoff(retry: int) -> float:
 
 
 class State(Enum):
+    """Where a ServiceConnection is in its life: only a CONNECTED one takes writes; DISCONNECTING still reads."""
+
     CONNECTING = "connecting"
     CONNECTED = "connected"
     #: ServiceError received: the service wants no more writes; reading goes on until it closes.

@@ -90,6 +90,8 @@ class ConnectionType(IntEnum):
 
 
 class MigrationLevel(IntEnum):
+    """HandshakeRequest's `migrationLevel`: whether the service may move this server's clients elsewhere."""
+
     OFF = 0
     SHUTDOWN_ONLY = 1  # GracefulShutdown.Mode == MigrateClients
     ANY = 2
@@ -106,6 +108,8 @@ class DataMessageType(IntEnum):
 
 
 class AckStatus(IntEnum):
+    """Ack's `status`: how the service answered a `...WithAck` request (OK: done; NOT_FOUND: no such target)."""
+
     OK = 1
     NOT_FOUND = 2
     TIMEOUT = 3
@@ -113,6 +117,8 @@ class AckStatus(IntEnum):
 
 
 class ServiceEventObjectType(IntEnum):
+    """ServiceEvent's `objectType`: what the service's event is about."""
+
     SERVICE_INSTANCE = 0
     CONNECTION = 1
     USER = 2
@@ -121,6 +127,8 @@ class ServiceEventObjectType(IntEnum):
 
 
 class ServiceEventKind(IntEnum):
+    """ServiceEvent's `kind`: what the service reports about that object (BUFFER_FULL: back-pressure)."""
+
     RELOADING = 0
     INVALID = 1
     NOT_EXISTED = 2
@@ -135,6 +143,8 @@ class FlowControlType(IntEnum):
 
 
 class FlowControlOperation(IntEnum):
+    """ConnectionFlowControl's `operation`: pause or resume a client, or take a server connection offline."""
+
     PAUSE = 1  # service -> server: stop forwarding this client's outgoing messages
     PAUSE_ACK = 2  # server -> service, once per Pause
     RESUME = 3
@@ -171,6 +181,8 @@ _OVER_2GB: Final = "Messages over 2GB in size are not supported."
 # use `find_payload`/`find_header` for the case-insensitive lookups the SDK does.
 @dataclass(frozen=True, slots=True)
 class HandshakeRequest:
+    """Server -> service, first on every server connection: protocol version, connection type, migration."""
+
     version: int
     connection_type: int = ConnectionType.DEFAULT
     target: str = ""  # the service instance id for ON_DEMAND; written as "" for DEFAULT
@@ -181,6 +193,8 @@ class HandshakeRequest:
 
 @dataclass(frozen=True, slots=True)
 class HandshakeResponse:
+    """Service -> server, the first frame back: an empty `error_message` means the connection is up."""
+
     error_message: str | None = ""  # empty or None: success
     connection_id: str | None = None
     message_type: ClassVar[MessageType] = MessageType.HANDSHAKE_RESPONSE
@@ -204,6 +218,8 @@ class Ping:
 
 @dataclass(frozen=True, slots=True)
 class OpenConnection:
+    """Service -> server: a client connected; its claims, headers, query and protocol make a `Connection`."""
+
     connection_id: str
     claims: Claims = ()
     headers: Headers = field(default_factory=dict)
@@ -215,6 +231,8 @@ class OpenConnection:
 
 @dataclass(frozen=True, slots=True)
 class CloseConnection:
+    """Both ways: the service says a client left (nothing is sent back), the server that the hub ended it."""
+
     connection_id: str
     error_message: str = ""  # a nil on the wire (old writers) reads as ""
     headers: Headers = field(default_factory=dict)
@@ -224,6 +242,8 @@ class CloseConnection:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionData:
+    """Both ways: one client's raw SignalR bytes, its handshake included; a partial one waits for the rest."""
+
     connection_id: str
     payload: bytes  # raw transport bytes of the client's SignalR connection
     tracing_id: int | None = None
@@ -234,6 +254,8 @@ class ConnectionData:
 
 @dataclass(frozen=True, slots=True)
 class MultiConnectionData:
+    """Server -> service: one hub message, a payload per protocol, for these connections (or one client)."""
+
     connection_ids: tuple[str, ...]
     payloads: Payloads
     tracing_id: int | None = None
@@ -243,6 +265,8 @@ class MultiConnectionData:
 
 @dataclass(frozen=True, slots=True)
 class UserData:
+    """Server -> service: one hub message for every connection of a user."""
+
     user_id: str
     payloads: Payloads
     tracing_id: int | None = None
@@ -252,6 +276,8 @@ class UserData:
 
 @dataclass(frozen=True, slots=True)
 class MultiUserData:
+    """Server -> service: one hub message for every connection of these users."""
+
     user_ids: tuple[str, ...]
     payloads: Payloads
     tracing_id: int | None = None
@@ -261,6 +287,8 @@ class MultiUserData:
 
 @dataclass(frozen=True, slots=True)
 class BroadcastData:
+    """Server -> service: one hub message for every client of the hub but the excluded connections."""
+
     payloads: Payloads
     excluded_connection_ids: tuple[str, ...] = ()
     tracing_id: int | None = None
@@ -270,6 +298,8 @@ class BroadcastData:
 
 @dataclass(frozen=True, slots=True)
 class JoinGroup:
+    """Server -> service: add a connection to a group, unacknowledged (JoinGroupWithAck waits for an Ack)."""
+
     connection_id: str
     group: str
     tracing_id: int | None = None
@@ -278,6 +308,8 @@ class JoinGroup:
 
 @dataclass(frozen=True, slots=True)
 class LeaveGroup:
+    """Server -> service: remove a connection from a group, unacknowledged (LeaveGroupWithAck waits)."""
+
     connection_id: str
     group: str | None
     tracing_id: int | None = None
@@ -286,6 +318,8 @@ class LeaveGroup:
 
 @dataclass(frozen=True, slots=True)
 class GroupBroadcastData:
+    """Server -> service: one hub message for a group but the excluded connections and users."""
+
     group: str
     payloads: Payloads
     excluded_connection_ids: tuple[str, ...] = ()
@@ -298,6 +332,8 @@ class GroupBroadcastData:
 
 @dataclass(frozen=True, slots=True)
 class MultiGroupBroadcastData:
+    """Server -> service: one hub message for the connections of these groups."""
+
     groups: tuple[str, ...]
     payloads: Payloads
     tracing_id: int | None = None
@@ -307,12 +343,16 @@ class MultiGroupBroadcastData:
 
 @dataclass(frozen=True, slots=True)
 class ServiceError:
+    """Service -> server: this server connection failed; the server writes no more and reads until it closes."""
+
     error_message: str
     message_type: ClassVar[MessageType] = MessageType.SERVICE_ERROR
 
 
 @dataclass(frozen=True, slots=True)
 class UserJoinGroup:
+    """Server -> service (Management SDK): add a user's connections to a group, for `ttl` seconds if set."""
+
     user_id: str
     group: str
     tracing_id: int | None = None
@@ -322,6 +362,8 @@ class UserJoinGroup:
 
 @dataclass(frozen=True, slots=True)
 class UserLeaveGroup:
+    """Server -> service (Management SDK): remove a user's connections from a group."""
+
     user_id: str
     group: str | None
     tracing_id: int | None = None
@@ -330,6 +372,8 @@ class UserLeaveGroup:
 
 @dataclass(frozen=True, slots=True)
 class JoinGroupWithAck:
+    """Server -> service: add a connection to a group; the service answers with an Ack of the same id."""
+
     connection_id: str
     group: str
     ack_id: int
@@ -339,6 +383,8 @@ class JoinGroupWithAck:
 
 @dataclass(frozen=True, slots=True)
 class LeaveGroupWithAck:
+    """Server -> service: remove a connection from a group; the service answers with an Ack of the same id."""
+
     connection_id: str
     group: str | None
     ack_id: int
@@ -348,6 +394,8 @@ class LeaveGroupWithAck:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
+    """Service -> server: the answer to a `...WithAck` request or a GroupMemberQuery, matched by `ack_id`."""
+
     ack_id: int
     status: int  # an AckStatus; kept as read, since the service may use values the SDK does not name
     message: str | None = ""
@@ -357,6 +405,8 @@ class Ack:
 
 @dataclass(frozen=True, slots=True)
 class CheckUserInGroupWithAck:
+    """Server -> service (Management SDK): is the user in the group? The Ack's status answers."""
+
     user_id: str
     group: str
     ack_id: int
@@ -366,6 +416,8 @@ class CheckUserInGroupWithAck:
 
 @dataclass(frozen=True, slots=True)
 class ServiceEvent:
+    """Service -> server: a warning about an object (a connection, a user, a group ...), such as a full buffer."""
+
     object_type: int  # a ServiceEventObjectType
     id: str | None
     kind: int  # a ServiceEventKind
@@ -375,6 +427,8 @@ class ServiceEvent:
 
 @dataclass(frozen=True, slots=True)
 class CheckGroupExistenceWithAck:
+    """Server -> service (Management SDK): does the group exist? The Ack's status answers."""
+
     group: str
     ack_id: int
     tracing_id: int | None = None
@@ -383,6 +437,8 @@ class CheckGroupExistenceWithAck:
 
 @dataclass(frozen=True, slots=True)
 class CheckConnectionExistenceWithAck:
+    """Server -> service (Management SDK): does the connection exist? The Ack's status answers."""
+
     connection_id: str
     ack_id: int
     tracing_id: int | None = None
@@ -391,6 +447,8 @@ class CheckConnectionExistenceWithAck:
 
 @dataclass(frozen=True, slots=True)
 class CheckUserExistenceWithAck:
+    """Server -> service (Management SDK): does the user have a connection? The Ack's status answers."""
+
     user_id: str
     ack_id: int
     tracing_id: int | None = None
@@ -399,6 +457,8 @@ class CheckUserExistenceWithAck:
 
 @dataclass(frozen=True, slots=True)
 class UserJoinGroupWithAck:
+    """Server -> service (Management SDK): UserJoinGroup, answered by an Ack of the same id."""
+
     user_id: str
     group: str
     ack_id: int
@@ -409,6 +469,8 @@ class UserJoinGroupWithAck:
 
 @dataclass(frozen=True, slots=True)
 class UserLeaveGroupWithAck:
+    """Server -> service (Management SDK): UserLeaveGroup, answered by an Ack of the same id."""
+
     user_id: str
     group: str | None
     ack_id: int
@@ -418,6 +480,8 @@ class UserLeaveGroupWithAck:
 
 @dataclass(frozen=True, slots=True)
 class AccessKeyRequest:
+    """Server -> service under Entra ID (on connect, then every 10 min): asks for the client-token key."""
+
     token: str | None
     kid: str | None = None
     message_type: ClassVar[MessageType] = MessageType.ACCESS_KEY_REQUEST
@@ -425,6 +489,8 @@ class AccessKeyRequest:
 
 @dataclass(frozen=True, slots=True)
 class AccessKeyResponse:
+    """Service -> server: the key id and access key asked for, or the error type and message."""
+
     kid: str | None = None
     access_key: str | None = None
     error_type: str | None = None
@@ -456,6 +522,8 @@ class CloseConnectionsWithAck:
 
 @dataclass(frozen=True, slots=True)
 class CloseUserConnectionsWithAck:
+    """Server -> service (Management SDK): close a user's connections but the excluded; Ack'd."""
+
     user_id: str
     ack_id: int
     reason: str | None = None
@@ -466,6 +534,8 @@ class CloseUserConnectionsWithAck:
 
 @dataclass(frozen=True, slots=True)
 class CloseGroupConnectionsWithAck:
+    """Server -> service (Management SDK): close a group's connections but the excluded; Ack'd."""
+
     group: str
     ack_id: int
     reason: str | None = None
@@ -476,6 +546,8 @@ class CloseGroupConnectionsWithAck:
 
 @dataclass(frozen=True, slots=True)
 class ClientInvocation:
+    """Both ways: a server asks a client for a result; the client's server hears of it, to route the answer."""
+
     invocation_id: str
     connection_id: str
     caller_server_id: str
@@ -499,6 +571,8 @@ class ClientCompletion:
 
 @dataclass(frozen=True, slots=True)
 class ErrorCompletion:
+    """Both ways: a client result failed (or its client left); the service forwards it to the calling server."""
+
     invocation_id: str
     connection_id: str
     caller_server_id: str
@@ -509,6 +583,8 @@ class ErrorCompletion:
 
 @dataclass(frozen=True, slots=True)
 class ServiceMapping:
+    """Service -> server: which service instance holds the client a pending client result was asked of."""
+
     invocation_id: str
     connection_id: str
     instance_id: str

@@ -11,6 +11,9 @@ from aiohttp import web
 
 @dataclass(frozen=True, slots=True)
 class User:
+    """Who a connection belongs to, as the validator found them: its id (what sends to a user address),
+    the claims, and when the authentication ends (for closing on expiry, and refresh)."""
+
     id: str
     claims: dict[str, Any] = field(default_factory=dict)
     #: When the authentication behind this user ends, in Unix seconds (a JWT's `exp`); None: it

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 
 class BackgroundTasks:
+    """An owner's background tasks (see above): each kept until it ends, its failure logged at once, what is
+    left cancelled by `aclose`."""
+
     __slots__ = ("_done", "_tasks", "name")
 
     def __init__(self, name: str = "background") -> None:

@@ -51,6 +51,9 @@ class TransportFeatures:
 
 
 class Transport(Protocol):
+    """What a connection asks of the transport attached to it: send soon, close, or drop; `features` says
+    what it can do, so nothing above asks which transport it is."""
+
     features: TransportFeatures
 
     @property
@@ -143,6 +146,9 @@ class RequestInfo:
 
 @dataclass(slots=True, eq=False, weakref_slot=True)
 class Connection:
+    """One negotiated connection, the one place its id, token, user and request live: the layer above reads
+    them here and copies none. Its bounded outbox is drained by whichever transport is attached."""
+
     id: str
     token: str
     negotiate_version: int

@@ -67,6 +67,9 @@ def _error(status: int, error: str, description: str, headers: dict[str, str]) -
 
 
 class ConnectionEndpoint:
+    """One connection URL: negotiate, the three transports, refresh, auth and CORS. Each connection's
+    application comes from a factory, so hubs and raw connection handlers are served alike."""
+
     def __init__(
         self,
         application_factory: ApplicationFactory,

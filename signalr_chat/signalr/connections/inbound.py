@@ -19,6 +19,9 @@ BACKLOG = 16
 
 
 class PostedSends:
+    """A connection's POSTed bodies, processed in order by one task its owner keeps; past BACKLOG the
+    sender waits, so a client cannot queue without bound."""
+
     __slots__ = ("_bodies", "_draining", "_on_failure", "_receive", "_spawn", "in_progress")
 
     def __init__(

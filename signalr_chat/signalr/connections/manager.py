@@ -33,6 +33,9 @@ def new_id() -> str:
 
 
 class ConnectionManager:
+    """An endpoint's live connections and the one heartbeat that times them all out; the owner of their
+    background tasks, which `shutdown` ends."""
+
     def __init__(
         self,
         options: ConnectionOptions,

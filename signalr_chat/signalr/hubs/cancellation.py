@@ -25,6 +25,9 @@ class OperationCancelled(Exception):
 
 
 class CancellationToken:
+    """What a hub method's `CancellationToken` parameter receives: polled, awaited or given callbacks, so
+    no cleanup depends on a `finally` that may never run."""
+
     __slots__ = ("_callbacks", "_cancelled", "_event", "_tasks")
 
     def __init__(self, tasks: BackgroundTasks | None = None) -> None:

@@ -101,6 +101,9 @@ class HubCallerClients(HubClients):
 
 
 class GroupManager:
+    """The `groups` of a hub and of a HubContext: group changes go to the lifetime manager, which reaches
+    the connection wherever it lives, or says it does not exist."""
+
     __slots__ = ("_lifetime",)
 
     def __init__(self, lifetime: HubLifetimeManager) -> None:

@@ -40,6 +40,9 @@ _MAX_SPELLINGS = 1024
 
 
 class HubDispatcher:
+    """One hub's methods, called from messages: finds and binds the method, runs plain invocations through
+    the connection's InvocationQueue and streams as tasks, and writes their results and errors."""
+
     def __init__(
         self,
         hub_type: type[Hub],

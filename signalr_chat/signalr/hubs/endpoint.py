@@ -32,6 +32,9 @@ __all__ = ["HubContext", "HubEndpoint", "default_hub_name", "map_hub"]
 
 
 class HubEndpoint:
+    """A mapped hub (what `map_hub` returns): a connection endpoint whose application is the hub layer, its
+    lifetime manager and `hub_context`, and what the graceful drain asks of it."""
+
     def __init__(
         self,
         hub_type: type[Hub],

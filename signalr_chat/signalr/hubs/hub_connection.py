@@ -102,6 +102,9 @@ CLOSED_WITH_ERROR = "Connection closed with an error."
 
 
 class HubConnectionContext:
+    """A connection as the hub layer sees it: handshake, decoding, writing, keep-alive and its explicit
+    HubConnectionState. The connection's facts are read from the Connection, never copied."""
+
     def __init__(
         self,
         connection: Connection,

@@ -23,6 +23,9 @@ class _PendingResult:
 
 
 class InMemoryHubLifetimeManager(HubLifetimeManager):
+    """The lifetime manager of a single server, and the local part of the Redis and Azure ones: connections,
+    groups, users and pending client results, in plain dicts."""
+
     def __init__(self, hub_name: str | None = None, protocols: Iterable[HubProtocol] | None = None) -> None:
         super().__init__(hub_name, protocols)
         self.connections: dict[str, HubConnection] = {}

@@ -33,6 +33,9 @@ _TURN = WAITING_BUDGET // JOB_OVERHEAD
 
 
 class InvocationQueue:
+    """One connection's plain invocations: at most `limit` run, the rest wait in arrival order, and past
+    WAITING_BUDGET `submit` tells the reader what to wait for."""
+
     __slots__ = ("_limit", "_room", "_running", "_tasks", "_waiting", "_waiting_cost", "record_size")
 
     def __init__(self, limit: int, tasks: BackgroundTasks) -> None:

@@ -31,6 +31,9 @@ class BindingError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class HubMethod:
+    """A hub method as `discover` found it, once per hub type: how its arguments bind and how it runs, so
+    an invocation inspects nothing."""
+
     name: str
     function: Any
     parameter_count: int

@@ -11,6 +11,9 @@ from ..protocol.negotiate import ALL_TRANSPORTS, TransportKind
 
 @dataclass(slots=True)
 class HubOptions:
+    """One mapped hub's options, with ASP.NET Core SignalR's defaults (table in docs/architecture.md); the
+    connection layer gets its part through `connection_options()`."""
+
     keep_alive_interval: float = 15.0
     client_timeout: float = 30.0
     handshake_timeout: float = 15.0

@@ -12,6 +12,8 @@ DEFAULT_MAX_MESSAGE_SIZE = 32 * 1024
 
 
 class TransferFormat(Enum):
+    """Text or binary records: a Binary protocol (MessagePack) needs a transport that carries binary."""
+
     TEXT = "Text"
     BINARY = "Binary"
 
@@ -32,6 +34,9 @@ class MessageDecoder(ABC):
 
 
 class HubProtocol(ABC):
+    """A hub protocol as the layers above use it, whichever the handshake chose: a decoder per connection,
+    and complete records out, so a record can be encoded once and sent to many."""
+
     name: ClassVar[str]
     version: ClassVar[int]
     transfer_format: ClassVar[TransferFormat]

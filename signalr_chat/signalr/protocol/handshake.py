@@ -14,6 +14,8 @@ HANDSHAKE_SUCCESS = b"{}\x1e"
 
 @dataclass(frozen=True, slots=True)
 class HandshakeRequest:
+    """The client's first record: which hub protocol, and which version of it, the connection speaks."""
+
     protocol: str
     version: int
 

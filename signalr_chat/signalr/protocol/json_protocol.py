@@ -169,6 +169,8 @@ def message_to_object(message: HubMessage) -> dict[str, Any]:
 
 
 class JsonDecoder(MessageDecoder):
+    """One connection's JSON reader: the bytes after the last 0x1E wait for the rest of their record."""
+
     __slots__ = ("_buffer", "_max")
 
     def __init__(self, max_message_size: int | None) -> None:
@@ -201,6 +203,8 @@ class JsonDecoder(MessageDecoder):
 
 
 class JsonHubProtocol(HubProtocol):
+    """The `json` hub protocol, Text: one instance (`JSON`) encodes for every connection."""
+
     name = "json"
     version = 2
     transfer_format = TransferFormat.TEXT

@@ -8,6 +8,8 @@ from typing import Any
 
 
 class MessageType(IntEnum):
+    """The `type` of every hub message, numbered as both protocols and ASP.NET Core number it."""
+
     INVOCATION = 1
     STREAM_ITEM = 2
     COMPLETION = 3
@@ -45,6 +47,8 @@ class StreamInvocationMessage:
 
 @dataclass(slots=True)
 class StreamItemMessage:
+    """Type 2: one item of a stream, server to caller, or client to an upload stream."""
+
     invocation_id: str
     item: Any
     headers: dict[str, str] | None = None
@@ -73,6 +77,8 @@ class CompletionMessage:
 
 @dataclass(slots=True)
 class CancelInvocationMessage:
+    """Type 5: the client stops a stream it asked for: its token is cancelled and its task stopped."""
+
     invocation_id: str
     headers: dict[str, str] | None = None
     type = MessageType.CANCEL_INVOCATION
@@ -80,11 +86,16 @@ class CancelInvocationMessage:
 
 @dataclass(slots=True)
 class PingMessage:
+    """Type 6: keep-alive, both ways; it carries nothing, so each protocol encodes it once."""
+
     type = MessageType.PING
 
 
 @dataclass(slots=True)
 class CloseMessage:
+    """Type 7: the connection ends, with the error if any; `allow_reconnect` lets the client's automatic
+    reconnect run."""
+
     error: str | None = None
     allow_reconnect: bool = False
     type = MessageType.CLOSE
@@ -92,12 +103,16 @@ class CloseMessage:
 
 @dataclass(slots=True)
 class AckMessage:
+    """Type 8, stateful reconnect: every sequenced message up to `sequence_id` arrived; the sender forgets them."""
+
     sequence_id: int
     type = MessageType.ACK
 
 
 @dataclass(slots=True)
 class SequenceMessage:
+    """Type 9, stateful reconnect: after a reconnect, the id of the next sequenced message the sender sends."""
+
     sequence_id: int
     type = MessageType.SEQUENCE
 

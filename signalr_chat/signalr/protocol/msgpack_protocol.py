@@ -196,6 +196,9 @@ def message_to_array(message: HubMessage) -> list[Any]:
 
 
 class MessagePackDecoder(MessageDecoder):
+    """One connection's MessagePack reader: an incomplete message waits for the rest, and one over the limit
+    is refused as soon as its length prefix is read, without waiting for its bytes."""
+
     __slots__ = ("_buffer", "_max")
 
     def __init__(self, max_message_size: int | None) -> None:
@@ -241,6 +244,8 @@ class MessagePackDecoder(MessageDecoder):
 
 
 class MessagePackHubProtocol(HubProtocol):
+    """The `messagepack` hub protocol, Binary: one instance (`MESSAGEPACK`) encodes for every connection."""
+
     name = "messagepack"
     version = 2
     transfer_format = TransferFormat.BINARY

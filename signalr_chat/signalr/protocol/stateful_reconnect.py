@@ -11,6 +11,9 @@ from collections import deque
 
 
 class MessageBuffer:
+    """One connection's stateful reconnect: what we sent stays until acked and is replayed after a reconnect,
+    what the client resends is not dispatched twice, and a client too far behind is dropped."""
+
     __slots__ = (
         "_buffered_bytes",
         "_limit",

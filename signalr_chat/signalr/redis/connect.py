@@ -23,6 +23,8 @@ SENTINEL_SCHEME = "redis+sentinel"
 
 @dataclass(frozen=True)
 class SentinelAddress:
+    """A `redis+sentinel://` URL read: the sentinels to ask, the master's name, the database and credentials."""
+
     sentinels: list[tuple[str, int]]
     service: str
     db: int = 0

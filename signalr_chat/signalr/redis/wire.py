@@ -114,12 +114,17 @@ def read_invocation(data: bytes) -> RedisInvocation:
 
 # -- group membership of a connection on another server, and its ack -------------------------
 class GroupAction(IntEnum):
+    """What a GroupCommand does; numbered as .NET's, so ASP.NET Core servers on the same Redis read it."""
+
     ADD = 1  # 0 is unused on purpose, as in .NET's GroupAction
     REMOVE = 2
 
 
 @dataclass(frozen=True, slots=True)
 class GroupCommand:
+    """A group change for a connection on another server: the server holding it applies it and acks `id`
+    on `server_name`'s ack channel."""
+
     id: int
     server_name: str
     action: GroupAction

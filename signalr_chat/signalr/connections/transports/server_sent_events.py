@@ -34,6 +34,9 @@ def format_event(payload: bytes) -> bytes:
 
 
 class ServerSentEventsTransport:
+    """A connection's Server-Sent Events stream while it is open: what is pending leaves as one event per
+    wake-up; text only, and the client sends by POST."""
+
     features = FEATURES
     active = True
 

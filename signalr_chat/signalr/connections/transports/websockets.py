@@ -51,6 +51,9 @@ class FlushScheduler:
 
 
 class WebSocketTransport:
+    """A connection's WebSocket while it is open: its pending records leave in as few frames as fit, written
+    by the FlushScheduler at the end of the turn; a write that must wait holds the rest behind it."""
+
     features = FEATURES
     active = True
 
