@@ -27,6 +27,9 @@ DEFAULT_SYSTEM_PROMPT = (
 
 
 class Settings(BaseSettings):
+    """Every setting of the chat server, read once at startup from the command line, the environment
+    and `.env`, so that a wrong value stops the server with pydantic's message before anything opens."""
+
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",

@@ -9,6 +9,9 @@ from typing import Protocol
 
 
 class RateLimiter:
+    """A sliding window of hits per key in this process: how long a key must wait before its next
+    message is allowed (0 when it may send now); the in-memory backend of the rate limits."""
+
     def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._limit = limit
         self._window = window

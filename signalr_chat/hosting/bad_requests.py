@@ -21,6 +21,9 @@ AIOHTTP_SERVER_LOGGER = "aiohttp.server"
 
 
 class BadRequestsAtDebug(logging.Filter):
+    """Turns aiohttp's ERROR record for a request it could not parse into one DEBUG line, so a
+    malformed request from anyone on the network never fills the log with tracebacks."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if not isinstance(error, BadHttpMessage):

@@ -25,6 +25,9 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 
 class Health:
+    """What /healthz and /readyz answer: alive while the process serves HTTP, ready unless it drains or
+    a component's check names a problem, so a load balancer sends new clients only where they are served."""
+
     def __init__(self) -> None:
         self.draining = False
         self._checks: dict[str, ReadinessCheck] = {}

@@ -19,6 +19,9 @@ from ..signalr.connections import log_context
 
 
 class JsonLinesFormatter(logging.Formatter):
+    """One JSON object per log record, with the connection, user and trace it belongs to, for log
+    collectors that index fields rather than parse text."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
