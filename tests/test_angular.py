@@ -16,7 +16,8 @@ from playwright.sync_api import Page, expect
 from .browser import DESKTOP, PHONE, OpenPage, save_screenshot, serious_accessibility_violations
 from .chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat
 from .conftest import ROOT
-from .test_page import SERVER_DOWN
+from .redis_server import RedisServer
+from .test_page import INTERRUPTED, KILLED, SERVER_DOWN, crash_and_start_again
 
 BUILD = ROOT / "wwwroot" / "angular" / "index.html"
 BUSY = "The AI service is busy. Please wait a moment and try again."
@@ -299,6 +300,79 @@ def test_a_dropped_socket_resumes_the_reply(angular_server: ChatServer, new_page
     expect(reply).to_have_count(1)
     done(reply)
     expect(reply).to_have_text(" ".join(f"t{i}" for i in range(600)))
+
+
+# -- a reply the server never finished (issue 22) ---------------------------------------------
+
+
+@pytest.fixture
+def redis_history_server(fake_ai: FakeAI, redis_server: RedisServer, tmp_path: Path) -> Iterator[ChatServer]:
+    """A server of the test's own, for the test to kill, with its history in Redis: the app is a
+    guest, and a guest's conversations outlive the process only there (otherwise in memory)."""
+    settings = azure_settings(fake_ai, history_store="redis", redis_url=redis_server.url)
+    yield from serve_chat(fake_ai, tmp_path, **settings)
+
+
+@pytest.mark.parametrize(
+    ("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "dark")], ids=["desktop-light", "phone-dark"]
+)
+def test_a_reply_the_server_never_finished_is_marked_and_continue_answers_it(
+    redis_history_server: ChatServer,
+    fake_ai: FakeAI,
+    new_page: OpenPage,
+    viewport: tuple[int, int],
+    scheme: Literal["light", "dark"],
+) -> None:
+    page, errors = new_page(f"{redis_history_server.base}/angular/", viewport=viewport, color_scheme=scheme)
+    errors.allow(*SERVER_DOWN, *KILLED)
+    expect(page.locator("#status")).to_have_text("Connected")
+    tag = nonce()
+    replies = page.locator(".message.assistant")
+    done(ask(page, f"first {tag}"))
+    first = str(replies.first.text_content())
+    question = f"[[tokens:1000]] {tag}"
+    expect(ask(page, question)).to_contain_text("t20")
+    crash_and_start_again(redis_history_server)  # mid-reply: the question was stored, its reply never is
+
+    note = page.locator(".interrupted-note")
+    resume = page.get_by_role("button", name="Continue the reply")
+    # the open app reconnects and shows the conversation as stored, with the mark
+    expect(page.locator(".message.notice")).to_have_text("Reconnected.", timeout=30_000)
+    expect(note).to_contain_text(INTERRUPTED)
+    expect(replies).to_have_count(1)
+    page.reload()  # and an app opened afresh shows it too (GetConversation's `interrupted`)
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator(".message.user")).to_have_text([f"first {tag}", question])
+    expect(replies).to_have_count(1)
+    expect(note).to_contain_text(INTERRUPTED)
+    expect(note).to_be_in_viewport()
+    question_box, note_box = page.locator(".message.user").nth(1).bounding_box(), note.bounding_box()
+    assert question_box and note_box and note_box["y"] >= question_box["y"] + question_box["height"], "under it"
+    expect(page.locator(".message.user").nth(1)).to_have_accessible_description(INTERRUPTED)
+    expect(resume).to_have_accessible_description(INTERRUPTED)
+    expect(page.get_by_role("button", name="Regenerate the reply")).to_have_count(0)
+    violations = serious_accessibility_violations(page)
+    assert not violations, f"{scheme} theme: {violations}"
+
+    resume.click()
+    expect(note).to_have_count(0)
+    reply = replies.nth(1)
+    expect(reply).to_have_attribute("aria-busy", "true")  # streams as any other reply
+    done(reply)
+    expect(reply).to_have_text(" ".join(f"t{i}" for i in range(1000)))
+    expect(replies).to_have_count(2)
+    expect(replies.first).to_have_text(first)  # the earlier reply is untouched
+    expect(note).to_have_count(0)
+    expect(page.get_by_role("button", name="Regenerate the reply")).to_be_visible()
+    killed, answered = fake_ai.requests_with(question)  # the model was asked the question again
+    assert killed["outcome"] == "aborted" and answered["outcome"] == "completed"
+
+    page.reload()  # the reply is stored: no mark any more
+    expect(page.locator("#status")).to_have_text("Connected")
+    done(replies.nth(1))
+    expect(replies.nth(1)).to_have_text(" ".join(f"t{i}" for i in range(1000)))
+    expect(page.locator(".message.user")).to_have_count(2)
+    expect(note).to_have_count(0)
 
 
 # -- finishing: themes, accessibility, keyboard --------------------------------------------

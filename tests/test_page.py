@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from typing import Any, Literal
 import pytest
 from playwright.sync_api import Page, Request, WebSocket, expect
 
-from .browser import PHONE, OpenPage, save_screenshot, serious_accessibility_violations
+from .browser import DESKTOP, PHONE, OpenPage, save_screenshot, serious_accessibility_violations
 from .chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat, token_for
 
 BUSY = "The AI service is busy. Please wait a moment and try again."
@@ -621,6 +622,89 @@ def test_regenerate_edit_and_continue(page_server: ChatServer, new_page: OpenPag
     text = wait_reply(page, 2)
     assert text.startswith(partial) and "Echo: Continue your previous reply" in text, text
     expect(replies(page)).to_have_count(2)
+
+
+# -- a reply the server never finished (issue 22) ---------------------------------------------
+
+INTERRUPTED = "The reply to this message was interrupted."
+# Console errors Chromium logs when the server dies under the page's connections.
+KILLED = ("WebSocket closed with status code", "ERR_CONNECTION_RESET")
+
+
+@pytest.fixture
+def sqlite_server(fake_ai: FakeAI, tmp_path: Path) -> Iterator[ChatServer]:
+    """A server of the test's own, with SQLite history, for the test to kill."""
+    yield from serve_chat(fake_ai, tmp_path, **azure_settings(fake_ai, history_store="sqlite"))
+
+
+def crash_and_start_again(server: ChatServer) -> None:
+    """SIGKILL, like a crash or the OOM killer: nothing runs on the way out. Then the server
+    starts again on the same port, with the same history file."""
+    assert server.process is not None
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(10)
+    server.process = None
+    server.start()
+
+
+@pytest.mark.parametrize(
+    ("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "dark")], ids=["desktop-light", "phone-dark"]
+)
+def test_a_reply_the_server_never_finished_is_marked_and_continue_answers_it(
+    sqlite_server: ChatServer,
+    fake_ai: FakeAI,
+    new_page: OpenPage,
+    viewport: tuple[int, int],
+    scheme: Literal["light", "dark"],
+) -> None:
+    user = f"page-crash-{nonce()}"
+    page, errors = new_page(f"{sqlite_server.base}/#token={token_for(user)}", viewport=viewport, color_scheme=scheme)
+    errors.allow(*SERVER_DOWN, *KILLED)
+    expect(page.locator("#status")).to_have_text("Connected")
+    tag = nonce()
+    first = chat(page, f"first {tag}")
+    question = f"[[tokens:1000]] {tag}"
+    send(page, question)
+    expect(replies(page).nth(1).locator(".content")).to_contain_text("t20")
+    crash_and_start_again(sqlite_server)  # mid-reply: the question was stored, its reply never is
+
+    note = page.locator(".interrupted-note")
+    resume = page.get_by_role("button", name="Continue the reply")
+    # the open page reconnects and shows the conversation as stored, with the mark
+    expect(page.locator(".message.notice")).to_have_text("Reconnected.", timeout=30_000)
+    expect(note).to_contain_text(INTERRUPTED)
+    expect(replies(page)).to_have_count(1)
+    page.reload()  # and a page opened afresh shows it too (GetConversation's `interrupted`)
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator(".message.user")).to_have_text([f"first {tag}", question])
+    expect(replies(page)).to_have_count(1)
+    expect(note).to_contain_text(INTERRUPTED)
+    expect(note).to_be_in_viewport()
+    question_box, note_box = page.locator(".message.user").nth(1).bounding_box(), note.bounding_box()
+    assert question_box and note_box and note_box["y"] >= question_box["y"] + question_box["height"], "under it"
+    expect(page.locator(".message.user").nth(1)).to_have_accessible_description(INTERRUPTED)
+    expect(resume).to_have_accessible_description(INTERRUPTED)
+    expect(page.get_by_role("button", name="Regenerate the reply")).to_have_count(0)
+    violations = serious_accessibility_violations(page)
+    assert not violations, f"{scheme} theme: {violations}"
+
+    resume.click()
+    expect(note).to_have_count(0)
+    reply = replies(page).nth(1)
+    expect(reply).to_have_attribute("aria-busy", "true")  # streams as any other reply
+    assert wait_reply(page, 2) == full(1000)
+    expect(replies(page)).to_have_count(2)
+    expect(replies(page).first.locator(".content")).to_have_text(first)  # the earlier reply is untouched
+    expect(note).to_have_count(0)
+    expect(page.get_by_role("button", name="Regenerate the reply")).to_be_visible()
+    killed, answered = fake_ai.requests_with(question)  # the model was asked the question again
+    assert killed["outcome"] == "aborted" and answered["outcome"] == "completed"
+
+    page.reload()  # the reply is stored: no mark any more
+    expect(page.locator("#status")).to_have_text("Connected")
+    assert wait_reply(page, 2) == full(1000)
+    expect(page.locator(".message.user")).to_have_count(2)
+    expect(note).to_have_count(0)
 
 
 # -- finishing: themes, accessibility, keyboard --------------------------------------------

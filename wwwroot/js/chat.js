@@ -201,6 +201,35 @@
         return div;
     }
 
+    /**
+     * The server stopped before it stored the reply to this message (it was killed, or the
+     * store failed): say so under the message, and offer Continue, which answers it.
+     */
+    function markInterrupted(div) {
+        const note = document.createElement("div");
+        note.className = "interrupted-note";
+        note.id = "interrupted-note";
+        const text = document.createElement("span");
+        text.id = "interrupted-text";
+        text.textContent = "The reply to this message was interrupted.";
+        const resume = button("Continue", "Continue the reply", () => startReply("continue"), "reply-action");
+        resume.setAttribute("aria-describedby", "interrupted-text");
+        resume.disabled = streaming;
+        note.append(text, resume);
+        div.setAttribute("aria-describedby", "interrupted-text");
+        (div.nextElementSibling?.classList.contains("edit-btn") ? div.nextElementSibling : div).after(note);
+    }
+
+    /** Takes the interrupted mark away (a reply starts); returns its message, to mark again if none comes. */
+    function unmarkInterrupted() {
+        const note = $("interrupted-note");
+        if (!note) return null;
+        note.remove();
+        const div = container.querySelector('.message.user[aria-describedby="interrupted-text"]');
+        div?.removeAttribute("aria-describedby");
+        return div;
+    }
+
     /** Each reply bubble's renderer, whose text is the reply's Markdown source. */
     const renderers = new WeakMap();
 
@@ -313,6 +342,8 @@
             if (current.usage) showUsage(current.reply.div, current.usage);
             if (current.outcome === "stopped" || current.outcome === "completed") addReplyActions(current.reply.div);
         }
+        // nothing was stored: the interrupted message still waits for its reply
+        if (!produced && current.unanswered?.isConnected) markInterrupted(current.unanswered);
         if (current.outcome === "error" && current.error) error(current.error);
         if (current.user && !produced && current.outcome !== "completed") {
             notSent(current); // failed or stopped before any text: nothing was stored
@@ -371,6 +402,10 @@
         }
         follow = true;
         jumpBtn.hidden = true;
+        // ContinueReply answers an interrupted message (a new reply under it) rather than
+        // extending the last reply; any new reply takes the mark away
+        const answering = kind === "continue" && $("interrupted-note") !== null;
+        current.unanswered = unmarkInterrupted();
         if (kind === "edit") {
             // what followed the edited message is replaced
             const index = editing;
@@ -387,7 +422,7 @@
         } else if (kind === "regenerate") {
             const replies = container.querySelectorAll(".message.assistant");
             replies[replies.length - 1]?.remove();
-        } else {
+        } else if (!answering) {
             const replies = container.querySelectorAll(".message.assistant");
             const last = replies[replies.length - 1];
             const prefix = last ? renderers.get(last)?.text ?? "" : "";
@@ -495,9 +530,10 @@
         thinking = null;
         const messages = opened.messages;
         let lastReply = null;
-        messages.forEach(({ role, content }, index) => {
+        messages.forEach(({ role, content, interrupted }, index) => {
             if (role === "user") {
-                userMessage(content, index);
+                const div = userMessage(content, index);
+                if (interrupted) markInterrupted(div);
             } else if (role === "assistant") {
                 const message = assistant();
                 message.renderer.append(content);

@@ -42,7 +42,8 @@ export interface ConversationEntry {
 export interface Conversation {
   id: string;
   title: string;
-  messages: { role: 'user' | 'assistant'; content: string }[];
+  /** `interrupted`: the last user message, whose reply the server never finished; `ContinueReply` answers it. */
+  messages: { role: 'user' | 'assistant'; content: string; interrupted?: boolean }[];
   reply: ReplyInfo | null;
 }
 

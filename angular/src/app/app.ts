@@ -22,6 +22,9 @@ interface ChatMessage {
   readonly usage?: string;
   /** A user message the server did not take (rejected, or an error before any reply). */
   readonly notSent?: boolean;
+  /** A user message whose reply the server never finished (killed mid-reply, or the store
+   * failed): GetConversation's `interrupted`. Continue answers it. */
+  readonly replyInterrupted?: boolean;
 }
 
 /** The counter shows from this share of the length limit on. */
@@ -157,7 +160,7 @@ export class App {
     this.undoable.set(null);
     const shown: ChatMessage[] = conversation.messages.map((m, index) =>
       m.role === 'user'
-        ? { key: this.nextKey++, kind: 'user', text: m.content, index }
+        ? { key: this.nextKey++, kind: 'user', text: m.content, index, replyInterrupted: m.interrupted === true }
         : { key: this.nextKey++, kind: 'assistant', text: m.content, done: true },
     );
     this.messages.set(shown);
@@ -177,9 +180,15 @@ export class App {
   }
 
   /** Follows a reply by chunk number (ResumeReply): after a reload or reconnect, from its start. */
-  private followReply(reply: ReplyInfo, userKey: number | undefined, prompt: string, kind: ReplyKind = 'send'): void {
+  private followReply(
+    reply: ReplyInfo,
+    userKey: number | undefined,
+    prompt: string,
+    kind: ReplyKind = 'send',
+    unanswered?: number,
+  ): void {
     const id = reply.replyId;
-    const follower: Follower = { sequence: 0, end: null, subscription: Subscription.EMPTY, kind };
+    const follower: Follower = { sequence: 0, end: null, subscription: Subscription.EMPTY, kind, unanswered };
     this.followers.set(id, follower);
     this.running.update((ids) => new Set(ids).add(id));
     follower.subscription = this.ai.resumeReply(reply.conversationId, 0).subscribe({
@@ -219,6 +228,8 @@ export class App {
     }
     // failed or stopped before any text: nothing was stored
     if (follower.sequence === 0 && end?.end !== 'completed' && userKey !== undefined) this.notSent(userKey, prompt);
+    // nothing was stored: the interrupted message still waits for its reply
+    if (follower.sequence === 0 && end?.end !== 'completed') this.markInterrupted(follower.unanswered);
     const u = end?.usage;
     const n = (x: number) => x.toLocaleString('en');
     const usage = u ? `${n(u.total_tokens)} tokens (${n(u.prompt_tokens)} in, ${n(u.completion_tokens)} out)` : undefined;
@@ -230,10 +241,12 @@ export class App {
   }
 
   // -- regenerate, edit, continue -------------------------------------------------------------
-  /** The last reply, which Regenerate (and, when it was stopped, Continue) act on. */
+  /** The last reply, which Regenerate (and, when it was stopped, Continue) act on; none when
+   * the conversation ends with a question (one whose reply was interrupted). */
   protected readonly lastReplyKey = computed(() => {
-    const replies = this.messages().filter((m) => m.kind === 'assistant');
-    return replies.length ? replies[replies.length - 1].key : null;
+    const turns = this.messages().filter((m) => m.kind === 'assistant' || (m.kind === 'user' && !m.notSent));
+    const last = turns[turns.length - 1];
+    return last?.kind === 'assistant' ? last.key : null;
   });
   protected readonly editing = signal<number | null>(null);
   private storedCount = 0;
@@ -241,19 +254,24 @@ export class App {
   protected async rewrite(kind: 'regenerate' | 'continue'): Promise<void> {
     if (this.streaming() || !this.connected()) return;
     const last = this.lastReplyKey();
+    const unanswered = this.unmarkInterrupted();
     this.starting.update((n) => n + 1);
     try {
       const reply =
         kind === 'regenerate'
           ? await this.ai.regenerateReply(this.conversationId)
           : await this.ai.continueReply(this.conversationId);
-      this.messages.update((list) =>
-        kind === 'regenerate'
-          ? list.filter((m) => m.key !== last)
-          : list.map((m) => (m.key === last ? { ...m, id: reply.replyId, done: false, stopped: false, usage: undefined } : m)),
-      );
-      this.followReply(reply, undefined, '', kind);
+      // ContinueReply of an interrupted question answers it (`continues: false`): a new reply under it
+      if (kind === 'regenerate' || reply.continues) {
+        this.messages.update((list) =>
+          kind === 'regenerate'
+            ? list.filter((m) => m.key !== last)
+            : list.map((m) => (m.key === last ? { ...m, id: reply.replyId, done: false, stopped: false, usage: undefined } : m)),
+        );
+      }
+      this.followReply(reply, undefined, '', kind, unanswered);
     } catch (err) {
+      this.markInterrupted(unanswered);
       this.add('error', serverText(err) ?? failure(`Could not ${kind} the reply`, err));
     } finally {
       this.starting.update((n) => n - 1);
@@ -350,6 +368,7 @@ export class App {
       const from = this.messages().findIndex((m) => m.kind === 'user' && m.index === editing);
       if (from >= 0) this.messages.update((list) => list.slice(0, from));
     }
+    const unanswered = this.unmarkInterrupted();
     const key = this.addUser(prompt, editing ?? this.storedCount);
     this.starting.update((n) => n + 1);
     try {
@@ -357,8 +376,9 @@ export class App {
         editing === null
           ? await this.ai.startReply(this.conversationId, prompt)
           : await this.ai.editMessage(this.conversationId, editing, prompt);
-      this.followReply(reply, key, prompt, editing === null ? 'send' : 'edit');
+      this.followReply(reply, key, prompt, editing === null ? 'send' : 'edit', unanswered);
     } catch (err) {
+      this.markInterrupted(unanswered);
       this.notSent(key, prompt);
       this.add('error', serverText(err) ?? failure('The message could not be sent', err));
     } finally {
@@ -431,6 +451,18 @@ export class App {
     if (this.prompt().trim() === '') this.prompt.set(prompt);
   }
 
+  /** A reply starts: the interrupted mark goes. Returns its message's key, to mark again if no reply text comes. */
+  private unmarkInterrupted(): number | undefined {
+    const marked = this.messages().find((m) => m.replyInterrupted);
+    if (marked) this.messages.update((list) => list.map((m) => (m === marked ? { ...m, replyInterrupted: false } : m)));
+    return marked?.key;
+  }
+
+  private markInterrupted(key: number | undefined): void {
+    if (key === undefined) return;
+    this.messages.update((list) => list.map((m) => (m.key === key ? { ...m, replyInterrupted: true } : m)));
+  }
+
   private addUser(text: string, index: number): number {
     const key = this.nextKey++;
     this.messages.update((list) => [...list, { key, kind: 'user', text, index }]);
@@ -458,6 +490,8 @@ type ReplyKind = 'send' | 'edit' | 'regenerate' | 'continue';
 
 interface Follower {
   kind: ReplyKind;
+  /** The interrupted question this reply took the mark from (marked again if no text comes). */
+  unanswered?: number;
   /** The last chunk shown. */
   sequence: number;
   end: ReplyItem | null;
