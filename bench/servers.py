@@ -19,7 +19,7 @@ from typing import Any
 
 from . import benchvenv
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 #: The three servers, in the order every repetition runs them.
