@@ -2,7 +2,8 @@
 
 Every run appends one JSON line to bench/results/<timestamp>.jsonl as soon as it
 ends, so an interrupted benchmark keeps what it measured. A full run (no --quick)
-publishes docs/benchmarks.md, docs/benchmarks.png and docs/benchmarks.jsonl.
+publishes docs/benchmarks.md, docs/benchmarks.png and docs/benchmarks.jsonl: the scenarios
+it ran replace theirs there, the others' published records stay.
 """
 
 from __future__ import annotations
@@ -141,10 +142,20 @@ def main(argv: list[str] | None = None) -> None:
                         print("      " + "\n      ".join(profile.hot_spots(profile_to, 20)), flush=True)
     publish = args.publish if args.publish is not None else not args.quick
     target = DOCS / "benchmarks" if publish else out.with_suffix("")
-    report.write(records, target)
     if publish:
-        shutil.copyfile(out, DOCS / "benchmarks.jsonl")
+        records = published_with(records)
+        (DOCS / "benchmarks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    report.write(records, target)
     print(f"wrote {target}.md and {target}.png", flush=True)
+
+
+def published_with(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The published records with this run's: its scenarios' records replace the published
+    ones of the same scenarios, the others stay (`--scenario soak` adds the soak to the page)."""
+    published = DOCS / "benchmarks.jsonl"
+    ran = {r["scenario"] for r in records}
+    kept = [r for r in report.load(published) if r["scenario"] not in ran] if published.is_file() else []
+    return kept + records
 
 
 if __name__ == "__main__":

@@ -412,7 +412,7 @@ def write(records: list[Record], target: Path) -> None:
         "Run: `python -m bench` (every scenario but the soak, 3 repetitions, publishes these files) or",
         "`python -m bench --quick --scenario echo,broadcast --match 100c` (1 repetition, short",
         "windows, results in bench/results/); `python -m bench --scenario soak` runs the soak (10",
-        "minutes of load, one run);",
+        "minutes of load, one run; a published run replaces only its own scenarios' records here);",
         "`--profile` adds a py-spy profile of the server",
         "to every run; `--report FILE.jsonl [--publish]` rebuilds the tables. Needs `taskset`, two",
         "cores, matplotlib (plot) and py-spy (`--profile`); aiosignalr runs from `.venv-bench/`, which",
