@@ -52,10 +52,11 @@ def cases(t: Timing) -> Iterator[Case]:
         "mode": "soak",
         "chats": 50 if quick else 500,
         "ramp": 2.0 if quick else 10.0,
-        # the warm-up covers KEPT_AFTER_END (60 s) in the full run: the finished replies' chunks
-        # held for late resumes have reached their steady amount before RSS "start" is read
-        "warmup": 15.0 if quick else 90.0,
-        "window": 45.0 if quick else 510.0,
+        # the chats start over their first pause (up to 30 s), and the finished replies' chunks
+        # are held KEPT_AFTER_END (60 s) for late resumes: the full run's warm-up covers both, so
+        # RSS "start" is read once their amount is steady
+        "warmup": 15.0 if quick else 120.0,
+        "window": 45.0 if quick else 480.0,
         "churn_every": 15.0 if quick else 60.0,
         "churn_fraction": 0.1,
         "reconnect_delay": [0.0, 2.0],
