@@ -130,7 +130,8 @@ check-lowest: $(VENV)/.test-installed node-deps
 # Benchmarks, not part of `make test`: the server on core 0, the load on core 1, against a
 # raw-aiohttp floor and aiosignalr (in .venv-bench, as it needs websockets<17). Writes
 # bench/results/*.jsonl and, for a full run, docs/benchmarks.{md,png,jsonl}.
-# BENCH_ARGS="--quick" for a short indicative run; see `python -m bench --help`.
+# BENCH_ARGS="--quick" for a short indicative run; BENCH_ARGS="--scenario soak" for the soak
+# (500 chats for 10 minutes, not in the default run); see `python -m bench --help`.
 bench: $(VENV)/.test-installed
 	$(PY) -m pip install -q -e '.[bench]'
 	@# loopback drops packets of 5,000-socket fan-outs past the default backlog of 1,000

@@ -2,7 +2,8 @@
 
 Every run appends one JSON line to bench/results/<timestamp>.jsonl as soon as it
 ends, so an interrupted benchmark keeps what it measured. A full run (no --quick)
-publishes docs/benchmarks.md, docs/benchmarks.png and docs/benchmarks.jsonl.
+publishes docs/benchmarks.md, docs/benchmarks.png and docs/benchmarks.jsonl: the scenarios
+it ran replace theirs there, the others' published records stay.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--scenario",
         default=",".join(scenarios.SCENARIOS),
-        help=f"comma-separated, from {','.join(scenarios.SCENARIOS)} (default: all)",
+        help=f"comma-separated, from {','.join(scenarios.SCENARIOS + scenarios.OPT_IN)} (default: all but "
+        f"{','.join(scenarios.OPT_IN)}, which runs only when named: 10+ minutes)",
     )
     parser.add_argument("--servers", default=",".join(servers.KINDS), help="comma-separated subset of the servers")
     parser.add_argument("--match", default="", help="only cases whose name contains this text")
-    parser.add_argument("--reps", type=int, help="repetitions (default 3, or 1 with --quick)")
+    parser.add_argument("--reps", type=int, help="repetitions (default 3, or 1 with --quick; the soak: 1)")
     parser.add_argument("--idle-sizes", help="idle connection counts, comma-separated (default 1000,10000,50000)")
     parser.add_argument(
         "--publish", action=argparse.BooleanOptionalAction, help="write docs/benchmarks.* (default: not with --quick)"
@@ -44,6 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def summary(record: dict[str, Any]) -> str:
     if not record.get("ok") and record.get("error"):
         return f"FAILED {record['error']}"
+    if record.get("scenario") == "soak" and "landmarks" in record:
+        from . import soak
+
+        return soak.summary(record)
     parts = []
     for key, label in (
         ("throughput", "msg/s"),
@@ -115,11 +121,12 @@ def main(argv: list[str] | None = None) -> None:
     records: list[dict[str, Any]] = []
     with out.open("a") as sink:
         for case in cases:
-            for rep in range(reps):
+            case_reps = args.reps or case.reps or reps
+            for rep in range(case_reps):
                 for kind in case.kinds:
                     if servers.base_kind(kind) not in kinds:
                         continue
-                    print(f"[{case.scenario}] {case.name} | {kind} | rep {rep + 1}/{reps}", flush=True)
+                    print(f"[{case.scenario}] {case.name} | {kind} | rep {rep + 1}/{case_reps}", flush=True)
                     profile_to = None
                     if args.profile:
                         slug = "".join(ch if ch.isalnum() else "-" for ch in f"{case.scenario}-{case.name}-{kind}")
@@ -135,10 +142,20 @@ def main(argv: list[str] | None = None) -> None:
                         print("      " + "\n      ".join(profile.hot_spots(profile_to, 20)), flush=True)
     publish = args.publish if args.publish is not None else not args.quick
     target = DOCS / "benchmarks" if publish else out.with_suffix("")
-    report.write(records, target)
     if publish:
-        shutil.copyfile(out, DOCS / "benchmarks.jsonl")
+        records = published_with(records)
+        (DOCS / "benchmarks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    report.write(records, target)
     print(f"wrote {target}.md and {target}.png", flush=True)
+
+
+def published_with(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The published records with this run's: its scenarios' records replace the published
+    ones of the same scenarios, the others stay (`--scenario soak` adds the soak to the page)."""
+    published = DOCS / "benchmarks.jsonl"
+    ran = {r["scenario"] for r in records}
+    kept = [r for r in report.load(published) if r["scenario"] not in ran] if published.is_file() else []
+    return kept + records
 
 
 if __name__ == "__main__":

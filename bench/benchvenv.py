@@ -11,7 +11,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv-bench"
 PYTHON = VENV / "bin" / "python"
 AIOSIGNALR = "aiosignalr==0.1.1"

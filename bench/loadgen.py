@@ -571,6 +571,10 @@ def main() -> None:
         from . import relaygen
 
         runner = relaygen.MODES[mode]
+    elif mode == "soak":
+        from . import soakgen
+
+        runner = soakgen.run_soak
     else:
         runner = MODES[mode]
     result = asyncio.run(runner(spec))

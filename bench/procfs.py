@@ -69,6 +69,45 @@ def rss_kb(pid: int) -> int:
     return int(_status(pid)["VmRSS"].split()[0])
 
 
+def tcp_ports(pid: int) -> dict[int, tuple[int, int]]:
+    """TCP sockets seen from the process's network namespace: inode -> (local port, remote port)."""
+    ports: dict[int, tuple[int, int]] = {}
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as lines:
+                next(lines)  # the header
+                for line in lines:
+                    fields = line.split()
+                    local, remote, inode = fields[1], fields[2], int(fields[9])
+                    ports[inode] = (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16))
+        except FileNotFoundError:
+            continue
+    return ports
+
+
+def open_fds(pid: int, port: int, upstream_port: int | None = None) -> dict[str, int]:
+    """The process's open descriptors (/proc/PID/fd), by kind: `clients` (TCP sockets on its
+    own `port`, the listener excluded), `upstream` (TCP sockets to `upstream_port`), `other`
+    (the listener, files, pipes, eventfds, epoll...); `total` is all of them."""
+    ports = tcp_ports(pid)
+    kinds = {"total": 0, "clients": 0, "upstream": 0, "other": 0}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue  # closed meanwhile
+        kinds["total"] += 1
+        kind = "other"
+        if target.startswith("socket:["):
+            local, remote = ports.get(int(target[8:-1]), (0, 0))
+            if local == port and remote != 0:
+                kind = "clients"
+            elif upstream_port is not None and remote == upstream_port:
+                kind = "upstream"
+        kinds[kind] += 1
+    return kinds
+
+
 def sample(pid: int) -> Sample:
     return Sample(cpu_seconds(pid), int(_status(pid)["voluntary_ctxt_switches"]))
 

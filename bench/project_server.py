@@ -5,7 +5,9 @@ application (settings from the environment, as `python -m signalr_chat` reads th
 Both are served by `signalr_chat.hosting.server` on uvloop, like the product. Logging stays at
 WARNING, so the access log costs nothing in either.
 
-Run as `python -m bench.project_server --port 0 [--app chat]`; BENCH_OTEL=1 turns the
+Run as `python -m bench.project_server --port 0 [--app chat]`; BENCH_DIAG=1 serves
+`GET /bench/diag` (the soak scenario's view of the process: asyncio tasks, the chat's
+bookkeeping, and with `?objects=1` the garbage collector's objects); BENCH_OTEL=1 turns the
 OpenTelemetry SDK on; BENCH_REDIS_URL=redis://... serves `--app hub` through the Redis
 backplane (hub name `BENCH_HUB`, so that every instance shares its channels);
 BENCH_AZURE_SIGNALR=<connection string> serves it through Azure SignalR Service (hub
@@ -16,7 +18,11 @@ reads REDIS_URL and AZURE_SIGNALR_CONNECTION_STRING from its own settings instea
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import os
+import time
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
@@ -67,6 +73,56 @@ def create_hub_app() -> web.Application:
     return app
 
 
+DIAG_PATH = "/bench/diag"
+
+
+def add_diagnostics(app: web.Application) -> None:
+    """`GET /bench/diag`, for BENCH_DIAG=1 only: what a leak would grow, as JSON.
+
+    `tasks`: the event loop's asyncio tasks, this request's own handler excluded, and with
+    `?objects=1` the most frequent by coroutine; `chat`: the sizes of the chat's per-connection
+    and per-conversation bookkeeping (private attributes of ConversationService, read only);
+    `?objects=1` also runs a full collection first, then counts the objects the collector
+    tracks (those created since the server's `gc.freeze()`) by type. That costs the loop
+    tens to hundreds of milliseconds at 500 chats, so the soak asks for it only at its
+    landmarks; `diag_ms` says how long this answer took.
+    """
+
+    async def diag(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        me = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not me]
+        body: dict[str, Any] = {"tasks": len(tasks)}
+        chat = _chat_service(app)
+        if chat is not None:
+            body["chat"] = {
+                name: len(getattr(chat, f"_{name}", ()))
+                for name in ("conversations", "watching", "seed_replies", "tasks")
+            }
+        if request.query.get("objects") == "1":
+            body["tasks_by_coroutine"] = dict(Counter(_coroutine_name(task) for task in tasks).most_common(15))
+            body["gc_collected"] = gc.collect()
+            objects = gc.get_objects()
+            body["objects"] = len(objects)
+            body["objects_by_type"] = dict(Counter(type(o).__qualname__ for o in objects).most_common(40))
+            del objects
+        body["diag_ms"] = round(1000 * (time.perf_counter() - started), 1)
+        return web.json_response(body)
+
+    app.router.add_get(DIAG_PATH, diag)
+
+
+def _chat_service(app: web.Application) -> object | None:
+    from signalr_chat.app import CHAT_SERVICE
+
+    return app.get(CHAT_SERVICE)
+
+
+def _coroutine_name(task: asyncio.Task[Any]) -> str:
+    coroutine = task.get_coro()
+    return getattr(coroutine, "__qualname__", type(coroutine).__name__)
+
+
 def install_sdk() -> None:
     """BENCH_OTEL=1: the OpenTelemetry SDK on, recording every span and metric point.
 
@@ -104,10 +160,16 @@ def main() -> None:
 
     if args.app == "chat":
         from signalr_chat.app.application import create_app
+        from signalr_chat.app.settings import Settings
+        from signalr_chat.hosting.json_logging import configure_logging
 
-        app = create_app()  # Settings() from the environment
+        settings = Settings()  # from the environment
+        configure_logging(settings.log_level, settings.log_format)  # as `python -m signalr_chat` does
+        app = create_app(settings)
     else:
         app = create_hub_app()
+    if os.environ.get("BENCH_DIAG") == "1":
+        add_diagnostics(app)
     run(app, "127.0.0.1", args.port)
 
 

@@ -54,18 +54,20 @@ def ttft_cases(t: Timing) -> Iterator[Case]:
 
 @contextmanager
 def relay_stack(
-    kind: str, env: Mapping[str, str] | None = None
+    kind: str, env: Mapping[str, str] | None = None, log: Path | None = None
 ) -> Iterator[tuple[servers.Server, servers.Server, str]]:
     """The fake upstream on core 1 and the server under test on core 0: (upstream, server, hub path).
 
     `env` adds to the chat app's environment (the scale-out scenario's REDIS_URL, the azure
-    scenario's AZURE_SIGNALR_CONNECTION_STRING).
+    scenario's AZURE_SIGNALR_CONNECTION_STRING, the soak's SQLite history and sign-in); `log`
+    receives the chat app's log.
     """
     upstream = servers.start("upstream", core=servers.CLIENT_CORE)
     try:
         url = f"http://127.0.0.1:{upstream.port}/v1"
         if kind == "project":
-            server = servers.start("project", app="chat", env={**CHAT_ENV, "OPENAI_BASE_URL": url, **(env or {})})
+            chat_env = {**CHAT_ENV, "OPENAI_BASE_URL": url, **(env or {})}
+            server = servers.start("project", app="chat", env=chat_env, log=log)
             path = "/chatHub"
         else:
             server = servers.start(kind, args=("--upstream", url))

@@ -322,6 +322,12 @@ def azure_section(records: list[Record]) -> tuple[list[str], list[str]]:
     return azure.report_section(Cells(records, "azure"))
 
 
+def soak_section(records: list[Record]) -> tuple[list[str], list[str]]:
+    from . import soak
+
+    return soak.report_section(Cells(records, "soak"))
+
+
 def _opt(v: float | None, scale: float = 1.0, digits: int = 1) -> str:
     return "-" if v is None else _num(v * scale, digits)
 
@@ -342,6 +348,7 @@ SECTIONS: tuple[Callable[[list[Record]], tuple[list[str], list[str]]], ...] = (
     relay_section,
     scaleout_section,
     azure_section,
+    soak_section,
 )
 
 
@@ -402,9 +409,11 @@ def write(records: list[Record], target: Path) -> None:
         "record, encode each answer, nothing else); **aiosignalr**, the PyPI package (the Python peer);",
         "**project**, this server.",
         "",
-        "Run: `python -m bench` (every scenario, 3 repetitions, publishes these files) or",
+        "Run: `python -m bench` (every scenario but the soak, 3 repetitions, publishes these files) or",
         "`python -m bench --quick --scenario echo,broadcast --match 100c` (1 repetition, short",
-        "windows, results in bench/results/); `--profile` adds a py-spy profile of the server",
+        "windows, results in bench/results/); `python -m bench --scenario soak` runs the soak (10",
+        "minutes of load, one run; a published run replaces only its own scenarios' records here);",
+        "`--profile` adds a py-spy profile of the server",
         "to every run; `--report FILE.jsonl [--publish]` rebuilds the tables. Needs `taskset`, two",
         "cores, matplotlib (plot) and py-spy (`--profile`); aiosignalr runs from `.venv-bench/`, which",
         "the harness creates.",

@@ -20,7 +20,10 @@ from . import procfs, servers
 
 #: A run whose load generator used this share of its core measured the client, not the server.
 SATURATED_PCT = 90.0
+#: What `python -m bench` runs by default.
 SCENARIOS = ("echo", "broadcast", "idle", "relay", "ttft", "deflate", "scaleout", "azure")
+#: Run only when named: the soak takes 10 minutes of load on its own (`--scenario soak`).
+OPT_IN = ("soak",)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class Case:
     #: The client-side figure that decides saturation (the idle ramp has its own).
     client_cpu_key: str = "client_cpu_pct"
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Repetitions whatever the timing says (the soak's one long run), unless --reps is given.
+    reps: int | None = None
 
 
 def echo_cases(t: Timing) -> Iterator[Case]:
@@ -182,6 +187,10 @@ def all_cases(t: Timing, scenarios: tuple[str, ...], idle_sizes: tuple[int, ...]
         from . import azure
 
         cases += azure.cases(t)
+    if "soak" in scenarios:
+        from . import soak
+
+        cases += soak.cases(t)
     return cases
 
 
@@ -260,6 +269,10 @@ def _custom_runner(case: Case) -> Runner | None:
         from . import azure
 
         return azure.run
+    if case.scenario == "soak":
+        from . import soak
+
+        return soak.run
     return None
 
 

@@ -6,6 +6,7 @@ client dropped by one run cannot haunt the next.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 
 from . import benchvenv
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 #: The three servers, in the order every repetition runs them.
@@ -90,17 +91,22 @@ def start(
     env: Mapping[str, str] | None = None,
     core: str = SERVER_CORE,
     timeout: float = 30.0,
+    log: Path | None = None,
 ) -> Server:
     """Start a server (on core 0 unless told) and wait for its `listening on` line (the
-    service double's reads `ServiceDouble listening on ...`)."""
+    service double's reads `ServiceDouble listening on ...`); with `log`, its stderr (where
+    logging writes) goes to that file."""
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    process = subprocess.Popen(
-        pinned(core, [*command(kind, app), "--port", "0", *args]),
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    with contextlib.ExitStack() as closing:
+        stderr = closing.enter_context(log.open("w")) if log is not None else None
+        process = subprocess.Popen(
+            pinned(core, [*command(kind, app), "--port", "0", *args]),
+            cwd=ROOT,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

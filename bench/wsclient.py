@@ -50,6 +50,9 @@ class SignalRSocket(asyncio.Protocol):
         self.opcode = wire.OP_TEXT if protocol == "json" else wire.OP_BINARY
         self.phase = UPGRADE
         self.token = ""
+        #: A bearer token (sign-in): the negotiate's Authorization header, the WebSocket's
+        #: `access_token` query parameter, as browsers send it.
+        self.access_token: str | None = None
         #: After a negotiate redirect: the service's port and the WebSocket's request target.
         self.redirected: tuple[int, str] | None = None
         self.transport: asyncio.Transport | None = None
@@ -64,7 +67,10 @@ class SignalRSocket(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         redirected = self.redirected
         if redirected is None:
-            self.transport.write(wire.upgrade_request(f"{self.path}?id={self.token}", self.port, self.deflate))
+            target = f"{self.path}?id={self.token}"
+            if self.access_token:
+                target += f"&access_token={quote(self.access_token, safe='')}"
+            self.transport.write(wire.upgrade_request(target, self.port, self.deflate))
         else:
             self.transport.write(wire.upgrade_request(redirected[1], redirected[0], self.deflate))
 
@@ -238,10 +244,13 @@ class Redirect:
     access_token: str
 
 
-async def negotiate(port: int, path: str, source: str = "127.0.0.1") -> str | Redirect:
+async def negotiate(port: int, path: str, source: str = "127.0.0.1", access_token: str | None = None) -> str | Redirect:
     """POST {path}/negotiate?negotiateVersion=1 on a connection of its own; the connection
     token, or the redirect of an app server behind Azure SignalR Service."""
-    request = wire.http_request("POST", f"{path}/negotiate?negotiateVersion=1", port, {"Connection": "close"})
+    headers = {"Connection": "close"}
+    if access_token:
+        headers["Authorization"] = f"Bearer {access_token}"
+    request = wire.http_request("POST", f"{path}/negotiate?negotiateVersion=1", port, headers)
     collect = _Collect(request)
     await connect(lambda: collect, port, source)
     return _token(await collect.done)
@@ -314,7 +323,7 @@ async def open_many(
             source = addresses[index]
             started = time.perf_counter_ns()
             try:
-                answer = await asyncio.wait_for(negotiate(port, socket.path, source), timeout)
+                answer = await asyncio.wait_for(negotiate(port, socket.path, source, socket.access_token), timeout)
                 if isinstance(answer, Redirect):
                     socket.redirected = await asyncio.wait_for(follow(answer, source), timeout)
                     port = socket.redirected[0]
