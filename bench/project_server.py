@@ -113,7 +113,7 @@ def add_diagnostics(app: web.Application) -> None:
 
 
 def _chat_service(app: web.Application) -> object | None:
-    from signalr_chat.app import CHAT_SERVICE
+    from signalr_chat.app.application import CHAT_SERVICE
 
     return app.get(CHAT_SERVICE)
 
