@@ -13,13 +13,13 @@ from typing import Any, Literal
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.test_page import SERVER_DOWN
 from tests.support.browser import DESKTOP, PHONE, OpenPage, save_screenshot, serious_accessibility_violations
 from tests.support.chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat
+from tests.support.page import BUSY, MARKDOWN, SERVER_DOWN, nonce
 from tests.support.paths import ROOT
 
 BUILD = ROOT / "wwwroot" / "angular" / "index.html"
-BUSY = "The AI service is busy. Please wait a moment and try again."
+
 
 # Records each distinct text of the newest reply as it renders, with the typing indicator's state.
 RECORD_RENDERS = """
@@ -118,21 +118,6 @@ def test_clear_empties_the_conversation(angular_server: ChatServer, new_page: Op
 
 
 # -- the defects of issue 13 ---------------------------------------------------------------
-
-MARKDOWN = """Here is code:
-
-```python
-print("hi")
-```
-
-<script>window.__xss = 1</script>
-<img src="x" onerror="window.__xss = 2">
-
-[click me](javascript:window.__xss=3) and **bold**"""
-
-
-def nonce() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 def done(reply: Any) -> None:

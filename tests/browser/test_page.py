@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -14,17 +13,7 @@ from playwright.sync_api import Page, Request, WebSocket, expect
 
 from tests.support.browser import PHONE, OpenPage, save_screenshot, serious_accessibility_violations
 from tests.support.chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat, token_for
-
-BUSY = "The AI service is busy. Please wait a moment and try again."
-# Console errors Chromium logs while the server is down; the restart tests expect them.
-SERVER_DOWN = (
-    "ERR_CONNECTION_REFUSED",
-    # a stopping server drains: a reconnect that arrives then gets 503 "Server is shutting down"
-    "status of 503 (Service Unavailable)",
-    "WebSocket connection to",
-    "Failed to start the connection",
-    "Failed to complete negotiation",
-)
+from tests.support.page import BUSY, MARKDOWN, SERVER_DOWN, chat, full, nonce, replies, send, wait_reply
 
 # Records each distinct text of the newest reply as it renders, with the composer's state then.
 RECORD_RENDERS = """
@@ -50,10 +39,6 @@ def page_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) -> It
     yield from serve_chat(fake_ai, tmp_path_factory.mktemp("page"), **azure_settings(fake_ai, reply_grace_seconds="2"))
 
 
-def nonce() -> str:
-    return uuid.uuid4().hex[:8]
-
-
 def open_chat(new_page: OpenPage, server: ChatServer, query: str = "", **kwargs: Any) -> Page:
     page, _ = new_page(f"{server.base}/{query}", **kwargs)
     expect(page.locator("#status")).to_have_text("Connected")
@@ -63,28 +48,6 @@ def open_chat(new_page: OpenPage, server: ChatServer, query: str = "", **kwargs:
 def open_chat_recording(new_page: OpenPage, server: ChatServer) -> Page:
     """A page whose renders are recorded from the first one."""
     return open_chat(new_page, server, init_script=RECORD_RENDERS)
-
-
-def send(page: Page, text: str) -> None:
-    page.locator("#message-input").fill(text)
-    page.locator("#message-input").press("Enter")
-
-
-def replies(page: Page) -> Any:
-    return page.locator(".message.assistant")
-
-
-def wait_reply(page: Page, count: int) -> str:
-    """Waits for the count-th reply to complete; returns its text (without the HTML's last newline)."""
-    reply = replies(page).nth(count - 1)
-    expect(reply).to_have_attribute("aria-busy", "false", timeout=30_000)
-    return str(reply.locator(".content").text_content()).strip()
-
-
-def chat(page: Page, text: str) -> str:
-    count = replies(page).count()
-    send(page, text)
-    return wait_reply(page, count + 1)
 
 
 def test_page_loads_connected_from_our_server_only(page_server: ChatServer, new_page: OpenPage) -> None:
@@ -209,18 +172,6 @@ def test_busy_upstream_shows_the_friendly_error_and_chat_goes_on(page_server: Ch
     expect(page.locator("#message-input")).to_be_enabled()
     expect(page.locator(".thinking")).to_have_count(0)
     assert chat(page, "next one").startswith("Echo: next one")
-
-
-MARKDOWN = """Here is code:
-
-```python
-print("hi")
-```
-
-<script>window.__xss = 1</script>
-<img src="x" onerror="window.__xss = 2">
-
-[click me](javascript:window.__xss=3) and **bold**"""
 
 
 def test_markdown_renders_and_html_from_the_model_never_runs(page_server: ChatServer, new_page: OpenPage) -> None:
@@ -499,10 +450,6 @@ def test_reconnecting_counts_down_and_retry_now_connects_at_once(page_server: Ch
 
 
 # -- conversations, and replies that survive a reload ----------------------------------------
-
-
-def full(count: int) -> str:
-    return " ".join(f"t{i}" for i in range(count))
 
 
 @pytest.mark.parametrize("transport", ["WebSockets", "ServerSentEvents", "LongPolling"])

@@ -14,22 +14,13 @@ from signalr_chat.app.application import CHAT_PATHS, create_app
 from signalr_chat.app.drain import GracefulDrain
 from signalr_chat.app.settings import Settings
 from signalr_chat.hosting import DRAIN
-from tests.support.chat_fixtures import JWT_SECRET
+from tests.support.chat_fixtures import JWT_SECRET, offline_settings
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def settings(**extra: Any) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        ai_provider="azure",
-        azure_openai_endpoint="http://127.0.0.1:9",
-        azure_openai_deployment="d",
-        azure_openai_api_key="k",
-        history_store="memory",
-        auth_jwt_secret=JWT_SECRET,
-        **extra,
-    )
+    return offline_settings(auth_jwt_secret=JWT_SECRET, **extra)
 
 
 def closes_on_expiry(settings: Settings) -> set[bool]:

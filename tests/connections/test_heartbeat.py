@@ -3,14 +3,13 @@ disconnect timeouts, in memory, without waiting for real seconds."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 
 from signalr_chat.signalr import Hub, HubEndpoint, HubOptions
 from signalr_chat.signalr.connections import Connection, TransportFeatures
 from signalr_chat.signalr.connections.transports import long_polling, websockets
 from signalr_chat.signalr.protocol import JSON, MESSAGEPACK
+from tests.support.conditions import within_loop_turns
 
 JSON_HANDSHAKE = b'{"protocol":"json","version":1}\x1e'
 MSGPACK_HANDSHAKE = b'{"protocol":"messagepack","version":1}\x1e'
@@ -38,15 +37,6 @@ class RecordingTransport:
 
     def drop(self) -> None:
         self.closed = True
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Lets spawned work run until `condition` holds (a bounded number of loop turns)."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
 
 
 def endpoint(**options: float) -> HubEndpoint:
@@ -85,7 +75,7 @@ async def test_a_connection_that_was_sent_something_is_not_pinged() -> None:
     connection = await open_connection(hub)
     assert connection.application is not None
     await connection.application.receive(b'{"type":1,"invocationId":"1","target":"echo","arguments":["x"]}\x1e')
-    await until(lambda: connection.has_pending)
+    await within_loop_turns(lambda: connection.has_pending)
     connection.take_pending()
     hub.connections.tick(now + 10)  # the Completion counted as sent at this beat
     hub.connections.tick(now + 20)
@@ -104,7 +94,7 @@ async def test_a_silent_client_is_closed_with_allow_reconnect_after_the_client_t
     for second in range(2, 40):
         await chatty.application.receive(b'{"type":6}\x1e')
         hub.connections.tick(now + second)
-    await until(lambda: silent.disposed)
+    await within_loop_turns(lambda: silent.disposed)
     assert b'{"type":7,"allowReconnect":true}\x1e' in silent.take_pending()
     assert not chatty.disposed
 
@@ -128,7 +118,7 @@ async def test_a_handshake_that_never_completes_is_canceled() -> None:
     hub.connections.tick(now + 14)
     assert not silent.disposed and not partial.disposed
     hub.connections.tick(now + 16)
-    await until(lambda: silent.disposed and partial.disposed)
+    await within_loop_turns(lambda: silent.disposed and partial.disposed)
     assert silent.take_pending() == partial.take_pending() == b'{"error":"Handshake was canceled."}\x1e'
 
 
@@ -143,6 +133,6 @@ async def test_abandoned_connections_are_disposed_after_the_disconnect_timeout()
     hub.connections.tick(now + 14)
     assert len(hub.connections) == 2
     hub.connections.tick(now + 16)
-    await until(lambda: never_started.disposed and idle_poll.disposed)
+    await within_loop_turns(lambda: never_started.disposed and idle_poll.disposed)
     hub.connections.tick(now + 17)
     assert len(hub.connections) == 0, "forgotten once disposed"

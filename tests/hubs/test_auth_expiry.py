@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient
 from signalr_chat.signalr import Hub, HubEndpoint, HubOptions, User, map_hub
 from signalr_chat.signalr.connections import Connection
 from tests.connections.test_heartbeat import RecordingTransport, open_connection
+from tests.support.conditions import until, within_loop_turns
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -130,13 +131,6 @@ async def served(aiohttp_client: Any) -> Served:
         endpoint.connections.wall_clock = clock
         endpoints[path] = endpoint
     return Served(await aiohttp_client(app), endpoints, clock)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        await asyncio.sleep(0.02)
 
 
 async def frame(ws: Any) -> bytes:
@@ -407,7 +401,7 @@ async def test_the_heartbeat_asks_once_and_spares_the_anonymous_and_the_unexpiri
     hub.connections.tick(now + 1, wall + 10)
     assert expiring.close_requested and unstarted.close_requested
     assert not forever.close_requested and not anonymous.close_requested
-    await until_sync(lambda: expiring.disposed and unstarted.disposed)
+    await within_loop_turns(lambda: expiring.disposed and unstarted.disposed)
     assert expiring.take_pending() == b'{"type":7,"allowReconnect":true}\x1e'
     hub.connections.tick(now + 2, wall + 11)  # asked once: nothing more happens
     assert not forever.disposed and not anonymous.disposed
@@ -424,14 +418,6 @@ async def test_the_heartbeat_leaves_expired_connections_alone_without_the_option
     await asyncio.sleep(0)
     assert not connection.close_requested and not connection.disposed and not transport.closed
     assert not connection.has_pending
-
-
-async def until_sync(condition: Callable[[], bool]) -> None:
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
 
 
 def test_the_options_default_off_as_in_asp_net_core() -> None:

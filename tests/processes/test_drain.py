@@ -26,9 +26,16 @@ from aiohttp.test_utils import TestClient
 
 from signalr_chat.app.application import HEALTH, create_app
 from signalr_chat.app.drain import COLLECT_SECONDS, STOP_GRACE_SECONDS, GracefulDrain
-from signalr_chat.app.settings import Settings
 from signalr_chat.hosting.server import DRAIN
-from tests.support.chat_fixtures import ChatServer, FakeAI, assert_clean_log, azure_settings, server_env, token_for
+from tests.support.chat_fixtures import (
+    ChatServer,
+    FakeAI,
+    assert_clean_log,
+    azure_settings,
+    offline_settings,
+    server_env,
+    token_for,
+)
 from tests.support.node_runner import JS_DIR
 
 STREAMS = 50
@@ -36,16 +43,6 @@ CONNECTIONS = 200
 DRAIN_LIMIT = 2.0
 #: The drain's bound, plus aiohttp's shutdown_timeout for the last handlers.
 EXIT_BOUND = DRAIN_LIMIT + STOP_GRACE_SECONDS + COLLECT_SECONDS + 5
-
-
-def offline_settings() -> Settings:
-    return Settings(
-        ai_provider="azure",
-        azure_openai_endpoint="http://127.0.0.1:9",
-        azure_openai_deployment="d",
-        azure_openai_api_key="k",
-        history_store="memory",
-    )
 
 
 async def test_health_and_readiness(aiohttp_client: Any) -> None:

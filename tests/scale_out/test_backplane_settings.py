@@ -7,10 +7,8 @@ the `signalr_chat.server.backplane.connected` gauge following Redis killed and r
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,34 +28,13 @@ from signalr_chat.hosting.server import DRAIN
 from signalr_chat.signalr import HubLifetimeManager, InMemoryHubLifetimeManager
 from signalr_chat.signalr.hubs.endpoint import default_hub_name
 from signalr_chat.signalr.redis import RedisHubLifetimeManager
-from tests.support.chat_fixtures import offline_env
+from tests.support.chat_fixtures import offline_env, offline_settings
+from tests.support.conditions import until
 from tests.support.listening import free_port
 from tests.support.paths import ROOT
 from tests.support.redis_server import RedisServer
 
 PASSWORD = "hunter2-redis-password"
-
-
-def offline_settings(**extra: Any) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        ai_provider="azure",
-        azure_openai_endpoint="http://127.0.0.1:9",
-        azure_openai_deployment="d",
-        azure_openai_api_key="k",
-        history_store="memory",
-        **extra,
-    )
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = 15) -> None:
-    """Wait for a state the server reaches on its own (it notices Redis gone, or back)."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not await check():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout} s: {what}") from None
 
 
 class TestSettings:
@@ -173,7 +150,7 @@ async def test_prefix_and_hub_name_make_the_channels(
     async def subscribed() -> bool:
         return expected in await channels(redis_server)
 
-    await until(subscribed, f"a subscription to {expected}")
+    await until(subscribed, f"a subscription to {expected}", timeout=15)
     assert all(c.startswith(f"{prefix}{hub}:") for c in await channels(redis_server))
 
 
@@ -201,11 +178,11 @@ async def test_readyz_follows_redis_and_the_gauge_too(aiohttp_client: Any, redis
         async def not_ready() -> bool:
             return (await client.get("/readyz")).status == 503
 
-        await until(ready, "ready once subscribed to Redis")
+        await until(ready, "ready once subscribed to Redis", timeout=15)
         assert gauge() == [1]
 
         redis_server.kill()
-        await until(not_ready, "503 while Redis is gone")
+        await until(not_ready, "503 while Redis is gone", timeout=15)
         answer = await client.get("/readyz")
         assert await answer.json() == {
             "status": "not ready",
@@ -215,7 +192,7 @@ async def test_readyz_follows_redis_and_the_gauge_too(aiohttp_client: Any, redis
         assert (await client.get("/healthz")).status == 200, "Redis's trouble is not the process's: alive"
 
         redis_server.restart()
-        await until(ready, "ready again once Redis is back")
+        await until(ready, "ready again once Redis is back", timeout=15)
         assert gauge() == [1]
     finally:
         meter_provider.shutdown()
@@ -229,10 +206,10 @@ async def test_readyz_is_503_while_redis_hangs(aiohttp_client: Any, redis_server
     async def status(expected: int) -> bool:
         return (await client.get("/readyz")).status == expected
 
-    await until(lambda: status(200), "ready once subscribed to Redis")
+    await until(lambda: status(200), "ready once subscribed to Redis", timeout=15)
     redis_server.pause()
     try:
-        await until(lambda: status(503), "503 while Redis does not answer")
+        await until(lambda: status(503), "503 while Redis does not answer", timeout=15)
     finally:
         redis_server.resume()
-    await until(lambda: status(200), "ready again once Redis answers")
+    await until(lambda: status(200), "ready again once Redis answers", timeout=15)

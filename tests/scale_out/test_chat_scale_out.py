@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_page import full, replies, send, wait_reply
 from tests.support.browser import OpenPage
 from tests.support.chat_fixtures import ChatServer, FakeAI, assert_clean_log, azure_settings, server_env, token_for
 from tests.support.node_runner import JS_DIR, run_node_suite
+from tests.support.page import full, replies, send, wait_reply
 from tests.support.redis_server import RedisServer
 
 SUITE = JS_DIR / "chat_scale_out"

@@ -20,6 +20,8 @@ from typing import Any
 import jwt
 import pytest
 
+from signalr_chat.app.settings import Settings
+
 from .fake_ai import DEFAULT_API_KEY, DEFAULT_IDENTITY_HEADER
 from .listening import free_port, wait_for_port
 from .paths import ROOT
@@ -240,3 +242,17 @@ def openai_chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory
 def local_chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
     """The built-in offline model, chosen because no provider is configured."""
     yield from serve_chat(fake_ai, tmp_path_factory.mktemp("local"), local_max_output_tokens="48")
+
+
+def offline_settings(**extra: Any) -> Settings:
+    """Chat settings that need nothing running (a model nobody answers, history in memory),
+    read from no .env file."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        ai_provider="azure",
+        azure_openai_endpoint="http://127.0.0.1:9",
+        azure_openai_deployment="d",
+        azure_openai_api_key="k",
+        history_store="memory",
+        **extra,
+    )
