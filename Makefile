@@ -98,6 +98,11 @@ lint: $(VENV)/.test-installed
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
+# The fast loop: lint, then the tests that start no server process, Chromium, redis-server or
+# nginx (`-m "not processes"`, marked by tests/conftest.py). About a minute; `make test` runs all.
+check: lint
+	$(PY) -m pytest -q -m "not processes"
+
 # Every test, under coverage (the servers the tests start as processes are measured too, each
 # into a data file of its own beside .coverage); then line and branch coverage per package.
 test: $(VENV)/.test-installed node-deps angular lint check-install check-lowest
