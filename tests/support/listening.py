@@ -1,7 +1,7 @@
 """A free loopback port, and waiting until a started process listens on one.
 
-Apart from conftest.py so that modules usable outside pytest (tests/support/redis_server.py) can
-import them without importing conftest's fixtures.
+A module without fixtures, so that modules usable outside pytest (redis_server.py, which bench/ uses) can
+import it without importing pytest fixtures.
 """
 
 from __future__ import annotations
