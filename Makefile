@@ -90,7 +90,7 @@ angular: wwwroot/angular/index.html
 
 # Browser tests with UPDATE_SCREENSHOTS=1: the screenshots in docs/ are taken again.
 screenshots: $(VENV)/.test-installed node-deps angular
-	UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_page.py tests/test_angular.py
+	UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/browser
 
 lint: $(VENV)/.test-installed
 	$(PY) -m ruff check signalr_chat tests bench
@@ -98,26 +98,31 @@ lint: $(VENV)/.test-installed
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
+# The fast loop: lint, then the tests that start no server process, Chromium, redis-server or
+# nginx (`-m "not processes"`, marked by tests/conftest.py). About a minute; `make test` runs all.
+check: lint
+	$(PY) -m pytest -q -m "not processes"
+
 # Every test, under coverage (the servers the tests start as processes are measured too, each
 # into a data file of its own beside .coverage); then line and branch coverage per package.
 test: $(VENV)/.test-installed node-deps angular lint check-install check-lowest
 	rm -f .coverage .coverage.*
 	COVERAGE_FILE=$(CURDIR)/.coverage $(PY) -m coverage run -m pytest
 	$(PY) -m coverage combine -q
-	$(PY) -m tests.coverage_report
+	$(PY) -m tests.support.coverage_report
 
-# The package as a user installs it (tests/install_check.py): a plain wheel in a fresh
+# The package as a user installs it (tests/support/install_check.py): a plain wheel in a fresh
 # .venv-core with the core dependencies only (the newest, then the lowest allowed) serving
 # the README's small hub to the stock JS client, and with the chat extra serving the page.
 check-install: $(VENV)/.test-installed node-deps
-	$(PY) -m tests.install_check
+	$(PY) -m tests.support.install_check
 
 # The lowest versions pyproject.toml allows (uv's lowest-direct resolution of .[chat,otel,redis,test],
 # synced exactly into .venv-lowest), and against them every test that needs neither the
 # offline model, Chromium nor the Python clients: the unit tests, the chat's parts against
 # the fake Azure OpenAI, and the stock JS client's suites.
 LOWEST := .venv-lowest
-LOWEST_SKIP := tests/test_chat_js.py tests/test_page.py tests/test_angular.py tests/test_python_clients.py
+LOWEST_SKIP := tests/clients/test_chat_js.py tests/browser tests/clients/test_python_clients.py
 check-lowest: $(VENV)/.test-installed node-deps
 	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv --without-pip $(LOWEST)
 	$(VENV)/bin/uv pip compile -q --python $(LOWEST)/bin/python --resolution lowest-direct \

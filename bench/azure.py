@@ -3,7 +3,7 @@
 Every case runs twice per repetition: `project` (one process, clients connected to it, the
 in-memory lifetime manager, as in the other scenarios) and `project-azure` (the same app
 served through `AzureSignalR(...).map_hub`, its clients redirected by its negotiate to the
-service double, tests/azure_service.py, which carries their traffic over the app's five
+service double, tests/support/azure_service.py, which carries their traffic over the app's five
 server connections per hub). The real service cannot be reached from here; the double
 plays it, on core 1 beside the load generator (and the fake upstream), as redis-server does
 in the scale-out scenario. The app server runs alone on core 0 in both, and only its CPU
@@ -161,7 +161,7 @@ def report_section(cells: Cells) -> tuple[list[str], list[str]]:
         "Each case twice per repetition: **in memory**, one project process its clients connect",
         "to (as in the sections above), and **Azure**, the same app served through",
         "`AzureSignalR(...).map_hub` with five server connections per hub to the service double",
-        "(`tests/azure_service.py`), the clients following the app's negotiate redirect to the",
+        "(`tests/support/azure_service.py`), the clients following the app's negotiate redirect to the",
         "double as the stock clients do. The app runs alone on core 0 in both; the double runs on",
         "core 1 beside the load generator (and the fake upstream), as a service on other machines",
         "would, and only the app server's CPU is compared. The double is Python and does a",

@@ -1,6 +1,6 @@
 """The azure scenario's service: the tests' double of Azure SignalR Service, and what it says.
 
-The double (tests/azure_service.py) is started as a bench server of kind `azure-double`,
+The double (tests/support/azure_service.py) is started as a bench server of kind `azure-double`,
 pinned to core 1 beside the load generator, as redis-server is in the scale-out scenario:
 the service's side of the traffic (holding the clients' sockets, fanning broadcasts out)
 is another machine's work in production, never the app server's core.

@@ -22,7 +22,7 @@ import msgpack
 import orjson
 from aiohttp import WSMsgType, web
 
-from tests.msgpack_wire import framed
+from tests.support.msgpack_wire import framed
 
 from . import procfs, wire
 

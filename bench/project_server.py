@@ -11,7 +11,7 @@ bookkeeping, and with `?objects=1` the garbage collector's objects); BENCH_OTEL=
 OpenTelemetry SDK on; BENCH_REDIS_URL=redis://... serves `--app hub` through the Redis
 backplane (hub name `BENCH_HUB`, so that every instance shares its channels);
 BENCH_AZURE_SIGNALR=<connection string> serves it through Azure SignalR Service (hub
-`benchhub` there; the bench uses the service double, tests/azure_service.py). The chat app
+`benchhub` there; the bench uses the service double, tests/support/azure_service.py). The chat app
 reads REDIS_URL and AZURE_SIGNALR_CONNECTION_STRING from its own settings instead.
 """
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 from . import servers
 

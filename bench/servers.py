@@ -69,7 +69,7 @@ def command(kind: str, app: str = "hub") -> list[str]:
     if kind == "azure-double":
         from .azure_double import ACCESS_KEY
 
-        return [sys.executable, "-m", "tests.azure_service", "--key", ACCESS_KEY]
+        return [sys.executable, "-m", "tests.support.azure_service", "--key", ACCESS_KEY]
     raise ValueError(kind)
 
 

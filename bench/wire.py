@@ -11,7 +11,7 @@ from typing import Any
 import msgpack
 import orjson
 
-from tests.msgpack_wire import framed, take_frames
+from tests.support.msgpack_wire import framed, take_frames
 
 #: A fixed, non-zero mask key: the server unmasks every frame as it would a random one.
 MASK_KEY = b"\x5a\xc3\x3c\xa5"

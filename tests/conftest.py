@@ -1,46 +1,39 @@
-"""Shared fixtures: the test hub server as a real process on a free loopback port."""
+"""The root conftest: the shared fixtures come from tests/support/ as plugins."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .listening import free_port as free_port  # re-exported: tests import them from here
-from .listening import wait_for_port as wait_for_port
+# Headless Chromium for the page tests, the chat servers and the fake Azure OpenAI (session
+# fixtures), redis-server, and the test hub server: each a process on a free loopback port.
+pytest_plugins = [
+    "tests.support.browser",
+    "tests.support.chat_fixtures",
+    "tests.support.redis_server",
+    "tests.support.hub_server",
+]
 
-ROOT = Path(__file__).resolve().parent.parent
+# `make check` runs the tests that start no server process, Chromium, redis-server or nginx
+# (`-m "not processes"`). These do: every test in the folders of real components, a test that
+# uses a fixture starting one (fixturenames holds what its fixtures use in turn), a test on a
+# Redis store, and the few named below.
+PROCESS_FOLDERS = {"processes", "clients", "browser", "scale_out"}
+PROCESS_FIXTURES = {"hub_server", "fake_ai", "redis_server", "browser"}
+#: the tests outside those folders that start a server process of their own
+PROCESS_TESTS = {"tests/chat/test_fake_ai.py::test_runs_as_a_process"}
+TESTS = Path(__file__).resolve().parent
 
 
-class HubServer:
-    def __init__(self, port: int, process: subprocess.Popen[bytes]) -> None:
-        self.port = port
-        self.process = process
-        self.base = f"http://127.0.0.1:{port}"
-
-    def url(self, path: str = "/testhub") -> str:
-        return self.base + path
-
-
-@pytest.fixture(scope="session")
-def hub_server() -> Iterator[HubServer]:
-    """tests/hub_app.py served by our own runner, as a user would run it."""
-    port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "tests.hub_app", "--port", str(port)], cwd=ROOT, env=env)
-    try:
-        wait_for_port(port, process)
-        yield HubServer(port, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
+        params = getattr(item, "callspec", None)
+        on_redis = params is not None and "redis" in params.params.values()
+        starts = folder in PROCESS_FOLDERS or item.nodeid in PROCESS_TESTS or on_redis
+        if starts or PROCESS_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.processes)
 
 
 _outcomes = {"passed": 0, "skipped": 0}
@@ -57,34 +50,3 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A run in which nothing passed (all skipped, or nothing collected) is a failure."""
     if exitstatus == 0 and _outcomes["passed"] == 0:
         session.exitstatus = 1
-
-
-# Fixtures defined apart, imported last as they use the helpers above: headless Chromium for
-# the page tests, and the chat servers (session fixtures).
-from .browser import browser, new_page, page_errors  # noqa: E402
-from .chat_fixtures import (  # noqa: E402
-    capped_chat_server,
-    chat_server,
-    entra_chat_server,
-    entra_v1_chat_server,
-    fake_ai,
-    local_chat_server,
-    openai_chat_server,
-    tight_chat_server,
-)
-from .redis_server import redis_server  # noqa: E402
-
-__all__ = [
-    "browser",
-    "new_page",
-    "page_errors",
-    "capped_chat_server",
-    "chat_server",
-    "entra_chat_server",
-    "entra_v1_chat_server",
-    "fake_ai",
-    "local_chat_server",
-    "openai_chat_server",
-    "tight_chat_server",
-    "redis_server",
-]

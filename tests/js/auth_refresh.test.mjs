@@ -3,7 +3,7 @@
 // first token, a connection not refreshed is closed at expiry with ASP.NET Core's Close, a refresh
 // with another user's token is refused, and an expired long poll is answered 409 so the client
 // refreshes and polls again. Tokens live LIFETIME seconds (`token-<user>-exp<unix>`, see
-// tests/hub_app.py): /authexpiry closes on expiry and serves refresh, /authrefresh only refreshes.
+// tests/support/hub_app.py): /authexpiry closes on expiry and serves refresh, /authrefresh only refreshes.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import * as signalR from "signalr11";

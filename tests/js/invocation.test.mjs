@@ -160,7 +160,7 @@ matrixTest("invocation ids are independent per connection", async (t, combo) => 
     assert.deepEqual(results, ["from-a", "from-b", 2]);
 });
 
-// send_to_caller(method, *payload) in tests/hub_app.py is variadic: a Python hub method
+// send_to_caller(method, *payload) in tests/support/hub_app.py is variadic: a Python hub method
 // with *args should accept any number of trailing arguments.
 matrixTest("a variadic (*args) hub method binds zero, one or several arguments", async (t, combo) => {
     const c = await connect(t, "/testhub", combo);

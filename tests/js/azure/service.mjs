@@ -5,7 +5,7 @@ import { withTimeout } from "../harness.mjs";
 
 export const DOUBLE = process.env.AZURE_DOUBLE_URL;
 if (!DOUBLE) {
-    throw new Error("AZURE_DOUBLE_URL is not set (tests/test_azure_js.py sets it)");
+    throw new Error("AZURE_DOUBLE_URL is not set (tests/clients/test_azure_js.py sets it)");
 }
 export const PIDS = (process.env.AZURE_INSTANCE_PIDS ?? "").split(",").filter(Boolean).map(Number);
 

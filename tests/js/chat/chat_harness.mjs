@@ -10,7 +10,7 @@ export { signalR } from "../harness.mjs";
 function serverUrl(name) {
     const value = process.env[name];
     if (!value) {
-        throw new Error(`${name} is not set (tests/test_chat_js.py sets it)`);
+        throw new Error(`${name} is not set (tests/clients/test_chat_js.py sets it)`);
     }
     return value.replace(/\/+$/, "");
 }

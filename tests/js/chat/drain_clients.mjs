@@ -1,4 +1,4 @@
-// Stock clients through a graceful drain, driven by tests/test_drain.py over stdin/stdout.
+// Stock clients through a graceful drain, driven by tests/processes/test_drain.py over stdin/stdout.
 // DRAIN_TOKENS (a JSON list of bearer tokens) users each stream a reply to DRAIN_MARKER; DRAIN_IDLE
 // more connections sit idle; every transport/protocol pair takes its turn.
 //   stdout "streaming"  every reply has tokens: the test may send SIGTERM now

@@ -21,7 +21,7 @@ function b64url(value) {
 function jwtFor(user, seconds = LIFETIME) {
     const secret = process.env.CHAT_JWT_SECRET;
     if (!secret) {
-        throw new Error("CHAT_JWT_SECRET is not set (tests/test_chat_js.py sets it)");
+        throw new Error("CHAT_JWT_SECRET is not set (tests/clients/test_chat_js.py sets it)");
     }
     const exp = Math.ceil(Date.now() / 1000 + seconds);
     const signed = `${b64url({ alg: "HS256", typ: "JWT" })}.${b64url({ sub: user, name: user, exp })}`;

@@ -1,4 +1,4 @@
-// The chat across two server processes on one Redis (tests/test_chat_scale_out.py starts
+// The chat across two server processes on one Redis (tests/scale_out/test_chat_scale_out.py starts
 // them): one signed-in user whose connections land on A and on B, as behind a load
 // balancer after a reload. A reply started on A is opened and followed on B, Stop from B
 // ends it on A, the seed's StopGeneration and ClearHistory reach A from B, and the history

@@ -1,4 +1,4 @@
-// Run by tests/test_chat_scale_out.py after it killed the Redis both servers share: a
+// Run by tests/scale_out/test_chat_scale_out.py after it killed the Redis both servers share: a
 // user's calls fail with a clear text within REDIS_TIMEOUT, never hang, and the server
 // keeps serving.
 import { test } from "node:test";

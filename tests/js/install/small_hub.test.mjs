@@ -1,6 +1,6 @@
 // The README's "A small hub", served from a core install (no chat extras), through the stock
 // client on every transport and protocol: an invocation, a broadcast, a stream.
-// Run by tests/install_check.py with the hub's address in SIGNALR_BASE_URL.
+// Run by tests/support/install_check.py with the hub's address in SIGNALR_BASE_URL.
 import assert from "node:assert/strict";
 import { collect, connect, matrixTest, recorder } from "../harness.mjs";
 

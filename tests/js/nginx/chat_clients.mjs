@@ -1,4 +1,4 @@
-// Stock @microsoft/signalr clients chatting through a URL (tests/test_scale_out_proxy.py).
+// Stock @microsoft/signalr clients chatting through a URL (tests/scale_out/test_scale_out_proxy.py).
 // argv: the hub URL, then a JSON list of { transport, protocol, message }. Each client is
 // its own HubConnection (its own cookie jar, as separate browsers are), all at once; each
 // sends its message and waits for the whole reply. Prints one JSON list of outcomes.

@@ -1,0 +1,1 @@
+"""The composed chat app in process: startup and its cleanup, OpenTelemetry."""

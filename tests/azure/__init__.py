@@ -1,0 +1,2 @@
+"""Azure SignalR Service: connection strings, tokens, REST, the service double, the app server
+through it."""

@@ -1,0 +1,1 @@
+"""The page and the Angular client in headless Chromium."""

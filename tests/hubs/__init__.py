@@ -1,0 +1,2 @@
+"""The hub layer in process: hub methods, the lifetime manager, the hub connection, authentication
+expiry."""

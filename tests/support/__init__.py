@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: fixtures, servers run as processes, doubles, waiting."""
