@@ -15,11 +15,17 @@ from playwright.sync_api import Page, expect
 
 from tests.support.browser import DESKTOP, PHONE, OpenPage, save_screenshot, serious_accessibility_violations
 from tests.support.chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat
-from tests.support.page import BUSY, MARKDOWN, SERVER_DOWN, nonce
+from tests.support.page import (
+    BUSY,
+    KILLED,
+    MARKDOWN,
+    SERVER_DOWN,
+    crash_and_start_again,
+    expect_interrupted_mark,
+    nonce,
+)
 from tests.support.paths import ROOT
 from tests.support.redis_server import RedisServer
-
-from .test_page import INTERRUPTED, KILLED, crash_and_start_again
 
 BUILD = ROOT / "wwwroot" / "angular" / "index.html"
 
@@ -321,30 +327,9 @@ def test_a_reply_the_server_never_finished_is_marked_and_continue_answers_it(
     expect(ask(page, question)).to_contain_text("t20")
     crash_and_start_again(redis_history_server)  # mid-reply: the question was stored, its reply never is
 
+    # the open app reconnects and marks the question; an app opened afresh too; Continue answers it
+    reply = expect_interrupted_mark(page, replies, f"first {tag}", question, scheme)
     note = page.locator(".interrupted-note")
-    resume = page.get_by_role("button", name="Continue the reply")
-    # the open app reconnects and shows the conversation as stored, with the mark
-    expect(page.locator(".message.notice")).to_have_text("Reconnected.", timeout=30_000)
-    expect(note).to_contain_text(INTERRUPTED)
-    expect(replies).to_have_count(1)
-    page.reload()  # and an app opened afresh shows it too (GetConversation's `interrupted`)
-    expect(page.locator("#status")).to_have_text("Connected")
-    expect(page.locator(".message.user")).to_have_text([f"first {tag}", question])
-    expect(replies).to_have_count(1)
-    expect(note).to_contain_text(INTERRUPTED)
-    expect(note).to_be_in_viewport()
-    question_box, note_box = page.locator(".message.user").nth(1).bounding_box(), note.bounding_box()
-    assert question_box and note_box and note_box["y"] >= question_box["y"] + question_box["height"], "under it"
-    expect(page.locator(".message.user").nth(1)).to_have_accessible_description(INTERRUPTED)
-    expect(resume).to_have_accessible_description(INTERRUPTED)
-    expect(page.get_by_role("button", name="Regenerate the reply")).to_have_count(0)
-    violations = serious_accessibility_violations(page)
-    assert not violations, f"{scheme} theme: {violations}"
-
-    resume.click()
-    expect(note).to_have_count(0)
-    reply = replies.nth(1)
-    expect(reply).to_have_attribute("aria-busy", "true")  # streams as any other reply
     done(reply)
     expect(reply).to_have_text(" ".join(f"t{i}" for i in range(1000)))
     expect(replies).to_have_count(2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,20 @@ from playwright.sync_api import Page, Request, WebSocket, expect
 
 from tests.support.browser import DESKTOP, PHONE, OpenPage, save_screenshot, serious_accessibility_violations
 from tests.support.chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat, token_for
-from tests.support.page import BUSY, MARKDOWN, SERVER_DOWN, chat, full, nonce, replies, send, wait_reply
+from tests.support.page import (
+    BUSY,
+    KILLED,
+    MARKDOWN,
+    SERVER_DOWN,
+    chat,
+    crash_and_start_again,
+    expect_interrupted_mark,
+    full,
+    nonce,
+    replies,
+    send,
+    wait_reply,
+)
 
 # Records each distinct text of the newest reply as it renders, with the composer's state then.
 RECORD_RENDERS = """
@@ -573,25 +585,11 @@ def test_regenerate_edit_and_continue(page_server: ChatServer, new_page: OpenPag
 
 # -- a reply the server never finished (issue 22) ---------------------------------------------
 
-INTERRUPTED = "The reply to this message was interrupted."
-# Console errors Chromium logs when the server dies under the page's connections.
-KILLED = ("WebSocket closed with status code", "ERR_CONNECTION_RESET")
-
 
 @pytest.fixture
 def sqlite_server(fake_ai: FakeAI, tmp_path: Path) -> Iterator[ChatServer]:
     """A server of the test's own, with SQLite history, for the test to kill."""
     yield from serve_chat(fake_ai, tmp_path, **azure_settings(fake_ai, history_store="sqlite"))
-
-
-def crash_and_start_again(server: ChatServer) -> None:
-    """SIGKILL, like a crash or the OOM killer: nothing runs on the way out. Then the server
-    starts again on the same port, with the same history file."""
-    assert server.process is not None
-    server.process.send_signal(signal.SIGKILL)
-    server.process.wait(10)
-    server.process = None
-    server.start()
 
 
 @pytest.mark.parametrize(
@@ -615,30 +613,9 @@ def test_a_reply_the_server_never_finished_is_marked_and_continue_answers_it(
     expect(replies(page).nth(1).locator(".content")).to_contain_text("t20")
     crash_and_start_again(sqlite_server)  # mid-reply: the question was stored, its reply never is
 
+    # the open page reconnects and marks the question; a page opened afresh too; Continue answers it
+    expect_interrupted_mark(page, replies(page), f"first {tag}", question, scheme)
     note = page.locator(".interrupted-note")
-    resume = page.get_by_role("button", name="Continue the reply")
-    # the open page reconnects and shows the conversation as stored, with the mark
-    expect(page.locator(".message.notice")).to_have_text("Reconnected.", timeout=30_000)
-    expect(note).to_contain_text(INTERRUPTED)
-    expect(replies(page)).to_have_count(1)
-    page.reload()  # and a page opened afresh shows it too (GetConversation's `interrupted`)
-    expect(page.locator("#status")).to_have_text("Connected")
-    expect(page.locator(".message.user")).to_have_text([f"first {tag}", question])
-    expect(replies(page)).to_have_count(1)
-    expect(note).to_contain_text(INTERRUPTED)
-    expect(note).to_be_in_viewport()
-    question_box, note_box = page.locator(".message.user").nth(1).bounding_box(), note.bounding_box()
-    assert question_box and note_box and note_box["y"] >= question_box["y"] + question_box["height"], "under it"
-    expect(page.locator(".message.user").nth(1)).to_have_accessible_description(INTERRUPTED)
-    expect(resume).to_have_accessible_description(INTERRUPTED)
-    expect(page.get_by_role("button", name="Regenerate the reply")).to_have_count(0)
-    violations = serious_accessibility_violations(page)
-    assert not violations, f"{scheme} theme: {violations}"
-
-    resume.click()
-    expect(note).to_have_count(0)
-    reply = replies(page).nth(1)
-    expect(reply).to_have_attribute("aria-busy", "true")  # streams as any other reply
     assert wait_reply(page, 2) == full(1000)
     expect(replies(page)).to_have_count(2)
     expect(replies(page).first.locator(".content")).to_have_text(first)  # the earlier reply is untouched

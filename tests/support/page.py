@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import uuid
 from typing import Any
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
+
+from .browser import serious_accessibility_violations
+from .chat_fixtures import ChatServer
 
 BUSY = "The AI service is busy. Please wait a moment and try again."
 # Console errors Chromium logs while the server is down; the restart tests expect them.
@@ -58,3 +62,51 @@ def chat(page: Page, text: str) -> str:
 
 def full(count: int) -> str:
     return " ".join(f"t{i}" for i in range(count))
+
+
+# -- a reply the server never finished (issue 22): both front ends show it the same way ------
+
+INTERRUPTED = "The reply to this message was interrupted."
+# Console errors Chromium logs when the server dies under the page's connections.
+KILLED = ("WebSocket closed with status code", "ERR_CONNECTION_RESET")
+
+
+def crash_and_start_again(server: ChatServer) -> None:
+    """SIGKILL, like a crash or the OOM killer: nothing runs on the way out. Then the server
+    starts again on the same port, with the same history."""
+    assert server.process is not None
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(10)
+    server.process = None
+    server.start()
+
+
+def expect_interrupted_mark(page: Page, replies: Locator, first: str, question: str, scheme: str) -> Locator:
+    """After `crash_and_start_again` mid-reply to `question`: the open front end reconnects and
+    marks the question; one opened afresh does too, under the question, described to assistive
+    technology, with Continue and without Regenerate, and no serious axe violation. Continue is
+    clicked: the mark goes and the reply streams as any other. Returns the new reply."""
+    note = page.locator(".interrupted-note")
+    resume = page.get_by_role("button", name="Continue the reply")
+    expect(page.locator(".message.notice")).to_have_text("Reconnected.", timeout=30_000)
+    expect(note).to_contain_text(INTERRUPTED)
+    expect(replies).to_have_count(1)
+    page.reload()  # opened afresh (GetConversation's `interrupted`)
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator(".message.user")).to_have_text([first, question])
+    expect(replies).to_have_count(1)
+    expect(note).to_contain_text(INTERRUPTED)
+    expect(note).to_be_in_viewport()
+    question_box, note_box = page.locator(".message.user").nth(1).bounding_box(), note.bounding_box()
+    assert question_box and note_box and note_box["y"] >= question_box["y"] + question_box["height"], "under it"
+    expect(page.locator(".message.user").nth(1)).to_have_accessible_description(INTERRUPTED)
+    expect(resume).to_have_accessible_description(INTERRUPTED)
+    expect(page.get_by_role("button", name="Regenerate the reply")).to_have_count(0)
+    violations = serious_accessibility_violations(page)
+    assert not violations, f"{scheme} theme: {violations}"
+
+    resume.click()
+    expect(note).to_have_count(0)
+    reply = replies.nth(1)
+    expect(reply).to_have_attribute("aria-busy", "true")  # streams as any other reply
+    return reply
