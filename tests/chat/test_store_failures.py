@@ -1,5 +1,6 @@
 """Issue 22: the history store failing (an SQLite file that is full, simulated with SQLite's
-own `max_page_count`; a write refused halfway; Redis unreachable). The user gets the clear
+own `max_page_count`; one that is not writable, with its `query_only`, since root writes any
+file whatever its mode; a write refused halfway; Redis unreachable). The user gets the clear
 text, the turn is not half-stored, other users are served, /readyz's check names the
 problem, and the log has one line per failure, without a traceback."""
 
@@ -88,6 +89,38 @@ async def test_a_full_sqlite_file_refuses_the_turn_whole_and_says_so(
     await conversations.reply(ALICE, "room again", ignore)
     assert conversations.history_problem() is None
     assert await contents(conversations, ALICE) == ["kept", "re: kept", "room again", "re: room again"]
+    await conversations.close()
+
+
+async def test_a_read_only_sqlite_file_refuses_the_turn_whole_and_says_so(
+    sqlite: SqliteHistoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    conversations = service(sqlite)
+    await conversations.reply(ALICE, "kept", ignore)
+    created = str((await conversations.create(ALICE, "second"))["id"])
+    await sqlite.db.execute("PRAGMA query_only = ON")  # SQLite's own read-only mode: SQLITE_READONLY
+
+    with pytest.raises(HistoryUnavailable) as refused:
+        await conversations.reply(ALICE, "refused", ignore)
+    assert refused.value.user_message == HistoryUnavailable.user_message
+    problem = conversations.history_problem()
+    assert problem is not None and "readonly" in problem, problem
+    assert await contents(conversations, ALICE) == ["kept", "re: kept"], "nothing of the turn is stored"
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        await conversations.start(ALICE, created, "send", "refused too")
+        items = [item async for item in conversations.follow(ALICE, created, 0)]
+    assert items[-1]["end"] == "error" and items[-1]["error"] == HistoryUnavailable.user_message
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(records) == 1 and records[0].exc_info is None, [r.getMessage() for r in records]
+    assert await contents(conversations, ALICE, created) == []
+    assert await conversations.reply(BOB, "still served", ignore) == "re: still served"
+
+    await sqlite.db.execute("PRAGMA query_only = OFF")
+    await conversations.reply(ALICE, "writable again", ignore)
+    assert conversations.history_problem() is None
+    assert await contents(conversations, ALICE) == ["kept", "re: kept", "writable again", "re: writable again"]
     await conversations.close()
 
 

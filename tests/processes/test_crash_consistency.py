@@ -3,8 +3,10 @@ and a regenerate are being answered), with SQLite history and with Redis history
 running). After a restart every accepted user message is in its conversation, every reply is
 absent (its user message then marked `interrupted`) or whole, an edit or regenerate left its
 conversation as before, the list points at nothing missing, and SQLite's integrity check is
-`ok`. The stock JS client drives the server; the fake Azure OpenAI's [[slow]] replies take
-20 s, so the kill lands mid-reply; every step waits on what the clients report."""
+`ok`. Deletes of conversations whose replies stream, answered or only sent just before the kill,
+leave each conversation whole or gone, never its entry without its messages. The
+stock JS client drives the server; the fake Azure OpenAI's [[slow]] replies take 20 s, so the
+kill lands mid-reply; every step waits on what the clients report."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from signalr_chat.chat.history import conversation_key
 from tests.support.chat_fixtures import ChatServer, FakeAI, azure_settings, server_env, token_for
 from tests.support.paths import JS_DIR
 from tests.support.redis_server import RedisServer
@@ -28,8 +31,10 @@ USERS = 50
 
 # Phase 1: each user starts a slow reply (even users: SendMessage in the default conversation;
 # odd users: StartReply in a new conversation); user 0 also has a finished conversation in
-# which an edit (users 0) and a regenerate (user 1) start. A line per reply once its first
-# token arrived; "all" when every one streams. Then it waits to be killed.
+# which an edit (users 0) and a regenerate (user 1) start; users 2-5 also stream a reply in a
+# conversation they delete once every reply streams (two deletes answered, two only sent). A line
+# per reply once its first token arrived; "all" when every one streams and the deletes are sent.
+# Then it waits to be killed.
 LOAD = """
 import * as signalR from "@microsoft/signalr";
 const [base, tokensJson] = process.argv.slice(1);
@@ -79,7 +84,24 @@ for (const [i, user] of Object.keys(tokens).entries()) {
         started.push(firstItem(other, conversation.id));
     }
 }
+const doomed = [];
+for (const [i, user] of Object.keys(tokens).entries()) {
+    if (i < 2 || i > 5) continue;
+    const c = connect(user);
+    await c.start();
+    const conversation = await c.invoke("CreateConversation", "doomed");
+    const message = `doomed of ${user} [[slow]]`;
+    await c.invoke("StartReply", conversation.id, message);
+    started.push(firstItem(c, conversation.id));
+    doomed.push({ c, user, conversation: conversation.id, message });
+}
 await Promise.all(started);
+// two deletes answered before the kill, two sent just before it (in flight, or not yet read)
+for (const [n, { c, user, conversation, message }] of doomed.entries()) {
+    if (n < 2) await c.invoke("DeleteConversation", conversation);
+    else await c.send("DeleteConversation", conversation);
+    say({ user, kind: "delete", conversation, message, answered: n < 2 });
+}
 say({ all: true });
 setInterval(() => {}, 1000);
 """
@@ -178,6 +200,9 @@ def assert_consistent(said: list[dict[str, Any]], found: dict[str, Any]) -> None
                 (m["role"], m["content"]) for m in record["before"]
             ], f"the {kind} killed mid-reply left its conversation as it was"
             continue
+        if kind == "delete" and conversation not in listed:
+            continue  # deleted whole: check_no_orphans looks for what it may have left
+        assert not record.get("answered"), "an answered delete is kept"
         messages = mine["history"] if conversation == "default" else mine["conversations"][conversation]["messages"]
         assert conversation in listed, "a conversation with an accepted message is listed"
         user_messages = [m for m in messages if m["role"] == "user"]
@@ -191,6 +216,17 @@ def assert_consistent(said: list[dict[str, Any]], found: dict[str, Any]) -> None
     for user, mine in found.items():
         for conversation_id in {entry["id"] for entry in mine["listed"]}:
             assert conversation_id in mine["conversations"], f"{user}'s list points at nothing"
+
+
+def check_no_orphans(db: Path) -> None:
+    """Every stored message of a listed conversation's key has its list entry (an owner's
+    default conversation, keyed by the owner alone, is never listed)."""
+    with sqlite3.connect(db) as connection:
+        listed = {
+            conversation_key(owner, id_) for owner, id_ in connection.execute("SELECT owner, id FROM conversations")
+        }
+        stored = {key for (key,) in connection.execute("SELECT DISTINCT conversation FROM messages")}
+    assert {key for key in stored if "/" in key} <= listed, "messages left without their list entry"
 
 
 @pytest.fixture
@@ -218,7 +254,9 @@ def test_kill_9_with_sqlite_history(fake_ai: FakeAI, tmp_path: Path, tokens: dic
     finally:
         server.stop()
     assert len([r for r in said if r["kind"] in ("send", "start")]) == USERS
+    assert len([r for r in said if r["kind"] == "delete"]) == 4
     assert_consistent(said, found)
+    check_no_orphans(db)
     with sqlite3.connect(db) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -234,4 +272,5 @@ def test_kill_9_with_redis_history(
     finally:
         server.stop()
     assert len([r for r in said if r["kind"] in ("send", "start")]) == USERS
+    assert len([r for r in said if r["kind"] == "delete"]) == 4
     assert_consistent(said, found)
