@@ -63,7 +63,10 @@ def create_app(
     tracer_provider, meter_provider = sdk_providers(tracer_provider, meter_provider)
     configured = tracer_provider is not None or meter_provider is not None
     signalr_telemetry = (
-        (HubTelemetry.create(tracer_provider, meter_provider), ConnectionTelemetry.create(meter_provider))
+        (
+            HubTelemetry.create(tracer_provider, meter_provider, trace_invocations=settings.trace_hub_invocations),
+            ConnectionTelemetry.create(meter_provider),
+        )
         if configured
         else (None, None)
     )

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         description="Record chat messages in the model-call spans (gen_ai.input.messages, gen_ai.output.messages); "
         "also OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT. Off: content never leaves the server.",
     )
+    trace_hub_invocations: bool = Field(
+        False,
+        description="With tracing on, a span per hub invocation (tracer Microsoft.AspNetCore.SignalR.Server), as a "
+        ".NET app records once it adds that ActivitySource. Off: model calls are traced, hub invocations are not "
+        "(a recorded span costs several times a small invocation).",
+    )
     metrics_enabled: bool = Field(
         False, description="Serve /metrics in the Prometheus text format (needs the [otel] extra)."
     )

@@ -111,7 +111,7 @@ def settings(fake: FakeAI, **extra: Any) -> Settings:
         azure_openai_api_key=DEFAULT_API_KEY,
         ai_max_retries=0,
         history_store="memory",
-        **extra,
+        **{"trace_hub_invocations": True, **extra},
     )
 
 
@@ -290,6 +290,25 @@ async def test_traceparent_parents_the_span_else_the_request_is_linked(
     assert (f"{link.context.trace_id:032x}", f"{link.context.span_id:016x}") == (request_trace, request_span)
 
 
+async def test_hub_invocations_are_traced_only_when_asked_for(
+    aiohttp_server: Any, fake_ai: FakeAI, telemetry: Telemetry
+) -> None:
+    """TRACE_HUB_INVOCATIONS is off by default, as a .NET app records the hub's spans only once
+    it adds their ActivitySource: the model call is then a root span, and the metrics count
+    as before."""
+    base = await serve(aiohttp_server, telemetry, settings(fake_ai, trace_hub_invocations=False))
+    seen = await stock_client(base, ("invoke", "SendMessage", "hello"))
+    tokens = [e for e in seen["events"] if e[0] == "ReceiveStreamToken"]
+    assert tokens
+    assert telemetry.finished(f"{HUB}/SendMessage") == []
+    model = only(telemetry.finished(f"chat {DEPLOYMENT}"))
+    assert model.parent is None, "no hub span to be its parent"
+    [sent] = telemetry.points("signalr_chat.server.messages.sent")
+    assert sent.value == len(tokens) + 4  # thinking, StreamStart, the tokens, StreamEnd, the Completion
+    [received] = telemetry.points("signalr_chat.server.messages.received")
+    assert received.value >= 1
+
+
 async def test_without_an_sdk_nothing_is_built(aiohttp_server: Any, fake_ai: FakeAI) -> None:
     """The global providers of this test process are the API's placeholders: no SDK."""
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
@@ -319,7 +338,7 @@ def test_otel_variables_choose_the_exporters() -> None:
 def test_a_server_process_exports_what_otel_variables_ask_for(fake_ai: FakeAI, tmp_path: Path) -> None:
     """OTEL_TRACES_EXPORTER=console: the spans of a turn reach stdout when the server stops."""
     env = server_env(fake_ai, **azure_settings(fake_ai, history_db=str(tmp_path / "h.db")))
-    env.update(OTEL_TRACES_EXPORTER="console", OTEL_SERVICE_NAME="chat-under-test")
+    env.update(OTEL_TRACES_EXPORTER="console", OTEL_SERVICE_NAME="chat-under-test", TRACE_HUB_INVOCATIONS="true")
     log = tmp_path / "server.log"
     server = ChatServer(env, log=log).start()
     node = shutil.which("node")
@@ -346,7 +365,9 @@ def test_a_server_process_exports_what_otel_variables_ask_for(fake_ai: FakeAI, t
 @pytest.mark.local_model
 async def test_the_local_model_is_traced_too(aiohttp_server: Any, telemetry: Telemetry) -> None:
     """The built-in model: the same span and duration metrics, provider `llama_cpp`, no usage."""
-    local = Settings(ai_provider="local", local_max_output_tokens=16, history_store="memory")
+    local = Settings(
+        ai_provider="local", local_max_output_tokens=16, history_store="memory", trace_hub_invocations=True
+    )
     base = await serve(aiohttp_server, telemetry, local)
     seen = await stock_client(base, ("invoke", "SendMessage", "Say hi."))
     tokens = [e[1] for e in seen["events"] if e[0] == "ReceiveStreamToken"]

@@ -197,7 +197,7 @@ class HubDispatcher:
         if resolved is None:
             return None
         method, arguments = resolved
-        if self.telemetry is not None:
+        if self.telemetry is not None and self.telemetry.tracer is not None:
             method = self.telemetry.traced(self.hub_name, connection, message, method)
         queue = connection.invocations
         if method.is_async or not queue.has_room():
@@ -286,7 +286,7 @@ class HubDispatcher:
         if resolved is None:
             return
         method, arguments = resolved
-        if self.telemetry is not None:
+        if self.telemetry is not None and self.telemetry.tracer is not None:
             method = self.telemetry.traced(self.hub_name, connection, message, method)
         hub = self._hub(connection)
         if method.returns_stream:

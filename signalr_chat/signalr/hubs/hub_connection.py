@@ -43,11 +43,11 @@ from .streams import ServerStreams, UploadStreams
 
 
 class MessageCounter(Protocol):
-    """Counts messages in and out (the hub's telemetry, when an OpenTelemetry SDK is configured)."""
+    """Counts messages in and out (the hub's telemetry, when an OpenTelemetry SDK is configured):
+    plain integers the connection adds to and the SDK reads at collection."""
 
-    def sent(self) -> None: ...
-
-    def received(self, count: int) -> None: ...
+    messages_sent: int
+    messages_received: int
 
 
 class MessageDispatcher(Protocol):
@@ -181,7 +181,7 @@ class HubConnectionContext:
         self.connection_context.send(data)
         telemetry = self.dispatcher.telemetry  # the endpoint's, not a field: idle connections stay small
         if telemetry is not None:
-            telemetry.sent()
+            telemetry.messages_sent += 1
 
     def backpressure(self) -> Awaitable[None] | None:
         """None while the client keeps up; else a wait for it, which drops it after `send_timeout`."""
@@ -219,7 +219,7 @@ class HubConnectionContext:
             return
         telemetry = self.dispatcher.telemetry
         if telemetry is not None:
-            telemetry.received(len(messages))
+            telemetry.messages_received += len(messages)
         if messages:
             self.invocations.record_size = len(data) // len(messages)  # what a queued one holds
         buffer = self.buffer

@@ -2,8 +2,14 @@
 
 - Tracer `Microsoft.AspNetCore.SignalR.Server`: a Server span `{Hub}/{method}` per hub
   invocation (a stream's span covers the whole stream), parented by a `traceparent` in the
-  invocation's headers, else linked to the connection's HTTP request, as .NET 9 does.
-- Meter `signalr_chat.server`: hub messages received and sent.
+  invocation's headers, else linked to the connection's HTTP request, as .NET 9 does. Only
+  when asked for (`trace_invocations`), as .NET records them only once the app adds that
+  ActivitySource to its tracer provider: a recorded span costs the SDK 10-30 µs, several
+  times a small invocation.
+- Meter `signalr_chat.server`: hub messages received and sent. They are counted in plain
+  integers and read by the SDK at collection (observable counters): a counter's `add` per
+  message cost more than the echo itself, and ASP.NET Core records per connection, not
+  per message, for the same reason.
 
 `HubTelemetry.create` returns None unless an OpenTelemetry SDK is configured, so the
 dispatcher and connection hooks are one `is not None` each.
@@ -42,37 +48,53 @@ class HubTelemetry:
     """One per pair of providers (instruments are created once), shared by every endpoint."""
 
     #: By the providers' ids; each instance holds its providers, so an id is never reused.
-    _instances: ClassVar[dict[tuple[int, int], HubTelemetry]] = {}
+    _instances: ClassVar[dict[tuple[int, int, bool], HubTelemetry]] = {}
 
     @classmethod
     def create(
-        cls, tracer_provider: trace.TracerProvider | None = None, meter_provider: metrics.MeterProvider | None = None
+        cls,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        *,
+        trace_invocations: bool = False,
     ) -> HubTelemetry | None:
+        """None when no SDK backs either provider. `trace_invocations`: a span per invocation."""
         tracer_provider, meter_provider = sdk_providers(tracer_provider, meter_provider)
         if tracer_provider is None and meter_provider is None:
             return None
-        key = (id(tracer_provider), id(meter_provider))
+        key = (id(tracer_provider), id(meter_provider), trace_invocations)
         instance = cls._instances.get(key)
         if instance is None:
-            instance = cls._instances[key] = cls(tracer_provider, meter_provider)
+            instance = cls._instances[key] = cls(tracer_provider, meter_provider, trace_invocations=trace_invocations)
         return instance
 
-    def __init__(self, tracer_provider: trace.TracerProvider | None, meter_provider: metrics.MeterProvider | None):
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None,
+        meter_provider: metrics.MeterProvider | None,
+        *,
+        trace_invocations: bool = True,
+    ):
         self.providers = (tracer_provider, meter_provider)
-        self.tracer = tracer_provider.get_tracer(SERVER_SOURCE) if tracer_provider is not None else None
+        self.tracer = (
+            tracer_provider.get_tracer(SERVER_SOURCE) if tracer_provider is not None and trace_invocations else None
+        )
         server = (meter_provider or metrics.NoOpMeterProvider()).get_meter(SERVER_METER)
-        self._received = server.create_counter(
-            "signalr_chat.server.messages.received", unit="{message}", description="Hub messages received from clients."
+        #: Messages since the start; the hub connection adds to them, the SDK reads them.
+        self.messages_received = 0
+        self.messages_sent = 0
+        server.create_observable_counter(
+            "signalr_chat.server.messages.received",
+            callbacks=[lambda _: [metrics.Observation(self.messages_received)]],
+            unit="{message}",
+            description="Hub messages received from clients.",
         )
-        self._sent = server.create_counter(
-            "signalr_chat.server.messages.sent", unit="{message}", description="Hub messages queued for clients."
+        server.create_observable_counter(
+            "signalr_chat.server.messages.sent",
+            callbacks=[lambda _: [metrics.Observation(self.messages_sent)]],
+            unit="{message}",
+            description="Hub messages queued for clients.",
         )
-
-    def received(self, count: int) -> None:
-        self._received.add(count)
-
-    def sent(self) -> None:
-        self._sent.add(1)
 
     def traced(
         self,
