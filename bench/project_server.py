@@ -52,6 +52,17 @@ class BenchHub(Hub):
         await self.clients.group(group).send("Group", stamp, payload)
 
 
+def _telemetry() -> tuple[Any, Any] | None:
+    """BENCH_OTEL=spans: the SDK on and a span per hub invocation (TRACE_HUB_INVOCATIONS in the
+    chat); else the endpoint's default (the SDK's metrics, if installed, and no hub spans)."""
+    if os.environ.get("BENCH_OTEL") != "spans":
+        return None
+    from signalr_chat.signalr.connections.telemetry import ConnectionTelemetry
+    from signalr_chat.signalr.hubs.telemetry import HubTelemetry
+
+    return HubTelemetry.create(trace_invocations=True), ConnectionTelemetry.create()
+
+
 def create_hub_app() -> web.Application:
     app = web.Application()
     # permessage-deflate only for the deflate scenario, which sets BENCH_DEFLATE=1
@@ -64,7 +75,7 @@ def create_hub_app() -> web.Application:
         return app
     redis_url = os.environ.get("BENCH_REDIS_URL")
     if not redis_url:
-        map_hub(app, "/hub", BenchHub, options=options)
+        map_hub(app, "/hub", BenchHub, options=options, telemetry=_telemetry())
         return app
     from signalr_chat.signalr.redis import RedisHubLifetimeManager  # the scale-out scenario
 
@@ -124,7 +135,7 @@ def _coroutine_name(task: asyncio.Task[Any]) -> str:
 
 
 def install_sdk() -> None:
-    """BENCH_OTEL=1: the OpenTelemetry SDK on, recording every span and metric point.
+    """BENCH_OTEL=1 (or `spans`): the OpenTelemetry SDK on, recording every span and metric point.
 
     Spans go through the BatchSpanProcessor a deployment uses, to an exporter that drops
     them; metrics aggregate in a reader that is never collected. The figure is then the
@@ -154,7 +165,7 @@ def main() -> None:
     parser.add_argument("--app", choices=("hub", "chat"), default="hub")
     args = parser.parse_args()
     procfs.raise_nofile()
-    if os.environ.get("BENCH_OTEL") == "1":
+    if os.environ.get("BENCH_OTEL") in ("1", "spans"):
         install_sdk()
     from signalr_chat.hosting.server import run
 

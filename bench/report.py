@@ -322,6 +322,12 @@ def azure_section(records: list[Record]) -> tuple[list[str], list[str]]:
     return azure.report_section(Cells(records, "azure"))
 
 
+def telemetry_section(records: list[Record]) -> tuple[list[str], list[str]]:
+    from . import telemetry
+
+    return telemetry.report_section(Cells(records, "telemetry"))
+
+
 def soak_section(records: list[Record]) -> tuple[list[str], list[str]]:
     from . import soak
 
@@ -348,6 +354,7 @@ SECTIONS: tuple[Callable[[list[Record]], tuple[list[str], list[str]]], ...] = (
     relay_section,
     scaleout_section,
     azure_section,
+    telemetry_section,
     soak_section,
 )
 

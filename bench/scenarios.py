@@ -21,7 +21,7 @@ from . import procfs, servers
 #: A run whose load generator used this share of its core measured the client, not the server.
 SATURATED_PCT = 90.0
 #: What `python -m bench` runs by default.
-SCENARIOS = ("echo", "broadcast", "idle", "relay", "ttft", "deflate", "scaleout", "azure")
+SCENARIOS = ("echo", "broadcast", "idle", "relay", "ttft", "deflate", "scaleout", "azure", "telemetry")
 #: Run only when named: the soak takes 10 minutes of load on its own (`--scenario soak`).
 OPT_IN = ("soak",)
 
@@ -187,6 +187,10 @@ def all_cases(t: Timing, scenarios: tuple[str, ...], idle_sizes: tuple[int, ...]
         from . import azure
 
         cases += azure.cases(t)
+    if "telemetry" in scenarios:
+        from . import telemetry
+
+        cases += telemetry.cases(t)
     if "soak" in scenarios:
         from . import soak
 
@@ -269,6 +273,10 @@ def _custom_runner(case: Case) -> Runner | None:
         from . import azure
 
         return azure.run
+    if case.scenario == "telemetry":
+        from . import telemetry
+
+        return telemetry.run
     if case.scenario == "soak":
         from . import soak
 

@@ -74,9 +74,9 @@ def command(kind: str, app: str = "hub") -> list[str]:
 
 
 def base_kind(kind: str) -> str:
-    """The server a run's kind starts: `relay-floor` is the floor's, `project-redis` and
-    `project-azure` the project."""
-    return kind.removeprefix("relay-").removesuffix("-redis").removesuffix("-azure")
+    """The server a run's kind starts: `relay-floor` is the floor's, `project-redis`,
+    `project-azure`, `project-otel` and `project-otel-spans` the project."""
+    return kind.removeprefix("relay-").split("-", 1)[0]
 
 
 def pinned(core: str, argv: list[str]) -> list[str]:
