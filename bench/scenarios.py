@@ -301,8 +301,10 @@ def load_under_profile(
         return loadgen(spec, budget)
 
 
-def run_standard(case: Case, kind: str, profile_to: Path | None) -> dict[str, Any]:
-    env = {"BENCH_DEFLATE": "1"} if case.params.get("deflate") else None
+def run_standard(case: Case, kind: str, profile_to: Path | None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A fresh `kind` server (with `env` added to its environment) under the case's load."""
+    if case.params.get("deflate"):
+        env = {**(env or {}), "BENCH_DEFLATE": "1"}
     server = servers.start(kind, env=env)
     try:
         spec = {**case.params, "port": server.port, "server_pid": server.pid, "path": "/hub"}

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import relay, servers
+from . import relay
 
 if TYPE_CHECKING:
     from .report import Cells
@@ -41,19 +41,13 @@ def cases(t: Timing) -> Iterator[Case]:
 
 
 def run(case: Case, kind: str, profile_to: Path | None = None) -> dict[str, Any]:
-    from .scenarios import load_under_profile
+    from .scenarios import run_standard
 
     env = {ON: {"BENCH_OTEL": "1"}, SPANS: {"BENCH_OTEL": "spans", "TRACE_HUB_INVOCATIONS": "true"}}.get(kind)
     if case.params["mode"] == "relay":
         with relay.relay_stack("project", env=env) as (upstream, server, path):
             return relay.load(case, upstream, server, path, profile_to)
-    server = servers.start("project", env=env)
-    try:
-        spec = {**case.params, "port": server.port, "server_pid": server.pid, "path": "/hub"}
-        budget = 120 + 4 * float(case.params["window"]) + case.params["connections"] / 200
-        return server.check_alive(load_under_profile(spec, budget, profile_to))
-    finally:
-        server.stop()
+    return run_standard(case, "project", profile_to, env)
 
 
 def report_section(cells: Cells) -> tuple[list[str], list[str]]:

@@ -57,14 +57,31 @@ async def contents(conversations: ConversationService, caller: Caller, conversat
     return [str(m["content"]) for m in cast(list[dict[str, object]], opened["messages"])]
 
 
-async def test_a_full_sqlite_file_refuses_the_turn_whole_and_says_so(
-    sqlite: SqliteHistoryStore, caplog: pytest.LogCaptureFixture
+async def _full(db: Any) -> None:
+    (pages,) = await (await db.execute("PRAGMA page_count")).fetchone()
+    await db.execute(f"PRAGMA max_page_count = {pages}")  # no page more
+
+
+async def _read_only(db: Any) -> None:
+    await db.execute("PRAGMA query_only = ON")  # SQLite's own read-only mode: SQLITE_READONLY
+
+
+REFUSALS = {
+    # how the file refuses, what /readyz's problem says, how it takes writes again
+    "full": (_full, "full", "PRAGMA max_page_count = 1000000"),
+    "read-only": (_read_only, "readonly", "PRAGMA query_only = OFF"),
+}
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+async def test_a_sqlite_file_that_refuses_writes_refuses_the_turn_whole_and_says_so(
+    sqlite: SqliteHistoryStore, caplog: pytest.LogCaptureFixture, refusal: str
 ) -> None:
+    refuse, named, restore = REFUSALS[refusal]
     conversations = service(sqlite)
     await conversations.reply(ALICE, "kept", ignore)
     created = str((await conversations.create(ALICE, "second"))["id"])
-    (pages,) = await (await sqlite.db.execute("PRAGMA page_count")).fetchone()  # type: ignore[misc]
-    await sqlite.db.execute(f"PRAGMA max_page_count = {pages}")  # full: no page more
+    await refuse(sqlite.db)
     big = "x" * 100_000
 
     with pytest.raises(HistoryUnavailable) as refused:
@@ -72,7 +89,7 @@ async def test_a_full_sqlite_file_refuses_the_turn_whole_and_says_so(
     assert refused.value.user_message.startswith("Your conversations are unavailable right now")
     assert await contents(conversations, ALICE) == ["kept", "re: kept"], "nothing of the turn is stored"
     problem = conversations.history_problem()
-    assert problem is not None and "full" in problem
+    assert problem is not None and named in problem, problem
 
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -85,39 +102,7 @@ async def test_a_full_sqlite_file_refuses_the_turn_whole_and_says_so(
 
     assert await conversations.reply(BOB, "still served", ignore) == "re: still served"
 
-    await sqlite.db.execute("PRAGMA max_page_count = 1000000")
-    await conversations.reply(ALICE, "room again", ignore)
-    assert conversations.history_problem() is None
-    assert await contents(conversations, ALICE) == ["kept", "re: kept", "room again", "re: room again"]
-    await conversations.close()
-
-
-async def test_a_read_only_sqlite_file_refuses_the_turn_whole_and_says_so(
-    sqlite: SqliteHistoryStore, caplog: pytest.LogCaptureFixture
-) -> None:
-    conversations = service(sqlite)
-    await conversations.reply(ALICE, "kept", ignore)
-    created = str((await conversations.create(ALICE, "second"))["id"])
-    await sqlite.db.execute("PRAGMA query_only = ON")  # SQLite's own read-only mode: SQLITE_READONLY
-
-    with pytest.raises(HistoryUnavailable) as refused:
-        await conversations.reply(ALICE, "refused", ignore)
-    assert refused.value.user_message == HistoryUnavailable.user_message
-    problem = conversations.history_problem()
-    assert problem is not None and "readonly" in problem, problem
-    assert await contents(conversations, ALICE) == ["kept", "re: kept"], "nothing of the turn is stored"
-
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        await conversations.start(ALICE, created, "send", "refused too")
-        items = [item async for item in conversations.follow(ALICE, created, 0)]
-    assert items[-1]["end"] == "error" and items[-1]["error"] == HistoryUnavailable.user_message
-    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(records) == 1 and records[0].exc_info is None, [r.getMessage() for r in records]
-    assert await contents(conversations, ALICE, created) == []
-    assert await conversations.reply(BOB, "still served", ignore) == "re: still served"
-
-    await sqlite.db.execute("PRAGMA query_only = OFF")
+    await sqlite.db.execute(restore)
     await conversations.reply(ALICE, "writable again", ignore)
     assert conversations.history_problem() is None
     assert await contents(conversations, ALICE) == ["kept", "re: kept", "writable again", "re: writable again"]
