@@ -28,6 +28,12 @@ SECRET_PARAMETERS = frozenset({"access_token"})
 class RedactingAccessLogger(AbstractAccessLogger):
     """aiohttp's access log line, with bearer tokens in the query string masked."""
 
+    @property
+    def enabled(self) -> bool:
+        """aiohttp asks once per connection: below INFO, no request pays for a line nobody writes
+        (long polling and Server-Sent Events make a request per message)."""
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         url = request.rel_url
         if SECRET_PARAMETERS.intersection(url.query):
