@@ -31,7 +31,7 @@ from signalr_chat.chat.conversations import (
 )
 from signalr_chat.chat.export import BAD_FORMAT, JSON_FORMAT, file_name
 from signalr_chat.chat.guests import GuestSessions
-from signalr_chat.chat.history import HistoryStore, InMemoryHistoryStore
+from signalr_chat.chat.history import ConversationInfo, HistoryStore, InMemoryHistoryStore, conversation_key
 from signalr_chat.chat.rate_limit import InMemoryRateLimits, RateLimiter
 from signalr_chat.chat.redis_guests import SharedGuestSessions
 from signalr_chat.chat.redis_history import RedisHistoryStore
@@ -370,3 +370,68 @@ async def test_deleting_all_twice_or_with_nothing_stored_is_fine(chat: Chat) -> 
     assert await service.list(carol) == []
     await chat.conversation(carol, None, "a fresh start")  # the user goes on as new
     assert [c["title"] for c in await service.list(carol)] == ["a fresh start"]
+
+
+# -- the store methods, on owners whose ids hold what a key or a pattern treats specially -----------
+
+#: Owners next to each other in key order, or spelling another's key, or a SCAN pattern's specials.
+OWNERS = [
+    "user:a",
+    "user:ab",
+    "user:a0",
+    "user:a/b",
+    "user:a%2Fb",
+    "user:",
+    "user:*",
+    "user:a?",
+    "user:[ab]",
+    "user:\\",
+    "guest:" + "g" * 32,
+]
+IDS = [DEFAULT, "c1", "x/y", "%", ""]
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HistoryStore]:
+    made: HistoryStore
+    if request.param == "memory":
+        made = InMemoryHistoryStore(keep=10)
+    elif request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        made = RedisHistoryStore(server.url, keep=10)
+    else:
+        sqlite = SqliteHistoryStore(tmp_path / "h.sqlite3", keep=10)
+        await sqlite.open()
+        made = sqlite
+    yield made
+    await made.close()
+
+
+def said(owner: str, conversation: str) -> ChatMessage:
+    return {"role": "user", "content": f"said by {owner} in {conversation}"}
+
+
+async def test_drop_owner_deletes_one_owners_conversations_and_nobody_elses(store: HistoryStore) -> None:
+    for owner in OWNERS:
+        for conversation in IDS:
+            listed = (owner, ConversationInfo(conversation, f"{owner} {conversation}", 1.0, 2.0))
+            await store.append(conversation_key(owner, conversation), [said(owner, conversation)], listed)
+    for n, owner in enumerate(OWNERS):
+        await store.drop_owner(owner)
+        for m, other in enumerate(OWNERS):
+            gone = m <= n
+            assert (await store.conversations(other) == []) == gone, f"dropping {owner!r}: the list of {other!r}"
+            for conversation in IDS:
+                held = await store.load(conversation_key(other, conversation))
+                assert held == ([] if gone else [said(other, conversation)]), f"dropping {owner!r}: {other!r}"
+
+
+async def test_search_reads_only_the_keys_it_is_given(store: HistoryStore) -> None:
+    for owner in OWNERS:
+        for conversation in IDS:
+            await store.append(conversation_key(owner, conversation), [said(owner, conversation)])
+    mine = [conversation_key("user:a", conversation) for conversation in IDS]
+    found = await store.search(mine, "SAID BY")
+    assert found == {key: said("user:a", conversation) for key, conversation in zip(mine, IDS, strict=True)}
+    assert await store.search(mine, "said by user:ab") == {}
+    assert await store.search([], "said") == {}
