@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -32,8 +33,9 @@ from dataclasses import dataclass, field
 
 from ..ai import AiError, AiFailed, ChatMessage
 from .addresses import AddressLimits
+from .export import BAD_FORMAT, FORMATS, export
 from .guests import Guests
-from .history import ConversationInfo, HistoryUnavailable, Listed, conversation_key
+from .history import ConversationInfo, HistoryUnavailable, Listed, conversation_key, owns_key, search_pattern
 from .replies import ReplyRun
 from .service import Backends, Caller, ChatService, Rejected, Reply, rate_limited, too_many_guests
 
@@ -59,6 +61,16 @@ NOT_A_USER_MESSAGE = "Only your own messages can be edited."
 BAD_TITLE = f"A title must be text of 1 to {MAX_TITLE_LENGTH} characters."
 BAD_ID = "A conversation id must be text."
 BAD_SEQUENCE = "The sequence must be a whole number."
+MAX_QUERY_LENGTH = 200
+MAX_PAGE_SIZE = 50
+BAD_QUERY = f"A search must be text of 1 to {MAX_QUERY_LENGTH} characters."
+BAD_PAGE = "The page must be a whole number from 1."
+BAD_PAGE_SIZE = f"The page size must be a whole number from 1 to {MAX_PAGE_SIZE}."
+#: Conversations searched per call of the store (each at most MAX_HISTORY_MESSAGES messages).
+SEARCH_BATCH = 50
+#: A snippet shows this many characters before the match, and about this many in all.
+SNIPPET_BEFORE = 40
+SNIPPET_LENGTH = 120
 
 
 def derive_title(message: str) -> str:
@@ -68,6 +80,29 @@ def derive_title(message: str) -> str:
         return line or NEW_TITLE
     cut = line[:TITLE_LENGTH].rsplit(" ", 1)[0] or line[:TITLE_LENGTH]
     return cut + "…"
+
+
+def snippet(text: str, pattern: re.Pattern[str]) -> tuple[str, int, int]:
+    """A short piece of `text` around the first match of `pattern` ("…" where it was cut,
+    whitespace collapsed), and where the match is in it."""
+    found = pattern.search(text)
+    start, end = found.span() if found is not None else (0, 0)
+    begin = max(0, start - SNIPPET_BEFORE)
+    finish = min(len(text), max(end, begin + SNIPPET_LENGTH))
+
+    def collapsed(part: str) -> str:
+        return re.sub(r"\s+", " ", part)
+
+    before = ("…" if begin > 0 else "") + collapsed(text[begin:start]).lstrip()
+    hit = collapsed(text[start:end])
+    after = collapsed(text[end:finish]).rstrip() + ("…" if finish < len(text) else "")
+    return before + hit + after, len(before), len(before) + len(hit)
+
+
+def _whole(value: object, low: int, high: int | None, refusal: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        raise Rejected(refusal)
+    return value
 
 
 def _shown(history: list[ChatMessage]) -> list[dict[str, object]]:
@@ -378,12 +413,18 @@ class ConversationService:
         info = await self._find(owner, backends, conversation_id)
         return owner, backends, info, self._key(owner, info.id)
 
-    async def list(self, caller: Caller) -> list[dict[str, object]]:
-        owner, backends = self.owner(caller), self.backends(caller)
+    async def _listed(self, owner: str, backends: Backends) -> list[ConversationInfo]:
+        """The owner's conversations, newest first, and the seed's history when it holds
+        messages but was never listed (it comes last: it has no time)."""
         store = backends.history
         listed = await store.conversations(owner)
         if all(info.id != DEFAULT for info in listed) and await store.load(self._key(owner, DEFAULT)):
-            listed.append(await self._find(owner, backends, DEFAULT))  # the seed's history, never listed yet
+            listed.append(await self._find(owner, backends, DEFAULT))
+        return listed
+
+    async def list(self, caller: Caller) -> list[dict[str, object]]:
+        owner, backends = self.owner(caller), self.backends(caller)
+        listed = await self._listed(owner, backends)
         keys = [self._key(owner, info.id) for info in listed]
         elsewhere = await backends.replies.is_running(keys)
         running = [self._running(key) is not None or there for key, there in zip(keys, elsewhere, strict=True)]
@@ -468,6 +509,78 @@ class ConversationService:
         await self._stop_and_wait(key, backends)
         # messages and entry in one write: a crash never leaves an entry without its messages
         await self._empty(key, backends, lambda: backends.history.drop(owner, conversation_id, key))
+
+    # -- search, export, and deleting everything ---------------------------------------------
+    async def search(self, caller: Caller, query: object, page: object, page_size: object) -> dict[str, object]:
+        """SearchConversations: the caller's conversations whose title or messages hold `query`
+        (case-insensitive), newest first, page `page` (from 1) of `page_size`; each with a
+        snippet of its first matching message (or of its title, when only that matches).
+        Only the caller's own keys are ever read: the list is theirs, the keys are made from it."""
+        if not isinstance(query, str) or not 1 <= len(query.strip()) <= MAX_QUERY_LENGTH:
+            raise Rejected(BAD_QUERY)
+        text = query.strip()
+        number = _whole(page, 1, None, BAD_PAGE)
+        size = _whole(page_size, 1, MAX_PAGE_SIZE, BAD_PAGE_SIZE)
+        owner, backends = self.owner(caller), self.backends(caller)
+        pattern = search_pattern(text)
+        skip = (number - 1) * size
+        hits: list[dict[str, object]] = []
+        candidates = await self._listed(owner, backends)
+        # newest first, a batch at a time, until this page and one more hit are known
+        for start in range(0, len(candidates), SEARCH_BATCH):
+            batch = candidates[start : start + SEARCH_BATCH]
+            found = await backends.history.search([self._key(owner, info.id) for info in batch], text)
+            for info in batch:
+                message = found.get(self._key(owner, info.id))
+                if message is None and pattern.search(info.title) is None:
+                    continue
+                where, source = (message["role"], message["content"]) if message is not None else ("title", info.title)
+                shown, begin, end = snippet(source, pattern)
+                hits.append({**info.as_dict(), "in": where, "snippet": shown, "match": [begin, end]})
+            if len(hits) > skip + size:
+                break
+        return {"page": number, "pageSize": size, "results": hits[skip : skip + size], "more": len(hits) > skip + size}
+
+    async def export(self, caller: Caller, conversation_id: object, form: object) -> dict[str, str]:
+        """ExportConversation: the stored conversation as a Markdown or JSON file (export.py)."""
+        _, backends, info, key = await self._located(caller, conversation_id)
+        if not isinstance(form, str) or form not in FORMATS:
+            raise Rejected(BAD_FORMAT)
+        return export(info, await backends.history.load(key), form, time.time())
+
+    async def delete_all(self, caller: Caller) -> None:
+        """DeleteAllMyData: every reply of the caller's conversations stopped (on every instance)
+        and stored, then every conversation deleted in one store call (one transaction where the
+        store allows), what this instance keeps of them (a clear's undo, an ended reply's chunks)
+        forgotten, and a guest's id too. Each conversation's lock is held for the delete, so
+        nothing in flight writes into the emptied store after it."""
+        owner, backends = self.owner(caller), self.backends(caller)
+        store = backends.history
+        keys = {self._key(owner, DEFAULT), *(self._key(owner, info.id) for info in await store.conversations(owner))}
+        keys.update(key for key in self._conversations if owns_key(owner, key))
+        ordered = sorted(keys)
+        for key in ordered:
+            await self._stop_elsewhere(key, backends, await self._stop_here(key))
+        held = [self._conversation(key, backends) for key in ordered]
+        for conversation in held:
+            conversation.users += 1
+        try:
+            async with contextlib.AsyncExitStack() as locks:
+                for conversation in held:
+                    for reply in list(conversation.replies):  # started meanwhile: never stored
+                        reply.stop()
+                    await locks.enter_async_context(conversation.lock)
+                await store.drop_owner(owner)
+            await backends.replies.forget(ordered)
+        finally:
+            for key, conversation in zip(ordered, held, strict=True):
+                conversation.users -= 1
+                if conversation.latest is not None and not conversation.latest.running:
+                    conversation.latest = None
+                self._forget_cleared(key)
+                self._tidy(key)
+        if caller.guest is not None:
+            await self.guests.forget(caller.guest)
 
     @staticmethod
     def _title(title: object) -> str:

@@ -42,6 +42,10 @@ class Guests(Protocol):
         the caller then forgets); none where the store forgets them by itself."""
         ...
 
+    async def forget(self, guest_id: str) -> None:
+        """The guest asked for their data to be deleted: the id is never taken back again."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -91,6 +95,9 @@ class GuestSessions:
         for guest in gone:
             del self._last_seen[guest]
         return gone
+
+    async def forget(self, guest_id: str) -> None:
+        self._last_seen.pop(guest_id, None)
 
     async def close(self) -> None:
         self._last_seen.clear()

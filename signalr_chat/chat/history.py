@@ -7,6 +7,8 @@ each conversation to its last `keep` messages.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -42,6 +44,35 @@ def conversation_key(owner: str, conversation_id: str, default: str = "default")
     server issues) keep the key they had before keys were escaped."""
     owner_part = _escaped(owner)
     return owner_part if conversation_id == default else f"{owner_part}/{_escaped(conversation_id)}"
+
+
+def owns_key(owner: str, key: str) -> bool:
+    """Whether `key` (as `conversation_key` makes them) is one of `owner`'s conversations: the
+    escaped owner alone (the default conversation) or the escaped owner, "/", anything. No other
+    owner's key passes, since an escaped owner holds no "/"."""
+    owner_part = _escaped(owner)
+    return key == owner_part or key.startswith(owner_part + "/")
+
+
+def owner_key_range(owner: str) -> tuple[str, str, str]:
+    """The default conversation's key and the bounds (from, inclusive; to, exclusive) of every
+    other key of `owner`:
+    in byte order, every key that starts with "owner/" lies between "owner/" and "owner0" ("0"
+    follows "/"), so a store with its keys in order (SQLite's index) finds them by a range."""
+    owner_part = _escaped(owner)
+    return owner_part, owner_part + "/", owner_part + "0"
+
+
+@functools.lru_cache(maxsize=64)
+def search_pattern(query: str) -> re.Pattern[str]:
+    """What a search looks for, the same way in every store: `query` as plain text (no pattern
+    characters), case-insensitive over Unicode (Python's simple case folding, which keeps each
+    character's place, so a snippet can be cut around the match)."""
+    return re.compile(re.escape(query), re.IGNORECASE)
+
+
+def holds(text: str, query: str) -> bool:
+    return search_pattern(query).search(text) is not None
 
 
 class HistoryUnavailable(Exception):
@@ -87,6 +118,18 @@ class HistoryStore(Protocol):
 
     async def forget_conversation(self, owner: str, conversation_id: str) -> None:
         """Drops the list entry only; the caller clears the messages."""
+        ...
+
+    async def search(self, conversations: Sequence[str], query: str) -> dict[str, ChatMessage]:
+        """For each conversation (by key) whose messages hold `query` (as `holds` says), its
+        first such message, oldest first; conversations with none are left out. The caller
+        passes only the caller's own keys, as for `load`."""
+        ...
+
+    async def drop_owner(self, owner: str) -> None:
+        """Deletes everything stored for `owner` in one transaction where the store allows: the
+        list, and every conversation under the owner's keys (`owns_key`), listed or not, the
+        default conversation included."""
         ...
 
     async def close(self) -> None: ...
@@ -144,6 +187,19 @@ class InMemoryHistoryStore:
             listed.pop(conversation_id, None)
             if not listed:
                 del self._lists[owner]
+
+    async def search(self, conversations: Sequence[str], query: str) -> dict[str, ChatMessage]:
+        found: dict[str, ChatMessage] = {}
+        for key in conversations:
+            first = next((m for m in self._conversations.get(key, ()) if holds(m["content"], query)), None)
+            if first is not None:
+                found[key] = first
+        return found
+
+    async def drop_owner(self, owner: str) -> None:
+        for key in [key for key in self._conversations if owns_key(owner, key)]:
+            del self._conversations[key]
+        self._lists.pop(owner, None)
 
     async def close(self) -> None:
         self._conversations.clear()

@@ -202,5 +202,19 @@ class ChatHub(Hub):
         except (Rejected, HistoryUnavailable) as exc:
             raise HubException(user_message(exc)) from None
 
+    async def search_conversations(self, query: str, page: int, page_size: int) -> dict[str, object]:
+        """The caller's conversations whose title or messages hold `query`, a page at a time."""
+        return await _or_hub_error(self.conversations.search(self.caller, query, page, page_size))
+
+    async def export_conversation(self, conversation_id: str, form: str) -> dict[str, str]:
+        """`{fileName, mediaType, text}`: the conversation as "markdown" or "json", to download."""
+        return await _or_hub_error(self.conversations.export(self.caller, conversation_id, form))
+
+    async def delete_all_my_data(self) -> None:
+        """Every conversation of the caller deleted, their replies stopped first; a guest's id
+        is forgotten too, so this connection is no guest any more (UseGuestSession makes a new one)."""
+        await _or_hub_error(self.conversations.delete_all(self.caller))
+        self.context.items.pop(GUEST_ITEM, None)
+
     async def on_disconnected(self, exception: BaseException | None) -> None:
         await self.conversations.disconnected(self.caller)

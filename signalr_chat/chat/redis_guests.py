@@ -46,3 +46,6 @@ class SharedGuestSessions(RedisUser):
 
     async def expired(self) -> list[str]:
         return []
+
+    async def forget(self, guest_id: str) -> None:
+        await self._call(lambda: self._redis.delete(self._prefix + guest_id))

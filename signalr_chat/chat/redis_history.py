@@ -22,9 +22,14 @@ from redis.asyncio import Redis
 
 from ..ai import ChatMessage
 from ..signalr.redis import client_from_url
-from .history import ConversationInfo, HistoryUnavailable, Listed
+from .history import ConversationInfo, HistoryUnavailable, Listed, conversation_key, holds, owner_key_range
 
 T = TypeVar("T")
+
+#: Conversations read per round trip by a search (each at most `keep` messages).
+SEARCH_BATCH = 100
+#: Keys deleted per DEL in DeleteAllMyData's transaction.
+DELETE_BATCH = 500
 
 #: Every key of the chat's history starts with the channel prefix and this.
 NAMESPACE = "signalr_chat:"
@@ -181,6 +186,56 @@ class RedisHistoryStore(RedisUser):
 
     async def forget_conversation(self, owner: str, conversation_id: str) -> None:
         await self._call(lambda: self._redis.hdel(self._list(owner), conversation_id))
+
+    async def search(self, conversations: Sequence[str], query: str) -> dict[str, ChatMessage]:
+        """Reads the given conversations (each trimmed to `keep` messages), a batch per round
+        trip, and tests them here: Redis has no text search without a module."""
+        found: dict[str, ChatMessage] = {}
+        keys = list(conversations)
+        for start in range(0, len(keys), SEARCH_BATCH):
+            batch = keys[start : start + SEARCH_BATCH]
+
+            async def read(batch: list[str] = batch) -> list[list[bytes]]:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key in batch:
+                        pipe.lrange(self._messages(key), 0, -1)
+                    return cast(list[list[bytes]], await pipe.execute())
+
+            for key, rows in zip(batch, await self._call(read), strict=True):
+                first = next((m for m in map(_message, rows) if holds(m["content"], query)), None)
+                if first is not None:
+                    found[key] = first
+        return found
+
+    async def drop_owner(self, owner: str) -> None:
+        """The owner's keys: the list, the conversations it names, the default one, and any
+        other under the owner's prefix (a SCAN, so none is left that the list forgot), deleted
+        in one MULTI/EXEC. The SCAN walks the whole keyspace: this is for a rare request."""
+        default, first, _ = owner_key_range(owner)
+        pattern = self._messages(_glob_escaped(first)) + "*"
+
+        async def collect() -> set[str]:
+            ids = await cast(Awaitable[list[bytes]], self._redis.hkeys(self._list(owner)))
+            keys = {self._list(owner), self._messages(default)}
+            keys.update(self._messages(conversation_key(owner, i.decode())) for i in ids)
+            async for found in self._redis.scan_iter(match=pattern, count=1000):
+                keys.add(found.decode() if isinstance(found, bytes) else str(found))
+            return keys
+
+        keys = sorted(await self._call(collect))
+
+        async def delete() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for start in range(0, len(keys), DELETE_BATCH):
+                    pipe.delete(*keys[start : start + DELETE_BATCH])
+                await pipe.execute()
+
+        await self._call(delete)
+
+
+def _glob_escaped(text: str) -> str:
+    """`text` matched literally by a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _entry(listed: Listed | None) -> tuple[str, str, tuple[str, str, str]]:

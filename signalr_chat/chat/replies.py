@@ -139,6 +139,11 @@ class ReplySharing(Protocol):
         """Stops the conversation's replies on the other instances; whether any was running."""
         ...
 
+    async def forget(self, keys: Sequence[str]) -> None:
+        """Deletes what is kept of the conversations' ended replies (their text) for other
+        instances (DeleteAllMyData, after every reply of them was stopped)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -171,6 +176,9 @@ class LocalReplies:
 
     async def stop(self, key: str) -> bool:
         return False
+
+    async def forget(self, keys: Sequence[str]) -> None:
+        return None
 
     async def close(self) -> None:
         return None

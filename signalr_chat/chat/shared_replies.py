@@ -83,6 +83,7 @@ class _Mirror:
         self.storing_sent = False
         self.ended = False
         self.lock = asyncio.Lock()
+        self.task: asyncio.Task[None] | None = None
 
 
 class SharedReplies(RedisUser):
@@ -172,7 +173,7 @@ class SharedReplies(RedisUser):
         if not await self._call(work):
             return False
         mirror = self._mirrors[run.id] = _Mirror(key, run, value)  # before the first chunk: storing() finds it
-        task = asyncio.create_task(self._mirror(mirror))
+        task = mirror.task = asyncio.create_task(self._mirror(mirror))
         self._mirror_tasks.add(task)
         task.add_done_callback(self._mirror_tasks.discard)
         return True
@@ -402,6 +403,24 @@ class SharedReplies(RedisUser):
         finally:
             del self._acks[request]
         return stopped
+
+    async def forget(self, keys: Sequence[str]) -> None:
+        """Deletes the streams (and follower sets) of the conversations' replies, once this
+        instance's mirrors of them wrote their ends, so no end recreates a stream after."""
+        wanted = set(keys)
+        mirroring = [m.task for m in self._mirrors.values() if m.key in wanted and m.task is not None]
+        if mirroring:
+            await asyncio.wait(mirroring, timeout=self.timeout)
+        names = [name for key in sorted(wanted) for name in (self._stream(key), self._followers(key))]
+
+        async def delete() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for start in range(0, len(names), 500):
+                    pipe.delete(*names[start : start + 500])
+                await pipe.execute()
+
+        if names:
+            await self._call(delete)
 
     async def _listen(self) -> None:
         backoff = 0.1

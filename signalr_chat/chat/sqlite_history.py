@@ -15,7 +15,7 @@ from typing import cast
 import aiosqlite
 
 from ..ai import ChatMessage
-from .history import ConversationInfo, HistoryUnavailable, Listed
+from .history import ConversationInfo, HistoryUnavailable, Listed, holds, owner_key_range
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS conversations (
 );
 """
 
+
+#: How many conversation keys one search query names (SQLite allows 32,766 parameters).
+SEARCH_BATCH = 500
 
 #: aiosqlite logs every query with its values at DEBUG: users' messages, verbatim.
 AIOSQLITE_LOGGER = "aiosqlite"
@@ -68,6 +71,8 @@ class SqliteHistoryStore:
         # consistency (docs/operations.md). FULL would fsync every turn, on the one writer.
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
+        # a search matches as the other stores do (LIKE would fold ASCII letters only)
+        await self._db.create_function("chat_holds", 2, holds, deterministic=True)
         await self._db.executescript(_SCHEMA)
         await self._db.commit()
 
@@ -165,6 +170,38 @@ class SqliteHistoryStore:
     async def forget_conversation(self, owner: str, conversation_id: str) -> None:
         async with self._transaction() as db:
             await db.execute("DELETE FROM conversations WHERE owner = ? AND id = ?", (owner, conversation_id))
+
+    async def search(self, conversations: Sequence[str], query: str) -> dict[str, ChatMessage]:
+        """A scan of the given conversations' messages (found by the conversation index), each
+        tested by `holds`: no full-text index, so its cost grows with the owner's messages."""
+        found: dict[str, ChatMessage] = {}
+        keys = list(conversations)
+        for start in range(0, len(keys), SEARCH_BATCH):
+            batch = keys[start : start + SEARCH_BATCH]
+            marks = ", ".join("?" * len(batch))
+            try:
+                async with self.db.execute(
+                    f"SELECT conversation, role, content FROM messages WHERE conversation IN ({marks}) "
+                    "AND chat_holds(content, ?) ORDER BY id",
+                    (*batch, query),
+                ) as cursor:
+                    rows = await cursor.fetchall()
+            except sqlite3.Error as exc:
+                raise HistoryUnavailable(f"SQLite refused: {exc}") from None
+            for conversation, role, content in rows:
+                found.setdefault(str(conversation), cast(ChatMessage, {"role": role, "content": content}))
+        return found
+
+    async def drop_owner(self, owner: str) -> None:
+        """One transaction: the owner's list, and their messages by a range of the conversation
+        index (every key of the owner, listed or not)."""
+        default, first, after = owner_key_range(owner)
+        async with self._transaction() as db:
+            await db.execute(
+                "DELETE FROM messages WHERE conversation = ? OR (conversation >= ? AND conversation < ?)",
+                (default, first, after),
+            )
+            await db.execute("DELETE FROM conversations WHERE owner = ?", (owner,))
 
     async def close(self) -> None:
         if self._db is not None:

@@ -17,12 +17,16 @@ from tests.support.browser import DESKTOP, PHONE, OpenPage, save_screenshot, ser
 from tests.support.chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat
 from tests.support.page import (
     BUSY,
+    DELETED,
     KILLED,
     MARKDOWN,
     SERVER_DOWN,
     crash_and_start_again,
+    delete_all,
+    expect_exports,
     expect_interrupted_mark,
     nonce,
+    search_for,
 )
 from tests.support.paths import ROOT
 from tests.support.redis_server import RedisServer
@@ -476,3 +480,75 @@ def test_regenerate_edit_and_continue(angular_server: ChatServer, new_page: Open
     expect(replies.nth(1)).to_contain_text("Echo: Continue your previous reply", timeout=30_000)
     done(replies.nth(1))
     assert str(replies.nth(1).text_content()).startswith(partial)
+
+
+# -- search, export and "delete all my data" (issue 23), as on the page -----------------------------
+
+
+def test_search_finds_only_ones_own_conversations_and_opens_one(angular_server: ChatServer, new_page: OpenPage) -> None:
+    tag = nonce()
+    someone = open_app(new_page, angular_server)  # another guest, with the very words searched for
+    done(ask(someone, f"About giraffes {tag}, someone else's"))
+    page, _ = new_page(f"{angular_server.base}/angular/", color_scheme="dark")
+    expect(page.locator("#status")).to_have_text("Connected")
+    done(ask(page, f"About giraffes {tag}"))
+    page.get_by_role("button", name="New chat").click()
+    expect(page.locator(".message")).to_have_count(0)
+    done(ask(page, f"About zebras {tag}"))
+
+    results = search_for(page, f"GIRAFFES {tag.upper()}")
+    expect(results).to_have_count(1)
+    expect(results.locator(".search-result-title")).to_have_text(f"About giraffes {tag}")
+    expect(results.locator("mark")).to_have_text(f"giraffes {tag}")
+    expect(page.locator("#search-status")).to_have_text("1 conversation found.")
+    expect(page.locator("#conversation-list")).to_be_hidden()
+    violations = serious_accessibility_violations(page)
+    assert not violations, f"dark theme: {violations}"
+    results.first.click()
+    expect(page.locator(".message.user")).to_have_text([f"About giraffes {tag}"])
+
+    expect(search_for(page, f"nowhere {tag}")).to_have_count(0)
+    expect(page.locator("#search-status")).to_have_text("No conversation matches.")
+    search_for(page, "")
+    expect(page.locator("#conversation-list")).to_be_visible()
+    expect(page.locator(".conversation-open")).to_have_count(2)
+
+
+def test_export_downloads_the_conversation_as_markdown_and_json(angular_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_app(new_page, angular_server)
+    tag = nonce()
+    reply = ask(page, f"Export me {tag}")
+    done(reply)
+    answer = str(reply.text_content()).strip()
+    assert answer.startswith(f"Echo: Export me {tag}"), answer
+    expect_exports(page, f"Export me {tag}", f"export-me-{tag}", f"Export me {tag}", answer)
+
+
+def test_on_a_phone_a_guest_deletes_all_their_data_and_others_keep_theirs(
+    angular_server: ChatServer, new_page: OpenPage
+) -> None:
+    tag = nonce()
+    other = open_app(new_page, angular_server)
+    done(ask(other, f"kept {tag}"))
+    page, _ = new_page(f"{angular_server.base}/angular/", viewport=PHONE)
+    expect(page.locator("#status")).to_have_text("Connected")
+    done(ask(page, f"a guest's {tag}"))
+    guest = page.evaluate("localStorage.getItem('chat-guest')")
+    page.get_by_role("button", name="Chats").click()
+    delete_all(page, accept=False)  # changed their mind: nothing happens
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator(".message.user")).to_have_text([f"a guest's {tag}"])
+    page.get_by_role("button", name="Chats").click()
+
+    delete_all(page, accept=True)
+    expect(page.locator(".message.notice")).to_have_text(DELETED)
+    expect(page.locator(".message.user")).to_have_count(0)
+    assert page.evaluate("localStorage.getItem('chat-guest')") not in (guest, None), "a new guest"
+    expect(page.locator("#sidebar")).to_be_hidden()
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator(".message.user")).to_have_count(0)
+    other.reload()
+    expect(other.locator("#status")).to_have_text("Connected")
+    expect(other.locator(".message.user")).to_have_text([f"kept {tag}"])

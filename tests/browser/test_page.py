@@ -15,15 +15,19 @@ from tests.support.browser import DESKTOP, PHONE, OpenPage, save_screenshot, ser
 from tests.support.chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat, token_for
 from tests.support.page import (
     BUSY,
+    DELETED,
     KILLED,
     MARKDOWN,
     SERVER_DOWN,
     chat,
     crash_and_start_again,
+    delete_all,
+    expect_exports,
     expect_interrupted_mark,
     full,
     nonce,
     replies,
+    search_for,
     send,
     wait_reply,
 )
@@ -742,3 +746,89 @@ def test_screenshot_of_a_real_looking_conversation(page_server: ChatServer, new_
     page.locator("#message-input").focus()
     page.locator("#chat-container").evaluate("c => { c.scrollTop = c.scrollHeight; }")
     save_screenshot(page, "screenshot-page.png", tmp_path)
+
+
+# -- search, export and "delete all my data" (issue 23) -------------------------------------------
+
+
+def test_search_finds_only_ones_own_conversations_and_opens_one(page_server: ChatServer, new_page: OpenPage) -> None:
+    tag = nonce()
+    someone = open_chat(new_page, page_server)  # another guest, with the very words searched for
+    chat(someone, f"About giraffes {tag}, someone else's")
+    page = open_chat(new_page, page_server)
+    chat(page, f"About giraffes {tag}")
+    page.get_by_role("button", name="New chat").click()
+    expect(page.locator(".message")).to_have_count(0)
+    chat(page, f"About zebras {tag}")
+
+    results = search_for(page, f"GIRAFFES {tag.upper()}")
+    expect(results).to_have_count(1)
+    expect(results.locator(".search-result-title")).to_have_text(f"About giraffes {tag}")
+    expect(results.locator("mark")).to_have_text(f"giraffes {tag}")
+    expect(page.locator("#search-status")).to_have_text("1 conversation found.")
+    expect(page.locator("#conversation-list")).to_be_hidden()
+    violations = serious_accessibility_violations(page)
+    assert not violations, violations
+    results.first.click()
+    expect(page.locator(".message.user")).to_have_text(f"About giraffes {tag}")
+
+    expect(search_for(page, f"nowhere {tag}")).to_have_count(0)
+    expect(page.locator("#search-status")).to_have_text("No conversation matches.")
+    search_for(page, "")
+    expect(page.locator("#conversation-list")).to_be_visible()
+    expect(page.locator(".conversation-open")).to_have_count(2)
+
+
+def test_export_downloads_the_conversation_as_markdown_and_json(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server)
+    tag = nonce()
+    answer = chat(page, f"Export me {tag}")
+    expect_exports(page, f"Export me {tag}", f"export-me-{tag}", f"Export me {tag}", answer)
+
+
+def test_delete_all_my_data_asks_first_and_leaves_the_others_alone(page_server: ChatServer, new_page: OpenPage) -> None:
+    tag = nonce()
+    user = f"page-user-{tag}"
+    other, _ = new_page(f"{page_server.base}/#token={token_for(f'other-{user}')}")
+    expect(other.locator("#status")).to_have_text("Connected")
+    chat(other, f"kept {tag}")
+    page, _ = new_page(f"{page_server.base}/#token={token_for(user)}")
+    expect(page.locator("#status")).to_have_text("Connected")
+    chat(page, f"first {tag}")
+    page.get_by_role("button", name="New chat").click()
+    expect(page.locator(".message")).to_have_count(0)
+    chat(page, f"second {tag}")
+
+    delete_all(page, accept=False)  # changed their mind: nothing happens
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator(".conversation-open")).to_have_count(2)
+    expect(page.locator(".message.user")).to_have_text(f"second {tag}")
+
+    delete_all(page, accept=True)
+    expect(page.locator(".message.notice")).to_have_text(DELETED)
+    expect(page.locator(".message.user")).to_have_count(0)
+    expect(page.locator(".conversation-open")).to_have_text(["New chat"])
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator(".message.user")).to_have_count(0)
+    expect(page.locator(".conversation-open")).to_have_text(["New chat"])
+    other.reload()
+    expect(other.locator("#status")).to_have_text("Connected")
+    expect(other.locator(".message.user")).to_have_text(f"kept {tag}")
+
+
+def test_on_a_phone_a_guest_deletes_all_their_data_from_the_panel(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server, viewport=PHONE)
+    tag = nonce()
+    chat(page, f"a guest's {tag}")
+    guest = page.evaluate("localStorage.getItem('chat-guest')")
+    page.get_by_role("button", name="Chats").click()
+    delete_all(page, accept=True)
+    expect(page.locator(".message.notice")).to_have_text(DELETED)
+    expect(page.locator(".message.user")).to_have_count(0)
+    assert page.evaluate("localStorage.getItem('chat-guest')") not in (guest, None), "a new guest"
+    chat(page, f"a fresh start {tag}")  # the page goes on, as a new guest
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator(".message.user")).to_have_text(f"a fresh start {tag}")

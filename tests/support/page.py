@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import uuid
+from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Dialog, Locator, Page, expect
 
 from .browser import serious_accessibility_violations
 from .chat_fixtures import ChatServer
@@ -110,3 +112,56 @@ def expect_interrupted_mark(page: Page, replies: Locator, first: str, question: 
     reply = replies.nth(1)
     expect(reply).to_have_attribute("aria-busy", "true")  # streams as any other reply
     return reply
+
+
+# -- search, export and "delete all my data" (issue 23): the same controls on both front ends ---
+
+DELETED = "All your conversations were deleted."
+
+
+def search_for(page: Page, query: str) -> Locator:
+    """Types `query` in the search box (the search runs when typing pauses); the results."""
+    page.locator("#search-input").fill(query)
+    return page.locator(".search-result")
+
+
+def downloaded(page: Page, button: str) -> tuple[str, str]:
+    """Clicks the export button named `button`; the downloaded file's name and text."""
+    with page.expect_download() as download:
+        page.get_by_role("button", name=button, exact=True).click()
+    path = download.value.path()
+    return download.value.suggested_filename, Path(path).read_text(encoding="utf-8")
+
+
+def expect_exports(page: Page, title: str, stem: str, question: str, answer: str) -> None:
+    """Both downloads of the open conversation, as the server renders them (docs/chat.md),
+    named `stem`.md and `stem`.json."""
+    name, text = downloaded(page, "Markdown")
+    assert name == f"{stem}.md", name
+    assert text.startswith(f"# {title}\n"), text
+    assert f"## You\n\n{question}\n\n## Assistant\n\n{answer}\n" in text, text
+    name, text = downloaded(page, "JSON")
+    assert name == f"{stem}.json", name
+    document = json.loads(text)
+    assert document["title"] == title
+    assert document["messages"] == [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+
+
+CONFIRM_DELETE_ALL = "Delete all your conversations and everything the server keeps of them? This cannot be undone."
+
+
+def delete_all(page: Page, *, accept: bool) -> None:
+    """Clicks "Delete all my data" and answers its confirmation, which must be asked (the
+    click returns once the dialog its handler opened is answered)."""
+    asked: list[str] = []
+
+    def answer(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        if accept:
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    page.once("dialog", answer)
+    page.get_by_role("button", name="Delete all my data").click()
+    assert asked == [CONFIRM_DELETE_ALL], asked

@@ -18,6 +18,9 @@
     const reconnectBox = $("reconnect"), countdownText = $("reconnect-countdown"), retryBtn = $("retry-btn");
     const sidebar = $("sidebar"), chatsBtn = $("chats-btn"), newChatBtn = $("new-chat-btn");
     const list = $("conversation-list");
+    const searchInput = $("search-input"), searchPanel = $("search-panel"), searchStatus = $("search-status");
+    const searchResults = $("search-results"), searchMore = $("search-more-btn");
+    const exportMdBtn = $("export-md-btn"), exportJsonBtn = $("export-json-btn"), deleteAllBtn = $("delete-all-btn");
     const params = new URLSearchParams(location.search);
     const token = takeToken();
     /** The automatic reconnect's delays (ms); after the last one the page retries every 5 s. */
@@ -106,6 +109,7 @@
         input.disabled = !connected; // the next message can be drafted while a reply streams
         clearBtn.disabled = !connected;
         newChatBtn.disabled = !connected;
+        for (const control of [searchInput, exportMdBtn, exportJsonBtn, deleteAllBtn]) control.disabled = !connected;
         updateComposer();
     }
 
@@ -561,6 +565,125 @@
         scrollToEnd();
         if (!quiet) input.focus();
     }
+
+    // -- search, export, and deleting everything (issue 23) ------------------------------------
+    /** Results per SearchConversations page. */
+    const SEARCH_PAGE_SIZE = 20;
+    /** How long typing pauses before the search runs. */
+    const SEARCH_DELAY = 250;
+    let searchTimer = 0, searchQuery = "", searchPage = 0;
+
+    /** The snippet as text, its match in <mark>: never HTML from the server. */
+    function snippetNode(result) {
+        const span = document.createElement("span");
+        span.className = "search-result-snippet";
+        const [start, end] = result.match;
+        const mark = document.createElement("mark");
+        mark.textContent = result.snippet.slice(start, end);
+        span.append(result.snippet.slice(0, start), mark, result.snippet.slice(end));
+        return span;
+    }
+
+    function searchResult(result) {
+        const li = document.createElement("li");
+        const open = document.createElement("button");
+        open.type = "button";
+        open.className = "search-result";
+        const title = document.createElement("span");
+        title.className = "search-result-title";
+        title.textContent = result.title;
+        open.append(title, snippetNode(result));
+        open.addEventListener("click", async () => { await openConversation(result.id); closeSidebarOnPhone(); });
+        li.append(open);
+        return li;
+    }
+
+    /** The first page of a new query, or the next page of the current one. */
+    async function search(more = false) {
+        const query = searchInput.value.trim();
+        if (!query) {
+            searchQuery = "";
+            searchPanel.hidden = true;
+            list.hidden = false;
+            return;
+        }
+        const page = more ? searchPage + 1 : 1;
+        let found;
+        try {
+            found = await connection.invoke("SearchConversations", query, page, SEARCH_PAGE_SIZE);
+        } catch (err) {
+            searchPanel.hidden = false;
+            list.hidden = true;
+            searchStatus.textContent = serverText(err) ?? "The search failed. Please try again.";
+            return;
+        }
+        if (searchInput.value.trim() !== query) return; // typed on meanwhile: that search is next
+        searchQuery = query;
+        searchPage = page;
+        if (!more) searchResults.replaceChildren();
+        searchResults.append(...found.results.map(searchResult));
+        const count = searchResults.children.length;
+        searchStatus.textContent = count === 0
+            ? "No conversation matches."
+            : `${count}${found.more ? "+" : ""} conversation${count === 1 && !found.more ? "" : "s"} found.`;
+        searchMore.hidden = !found.more;
+        searchPanel.hidden = false;
+        list.hidden = true;
+    }
+
+    searchInput.addEventListener("input", () => {
+        clearTimeout(searchTimer);
+        searchTimer = setTimeout(search, SEARCH_DELAY);
+    });
+    $("search-form").addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(searchTimer); search(); });
+    searchMore.addEventListener("click", () => { if (searchQuery) search(true); });
+
+    /** Downloads the open conversation as the server renders it (ExportConversation). */
+    async function exportConversation(format) {
+        let file;
+        try {
+            file = await connection.invoke("ExportConversation", conversationId, format);
+        } catch (err) {
+            error(serverText(err) ?? "The conversation could not be exported.");
+            return;
+        }
+        const url = URL.createObjectURL(new Blob([file.text], { type: `${file.mediaType};charset=utf-8` }));
+        const link = document.createElement("a");
+        link.href = url;
+        link.download = file.fileName;
+        document.body.append(link);
+        link.click();
+        link.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 10000);
+    }
+
+    exportMdBtn.addEventListener("click", () => exportConversation("markdown"));
+    exportJsonBtn.addEventListener("click", () => exportConversation("json"));
+
+    /** Every conversation deleted on the server, after a confirmation; a guest starts over as a new guest. */
+    async function deleteAllData() {
+        if (!confirm("Delete all your conversations and everything the server keeps of them? This cannot be undone.")) return;
+        try {
+            await connection.invoke("DeleteAllMyData");
+        } catch (err) {
+            error(serverText(err) ?? "Your data could not be deleted.");
+            return;
+        }
+        if (active) { active.subscription?.dispose(); active = null; pending = ""; setStreaming(false); }
+        if (!token) {
+            localStorage.removeItem("chat-guest");
+            await identify().catch(() => false);
+        }
+        searchInput.value = "";
+        await search();
+        conversationId = DEFAULT;
+        await refreshList();
+        await openConversation(DEFAULT, { quiet: true });
+        closeSidebarOnPhone();
+        notice("All your conversations were deleted.");
+    }
+
+    deleteAllBtn.addEventListener("click", deleteAllData);
 
     // -- editing an earlier message: what followed it is replaced ----------------------------
     function beginEdit(bubble) {

@@ -47,6 +47,30 @@ export interface Conversation {
   reply: ReplyInfo | null;
 }
 
+/** A `SearchConversations` result: the conversation, and a snippet with its match at `match`. */
+export interface SearchResult {
+  id: string;
+  title: string;
+  updated: number;
+  in: 'title' | 'user' | 'assistant';
+  snippet: string;
+  match: [number, number];
+}
+
+export interface SearchPage {
+  page: number;
+  pageSize: number;
+  results: SearchResult[];
+  more: boolean;
+}
+
+/** `ExportConversation`: a file to download. */
+export interface ExportedFile {
+  fileName: string;
+  mediaType: string;
+  text: string;
+}
+
 /** A `ResumeReply` stream item: a numbered chunk, or the end. */
 export interface ReplyItem {
   sequence: number;
@@ -229,6 +253,20 @@ export class AiStreamService {
 
   clearConversation(conversationId: string): Promise<void> {
     return this.connection.invoke('ClearConversation', conversationId);
+  }
+
+  /** The caller's conversations whose title or messages hold `query`: page `page` (from 1). */
+  searchConversations(query: string, page: number, pageSize: number): Promise<SearchPage> {
+    return this.connection.invoke<SearchPage>('SearchConversations', query, page, pageSize);
+  }
+
+  exportConversation(conversationId: string, format: 'markdown' | 'json'): Promise<ExportedFile> {
+    return this.connection.invoke<ExportedFile>('ExportConversation', conversationId, format);
+  }
+
+  /** Every conversation of this user or guest deleted (a guest's id too: `useGuest(null)` makes a new one). */
+  deleteAllMyData(): Promise<void> {
+    return this.connection.invoke('DeleteAllMyData');
   }
 
   /** The length limit and the model. */

@@ -1,7 +1,7 @@
 import { Component, ElementRef, afterNextRender, afterRenderEffect, computed, inject, signal, viewChild } from '@angular/core';
 import { takeUntilDestroyed } from '@angular/core/rxjs-interop';
 import { Subscription } from 'rxjs';
-import { AiStreamService, ChatInfo, ConversationEntry, ReplyInfo, ReplyItem } from './ai-stream.service';
+import { AiStreamService, ChatInfo, ConversationEntry, ReplyInfo, ReplyItem, SearchResult } from './ai-stream.service';
 import { MarkdownView, copy } from './markdown';
 
 interface ChatMessage {
@@ -76,6 +76,14 @@ export class App {
   protected readonly unseen = signal(false);
   /** Seconds until the next connection attempt, while one is waited for. */
   protected readonly retryIn = signal<number | null>(null);
+  /** The search box's text; the results replace the list while it holds any. */
+  protected readonly searchText = signal('');
+  protected readonly searchResults = signal<readonly SearchResult[]>([]);
+  protected readonly searchMore = signal(false);
+  /** What the search found, or why it failed; null while no search is shown. */
+  protected readonly searchStatus = signal<string | null>(null);
+  private searchPage = 0;
+  private searchTimer: ReturnType<typeof setTimeout> | undefined;
 
   private nextKey = 0;
   /** The log's height at the last render: the reader was at the bottom if within 40 px of it. */
@@ -349,6 +357,89 @@ export class App {
     await this.refreshList();
   }
 
+  // -- search, export, and deleting everything (issue 23) --------------------------------------
+  protected onSearchInput(text: string): void {
+    this.searchText.set(text);
+    clearTimeout(this.searchTimer);
+    this.searchTimer = setTimeout(() => void this.search(), SEARCH_DELAY);
+  }
+
+  /** The first page of the query in the box, or (`more`) the next page of it. */
+  protected async search(more = false): Promise<void> {
+    clearTimeout(this.searchTimer);
+    const query = this.searchText().trim();
+    if (!query) {
+      this.searchStatus.set(null);
+      this.searchResults.set([]);
+      this.searchMore.set(false);
+      return;
+    }
+    const page = more ? this.searchPage + 1 : 1;
+    try {
+      const found = await this.ai.searchConversations(query, page, SEARCH_PAGE_SIZE);
+      if (this.searchText().trim() !== query) return; // typed on meanwhile: that search is next
+      this.searchPage = page;
+      const results = more ? [...this.searchResults(), ...found.results] : found.results;
+      this.searchResults.set(results);
+      this.searchMore.set(found.more);
+      const count = results.length;
+      this.searchStatus.set(
+        count === 0
+          ? 'No conversation matches.'
+          : `${count}${found.more ? '+' : ''} conversation${count === 1 && !found.more ? '' : 's'} found.`,
+      );
+    } catch (err) {
+      this.searchStatus.set(serverText(err) ?? failure('The search failed', err));
+    }
+  }
+
+  /** Downloads the open conversation as the server renders it. */
+  protected async exportConversation(format: 'markdown' | 'json'): Promise<void> {
+    try {
+      const file = await this.ai.exportConversation(this.conversationId, format);
+      const url = URL.createObjectURL(new Blob([file.text], { type: `${file.mediaType};charset=utf-8` }));
+      const link = document.createElement('a');
+      link.href = url;
+      link.download = file.fileName;
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+    } catch (err) {
+      this.add('error', serverText(err) ?? failure('The conversation could not be exported', err));
+    }
+  }
+
+  /** Every conversation deleted on the server, after a confirmation; a guest starts over as a new guest. */
+  protected async deleteAllData(): Promise<void> {
+    if (!confirm('Delete all your conversations and everything the server keeps of them? This cannot be undone.')) return;
+    try {
+      await this.ai.deleteAllMyData();
+    } catch (err) {
+      this.add('error', serverText(err) ?? failure('Your data could not be deleted', err));
+      return;
+    }
+    this.stopFollowing();
+    this.sidebarOpen.set(false);
+    this.searchText.set('');
+    await this.search();
+    try {
+      const guest = await this.ai.useGuest(null);
+      if (guest !== null) localStorage.setItem(GUEST_KEY, guest);
+    } catch {
+      // the seed's per-connection conversation
+    }
+    this.conversationId = 'default';
+    await this.refreshList();
+    await this.openConversation('default');
+    this.add('notice', 'All your conversations were deleted.');
+  }
+
+  protected snippetParts(result: SearchResult): [string, string, string] {
+    const [start, end] = result.match;
+    return [result.snippet.slice(0, start), result.snippet.slice(start, end), result.snippet.slice(end)];
+  }
+
   private stopFollowing(): void {
     for (const follower of this.followers.values()) follower.subscription.unsubscribe();
     this.followers.clear();
@@ -501,6 +592,9 @@ interface Follower {
 declare const ChatTheme: { bind(button: HTMLButtonElement): void };
 
 const GUEST_KEY = 'chat-guest';
+/** Results per SearchConversations page, and how long typing pauses before the search runs. */
+const SEARCH_PAGE_SIZE = 20;
+const SEARCH_DELAY = 250;
 const CONVERSATION_KEY = 'chat-conversation';
 const HUB_ERROR = 'HubException: ';
 

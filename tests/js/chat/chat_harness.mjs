@@ -27,7 +27,7 @@ export const SERVERS = {
     get fake() { return serverUrl("FAKE_AI_URL"); },
 };
 
-/** Bearer tokens by user: alice, bob, carol, dave, and "expired". */
+/** Bearer tokens by user: alice, bob, carol, dave, erin, frank, gina, hank, and "expired". */
 export function token(user) {
     const tokens = JSON.parse(process.env.CHAT_TOKENS ?? "{}");
     if (!tokens[user]) {
