@@ -11,19 +11,23 @@ from .errors import (
     AiAuthFailed,
     AiBusy,
     AiContentFiltered,
+    AiContentWithdrawn,
+    AiCutShort,
     AiError,
     AiFailed,
     AiInterrupted,
     AiReplyTooLong,
     AiTimedOut,
 )
-from .model import ChatMessage, ChatModel
+from .model import ChatMessage, ChatModel, Cut
 from .providers import create_model
 
 __all__ = [
     "AiAuthFailed",
     "AiBusy",
     "AiContentFiltered",
+    "AiContentWithdrawn",
+    "AiCutShort",
     "AiError",
     "AiFailed",
     "AiInterrupted",
@@ -32,5 +36,6 @@ __all__ = [
     "ChatMessage",
     "ChatModel",
     "ConfigurationError",
+    "Cut",
     "create_model",
 ]

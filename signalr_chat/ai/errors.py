@@ -43,6 +43,11 @@ class AiContentFiltered(AiError):
     user_message = "The content was filtered by the AI service's content policy. Please rephrase your message."
 
 
+class AiContentWithdrawn(AiContentFiltered):
+    """Azure's asynchronous filter flagged text it had already streamed (the violation comes late,
+    with the offsets of the text it covers): the reply is withdrawn, nothing of it kept or replayed."""
+
+
 class AiTimedOut(AiFailed):
     """No first token, or no end, within the reply's deadlines: the generic text, the cause logged."""
 
@@ -53,10 +58,16 @@ class AiInterrupted(AiError):
     user_message = "The reply was interrupted before it was finished. Please try again."
 
 
-class AiReplyTooLong(AiError):
-    """The reply reached the length limit: what came so far is kept, the rest never asked for."""
+class AiCutShort(AiError):
+    """The reply stopped at a length limit (the provider reported `finish_reason: "length"`, or the
+    built-in model reached its token limit): no failure of the text so far, which is kept and marked
+    cut, so the user can ask for the rest (ContinueReply)."""
 
     user_message = "The reply was cut short because it reached the maximum length."
+
+
+class AiReplyTooLong(AiCutShort):
+    """The reply reached MAX_REPLY_LENGTH: what came so far is kept, the rest never asked for."""
 
 
 class UnexpectedUpstream(ValueError):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..hosting.errors import ConfigurationError
-from .errors import AiFailed
+from .errors import AiCutShort, AiFailed
 from .model import ChatMessage, estimate_tokens
 from .telemetry import GenAITelemetry
 
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _END = object()
+#: The generation stopped at `max_tokens` (llama.cpp's `finish_reason: "length"`); _END follows.
+_CUT = object()
 
 
 def default_model_path() -> Path:
@@ -125,9 +127,12 @@ class LocalChatModel:
             for chunk in chunks:
                 if stop.is_set():
                     break
-                text = chunk["choices"][0]["delta"].get("content")
+                choice = chunk["choices"][0]
+                text = choice["delta"].get("content")
                 if text:
                     hand_over(text)
+                if choice.get("finish_reason") == "length":
+                    hand_over(_CUT)
             hand_over(_END)
         except BaseException as exc:
             hand_over(exc)
@@ -167,10 +172,16 @@ class LocalChatModel:
             raise
         # the instance is free again only when its thread is done with it
         work.add_done_callback(lambda _: self._free.put_nowait(llama))
+        cut = False
         try:
             while True:
                 item = await deltas.get()
+                if item is _CUT:
+                    cut = True
+                    continue
                 if item is _END:
+                    if cut:  # the text is whole as far as it goes: the user may ask for the rest
+                        raise AiCutShort
                     return
                 if isinstance(item, BaseException):
                     log.error("local model failed: %r", item)

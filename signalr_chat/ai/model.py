@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from typing import Literal, Protocol, TypedDict
+from typing import Literal, NotRequired, Protocol, TypedDict
+
+#: How a stored reply was cut short: at a length limit (the model's, or MAX_REPLY_LENGTH).
+Cut = Literal["length"]
 
 
 class ChatMessage(TypedDict):
@@ -11,6 +14,8 @@ class ChatMessage(TypedDict):
 
     role: Literal["system", "user", "assistant"]
     content: str
+    #: A reply cut short (stored, shown, never sent to a model): ContinueReply asks for the rest.
+    cut: NotRequired[Cut]
 
 
 class ChatModel(Protocol):
@@ -39,6 +44,9 @@ class ChatModel(Protocol):
 
         `usage`, when given, receives `prompt_tokens`, `completion_tokens` and `total_tokens`
         where the provider reports them (or the model counts its own).
+
+        A reply that stopped at the model's token limit raises `AiCutShort` after its text;
+        one a content filter flagged after its text was streamed raises `AiContentWithdrawn`.
         """
         ...
 

@@ -3,6 +3,15 @@
 The SDK does the HTTP, the retries (honouring retry-after) and the Entra ID token
 refresh; this module relays deltas, checks that the stream is what a chat completion
 stream holds (text deltas, a finish_reason or [DONE] at the end), and classifies failures.
+
+How a reply ends besides "stop" is told by raising after the text: `AiCutShort` when the
+provider stopped at its token limit (`finish_reason: "length"`), `AiContentFiltered` when the
+content filter stopped it, and `AiContentWithdrawn` when Azure's asynchronous filter flagged
+text it had already streamed. That filter's annotation chunks (a choice with
+`content_filter_offsets` and no delta, or no choices at all) carry no text and are skipped;
+its late violation is a `finish_reason: "content_filter"` with offsets: the offending text
+was sent, so the reply is withdrawn. Without offsets (the default, synchronous filter) the
+text sent before the signal had passed the filter and is kept.
 """
 
 from __future__ import annotations
@@ -14,7 +23,15 @@ from urllib.parse import urlsplit
 import openai
 import orjson
 
-from .errors import AiContentFiltered, AiError, AiInterrupted, UnexpectedUpstream, classify
+from .errors import (
+    AiContentFiltered,
+    AiContentWithdrawn,
+    AiCutShort,
+    AiError,
+    AiInterrupted,
+    UnexpectedUpstream,
+    classify,
+)
 from .model import ChatMessage, estimate_tokens
 from .sse_events import ServerSentEvents
 from .telemetry import GenAITelemetry, ModelCall
@@ -81,7 +98,7 @@ class OpenAIChatModel:
             max_tokens=self.max_output_tokens,
             temperature=openai.omit if self._temperature is None else self._temperature,
         )
-        finished = False
+        finished = cut = False
         try:
             # leaving the block closes the response: the HTTP request is aborted when we stop early
             async with request as response:
@@ -93,13 +110,20 @@ class OpenAIChatModel:
                     if data == "[DONE]":
                         finished = True
                         break
-                    texts, done = self._deltas(data, call, usage)
-                    finished = finished or done
+                    # read on after a finish_reason: the usage chunk, and annotations, may follow
+                    texts, finish = self._deltas(data, call, usage)
+                    finished = finished or finish is not None
+                    cut = cut or finish == "length"
                     for text in texts:
                         yield text
             if not finished:
                 log.warning("%s: the stream ended without a finish_reason or [DONE]", self._provider)
                 raise AiInterrupted
+            if cut:
+                log.info("%s: the reply stopped at the token limit (finish_reason: length)", self._provider)
+                raise AiCutShort
+        except AiCutShort:
+            raise  # an end, not a failure of the call
         except AiError as exc:
             if call is not None:
                 call.failed(exc)
@@ -126,9 +150,10 @@ class OpenAIChatModel:
 
     def _deltas(
         self, data: str, call: ModelCall | None = None, usage: dict[str, int] | None = None
-    ) -> tuple[list[str], bool]:
-        """The text deltas of one event (most carry one; Azure's first none), and whether
-        it ends the reply. Anything a chat completion chunk never holds is an error."""
+    ) -> tuple[list[str], str | None]:
+        """The text deltas of one event (most carry one; Azure's annotations none), and the
+        finish_reason that ends the reply, if it holds one. Anything a chat completion chunk
+        never holds is an error."""
         chunk = orjson.loads(data)
         if type(chunk) is not dict:
             raise UnexpectedUpstream(f"an event that is not an object: {type(chunk).__name__}")
@@ -141,7 +166,7 @@ class OpenAIChatModel:
         if type(choices) is not list:
             raise UnexpectedUpstream(f"'choices' is a {type(choices).__name__}")
         deltas = []
-        done = False
+        finish: str | None = None
         for choice in choices:
             if type(choice) is not dict:
                 raise UnexpectedUpstream(f"a choice that is a {type(choice).__name__}")
@@ -155,9 +180,14 @@ class OpenAIChatModel:
                 deltas.append(content)
             finish_reason = choice.get("finish_reason")
             if finish_reason == "content_filter":
+                if choice.get("content_filter_offsets") is not None:
+                    # the asynchronous filter: the text it covers was streamed already
+                    log.warning("%s: reply withdrawn by the asynchronous content filter", self._provider)
+                    raise AiContentWithdrawn
                 log.warning("%s: reply stopped by the content filter", self._provider)
                 raise AiContentFiltered
-            done = done or finish_reason is not None
+            if finish_reason is not None:
+                finish = str(finish_reason)
         if call is not None:  # a chunk checked above: telemetry reads its id, model, usage, finish
             call.chunk(chunk)
-        return deltas, done
+        return deltas, finish

@@ -13,6 +13,12 @@ chunk by chunk in a `ReplyRun` that any client of the conversation can follow an
 Generation must not run on for nobody: when the last connection watching the conversation
 goes, the reply is stopped after the grace period unless one comes back.
 
+Two ends besides completed, stopped and failed are decided here, once, for every method: a
+reply cut at a length limit (`AiCutShort`) is stored with `cut: "length"` and ends completed
+with that mark (continuing it takes the mark away once the continuation finishes normally);
+a reply withdrawn by a late content filter signal (`AiContentWithdrawn`) is treated as an
+error before any text: nothing of it is stored, its chunks are dropped, and its end says so.
+
 The backends are chosen once, by the composition root: per kind of owner a `Backends`
 (history, rate limits, reply sharing) and the guests. With HISTORY_STORE=redis the reply
 sharing is `SharedReplies` (any instance shows, follows and stops a reply, one reply runs
@@ -31,7 +37,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..ai import AiError, AiFailed, ChatMessage
+from ..ai import AiContentWithdrawn, AiCutShort, AiError, AiFailed, AiReplyTooLong, ChatMessage, Cut
 from .addresses import AddressLimits
 from .export import BAD_FORMAT, FORMATS, export
 from .guests import Guests
@@ -106,7 +112,15 @@ def _whole(value: object, low: int, high: int | None, refusal: str) -> int:
 
 
 def _shown(history: list[ChatMessage]) -> list[dict[str, object]]:
-    return [{"role": m["role"], "content": m["content"]} for m in history]
+    return [{"role": m["role"], "content": m["content"], **({"cut": m["cut"]} if "cut" in m else {})} for m in history]
+
+
+def _answer(text: str, cut: Cut | None) -> ChatMessage:
+    """A reply as stored: marked when it was cut short."""
+    message: ChatMessage = {"role": "assistant", "content": text}
+    if cut is not None:
+        message["cut"] = cut
+    return message
 
 
 def _asked(history: list[ChatMessage]) -> str | None:
@@ -120,42 +134,46 @@ class _Plan:
 
     context: list[ChatMessage]
     ask: ChatMessage
-    result: Callable[[str], list[ChatMessage]]
+    #: The history to store, from the reply's text and its cut mark.
+    result: Callable[[str, Cut | None], list[ChatMessage]]
     #: The reply only adds a turn: appended rather than rewritten.
     appends: bool = False
     #: The reply extends the last one (ContinueReply of a cut reply).
     continues: bool = False
+    #: The continued reply's mark: it stays unless the continuation finishes normally.
+    kept: Cut | None = None
 
 
 def _plan(kind: str, history: list[ChatMessage], text: str, index: int) -> _Plan:
     if kind == "send":
         user: ChatMessage = {"role": "user", "content": text}
-        return _Plan(history, user, lambda reply: [user, {"role": "assistant", "content": reply}], appends=True)
+        return _Plan(history, user, lambda reply, cut: [user, _answer(reply, cut)], appends=True)
     if kind == "edit":
         if not 0 <= index < len(history) or history[index]["role"] != "user":
             raise Rejected(NOT_A_USER_MESSAGE)
         before = history[:index]
         user = {"role": "user", "content": text}
-        return _Plan(before, user, lambda reply: [*before, user, {"role": "assistant", "content": reply}])
+        return _Plan(before, user, lambda reply, cut: [*before, user, _answer(reply, cut)])
     if kind == "regenerate":
         if len(history) < 2 or history[-1]["role"] != "assistant" or history[-2]["role"] != "user":
             raise Rejected(NOTHING_TO_REGENERATE)
         before, user = history[:-2], history[-2]
-        return _Plan(before, user, lambda reply: [*before, user, {"role": "assistant", "content": reply}])
+        return _Plan(before, user, lambda reply, cut: [*before, user, _answer(reply, cut)])
     # continue: the model sees its cut reply and is asked to go on; the new text extends it
     if not history:
         raise Rejected(NOTHING_TO_CONTINUE)
     if history[-1]["role"] == "user":
         # an interrupted turn (the server stopped before its reply was stored): answered now
         before, user = history[:-1], history[-1]
-        return _Plan(before, user, lambda reply: [*before, user, {"role": "assistant", "content": reply}])
+        return _Plan(before, user, lambda reply, cut: [*before, user, _answer(reply, cut)])
     before, cut = history[:-1], history[-1]
     ask: ChatMessage = {"role": "user", "content": CONTINUE_PROMPT}
     return _Plan(
         history,
         ask,
-        lambda reply: [*before, {"role": "assistant", "content": cut["content"] + reply}],
+        lambda reply, mark: [*before, _answer(cut["content"] + reply, mark)],
         continues=True,
+        kept=cut.get("cut"),
     )
 
 
@@ -312,7 +330,11 @@ class ConversationService:
 
         Raises AiError (or Rejected) when nothing was generated; the turn is then not
         stored, so a retry does not repeat the question. A reply cut short by an error
-        after some text is stored as far as it got, and the error is raised.
+        after some text is stored as far as it got, and the error is raised (AiReplyTooLong
+        at MAX_REPLY_LENGTH, as the seed methods always said; AiContentWithdrawn when a late
+        filter signal took it back, and then nothing of it is stored). A reply the model
+        itself stopped at its token limit ends normally, as it always did for these methods
+        (their events have no mark), and is stored marked cut.
         """
         task = asyncio.current_task()
         assert task is not None
@@ -328,7 +350,8 @@ class ConversationService:
             connection.discard(reply)
             if not connection:
                 self._seed_replies.pop(caller.connection_id, None)
-        if error is not None:
+        model_limit = isinstance(error, AiCutShort) and not isinstance(error, AiReplyTooLong) and bool(text)
+        if error is not None and not model_limit:
             raise error
         return text
 
@@ -695,12 +718,14 @@ class ConversationService:
         run = reply.run
         usage: dict[str, int] = {}
         try:
-            _, error = await self._generate(
+            text, error = await self._generate(
                 reply, backends, key, (owner, info), kind, message, index, run.append, usage
             )
             run.usage = usage or None  # where the provider reported it
-            if error is not None:
-                run.finish("error", error.user_message)
+            if isinstance(error, AiCutShort) and text:
+                run.finish("completed", cut="length")
+            elif error is not None:
+                run.finish("error", error.user_message, withdrawn=isinstance(error, AiContentWithdrawn))
             else:
                 run.finish("stopped" if reply.stopped else "completed")
         except Rejected as exc:
@@ -754,13 +779,18 @@ class ConversationService:
                 except AiError as exc:
                     error = exc
                 except asyncio.CancelledError:
-                    await self._save(reply, backends, key, listed, plan, parts, accepted)
+                    await self._save(reply, backends, key, listed, plan, parts, accepted, plan.kept)
                     raise
                 except Exception as exc:
                     log.exception("reply failed")
                     error = AiFailed()
                     error.__cause__ = exc
-                await self._save(reply, backends, key, listed, plan, parts, accepted)
+                if isinstance(error, AiContentWithdrawn):
+                    parts.clear()  # withdrawn: stored as an error before any text is, not at all
+                cut: Cut | None = "length" if isinstance(error, AiCutShort) else None
+                if cut is None and (error is not None or reply.stopped):
+                    cut = plan.kept  # a continuation that did not finish leaves the reply cut
+                await self._save(reply, backends, key, listed, plan, parts, accepted, cut)
                 return "".join(parts), error
         finally:
             conversation.replies.discard(reply)
@@ -775,6 +805,7 @@ class ConversationService:
         plan: _Plan,
         parts: Sequence[str],
         accepted: bool = False,
+        cut: Cut | None = None,
     ) -> None:
         """Stores the reply as far as it got, with its list entry, in one write; nothing
         generated, nothing stored (the user's message stored at `accepted` is taken back, so a
@@ -793,17 +824,17 @@ class ConversationService:
             owner, info = listed
             title = info.title
             if title == NEW_TITLE:
-                first = next((m["content"] for m in plan.result(text) if m["role"] == "user"), None)
+                first = next((m["content"] for m in plan.result(text, cut) if m["role"] == "user"), None)
                 if first is None:
                     first = next((m["content"] for m in plan.context if m["role"] == "user"), None)
                 title = derive_title(first) if first else NEW_TITLE
             now = time.time()
             entry = (owner, ConversationInfo(info.id, title, info.created or now, now))
         if plan.appends:
-            turn = plan.result(text)
+            turn = plan.result(text, cut)
             await store.append(key, turn[1:] if accepted else turn, entry)
         else:
-            await store.replace(key, plan.result(text), entry)
+            await store.replace(key, plan.result(text, cut), entry)
 
     # -- stopping ---------------------------------------------------------------------
     async def _running_anywhere(self, key: str, backends: Backends) -> bool:

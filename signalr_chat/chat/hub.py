@@ -14,13 +14,17 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
-from ..ai import AiError, AiFailed
+from ..ai import AiContentWithdrawn, AiError, AiFailed
 from ..signalr import Hub, HubException
 from .conversations import ConversationService
 from .history import HistoryUnavailable
 from .service import GUEST_ITEM, Caller, Rejected
 
 log = logging.getLogger(__name__)
+
+#: SendMessage's signal that the text it streamed was taken back by a late content filter
+#: signal (a `ReceiveStatusUpdate`, an event every seed 1 client already handles).
+WITHDRAWN_STATUS = "reply_withdrawn"
 
 
 def user_message(error: Exception) -> str:
@@ -87,6 +91,8 @@ class ChatHub(Hub):
         except Exception as exc:  # whatever went wrong, the turn's events still close
             if started:
                 await caller.send("ReceiveStreamEnd")
+                if isinstance(exc, AiContentWithdrawn):  # the text shown is no longer the reply
+                    await caller.send("ReceiveStatusUpdate", WITHDRAWN_STATUS)
             await caller.send("ReceiveError", user_message(exc))
             return
         if not started:

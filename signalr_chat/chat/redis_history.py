@@ -252,9 +252,12 @@ def _rest(info: ConversationInfo) -> str:
 
 
 def _encode(message: ChatMessage) -> str:
-    return json.dumps([message["role"], message["content"]], ensure_ascii=False)
+    """[role, content], and the cut mark third when there is one (older rows have two items)."""
+    cut = message.get("cut")
+    row = [message["role"], message["content"]] if cut is None else [message["role"], message["content"], cut]
+    return json.dumps(row, ensure_ascii=False)
 
 
 def _message(row: bytes) -> ChatMessage:
-    role, content = json.loads(row)
-    return cast(ChatMessage, {"role": role, "content": content})
+    role, content, *mark = json.loads(row)
+    return cast(ChatMessage, {"role": role, "content": content, **({"cut": mark[0]} if mark else {})})

@@ -4,6 +4,10 @@ Its text arrives as numbered chunks (1, 2, ...), kept while it runs and for a wh
 so a client that reconnects or reloads asks for what follows the last number it has and
 then follows live: `follow(after)` replays and waits in one loop over one list, so nothing
 is missed between the replay and the live part, and nothing comes twice.
+
+The end item says how it ended, and two things more: `cut: "length"` when the reply stopped at
+a length limit (ContinueReply asks for the rest), and `withdrawn: true` when a late content
+filter signal took the reply back: its chunks are dropped, so nothing of it is replayed.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Literal, Protocol
+
+from ..ai import Cut
 
 Outcome = Literal["completed", "stopped", "error"]
 #: Stops this instance's replies of a conversation (by key); whether any was running.
@@ -31,6 +37,10 @@ class ReplyRun:
         self.chunks: list[str] = []
         self.outcome: Outcome | None = None
         self.error: str | None = None
+        #: Stopped at a length limit: what came is kept, and marked so.
+        self.cut: Cut | None = None
+        #: Taken back (a late content filter signal): nothing of it is kept or replayed.
+        self.withdrawn = False
         self.usage: dict[str, int] | None = None
         self.ended_at: float | None = None
         #: Set just before the turn is written to the store: from then on a snapshot of the
@@ -57,13 +67,38 @@ class ReplyRun:
         self.chunks.append(text)
         self._wake()
 
-    def finish(self, outcome: Outcome, error: str | None = None) -> None:
+    def finish(
+        self, outcome: Outcome, error: str | None = None, *, cut: Cut | None = None, withdrawn: bool = False
+    ) -> None:
         if self.outcome is not None:
             return
+        if withdrawn:
+            self.chunks.clear()  # followers from now on get the end alone
         self.outcome = outcome
         self.error = error
+        self.cut = cut
+        self.withdrawn = withdrawn
         self.ended_at = time.monotonic()
         self._wake()
+
+    def end_item(self, sequence: int) -> dict[str, object]:
+        """The last item a follower gets (here, or from another instance's mirror)."""
+        end: dict[str, object] = {"sequence": sequence, "end": self.outcome, "replyId": self.id}
+        end.update(self.ending())
+        return end
+
+    def ending(self) -> dict[str, object]:
+        """How it ended, beyond the outcome: what the end item and the Redis mirror carry."""
+        described: dict[str, object] = {}
+        if self.error is not None:
+            described["error"] = self.error
+        if self.cut is not None:
+            described["cut"] = self.cut
+        if self.withdrawn:
+            described["withdrawn"] = True
+        if self.usage is not None:
+            described["usage"] = self.usage
+        return described
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
@@ -89,12 +124,7 @@ class ReplyRun:
                 sent += 1
                 yield {"sequence": sent, "text": self.chunks[sent - 1]}
             if self.outcome is not None:
-                end: dict[str, object] = {"sequence": sent, "end": self.outcome, "replyId": self.id}
-                if self.error is not None:
-                    end["error"] = self.error
-                if self.usage is not None:
-                    end["usage"] = self.usage
-                yield end
+                yield self.end_item(sent)
                 return
             await changed.wait()
 

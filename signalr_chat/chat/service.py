@@ -219,9 +219,11 @@ class ChatService:
         """What the model is shown: the system prompt, the newest history that fits, `ask`."""
         budget = self.model.context_tokens - self.model.max_output_tokens
         try:
-            return fit_to_budget(self.system, history, ask, budget, self.model.count_tokens)
+            fitted = fit_to_budget(self.system, history, ask, budget, self.model.count_tokens)
         except TooLongForModel:
             raise Rejected(TOO_LONG_FOR_MODEL) from None
+        # a stored mark (`cut`) is ours: a provider is sent role and content only
+        return [m if "cut" not in m else {"role": m["role"], "content": m["content"]} for m in fitted]
 
     # -- the relay: the per-token path --------------------------------------------
     async def relay(

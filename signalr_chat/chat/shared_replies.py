@@ -10,7 +10,8 @@ memory as before. This module lets the user's next connection land on any other 
   `ReplyRun`), a `storing` mark written before the reply is stored, and an end entry; kept
   `kept_after_end` seconds after the end. Another instance replays it with XREAD from the
   start and follows with XREAD BLOCK from the last entry it read: one ordered log, so no
-  gap and no duplicate, as in memory;
+  gap and no duplicate, as in memory. A withdrawn reply's end (a late content filter signal)
+  deletes its chunk entries in the same transaction, so nothing of it is replayed;
 - `reply-followers:{key}`, a sorted set of the followers elsewhere, each with an expiry
   they keep pushing forward: the owner does not stop a reply as abandoned while a client
   follows it on another instance;
@@ -80,6 +81,8 @@ class _Mirror:
         self.run = run
         self.lease_value = lease_value
         self.sent = 0
+        #: The stream ids of the chunk entries written: a withdrawal deletes them.
+        self.chunk_ids: list[str] = []
         self.storing_sent = False
         self.ended = False
         self.lock = asyncio.Lock()
@@ -220,36 +223,39 @@ class SharedReplies(RedisUser):
             run = mirror.run
             count = len(run.chunks)
             entries: list[dict[FieldT, EncodableT]] = []
-            if count > mirror.sent:
+            chunks = count > mirror.sent
+            if chunks:
                 entries.append({"last": count, "chunks": json.dumps(run.chunks[mirror.sent : count])})
             if run.storing and not mirror.storing_sent:
                 entries.append({"last": count, "storing": 1})
             end = run.outcome is not None
             if end:
-                item: dict[str, object] = {"end": run.outcome}
-                if run.error is not None:
-                    item["error"] = run.error
-                if run.usage is not None:
-                    item["usage"] = run.usage
-                entries.append({"last": count, "end": json.dumps(item)})
+                entries.append({"last": count, "end": json.dumps({"end": run.outcome, **run.ending()})})
+            withdrawn = end and run.withdrawn and mirror.chunk_ids
             if not entries and not refresh_lease:
                 return
             stream, lease = self._stream(mirror.key), self._lease(mirror.key)
 
-            async def work() -> None:
-                async with self._redis.pipeline(transaction=False) as pipe:
+            async def work() -> list[Any]:
+                # a withdrawal is one transaction: a reader sees its chunks, or its end without them
+                async with self._redis.pipeline(transaction=bool(withdrawn)) as pipe:
                     for entry in entries:
                         pipe.xadd(stream, entry)
+                    if withdrawn:
+                        pipe.xdel(stream, *mirror.chunk_ids)
                     if end:
                         pipe.pexpire(stream, int(self.kept_after_end * 1000))
                     elif refresh_lease:
                         pipe.pexpire(lease, int(self.lease_seconds * 1000))
                         pipe.pexpire(stream, self._stream_ms())
-                    await pipe.execute()
+                    results: list[Any] = await pipe.execute()
                 if end:
                     await self._release(keys=[lease], args=[mirror.lease_value])
+                return results
 
-            await self._call(work)
+            results = await self._call(work)
+            if chunks:
+                mirror.chunk_ids.append(_text(results[0]))
             mirror.sent = count
             mirror.storing_sent = mirror.storing_sent or run.storing
             mirror.ended = end

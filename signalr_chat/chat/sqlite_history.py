@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS messages (
     conversation TEXT NOT NULL,
     role TEXT NOT NULL,
     content TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    cut TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation, id);
 CREATE TABLE IF NOT EXISTS conversations (
@@ -74,6 +75,10 @@ class SqliteHistoryStore:
         # a search matches as the other stores do (LIKE would fold ASCII letters only)
         await self._db.create_function("chat_holds", 2, holds, deterministic=True)
         await self._db.executescript(_SCHEMA)
+        async with self._db.execute("PRAGMA table_info(messages)") as cursor:
+            columns = {row[1] for row in await cursor.fetchall()}
+        if "cut" not in columns:  # a file from before replies were marked cut short
+            await self._db.execute("ALTER TABLE messages ADD COLUMN cut TEXT")
         await self._db.commit()
 
     @property
@@ -85,12 +90,15 @@ class SqliteHistoryStore:
     async def load(self, conversation: str) -> list[ChatMessage]:
         try:
             async with self.db.execute(
-                "SELECT role, content FROM messages WHERE conversation = ? ORDER BY id", (conversation,)
+                "SELECT role, content, cut FROM messages WHERE conversation = ? ORDER BY id", (conversation,)
             ) as cursor:
                 rows = await cursor.fetchall()
         except sqlite3.Error as exc:
             raise HistoryUnavailable(f"SQLite refused: {exc}") from None
-        return [cast(ChatMessage, {"role": role, "content": content}) for role, content in rows]
+        return [
+            cast(ChatMessage, {"role": role, "content": content, **({"cut": cut} if cut else {})})
+            for role, content, cut in rows
+        ]
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -128,8 +136,8 @@ class SqliteHistoryStore:
     async def _insert(db: aiosqlite.Connection, conversation: str, messages: Sequence[ChatMessage]) -> None:
         now = time.time()
         await db.executemany(
-            "INSERT INTO messages (conversation, role, content, created) VALUES (?, ?, ?, ?)",
-            [(conversation, m["role"], m["content"], now) for m in messages],
+            "INSERT INTO messages (conversation, role, content, created, cut) VALUES (?, ?, ?, ?, ?)",
+            [(conversation, m["role"], m["content"], now, m.get("cut")) for m in messages],
         )
 
     async def clear(self, conversation: str) -> None:

@@ -23,8 +23,10 @@ from tests.support.page import (
     SERVER_DOWN,
     crash_and_start_again,
     delete_all,
+    expect_cut_short_and_continue,
     expect_exports,
     expect_interrupted_mark,
+    expect_withdrawn,
     nonce,
     search_for,
 )
@@ -349,6 +351,40 @@ def test_a_reply_the_server_never_finished_is_marked_and_continue_answers_it(
     expect(replies.nth(1)).to_have_text(" ".join(f"t{i}" for i in range(1000)))
     expect(page.locator(".message.user")).to_have_count(2)
     expect(note).to_have_count(0)
+
+
+# -- honest ends (issue 23) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "dark")], ids=["desktop-light", "phone-dark"]
+)
+def test_a_reply_cut_at_the_token_limit_says_so_and_continue_finishes_it(
+    angular_server: ChatServer, new_page: OpenPage, viewport: tuple[int, int], scheme: Literal["light", "dark"]
+) -> None:
+    page, _ = new_page(f"{angular_server.base}/angular/", viewport=viewport, color_scheme=scheme)
+    expect(page.locator("#status")).to_have_text("Connected")
+    replies = page.locator(".message.assistant")
+    done(ask(page, f"first {nonce()}"))
+    expect_cut_short_and_continue(page, replies, "#prompt", scheme)
+    expect(replies).to_have_count(2)
+
+
+@pytest.mark.parametrize(
+    ("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "dark")], ids=["desktop-light", "phone-dark"]
+)
+def test_a_reply_the_content_filter_flags_late_is_taken_off_the_screen(
+    angular_server: ChatServer, new_page: OpenPage, viewport: tuple[int, int], scheme: Literal["light", "dark"]
+) -> None:
+    page, _ = new_page(f"{angular_server.base}/angular/", viewport=viewport, color_scheme=scheme)
+    expect(page.locator("#status")).to_have_text("Connected")
+    replies = page.locator(".message.assistant")
+    done(ask(page, f"first {nonce()}"))
+    first = str(replies.first.text_content())
+    expect_withdrawn(page, replies, "#prompt")
+    expect(replies.first).to_have_text(first)  # the earlier reply is untouched
+    violations = serious_accessibility_violations(page)
+    assert not violations, f"{scheme} theme: {violations}"
 
 
 # -- finishing: themes, accessibility, keyboard --------------------------------------------

@@ -22,8 +22,10 @@ from tests.support.page import (
     chat,
     crash_and_start_again,
     delete_all,
+    expect_cut_short_and_continue,
     expect_exports,
     expect_interrupted_mark,
+    expect_withdrawn,
     full,
     nonce,
     replies,
@@ -633,6 +635,40 @@ def test_a_reply_the_server_never_finished_is_marked_and_continue_answers_it(
     assert wait_reply(page, 2) == full(1000)
     expect(page.locator(".message.user")).to_have_count(2)
     expect(note).to_have_count(0)
+
+
+# -- honest ends (issue 23) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "dark")], ids=["desktop-light", "phone-dark"]
+)
+def test_a_reply_cut_at_the_token_limit_says_so_and_continue_finishes_it(
+    page_server: ChatServer, new_page: OpenPage, viewport: tuple[int, int], scheme: Literal["light", "dark"]
+) -> None:
+    page = open_chat(
+        new_page, page_server, f"#token={token_for(f'page-cut-{nonce()}')}", viewport=viewport, color_scheme=scheme
+    )
+    chat(page, f"first {nonce()}")
+    expect_cut_short_and_continue(page, replies(page), "#message-input", scheme)
+    expect(replies(page)).to_have_count(2)
+
+
+@pytest.mark.parametrize(
+    ("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "dark")], ids=["desktop-light", "phone-dark"]
+)
+def test_a_reply_the_content_filter_flags_late_is_taken_off_the_screen(
+    page_server: ChatServer, new_page: OpenPage, viewport: tuple[int, int], scheme: Literal["light", "dark"]
+) -> None:
+    page = open_chat(
+        new_page, page_server, f"#token={token_for(f'page-wd-{nonce()}')}", viewport=viewport, color_scheme=scheme
+    )
+    first = f"first {nonce()}"
+    kept = chat(page, first)
+    expect_withdrawn(page, replies(page), "#message-input")
+    expect(replies(page).first.locator(".content")).to_have_text(kept)  # the earlier reply is untouched
+    violations = serious_accessibility_violations(page)
+    assert not violations, f"{scheme} theme: {violations}"
 
 
 # -- finishing: themes, accessibility, keyboard --------------------------------------------

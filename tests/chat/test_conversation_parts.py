@@ -5,6 +5,8 @@ followed from any point."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -87,6 +89,35 @@ async def test_replace_rewrites_and_trims(store: HistoryStore) -> None:
     assert await store.load("k") == turns(6)[-4:]
 
 
+async def test_a_cut_mark_is_stored_with_its_reply_and_goes_when_it_is_rewritten(store: HistoryStore) -> None:
+    question: ChatMessage = {"role": "user", "content": "q"}
+    cut: ChatMessage = {"role": "assistant", "content": "half", "cut": "length"}
+    await store.append("k", [question, cut])
+    assert await store.load("k") == [question, cut]
+    whole: ChatMessage = {"role": "assistant", "content": "half and the rest"}
+    await store.replace("k", [question, whole])
+    assert await store.load("k") == [question, whole]
+
+
+async def test_an_sqlite_file_from_before_cut_marks_keeps_its_messages_and_takes_marks(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(
+            "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, conversation TEXT NOT NULL,"
+            " role TEXT NOT NULL, content TEXT NOT NULL, created REAL NOT NULL);"
+            "INSERT INTO messages (conversation, role, content, created) VALUES ('k', 'user', 'old', 0);"
+        )
+        db.commit()
+    store = SqliteHistoryStore(path, keep=4)
+    await store.open()
+    try:
+        assert await store.load("k") == [{"role": "user", "content": "old"}]
+        await store.append("k", [{"role": "assistant", "content": "half", "cut": "length"}])
+        assert (await store.load("k"))[-1] == {"role": "assistant", "content": "half", "cut": "length"}
+    finally:
+        await store.close()
+
+
 async def test_guest_ids_are_issued_kept_and_expire() -> None:
     now = [0.0]
     guests = GuestSessions(ttl=100, clock=lambda: now[0])
@@ -133,6 +164,18 @@ async def test_a_reply_is_followed_from_any_chunk_without_gap_or_duplicate() -> 
         assert "".join(str(i["text"]) for i in chunks) == "abcde"[first - 1 :]
         assert items[-1] == {"sequence": 5, "end": "stopped", "replyId": run.id}
     assert await collect(5) == [{"sequence": 5, "end": "stopped", "replyId": run.id}]
+
+
+async def test_a_withdrawn_reply_is_replayed_as_its_end_alone() -> None:
+    run = ReplyRun("c", "question", continues=False)
+    live = run.follow(0)
+    await run.append("bad")
+    assert await anext(live) == {"sequence": 1, "text": "bad"}
+    run.finish("error", "policy", withdrawn=True)
+    end = {"end": "error", "replyId": run.id, "error": "policy", "withdrawn": True}
+    assert [item async for item in live] == [{"sequence": 1, **end}]
+    assert [item async for item in run.follow(0)] == [{"sequence": 0, **end}]
+    assert run.describe()["sequence"] == 0
 
 
 class _NoModel:

@@ -7,6 +7,7 @@ classes and stream parsing all work against it, and a client that goes away show
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -390,6 +391,63 @@ async def test_completion_content_filter_finish(fake: FakeAI, azure: openai.Asyn
     assert collected.finish_reason == "content_filter"
     [record] = await fake.records()
     assert (record["outcome"], record["tokens_sent"]) == ("completed", 3)
+
+
+async def raw_chunks(client: openai.AsyncOpenAI, text: str) -> list[dict[str, Any]]:
+    """Every event as sent, through the SDK's raw stream: the asynchronous filter's annotation
+    choices have no `delta`, which the SDK's typed chunks do not expect."""
+    request = client.chat.completions.with_streaming_response.create(model=DEPLOYMENT, messages=user(text), stream=True)
+    async with request as response:
+        lines = [line async for line in response.iter_lines()]
+    return [json.loads(line[6:]) for line in lines if line.startswith("data: ") and line != "data: [DONE]"]
+
+
+async def test_length_marker_finishes_with_length(fake: FakeAI, azure: openai.AsyncAzureOpenAI) -> None:
+    collected = await stream_text(azure, "[[length]]")
+
+    assert collected.tokens == ["t0", " t1", " t2"]
+    assert collected.finish_reason == "length"
+
+
+async def test_asynchronous_filter_annotations_follow_the_text_they_cover(azure: openai.AsyncAzureOpenAI) -> None:
+    chunks = await raw_chunks(azure, "[[async-filter-pass]]")
+
+    assert chunks[0]["choices"] == [] and chunks[0]["prompt_filter_results"], "the prompt's annotation"
+    choices = [chunk["choices"][0] for chunk in chunks if chunk["choices"]]
+    texts = [c["delta"]["content"] for c in choices if c.get("delta", {}).get("content")]
+    assert texts == [f"t{i}" if i == 0 else f" t{i}" for i in range(6)]
+    annotations = [c for c in choices if "delta" not in c]
+    assert len(annotations) == 3, "after every 2 tokens but the last, and one after the finish"
+    assert all(
+        c["content_filter_offsets"].keys() == {"check_offset", "start_offset", "end_offset"} for c in annotations
+    )
+    assert all(c["finish_reason"] is None for c in annotations)
+    assert all(not v["filtered"] for c in annotations for v in c["content_filter_results"].values())
+    checks = [c["content_filter_offsets"]["check_offset"] for c in annotations]
+    assert checks == sorted(checks), "check_offset never decreases"
+    assert annotations[-1]["content_filter_offsets"]["end_offset"] - annotations[0]["content_filter_offsets"][
+        "start_offset"
+    ] == len("".join(texts)), "together they cover the reply"
+    assert [c["finish_reason"] for c in choices if c["finish_reason"]] == ["stop"]
+    assert "delta" not in choices[-1], "the last annotation follows the finish"
+
+
+async def test_asynchronous_filter_violation_comes_late_after_the_text(
+    fake: FakeAI, azure: openai.AsyncAzureOpenAI
+) -> None:
+    chunks = await raw_chunks(azure, "[[async-filter]]")
+
+    choices = [chunk["choices"][0] for chunk in chunks if chunk["choices"]]
+    texts = [c["delta"]["content"] for c in choices if c.get("delta", {}).get("content")]
+    assert len(texts) == 6, "all the text was sent before the verdict"
+    verdict = choices[-1]
+    assert "delta" not in verdict
+    assert verdict["finish_reason"] == "content_filter"
+    assert verdict["content_filter_results"]["protected_material_text"] == {"detected": True, "filtered": True}
+    offsets = verdict["content_filter_offsets"]
+    assert offsets["end_offset"] > offsets["start_offset"] == offsets["check_offset"]
+    [record] = await fake.records()
+    assert (record["outcome"], record["tokens_sent"]) == ("completed", 6)
 
 
 async def test_tokens_marker(azure: openai.AsyncAzureOpenAI) -> None:

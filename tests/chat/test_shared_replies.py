@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 
-from signalr_chat.ai import ChatMessage
+from signalr_chat.ai import AiContentFiltered, AiContentWithdrawn, AiCutShort, ChatMessage
 from signalr_chat.app.settings import Settings
 from signalr_chat.chat.conversations import BUSY, ConversationService
 from signalr_chat.chat.guests import GuestSessions
@@ -24,6 +24,7 @@ from signalr_chat.chat.shared_replies import OWNER_GONE, SharedReplies
 from tests.support.redis_server import RedisServer
 
 NEVER = 30.0
+POLICY = AiContentFiltered.user_message
 
 
 class GatedModel:
@@ -34,7 +35,8 @@ class GatedModel:
     max_output_tokens = 256
 
     def __init__(self) -> None:
-        self.tokens: asyncio.Queue[str | None] = asyncio.Queue()
+        #: A token, an exception to raise (how the reply ends), or None (it ends normally).
+        self.tokens: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
         self.streaming = asyncio.Event()
         self.closed = asyncio.Event()
 
@@ -45,6 +47,8 @@ class GatedModel:
         self.streaming.set()
         try:
             while (token := await self.tokens.get()) is not None:
+                if isinstance(token, BaseException):
+                    raise token
                 yield token
         finally:
             self.closed.set()
@@ -284,3 +288,42 @@ async def test_clear_and_delete_on_b_stop_a_reply_on_a_before_they_empty_it(
         assert await a.store.load(key) == []
         listed = {c["id"] for c in await a.conversations.list(on_a)}
         assert (created["id"] in listed) is (operation == "clear")
+
+
+async def test_a_reply_withdrawn_on_a_is_taken_back_from_b_and_never_replayed(
+    two: tuple[Instance, Instance, GatedModel],
+) -> None:
+    a, b, model = two
+    on_a, on_b = a.connect(), b.connect()
+    started = await a.conversations.start(on_a, "default", "send", "tell me")
+    model.tokens.put_nowait("bad ")
+    model.tokens.put_nowait("words")
+    await items_until(a.conversations.follow(on_a, "default", 0), 2)
+    following = b.conversations.follow(on_b, "default", 0)
+    assert await items_until(following, 2) == [{"sequence": 1, "text": "bad "}, {"sequence": 2, "text": "words"}]
+
+    model.tokens.put_nowait(AiContentWithdrawn())
+    end = {"end": "error", "error": POLICY, "withdrawn": True, "replyId": started["replyId"]}
+    assert [item async for item in following] == [{"sequence": 2, **end}]
+    # a client that comes now, on either instance, gets the end alone: nothing of it is replayed
+    assert [item async for item in b.conversations.follow(b.connect(), "default", 0)] == [{"sequence": 0, **end}]
+    assert (await b.conversations.open(on_b, "default"))["messages"] == []
+    assert (await a.conversations.open(on_a, "default"))["messages"] == []
+
+
+async def test_a_reply_cut_on_a_ends_cut_on_b_and_is_stored_marked(two: tuple[Instance, Instance, GatedModel]) -> None:
+    a, b, model = two
+    on_a, on_b = a.connect(), b.connect()
+    await a.conversations.start(on_a, "default", "send", "a long one")
+    model.tokens.put_nowait("half")
+    await items_until(a.conversations.follow(on_a, "default", 0), 1)
+    following = b.conversations.follow(on_b, "default", 0)
+    model.tokens.put_nowait(AiCutShort())
+    items = [item async for item in following]
+    assert items[0] == {"sequence": 1, "text": "half"}
+    assert (items[-1]["end"], items[-1]["cut"]) == ("completed", "length")
+    messages = (await b.conversations.open(on_b, "default"))["messages"]
+    assert messages == [
+        {"role": "user", "content": "a long one"},
+        {"role": "assistant", "content": "half", "cut": "length"},
+    ]

@@ -60,6 +60,11 @@ MARKERS = (
     "[[500]]",
     "[[filter]]",
     "[[filter-finish]]",
+    # Azure's asynchronous filter: text, annotations, then a late violation / nothing filtered
+    "[[async-filter]]",
+    "[[async-filter-pass]]",
+    # the reply stops at the token limit: finish_reason "length"
+    "[[length]]",
     "[[slow]]",
     "[[tokens:N]]",
     "[[drop]]",
@@ -79,6 +84,15 @@ RUNAWAY_TOKEN = "r" * 1000
 KEEPALIVE_COMMENT = b": keep-alive\n\n"
 #: [[truncated]] sends this many tokens, then ends the response cleanly: no finish chunk, no [DONE].
 TRUNCATED_TOKENS = 3
+#: [[length]] sends this many tokens, then `finish_reason: "length"`.
+LENGTH_TOKENS = 3
+#: [[async-filter]] / [[async-filter-pass]]: this many tokens, an annotation after every
+#: ASYNC_FILTER_EVERY of them (covering the text since the last one).
+ASYNC_FILTER_TOKENS = 6
+ASYNC_FILTER_EVERY = 2
+#: [[async-filter]]'s verdict comes this long after the text it covers: late, as the filter's
+#: name says, and long enough for a client to have shown the text (and a follower to attach).
+ASYNC_FILTER_VERDICT_DELAY = 1.0
 
 AUTH_FAILED_MESSAGE = (
     "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an "
@@ -109,6 +123,8 @@ PROMPT_FILTER_RESULTS: list[dict[str, Any]] = [
     }
 ]
 COMPLETION_FILTERED_RESULTS: dict[str, Any] = {**SAFE_FILTER_RESULTS, "hate": {"filtered": True, "severity": "high"}}
+#: The asynchronous filter's late verdict in Azure's sample: protected material, filtered.
+PROTECTED_MATERIAL_FILTERED: dict[str, Any] = {"protected_material_text": {"detected": True, "filtered": True}}
 
 #: Canned answers for the docs' screenshots (`make screenshots`), so they show a conversation
 #: as a user would see one rather than the echo.
@@ -187,6 +203,9 @@ class Script:
     truncated: bool = False
     #: Every event's JSON spread over several `data:` lines.
     multiline: bool = False
+    #: Azure's asynchronous filter: "violation" (annotations, then a late content_filter
+    #: finish for the text already sent) or "pass" (annotations only, one after the finish).
+    async_filter: str | None = None
 
 
 @dataclass
@@ -262,6 +281,12 @@ def plan(state: FakeState, body: dict[str, Any]) -> Script:
         return Script(status=400, error_body=CONTENT_FILTER_ERROR_BODY)
     if "[[filter-finish]]" in text:
         return Script(tokens=numbered_tokens("t", 3), delay=delay, finish_reason="content_filter")
+    if "[[async-filter]]" in text:
+        return Script(tokens=numbered_tokens("t", ASYNC_FILTER_TOKENS), delay=delay, async_filter="violation")
+    if "[[async-filter-pass]]" in text:
+        return Script(tokens=numbered_tokens("t", ASYNC_FILTER_TOKENS), delay=delay, async_filter="pass")
+    if "[[length]]" in text:
+        return Script(tokens=numbered_tokens("t", LENGTH_TOKENS), delay=delay, finish_reason="length")
     if "[[slow]]" in text:
         return Script(tokens=numbered_tokens("tok", SLOW_TOKEN_COUNT), delay=SLOW_TOKEN_DELAY)
     if match := _TOKENS_MARKER.search(text):
@@ -354,6 +379,25 @@ class Completion:
             "logprobs": None,
         }
         return self.chunk([choice])
+
+    def async_token_chunk(self, token: str) -> dict[str, Any]:
+        """With the asynchronous filter a token is sent at once, with no filter results."""
+        return self.chunk([{"index": 0, "finish_reason": None, "delta": {"content": token}}], usage=None)
+
+    @staticmethod
+    def annotation_chunk(
+        offsets: dict[str, int], results: dict[str, Any], finish_reason: str | None = None
+    ) -> dict[str, Any]:
+        """The asynchronous filter's verdict on text already sent: no delta, the offsets it covers
+        (id, model and object empty, as in Azure's samples); a late violation is one with
+        `finish_reason: "content_filter"` and the category marked filtered."""
+        choice = {
+            "index": 0,
+            "finish_reason": finish_reason,
+            "content_filter_results": results,
+            "content_filter_offsets": offsets,
+        }
+        return {"id": "", "object": "", "created": 0, "model": "", "choices": [choice], "usage": None}
 
     def usage_chunk(self, usage: dict[str, int]) -> dict[str, Any]:
         return self.chunk([], usage=usage)
@@ -482,6 +526,10 @@ async def stream_completion(
                 await asyncio.sleep(0.1)
         await response.write(sse(completion.prompt_filter_chunk(), multiline))
         await response.write(sse(completion.role_chunk(), multiline))
+        if script.async_filter is not None:
+            await stream_async_filtered(response, record, script, completion)
+            record["outcome"] = "completed"
+            return response
         async for token in paced(script):
             await response.write(sse(completion.token_chunk(token), multiline))
             record["tokens_sent"] += 1
@@ -515,6 +563,45 @@ async def stream_completion(
         return response
     record["outcome"] = "completed"
     return response
+
+
+async def stream_async_filtered(
+    response: web.StreamResponse, record: dict[str, Any], script: Script, completion: Completion
+) -> None:
+    """The tokens as Azure's asynchronous filter streams them: at once, each without filter
+    results; after every ASYNC_FILTER_EVERY tokens an annotation of the text since the last one
+    (offsets count characters from the start of the prompt). With "violation" the verdict on the
+    last stretch comes late, as a content_filter finish, and the stream ends; with "pass" the
+    reply finishes and the last annotation follows the finish, as in Azure's sample."""
+    prompt = sum(
+        len(message_text(m.get("content"))) for m in request_messages(request_body(record)) if isinstance(m, dict)
+    )
+    checked = sent = prompt
+    pending = 0
+    async for token in paced(script):
+        await response.write(sse(completion.async_token_chunk(token)))
+        record["tokens_sent"] += 1
+        sent += len(token)
+        pending += 1
+        last = record["tokens_sent"] == len(script.tokens)
+        if pending == ASYNC_FILTER_EVERY and not last:
+            offsets = {"check_offset": sent, "start_offset": checked, "end_offset": sent}
+            await response.write(sse(completion.annotation_chunk(offsets, SAFE_FILTER_RESULTS)))
+            checked, pending = sent, 0
+    offsets = {"check_offset": checked, "start_offset": checked, "end_offset": sent}
+    if script.async_filter == "violation":
+        await response.write(sse(completion.annotation_chunk(offsets, SAFE_FILTER_RESULTS)))
+        await asyncio.sleep(ASYNC_FILTER_VERDICT_DELAY)
+        await response.write(sse(completion.annotation_chunk(offsets, PROTECTED_MATERIAL_FILTERED, "content_filter")))
+    else:
+        await response.write(sse(completion.chunk([{"index": 0, "finish_reason": "stop", "delta": {}}], usage=None)))
+        offsets["check_offset"] = sent
+        await response.write(sse(completion.annotation_chunk(offsets, SAFE_FILTER_RESULTS)))
+        stream_options = request_body(record).get("stream_options")
+        if isinstance(stream_options, dict) and stream_options.get("include_usage"):
+            await response.write(sse(completion.usage_chunk(usage_for(request_body(record), script.tokens))))
+    await response.write(sse("[DONE]"))
+    await response.write_eof()
 
 
 async def whole_completion(

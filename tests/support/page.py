@@ -165,3 +165,68 @@ def delete_all(page: Page, *, accept: bool) -> None:
     page.once("dialog", answer)
     page.get_by_role("button", name="Delete all my data").click()
     assert asked == [CONFIRM_DELETE_ALL], asked
+
+
+# -- honest ends (issue 23): both front ends show them the same way --------------------------
+
+CUT_SHORT = "Cut short"
+POLICY = "The content was filtered by the AI service's content policy. Please rephrase your message."
+#: What [[length]] streams before the provider says `finish_reason: "length"`.
+LENGTH_REPLY = "t0 t1 t2"
+
+
+def expect_cut_short_and_continue(page: Page, replies: Locator, composer: str, scheme: str) -> None:
+    """A reply the provider cut at its token limit says "Cut short" and offers Continue (again
+    after a reload, from the stored mark), with no serious axe violation; Continue extends it
+    and, once the continuation finishes, the mark and the offer go (for good: after a reload too)."""
+    tag = nonce()
+    page.locator(composer).fill(f"[[length]] {tag}")
+    page.locator(composer).press("Enter")
+    reply = replies.last
+    expect(reply).to_have_attribute("aria-busy", "false", timeout=30_000)
+    expect(reply).to_contain_text(LENGTH_REPLY)
+    state = page.get_by_text(CUT_SHORT, exact=True)
+    resume = page.get_by_role("button", name="Continue the reply")
+    for opened in ("live", "reloaded"):
+        expect(state).to_have_count(1)
+        expect(state).to_be_visible()
+        expect(resume).to_be_visible()
+        expect(page.get_by_role("button", name="Regenerate the reply")).to_be_visible()
+        violations = serious_accessibility_violations(page)
+        assert not violations, f"{scheme} theme, {opened}: {violations}"
+        if opened == "live":
+            page.reload()
+            expect(page.locator("#status")).to_have_text("Connected")
+    count = replies.count()
+    resume.click()
+    expect(replies).to_have_count(count)  # the continuation extends the reply
+    expect(replies.last).to_contain_text("Echo: Continue your previous reply", timeout=30_000)
+    expect(replies.last).to_have_attribute("aria-busy", "false")
+    assert str(replies.last.text_content()).strip().startswith(LENGTH_REPLY)
+    expect(state).to_have_count(0)
+    expect(resume).to_have_count(0)
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(replies.last).to_contain_text("Echo: Continue your previous reply")
+    expect(state).to_have_count(0)
+
+
+def expect_withdrawn(page: Page, replies: Locator, composer: str) -> None:
+    """A reply Azure's asynchronous filter flags late: its text shows, then goes from the screen,
+    the policy text says why, the question is marked not sent and given back to the composer;
+    after a reload nothing of the reply is there (it was never stored)."""
+    count = replies.count()
+    question = f"[[async-filter]] {nonce()}"
+    page.locator(composer).fill(question)
+    page.locator(composer).press("Enter")
+    expect(replies.nth(count)).to_contain_text("t5", timeout=30_000)  # streamed before the verdict
+    expect(replies).to_have_count(count, timeout=30_000)  # then taken back
+    expect(page.get_by_text("t5", exact=False)).to_have_count(0)
+    expect(page.locator(".message.error")).to_have_text(POLICY)
+    expect(page.locator(".message.user").last).to_contain_text("Not sent")
+    expect(page.locator(composer)).to_have_value(question)
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(replies).to_have_count(count)
+    expect(page.get_by_text("t5", exact=False)).to_have_count(0)
+    expect(page.get_by_text(question)).to_have_count(0)  # the question was taken back too

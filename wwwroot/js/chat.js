@@ -9,6 +9,11 @@
 // and follows it with the ResumeReply stream, by chunk number. After a reload or a dropped
 // connection it opens the conversation again and follows the running reply from its start,
 // so the reply is shown whole, once.
+//
+// A reply cut at a length limit ends with `cut: "length"` (and is stored so): it is marked
+// "Cut short" and offered Continue. A reply withdrawn by a late content filter signal ends
+// with `withdrawn: true`: its text is taken off the screen, as the server took it from the
+// history, and the policy text is shown instead.
 
 (() => {
     const $ = (id) => document.getElementById(id);
@@ -163,7 +168,7 @@
         return div;
     }
 
-    /** A small label inside a message: "Not sent", "Stopped". */
+    /** A small label inside a message: "Not sent", "Stopped", "Cut short". */
     function mark(div, className, text) {
         div.classList.add(className);
         const label = document.createElement("span");
@@ -318,6 +323,8 @@
                     current.outcome = item.end;
                     current.error = item.error ?? null;
                     current.usage = item.usage ?? null;
+                    current.cut = item.cut ?? null;
+                    current.withdrawn = item.withdrawn === true;
                 }
             },
             complete: () => { if (active === current) endReply(); },
@@ -339,10 +346,24 @@
         if (frame) { cancelAnimationFrame(frame); frame = 0; }
         active = null;
         if (thinking) { thinking.remove(); thinking = null; }
+        if (current.withdrawn) {
+            // taken back by the content filter: nothing of it stays, on screen or stored
+            current.reply?.div.remove();
+            current.reply = null;
+            current.sequence = 0;
+            if (current.kind === "regenerate" || current.kind === "continue") {
+                // the reply it replaced or extended is still stored: show it again, then why
+                setStreaming(false);
+                refreshList();
+                openConversation(current.conversationId, { quiet: true }).then(() => error(current.error));
+                return;
+            }
+        }
         const produced = current.sequence > 0;
         if (current.reply) {
             complete(current.reply);
             if (current.outcome === "stopped") mark(current.reply.div, "stopped", "Stopped");
+            if (current.cut) mark(current.reply.div, "cut", "Cut short");
             if (current.usage) showUsage(current.reply.div, current.usage);
             if (current.outcome === "stopped" || current.outcome === "completed") addReplyActions(current.reply.div);
         }
@@ -374,7 +395,7 @@
         const actions = document.createElement("div");
         actions.className = "reply-actions";
         actions.append(button("Regenerate", "Regenerate the reply", () => startReply("regenerate"), "reply-action"));
-        if (div.classList.contains("stopped")) {
+        if (div.classList.contains("stopped") || div.classList.contains("cut")) {
             actions.append(button("Continue", "Continue the reply", () => startReply("continue"), "reply-action"));
         }
         div.append(actions);
@@ -534,7 +555,7 @@
         thinking = null;
         const messages = opened.messages;
         let lastReply = null;
-        messages.forEach(({ role, content, interrupted }, index) => {
+        messages.forEach(({ role, content, interrupted, cut }, index) => {
             if (role === "user") {
                 const div = userMessage(content, index);
                 if (interrupted) markInterrupted(div);
@@ -542,6 +563,7 @@
                 const message = assistant();
                 message.renderer.append(content);
                 complete(message);
+                if (cut) mark(message.div, "cut", "Cut short");
                 lastReply = message;
             }
         });

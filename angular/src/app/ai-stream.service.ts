@@ -42,8 +42,9 @@ export interface ConversationEntry {
 export interface Conversation {
   id: string;
   title: string;
-  /** `interrupted`: the last user message, whose reply the server never finished; `ContinueReply` answers it. */
-  messages: { role: 'user' | 'assistant'; content: string; interrupted?: boolean }[];
+  /** `interrupted`: the last user message, whose reply the server never finished; `ContinueReply` answers it.
+   * `cut`: a reply cut short at a length limit; `ContinueReply` asks for the rest. */
+  messages: { role: 'user' | 'assistant'; content: string; interrupted?: boolean; cut?: 'length' }[];
   reply: ReplyInfo | null;
 }
 
@@ -77,6 +78,10 @@ export interface ReplyItem {
   text?: string;
   end?: 'completed' | 'stopped' | 'error';
   error?: string;
+  /** The reply stopped at a length limit (it is stored so): Continue asks for the rest. */
+  cut?: 'length';
+  /** A late content filter signal took the reply back: nothing of it is stored or replayed. */
+  withdrawn?: boolean;
   /** On the end item, where the provider reported it. */
   usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
 }

@@ -16,6 +16,8 @@ interface ChatMessage {
   readonly interrupted?: boolean;
   /** The reply ended because Stop was asked for. */
   readonly stopped?: boolean;
+  /** The reply stopped at a length limit: "Cut short", and Continue. */
+  readonly cut?: boolean;
   /** A user message's place in the stored conversation (for Edit). */
   readonly index?: number;
   /** "N tokens (P in, C out)", where the provider reported them. */
@@ -169,7 +171,7 @@ export class App {
     const shown: ChatMessage[] = conversation.messages.map((m, index) =>
       m.role === 'user'
         ? { key: this.nextKey++, kind: 'user', text: m.content, index, replyInterrupted: m.interrupted === true }
-        : { key: this.nextKey++, kind: 'assistant', text: m.content, done: true },
+        : { key: this.nextKey++, kind: 'assistant', text: m.content, done: true, cut: m.cut === 'length' },
     );
     this.messages.set(shown);
     this.storedCount = shown.length;
@@ -229,6 +231,17 @@ export class App {
       return next;
     });
     const end = follower.end;
+    if (end?.withdrawn) {
+      // taken back by the content filter: nothing of it stays, on screen or stored
+      follower.sequence = 0;
+      if (follower.kind === 'regenerate' || follower.kind === 'continue') {
+        // the reply it replaced or extended is still stored: show it again, then why
+        void this.refreshList();
+        void this.open(this.conversationId).then(() => this.add('error', end.error ?? 'The reply was withdrawn.', id));
+        return;
+      }
+      this.messages.update((list) => list.filter((m) => !(m.kind === 'assistant' && m.id === id)));
+    }
     if (end?.end === 'error') {
       // an error before any text replaces the empty reply bubble
       this.messages.update((list) => list.filter((m) => !(m.kind === 'assistant' && m.id === id && m.text === '')));
@@ -241,7 +254,7 @@ export class App {
     const u = end?.usage;
     const n = (x: number) => x.toLocaleString('en');
     const usage = u ? `${n(u.total_tokens)} tokens (${n(u.prompt_tokens)} in, ${n(u.completion_tokens)} out)` : undefined;
-    this.updateReply(id, (m) => ({ ...m, done: true, stopped: m.stopped || end?.end === 'stopped', usage }));
+    this.updateReply(id, (m) => ({ ...m, done: true, stopped: m.stopped || end?.end === 'stopped', cut: end?.cut === 'length', usage }));
     void this.refreshList();
     if (follower.sequence > 0 && follower.kind === 'send') this.storedCount += 2;
     // regenerate, edit and continue rewrote the stored conversation: show it as stored
@@ -249,7 +262,7 @@ export class App {
   }
 
   // -- regenerate, edit, continue -------------------------------------------------------------
-  /** The last reply, which Regenerate (and, when it was stopped, Continue) act on; none when
+  /** The last reply, which Regenerate (and, when it was stopped or cut short, Continue) act on; none when
    * the conversation ends with a question (one whose reply was interrupted). */
   protected readonly lastReplyKey = computed(() => {
     const turns = this.messages().filter((m) => m.kind === 'assistant' || (m.kind === 'user' && !m.notSent));
@@ -274,7 +287,7 @@ export class App {
         this.messages.update((list) =>
           kind === 'regenerate'
             ? list.filter((m) => m.key !== last)
-            : list.map((m) => (m.key === last ? { ...m, id: reply.replyId, done: false, stopped: false, usage: undefined } : m)),
+            : list.map((m) => (m.key === last ? { ...m, id: reply.replyId, done: false, stopped: false, cut: false, usage: undefined } : m)),
         );
       }
       this.followReply(reply, undefined, '', kind, unanswered);

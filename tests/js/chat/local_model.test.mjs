@@ -80,3 +80,26 @@ test("two conversations at once share the one model instance: the second waits i
     // the instance went back to the pool both times: a third reply still comes
     assert.ok(assertWellFormedReply(await a.send("Thanks.", MODEL_WAIT)).length >= 1);
 });
+
+test("a reply the built-in model stops at its 48-token limit ends marked cut, and is stored so", { timeout: TIMEOUT }, async (t) => {
+    const c = await ChatClient.open(t, SERVERS.local, "/chatHub", { combo: WS_JSON });
+    const prompt = "Write a long story about a dragon who learns to bake bread.";
+    await c.invoke("StartReply", "default", prompt);
+    const items = await new Promise((resolve, reject) => {
+        const got = [];
+        c.connection.stream("ResumeReply", "default", 0).subscribe({
+            next: (item) => got.push(item),
+            complete: () => resolve(got),
+            error: reject,
+        });
+    });
+    const end = items.at(-1);
+    assert.equal(end.end, "completed");
+    assert.equal(end.cut, "length", "llama.cpp's finish_reason length");
+    const text = items.filter((i) => "text" in i).map((i) => i.text).join("");
+    const { messages } = await c.invoke("GetConversation", "default");
+    assert.deepEqual(messages, [
+        { role: "user", content: prompt },
+        { role: "assistant", content: text, cut: "length" },
+    ]);
+});
