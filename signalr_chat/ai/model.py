@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from typing import Literal, Protocol, TypedDict
+from typing import Literal, NotRequired, Protocol, TypedDict
 
 
 class ChatMessage(TypedDict):
@@ -11,6 +11,9 @@ class ChatMessage(TypedDict):
 
     role: Literal["system", "user", "assistant"]
     content: str
+    #: A stored assistant message's label: the model (deployment) that wrote it. Kept by the
+    #: history stores for the front ends; never sent to a model (the chat strips it).
+    model: NotRequired[str]
 
 
 class ChatModel(Protocol):
@@ -23,6 +26,9 @@ class ChatModel(Protocol):
     context_tokens: int
     #: Tokens reserved for the reply.
     max_output_tokens: int
+    #: The models a conversation may pick (Azure OpenAI deployments, an OpenAI-compatible
+    #: server's models; the built-in model's one name), the default first.
+    models: tuple[str, ...]
 
     async def start(self) -> None:
         """Get ready to serve (load weights, warm up); called once at startup."""
@@ -34,11 +40,14 @@ class ChatModel(Protocol):
         """Tokens in `text`: exact where the tokenizer is at hand, else a safe estimate."""
         ...
 
-    def stream(self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None) -> AsyncGenerator[str, None]:
+    def stream(
+        self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None, model: str | None = None
+    ) -> AsyncGenerator[str, None]:
         """Text deltas as they are generated; closing the iterator stops generation at once.
 
         `usage`, when given, receives `prompt_tokens`, `completion_tokens` and `total_tokens`
-        where the provider reports them (or the model counts its own).
+        where the provider reports them (or the model counts its own). `model`: one of
+        `models` (None: the first), so one client serves every deployment.
         """
         ...
 

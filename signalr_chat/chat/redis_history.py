@@ -29,8 +29,10 @@ T = TypeVar("T")
 #: Every key of the chat's history starts with the channel prefix and this.
 NAMESPACE = "signalr_chat:"
 
-# HSET the entry [created, updated, title], keeping the `created` already stored (as SQLite's
-# ON CONFLICT update does). Text, not cjson: cjson would round the times to 14 digits.
+# HSET the entry [created, updated, title, instructions, model], keeping the `created` already
+# stored (as SQLite's ON CONFLICT update does). Text, not cjson: cjson would round the times to
+# 14 digits. Entries written before instructions and models were kept have three fields: they
+# read as no instructions and the default model.
 # ARGV[4]: the list's time to live in ms, 0 for none.
 _SAVE_CONVERSATION = """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
@@ -170,8 +172,13 @@ class RedisHistoryStore(RedisUser):
         rows = await self._call(lambda: cast(Awaitable[dict[bytes, bytes]], self._redis.hgetall(self._list(owner))))
         listed = []
         for conversation_id, entry in rows.items():
-            created, updated, title = json.loads(entry)
-            listed.append(ConversationInfo(conversation_id.decode(), str(title), float(created), float(updated)))
+            created, updated, title, *chosen = json.loads(entry)
+            instructions, model = [*chosen, "", ""][:2]
+            listed.append(
+                ConversationInfo(
+                    conversation_id.decode(), str(title), float(created), float(updated), str(instructions), str(model)
+                )
+            )
         listed.sort(key=lambda c: c.updated, reverse=True)
         return listed
 
@@ -192,14 +199,20 @@ def _entry(listed: Listed | None) -> tuple[str, str, tuple[str, str, str]]:
 
 
 def _rest(info: ConversationInfo) -> str:
-    """`updated, "title"`: the entry after its `created`, as stored."""
-    return json.dumps([info.updated, info.title], ensure_ascii=False)[1:-1]
+    """`updated, "title", "instructions", "model"`: the entry after its `created`, as stored."""
+    return json.dumps([info.updated, info.title, info.instructions, info.model], ensure_ascii=False)[1:-1]
 
 
 def _encode(message: ChatMessage) -> str:
-    return json.dumps([message["role"], message["content"]], ensure_ascii=False)
+    """[role, content], and the model that wrote it when labelled."""
+    model = message.get("model")
+    fields = [message["role"], message["content"]] if model is None else [message["role"], message["content"], model]
+    return json.dumps(fields, ensure_ascii=False)
 
 
 def _message(row: bytes) -> ChatMessage:
-    role, content = json.loads(row)
-    return cast(ChatMessage, {"role": role, "content": content})
+    role, content, *label = json.loads(row)
+    message = cast(ChatMessage, {"role": role, "content": content})
+    if label:
+        message["model"] = str(label[0])
+    return message

@@ -17,6 +17,8 @@ import aiosqlite
 from ..ai import ChatMessage
 from .history import ConversationInfo, HistoryUnavailable, Listed
 
+log = logging.getLogger(__name__)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -35,6 +37,19 @@ CREATE TABLE IF NOT EXISTS conversations (
     PRIMARY KEY (owner, id)
 );
 """
+
+#: Each step takes a file from the schema version before it (PRAGMA user_version, 0 for the
+#: files written before versions were kept) to the next, in the transaction that sets the version:
+#: a file of any earlier version opens, and keeps its conversations.
+_MIGRATIONS = (
+    # 1: custom instructions and the chosen model per conversation; the model that wrote each reply
+    """
+    ALTER TABLE conversations ADD COLUMN instructions TEXT NOT NULL DEFAULT '';
+    ALTER TABLE conversations ADD COLUMN model TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN model TEXT;
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 #: aiosqlite logs every query with its values at DEBUG: users' messages, verbatim.
@@ -70,6 +85,28 @@ class SqliteHistoryStore:
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.executescript(_SCHEMA)
         await self._db.commit()
+        await self._migrate()
+
+    async def _migrate(self) -> None:
+        """Brings a file written by an older version up to SCHEMA_VERSION, a step per transaction."""
+        db = self.db
+        async with db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row is not None else 0
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self._path} was written by a newer version (schema {version} > {SCHEMA_VERSION})")
+        for step in range(version, SCHEMA_VERSION):
+            # executescript would commit first: each statement runs here, inside one transaction
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, _MIGRATIONS[step].split(";")):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {step + 1}")
+                await db.commit()
+            except BaseException:
+                await db.rollback()
+                raise
+            log.info("history file %s: schema %d -> %d", self._path, step, step + 1)
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -80,12 +117,12 @@ class SqliteHistoryStore:
     async def load(self, conversation: str) -> list[ChatMessage]:
         try:
             async with self.db.execute(
-                "SELECT role, content FROM messages WHERE conversation = ? ORDER BY id", (conversation,)
+                "SELECT role, content, model FROM messages WHERE conversation = ? ORDER BY id", (conversation,)
             ) as cursor:
                 rows = await cursor.fetchall()
         except sqlite3.Error as exc:
             raise HistoryUnavailable(f"SQLite refused: {exc}") from None
-        return [cast(ChatMessage, {"role": role, "content": content}) for role, content in rows]
+        return [_message(role, content, model) for role, content, model in rows]
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -123,8 +160,8 @@ class SqliteHistoryStore:
     async def _insert(db: aiosqlite.Connection, conversation: str, messages: Sequence[ChatMessage]) -> None:
         now = time.time()
         await db.executemany(
-            "INSERT INTO messages (conversation, role, content, created) VALUES (?, ?, ?, ?)",
-            [(conversation, m["role"], m["content"], now) for m in messages],
+            "INSERT INTO messages (conversation, role, content, created, model) VALUES (?, ?, ?, ?, ?)",
+            [(conversation, m["role"], m["content"], now, m.get("model")) for m in messages],
         )
 
     async def clear(self, conversation: str) -> None:
@@ -145,10 +182,15 @@ class SqliteHistoryStore:
 
     async def conversations(self, owner: str) -> list[ConversationInfo]:
         async with self.db.execute(
-            "SELECT id, title, created, updated FROM conversations WHERE owner = ? ORDER BY updated DESC", (owner,)
+            "SELECT id, title, created, updated, instructions, model FROM conversations WHERE owner = ? "
+            "ORDER BY updated DESC",
+            (owner,),
         ) as cursor:
             rows = await cursor.fetchall()
-        return [ConversationInfo(str(i), str(title), float(c), float(u)) for i, title, c, u in rows]
+        return [
+            ConversationInfo(str(i), str(title), float(c), float(u), str(instructions), str(model))
+            for i, title, c, u, instructions, model in rows
+        ]
 
     async def save_conversation(self, owner: str, info: ConversationInfo) -> None:
         async with self._transaction() as db:
@@ -157,9 +199,11 @@ class SqliteHistoryStore:
     @staticmethod
     async def _upsert(db: aiosqlite.Connection, owner: str, info: ConversationInfo) -> None:
         await db.execute(
-            "INSERT INTO conversations (owner, id, title, created, updated) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (owner, id) DO UPDATE SET title = excluded.title, updated = excluded.updated",
-            (owner, info.id, info.title, info.created, info.updated),
+            "INSERT INTO conversations (owner, id, title, created, updated, instructions, model) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (owner, id) DO UPDATE SET title = excluded.title, updated = excluded.updated, "
+            "instructions = excluded.instructions, model = excluded.model",
+            (owner, info.id, info.title, info.created, info.updated, info.instructions, info.model),
         )
 
     async def forget_conversation(self, owner: str, conversation_id: str) -> None:
@@ -170,3 +214,10 @@ class SqliteHistoryStore:
         if self._db is not None:
             await self._db.close()
             self._db = None
+
+
+def _message(role: str, content: str, model: str | None) -> ChatMessage:
+    message = cast(ChatMessage, {"role": role, "content": content})
+    if model is not None:
+        message["model"] = model
+    return message
