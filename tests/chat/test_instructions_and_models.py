@@ -412,3 +412,43 @@ def test_ai_models_is_read_as_a_list_with_the_default_first() -> None:
     assert settings(ai_provider="openai", ai_models=" a , b ").chat_models() == ["a", "b"]
     with pytest.raises(ValueError, match="AI_MODELS lists a more than once"):
         settings(ai_models="a,b,a")
+
+
+async def test_an_openai_compatible_server_is_asked_for_the_chosen_model() -> None:
+    fake = create_fake_app(token_delay=0)
+    runner, port = await start_fake(fake)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        ai_provider="openai",
+        openai_base_url=f"http://127.0.0.1:{port}/v1",
+        openai_api_key=DEFAULT_API_KEY,
+        ai_models="llama3.2,qwen2.5",
+        rate_limit_messages=0,
+    )
+    model = create_model(settings)
+    chat = ChatService(model, Limits.from_settings(settings), settings.system_prompt)
+    limits = InMemoryRateLimits(RateLimiter(0, 60))
+    store = InMemoryHistoryStore(50)
+    conversations = ConversationService(
+        chat,
+        signed_in=Backends(store, limits, LocalReplies()),
+        anonymous=Backends(store, limits, LocalReplies()),
+        guests=GuestSessions(600),
+    )
+    try:
+        models = Models(conversations, fake)
+        ann = Caller("c1", ANN)
+        conversation = str((await conversations.create(ann, None))["id"])
+        await models.talk(ann, conversation, "first")
+        await conversations.set_model(ann, conversation, "qwen2.5")
+        await models.talk(ann, conversation, "second")
+        first, second = models.requests()
+        assert (first["path"], first["body"]["model"]) == ("/v1/chat/completions", "llama3.2")
+        assert (second["path"], second["body"]["model"]) == ("/v1/chat/completions", "qwen2.5")
+        opened = await conversations.open(ann, conversation)
+        labels = [m.get("model") for m in cast(list[dict[str, object]], opened["messages"])]
+        assert labels == [None, "llama3.2", None, "qwen2.5"]
+    finally:
+        await conversations.close()
+        await model.aclose()
+        await runner.cleanup()
