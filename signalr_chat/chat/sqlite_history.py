@@ -88,25 +88,32 @@ class SqliteHistoryStore:
         await self._migrate()
 
     async def _migrate(self) -> None:
-        """Brings a file written by an older version up to SCHEMA_VERSION, a step per transaction."""
+        """Brings a file written by an older version up to SCHEMA_VERSION, a step per transaction.
+        The version is read inside each step's transaction: a second process opening the file at
+        the same moment waits for the first one's step, then finds it done."""
         db = self.db
-        async with db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = int(row[0]) if row is not None else 0
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{self._path} was written by a newer version (schema {version} > {SCHEMA_VERSION})")
-        for step in range(version, SCHEMA_VERSION):
+        while True:
             # executescript would commit first: each statement runs here, inside one transaction
             await db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in filter(str.strip, _MIGRATIONS[step].split(";")):
+                async with db.execute("PRAGMA user_version") as cursor:
+                    row = await cursor.fetchone()
+                version = int(row[0]) if row is not None else 0
+                if version > SCHEMA_VERSION:
+                    raise RuntimeError(
+                        f"{self._path} was written by a newer version (schema {version} > {SCHEMA_VERSION})"
+                    )
+                if version == SCHEMA_VERSION:
+                    await db.commit()
+                    return
+                for statement in filter(str.strip, _MIGRATIONS[version].split(";")):
                     await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {step + 1}")
+                await db.execute(f"PRAGMA user_version = {version + 1}")
                 await db.commit()
             except BaseException:
                 await db.rollback()
                 raise
-            log.info("history file %s: schema %d -> %d", self._path, step, step + 1)
+            log.info("history file %s: schema %d -> %d", self._path, version, version + 1)
 
     @property
     def db(self) -> aiosqlite.Connection:

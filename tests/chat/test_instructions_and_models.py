@@ -5,6 +5,7 @@ the trimming pays for the instructions, and the real `openai` SDK asks the fake 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -154,6 +155,22 @@ async def test_an_sqlite_file_of_the_old_schema_opens_and_keeps_its_conversation
     with sqlite3.connect(path) as check:
         assert check.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     check.close()
+
+
+async def test_two_processes_opening_an_old_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.executescript(OLD_SCHEMA)
+        old.execute("INSERT INTO conversations VALUES ('user:ann', 'c1', 'Kept', 1.0, 2.0)")
+    old.close()
+    stores = [SqliteHistoryStore(path, keep=50) for _ in range(4)]  # a connection (and thread) each
+    try:
+        await asyncio.gather(*(store.open() for store in stores))
+        for store in stores:
+            assert await store.conversations("user:ann") == [ConversationInfo("c1", "Kept", 1.0, 2.0, "", "")]
+    finally:
+        for store in stores:
+            await store.close()
 
 
 async def test_an_sqlite_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
