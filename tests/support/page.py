@@ -122,7 +122,9 @@ def check_models_and_instructions(page: Page, fake: FakeAI, composer: str) -> No
     picker = page.locator("#model-select")
     expect(picker.locator("option")).to_have_text([DEPLOYMENT, DEPLOYMENT_MINI])
     expect(picker).to_have_value(DEPLOYMENT)
+    expect(page.locator("#model")).to_have_text(f"azure · {DEPLOYMENT}")
     picker.select_option(DEPLOYMENT_MINI)
+    expect(page.locator("#model")).to_have_text(f"azure · {DEPLOYMENT_MINI}")  # the one that answers here
     button = page.locator("#instructions-btn")
     expect(button).to_have_attribute("aria-expanded", "false")
     button.click()

@@ -587,6 +587,7 @@
     function showChoices(opened) {
         conversationModel = opened.model ?? models[0] ?? "";
         modelSelect.value = conversationModel;
+        nameModel(conversationModel);
         savedInstructions = opened.instructions ?? "";
         instructionsInput.value = savedInstructions;
         instructionsStatus.textContent = "";
@@ -631,7 +632,10 @@
         const id = conversationId, chosen = modelSelect.value;
         try {
             const entry = await connection.invoke("SetModel", id, chosen);
-            if (id === conversationId) conversationModel = entry.model;
+            if (id === conversationId) {
+                conversationModel = entry.model;
+                nameModel(conversationModel);
+            }
         } catch (err) {
             modelSelect.value = conversationModel;
             error(serverText(err) ?? "The model could not be changed.");
@@ -670,6 +674,19 @@
     chatsBtn.addEventListener("click", () => setSidebar(!document.body.classList.contains("sidebar-open")));
     newChatBtn.addEventListener("click", newConversation);
 
+    let chatInfo = null;
+
+    /** The header names the model that answers in the open conversation. */
+    function nameModel(model) {
+        if (!chatInfo) return;
+        modelLabel.textContent = chatInfo.offlineDemo
+            ? `${model} · small offline demo, often wrong`
+            : `${chatInfo.provider} · ${model}`;
+        modelLabel.title = chatInfo.offlineDemo
+            ? "The built-in local model: small and offline; its answers are often wrong."
+            : `Answers come from ${model} (${chatInfo.provider}).`;
+    }
+
     /** The length limit and the model, from the server. */
     async function loadInfo() {
         const info = await connection.invoke("GetChatInfo");
@@ -680,12 +697,8 @@
         modelPicker.hidden = models.length < 2;
         instructionsBtn.hidden = maxInstructions === 0;
         if (instructionsBtn.hidden) setInstructionsOpen(false);
-        modelLabel.textContent = info.offlineDemo
-            ? `${info.model} · small offline demo, often wrong`
-            : `${info.provider} · ${info.model}`;
-        modelLabel.title = info.offlineDemo
-            ? "The built-in local model: small and offline; its answers are often wrong."
-            : `Answers come from ${info.model} (${info.provider}).`;
+        chatInfo = info;
+        nameModel(info.model);
         modelLabel.hidden = false;
         updateComposer();
     }
