@@ -50,6 +50,8 @@ class LocalChatModel:
     def __init__(self, settings: LocalModelSettings, telemetry: GenAITelemetry | None = None) -> None:
         self.path = settings.local_model_path or default_model_path()
         self.name = f"local:{self.path.stem}"
+        #: One model file, one model: AI_MODELS does not apply (docs/configuration.md).
+        self.models: tuple[str, ...] = (self.path.stem,)
         self.context_tokens = settings.local_context_tokens
         self.max_output_tokens = settings.local_max_output_tokens
         self._settings = settings
@@ -142,8 +144,9 @@ class LocalChatModel:
                 close()
 
     async def stream(
-        self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None
+        self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None, model: str | None = None
     ) -> AsyncGenerator[str, None]:
+        """`model` can only be the one model file's name (or None)."""
         if usage is not None:
             usage.update(prompt_tokens=sum(self.count_tokens(m["content"]) for m in messages), completion_tokens=0)
             usage["total_tokens"] = usage["prompt_tokens"]

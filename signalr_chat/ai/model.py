@@ -16,6 +16,9 @@ class ChatMessage(TypedDict):
     content: str
     #: A reply cut short (stored, shown, never sent to a model): ContinueReply asks for the rest.
     cut: NotRequired[Cut]
+    #: A stored assistant message's label: the model (deployment) that wrote it. Kept by the
+    #: history stores for the front ends; never sent to a model (the chat strips it).
+    model: NotRequired[str]
 
 
 class ChatModel(Protocol):
@@ -28,6 +31,9 @@ class ChatModel(Protocol):
     context_tokens: int
     #: Tokens reserved for the reply.
     max_output_tokens: int
+    #: The models a conversation may pick (Azure OpenAI deployments, an OpenAI-compatible
+    #: server's models; the built-in model's one name), the default first.
+    models: tuple[str, ...]
 
     async def start(self) -> None:
         """Get ready to serve (load weights, warm up); called once at startup."""
@@ -39,11 +45,14 @@ class ChatModel(Protocol):
         """Tokens in `text`: exact where the tokenizer is at hand, else a safe estimate."""
         ...
 
-    def stream(self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None) -> AsyncGenerator[str, None]:
+    def stream(
+        self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None, model: str | None = None
+    ) -> AsyncGenerator[str, None]:
         """Text deltas as they are generated; closing the iterator stops generation at once.
 
         `usage`, when given, receives `prompt_tokens`, `completion_tokens` and `total_tokens`
-        where the provider reports them (or the model counts its own).
+        where the provider reports them (or the model counts its own). `model`: one of
+        `models` (None: the first), so one client serves every deployment.
 
         A reply that stopped at the model's token limit raises `AiCutShort` after its text;
         one a content filter flagged after its text was streamed raises `AiContentWithdrawn`.

@@ -46,7 +46,7 @@ class OpenAIChatModel:
     def __init__(
         self,
         client: openai.AsyncOpenAI,
-        model: str,
+        models: str | Sequence[str],
         *,
         provider: str,
         context_tokens: int,
@@ -55,11 +55,16 @@ class OpenAIChatModel:
         on_close: Callable[[], Awaitable[None]] | None = None,
         telemetry: GenAITelemetry | None = None,
     ) -> None:
-        self.name = f"{provider}:{model}"
+        #: Each one a deployment (Azure OpenAI) or a model of the server: the `model` of the
+        #: request, which the Azure client puts in the path (/openai/deployments/{model}/...).
+        self.models: tuple[str, ...] = (models,) if isinstance(models, str) else tuple(models)
+        if not self.models:
+            raise ValueError("at least one model")
+        self.name = f"{provider}:{self.models[0]}"
         self.context_tokens = context_tokens
         self.max_output_tokens = max_output_tokens
         self._client = client
-        self._model = model
+        self._model = self.models[0]
         self._provider = provider
         self._temperature = temperature
         self._on_close = on_close
@@ -79,7 +84,7 @@ class OpenAIChatModel:
         return estimate_tokens(text)
 
     async def stream(
-        self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None
+        self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None, model: str | None = None
     ) -> AsyncGenerator[str, None]:
         # The raw streaming response: the SDK still builds the request, retries and
         # authenticates, but its per-chunk pydantic models (a fifth of the server's time
@@ -87,9 +92,12 @@ class OpenAIChatModel:
         # The messages travel in `extra_body`: they are plain {"role", "content"} strings
         # already, and the SDK's typed transform walks each one (~0.14 ms a message, 7 ms
         # for a 50-message history before the request even starts).
-        call = None if self._telemetry is None else self._start_call(messages)
+        model = model or self._model
+        if model not in self.models:
+            raise ValueError(f"{model!r} is not one of {self.models}")
+        call = None if self._telemetry is None else self._start_call(messages, model)
         request = self._client.chat.completions.with_streaming_response.create(
-            model=self._model,
+            model=model,
             messages=(),
             extra_body={"messages": list(messages)},
             stream=True,
@@ -136,11 +144,11 @@ class OpenAIChatModel:
             if call is not None:
                 call.end()
 
-    def _start_call(self, messages: Sequence[ChatMessage]) -> ModelCall:
+    def _start_call(self, messages: Sequence[ChatMessage], model: str) -> ModelCall:
         assert self._telemetry is not None
         return self._telemetry.chat(
             self._provider,
-            self._model,
+            model,
             messages,
             server_address=self._server[0],
             server_port=self._server[1],

@@ -34,10 +34,11 @@ def _entra_token_provider() -> tuple[Callable[[], Awaitable[str]], Callable[[], 
 def _azure(settings: ModelSettings, telemetry: GenAITelemetry | None) -> ChatModel:
     if not settings.azure_openai_endpoint:
         raise ConfigurationError("AZURE_OPENAI_ENDPOINT is required for the Azure OpenAI provider")
-    deployment = settings.azure_openai_deployment
-    if not deployment:
+    deployments = settings.chat_models()
+    if not deployments:
         raise ConfigurationError(
-            "AZURE_OPENAI_DEPLOYMENT (or AZURE_OPENAI_CHAT_DEPLOYMENT_NAME, AZURE_OPENAI_DEPLOYMENT_NAME) is required"
+            "AZURE_OPENAI_DEPLOYMENT (or AZURE_OPENAI_CHAT_DEPLOYMENT_NAME, AZURE_OPENAI_DEPLOYMENT_NAME) "
+            "or AI_MODELS is required"
         )
     endpoint = settings.azure_openai_endpoint.rstrip("/")
     key = settings.azure_openai_api_key.get_secret_value() if settings.azure_openai_api_key else None
@@ -57,9 +58,10 @@ def _azure(settings: ModelSettings, telemetry: GenAITelemetry | None) -> ChatMod
             http_client=_http_client(settings),
         )
     else:
+        # no azure_deployment: the SDK then puts each request's `model` in the path
+        # (/openai/deployments/{model}/chat/completions), so one client serves every deployment
         client = openai.AsyncAzureOpenAI(
             azure_endpoint=endpoint,
-            azure_deployment=deployment,
             api_version=settings.openai_api_version,
             api_key=key,
             azure_ad_token_provider=token_provider,
@@ -67,10 +69,16 @@ def _azure(settings: ModelSettings, telemetry: GenAITelemetry | None) -> ChatMod
             timeout=timeout,
             http_client=_http_client(settings),
         )
-    log.info("Azure OpenAI: %s, deployment %s, %s", endpoint, deployment, "API key" if key else "Entra ID")
+    log.info(
+        "Azure OpenAI: %s, deployment%s %s, %s",
+        endpoint,
+        "s" if len(deployments) > 1 else "",
+        ", ".join(deployments),
+        "API key" if key else "Entra ID",
+    )
     return OpenAIChatModel(
         client,
-        deployment,
+        deployments,
         provider="azure",
         context_tokens=settings.ai_context_tokens,
         max_output_tokens=settings.ai_max_output_tokens,
@@ -105,7 +113,7 @@ def _openai_compatible(settings: ModelSettings, telemetry: GenAITelemetry | None
     )
     return OpenAIChatModel(
         client,
-        settings.openai_model,
+        settings.chat_models(),
         provider="openai",
         context_tokens=settings.ai_context_tokens,
         max_output_tokens=settings.ai_max_output_tokens,
@@ -123,4 +131,6 @@ def create_model(settings: ModelSettings, telemetry: GenAITelemetry | None = Non
         return _openai_compatible(settings, telemetry)
     from .local_model import LocalChatModel
 
+    if settings.ai_models.strip():
+        log.warning("AI_MODELS is ignored: the built-in local model is one model (LOCAL_MODEL_PATH)")
     return LocalChatModel(settings, telemetry)

@@ -38,6 +38,7 @@ class ModelSettings(LocalModelSettings, Protocol):
     openai_base_url: str | None
     openai_api_key: SecretStr | None
     openai_model: str
+    ai_models: str
     ai_max_retries: int
     ai_timeout_seconds: float
     ai_max_connections: int
@@ -46,3 +47,8 @@ class ModelSettings(LocalModelSettings, Protocol):
     ai_temperature: float | None
 
     def provider(self) -> Literal["azure", "openai", "local"]: ...
+
+    def chat_models(self) -> list[str]:
+        """The deployments (Azure OpenAI) or models (OpenAI-compatible) conversations pick from,
+        the default first."""
+        ...

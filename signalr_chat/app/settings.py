@@ -7,6 +7,7 @@ command line spells them in kebab case (`--azure-openai-endpoint`). Secrets are
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -24,6 +25,11 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful AI assistant. Answer clearly and concisely. "
     "Use Markdown for formatting and fenced code blocks for code."
 )
+
+
+def _model_names(value: str) -> list[str]:
+    """AI_MODELS' names: separated by commas (or spaces), none empty."""
+    return [name for name in re.split(r"[,\s]+", value) if name]
 
 
 class Settings(BaseSettings):
@@ -153,6 +159,13 @@ class Settings(BaseSettings):
         50, ge=2, description="Messages kept per conversation, besides the system prompt."
     )
     max_message_length: int = Field(8000, ge=1, description="Longest user message accepted, in characters.")
+    max_instructions_length: int = Field(
+        4000,
+        ge=0,
+        description="Longest custom instructions a user may set for one conversation (SetInstructions), in "
+        "characters; 0 turns custom instructions off. They are sent after SYSTEM_PROMPT and count in the "
+        "history's token budget.",
+    )
     max_reply_length: int = Field(
         100_000,
         ge=1,
@@ -240,6 +253,13 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://localhost:11434/v1")
     openai_api_key: SecretStr | None = Field(None, description="Key for the OpenAI-compatible server.")
     openai_model: str = Field("gpt-4o-mini", description="Model name on the OpenAI-compatible server.")
+    ai_models: str = Field(
+        "",
+        description="Several models a user picks from per conversation, comma-separated, the default first: "
+        "Azure OpenAI deployments (then AZURE_OPENAI_DEPLOYMENT is not needed) or an OpenAI-compatible server's "
+        "models, e.g. gpt-4o,gpt-4o-mini. Unset: the one AZURE_OPENAI_DEPLOYMENT or OPENAI_MODEL. The built-in "
+        "local model is one model and ignores it.",
+    )
     ai_max_retries: int = Field(2, ge=0, description="Retries of the openai SDK on 429/5xx (honouring retry-after).")
     ai_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one upstream request.")
     ai_max_connections: int = Field(
@@ -284,6 +304,23 @@ class Settings(BaseSettings):
                 f"not {scheme or 'nothing'}"
             )
         return url
+
+    @field_validator("ai_models")
+    @classmethod
+    def _ai_models(cls, value: str) -> str:
+        names = _model_names(value)
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"AI_MODELS lists {', '.join(twice)} more than once")
+        return value
+
+    def chat_models(self) -> list[str]:
+        """AI_MODELS, else the one AZURE_OPENAI_DEPLOYMENT (Azure) or OPENAI_MODEL: the default first."""
+        listed = _model_names(self.ai_models)
+        if listed:
+            return listed
+        single = self.azure_openai_deployment if self.provider() == "azure" else self.openai_model
+        return [single] if single else []
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -35,7 +35,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..ai import AiContentWithdrawn, AiCutShort, AiError, AiFailed, AiReplyTooLong, ChatMessage, Cut
 from .addresses import AddressLimits
@@ -111,16 +111,36 @@ def _whole(value: object, low: int, high: int | None, refusal: str) -> int:
     return value
 
 
-def _shown(history: list[ChatMessage]) -> list[dict[str, object]]:
-    return [{"role": m["role"], "content": m["content"], **({"cut": m["cut"]} if "cut" in m else {})} for m in history]
+def _shown(history: list[ChatMessage], labelled: bool = True) -> list[dict[str, object]]:
+    """The messages for a client, each reply with its cut mark; with `labelled`, also with the
+    model that wrote it (GetConversation). GetHistory keeps the seed-era shape, {role, content},
+    plus the marks (`cut`, `interrupted`) that the front ends act on."""
+    shown: list[dict[str, object]] = []
+    for m in history:
+        message: dict[str, object] = {"role": m["role"], "content": m["content"]}
+        if "cut" in m:
+            message["cut"] = m["cut"]
+        if labelled and "model" in m:
+            message["model"] = m["model"]
+        shown.append(message)
+    return shown
 
 
-def _answer(text: str, cut: Cut | None) -> ChatMessage:
-    """A reply as stored: marked when it was cut short."""
-    message: ChatMessage = {"role": "assistant", "content": text}
+def _written_by(model: str, reply: str, cut: Cut | None = None) -> ChatMessage:
+    """A reply to store, labelled with the model that wrote it, and marked when it was cut short."""
+    message: ChatMessage = {"role": "assistant", "content": reply}
+    if model:
+        message["model"] = model
     if cut is not None:
         message["cut"] = cut
     return message
+
+
+def _continued_by(cut: ChatMessage, model: str, more: str, mark: Cut | None) -> ChatMessage:
+    """A cut reply extended by ContinueReply: labelled with every model that wrote part of it."""
+    before = cut.get("model", "")
+    label = before if model in before.split(" + ") else f"{before} + {model}" if before else model
+    return _written_by(label, cut["content"] + more, mark)
 
 
 def _asked(history: list[ChatMessage]) -> str | None:
@@ -144,34 +164,35 @@ class _Plan:
     kept: Cut | None = None
 
 
-def _plan(kind: str, history: list[ChatMessage], text: str, index: int) -> _Plan:
+def _plan(kind: str, history: list[ChatMessage], text: str, index: int, model: str = "") -> _Plan:
+    """`model`: the one that will write the reply, for its label."""
     if kind == "send":
         user: ChatMessage = {"role": "user", "content": text}
-        return _Plan(history, user, lambda reply, cut: [user, _answer(reply, cut)], appends=True)
+        return _Plan(history, user, lambda reply, cut: [user, _written_by(model, reply, cut)], appends=True)
     if kind == "edit":
         if not 0 <= index < len(history) or history[index]["role"] != "user":
             raise Rejected(NOT_A_USER_MESSAGE)
         before = history[:index]
         user = {"role": "user", "content": text}
-        return _Plan(before, user, lambda reply, cut: [*before, user, _answer(reply, cut)])
+        return _Plan(before, user, lambda reply, cut: [*before, user, _written_by(model, reply, cut)])
     if kind == "regenerate":
         if len(history) < 2 or history[-1]["role"] != "assistant" or history[-2]["role"] != "user":
             raise Rejected(NOTHING_TO_REGENERATE)
         before, user = history[:-2], history[-2]
-        return _Plan(before, user, lambda reply, cut: [*before, user, _answer(reply, cut)])
+        return _Plan(before, user, lambda reply, cut: [*before, user, _written_by(model, reply, cut)])
     # continue: the model sees its cut reply and is asked to go on; the new text extends it
     if not history:
         raise Rejected(NOTHING_TO_CONTINUE)
     if history[-1]["role"] == "user":
         # an interrupted turn (the server stopped before its reply was stored): answered now
         before, user = history[:-1], history[-1]
-        return _Plan(before, user, lambda reply, cut: [*before, user, _answer(reply, cut)])
+        return _Plan(before, user, lambda reply, cut: [*before, user, _written_by(model, reply, cut)])
     before, cut = history[:-1], history[-1]
     ask: ChatMessage = {"role": "user", "content": CONTINUE_PROMPT}
     return _Plan(
         history,
         ask,
-        lambda reply, mark: [*before, _answer(cut["content"] + reply, mark)],
+        lambda reply, mark: [*before, _continued_by(cut, model, reply, mark)],
         continues=True,
         kept=cut.get("cut"),
     )
@@ -343,7 +364,7 @@ class ConversationService:
         connection.add(reply)
         try:
             text, error = await self._generate(
-                reply, self.backends(caller), self._key(self.owner(caller), DEFAULT), None, "send", message, 0, emit
+                reply, self.backends(caller), self.owner(caller), DEFAULT, None, "send", message, 0, emit
             )
         finally:
             reply.done.set()
@@ -395,7 +416,7 @@ class ConversationService:
         not being written anywhere is marked `interrupted` (the server stopped mid-reply)."""
         key, backends = self._key(self.owner(caller), DEFAULT), self.backends(caller)
         history = await backends.history.load(key)
-        messages = _shown(history)
+        messages = _shown(history, labelled=False)
         if (
             _asked(history) is not None
             and not self._busy_here(key)
@@ -421,14 +442,27 @@ class ConversationService:
         if not isinstance(conversation_id, str):
             raise Rejected(BAD_ID)
         store = backends.history
-        for info in await store.conversations(owner):
-            if info.id == conversation_id:
-                return info
+        info = await self._entry(owner, backends, conversation_id)
+        if info is not None:
+            return info
         if conversation_id == DEFAULT:
             history = await store.load(self._key(owner, DEFAULT))
             first = next((m["content"] for m in history if m["role"] == "user"), None)
             return ConversationInfo(DEFAULT, derive_title(first) if first else NEW_TITLE, 0.0, 0.0)
         raise Rejected(NOT_FOUND)
+
+    @staticmethod
+    async def _entry(owner: str, backends: Backends, conversation_id: str) -> ConversationInfo | None:
+        """The conversation's stored list entry as it is now (None when not listed)."""
+        for info in await backends.history.conversations(owner):
+            if info.id == conversation_id:
+                return info
+        return None
+
+    def _described(self, info: ConversationInfo) -> dict[str, object]:
+        """An entry for a client: its model is the one its replies use (the default when it chose
+        none, or chose one the server no longer offers)."""
+        return {**info.as_dict(), "model": self.chat.model_for(info.model)}
 
     async def _located(self, caller: Caller, conversation_id: object) -> tuple[str, Backends, ConversationInfo, str]:
         """The owner, their backends, the conversation's entry and its key; Rejected when unknown."""
@@ -451,20 +485,40 @@ class ConversationService:
         keys = [self._key(owner, info.id) for info in listed]
         elsewhere = await backends.replies.is_running(keys)
         running = [self._running(key) is not None or there for key, there in zip(keys, elsewhere, strict=True)]
-        return [{**info.as_dict(), "running": on} for info, on in zip(listed, running, strict=True)]
+        return [{**self._described(info), "running": on} for info, on in zip(listed, running, strict=True)]
 
     async def create(self, caller: Caller, title: object) -> dict[str, object]:
         owner, store = self.owner(caller), self.backends(caller).history
         now = time.time()
         info = ConversationInfo(uuid.uuid4().hex[:16], self._title(title) if title is not None else NEW_TITLE, now, now)
         await store.save_conversation(owner, info)
-        return info.as_dict()
+        return self._described(info)
 
     async def rename(self, caller: Caller, conversation_id: object, title: object) -> dict[str, object]:
         owner, backends, info, _ = await self._located(caller, conversation_id)
-        renamed = ConversationInfo(info.id, self._title(title), info.created or time.time(), time.time())
+        renamed = replace(info, title=self._title(title), created=info.created or time.time(), updated=time.time())
         await backends.history.save_conversation(owner, renamed)
-        return renamed.as_dict()
+        return self._described(renamed)
+
+    async def set_instructions(self, caller: Caller, conversation_id: object, text: object) -> dict[str, object]:
+        """SetInstructions: the conversation's custom instructions ("" clears them), for its
+        next replies; the entry as stored."""
+        owner, backends, info, _ = await self._located(caller, conversation_id)
+        instructions = self.chat.check_instructions(text)
+        return await self._keep_choice(owner, backends, replace(info, instructions=instructions))
+
+    async def set_model(self, caller: Caller, conversation_id: object, model: object) -> dict[str, object]:
+        """SetModel: the model (deployment) that writes the conversation's next replies."""
+        owner, backends, info, _ = await self._located(caller, conversation_id)
+        chosen = self.chat.check_model(model)
+        return await self._keep_choice(owner, backends, replace(info, model=chosen))
+
+    async def _keep_choice(self, owner: str, backends: Backends, info: ConversationInfo) -> dict[str, object]:
+        """Stores a changed entry; its place in the list stays (a setting is not a message)."""
+        now = time.time()
+        chosen = replace(info, created=info.created or now, updated=info.updated or now)
+        await backends.history.save_conversation(owner, chosen)
+        return self._described(chosen)
 
     async def delete(self, caller: Caller, conversation_id: object) -> None:
         owner, backends, info, _ = await self._located(caller, conversation_id)
@@ -478,7 +532,7 @@ class ConversationService:
         await self._stop_and_wait(key, backends)
         history = await store.load(key)
         now = time.time()
-        emptied = ConversationInfo(info.id, NEW_TITLE, info.created or now, now)
+        emptied = replace(info, title=NEW_TITLE, created=info.created or now, updated=now)  # its choices stay
         await self._empty(key, backends, lambda: store.replace(key, [], (owner, emptied)))
         self._forget_cleared(key)
         if history:
@@ -495,7 +549,7 @@ class ConversationService:
             return False
         self._forget_cleared(key)
         history, before, _ = cleared
-        await store.replace(key, history, (owner, ConversationInfo(info.id, before.title, info.created, time.time())))
+        await store.replace(key, history, (owner, replace(info, title=before.title, updated=time.time())))
         return True
 
     def _forget_cleared(self, key: str) -> None:
@@ -646,7 +700,7 @@ class ConversationService:
                 messages.pop()  # the running reply's question, stored when it was accepted: shown with the reply
         elif _asked(history) is not None and not self._busy_here(key):
             messages[-1]["interrupted"] = True
-        return {**info.as_dict(), "messages": messages, "reply": reply}
+        return {**self._described(info), "messages": messages, "reply": reply}
 
     def _busy_here(self, key: str) -> bool:
         """A reply of the conversation streams or waits for its turn on this instance."""
@@ -719,7 +773,7 @@ class ConversationService:
         usage: dict[str, int] = {}
         try:
             text, error = await self._generate(
-                reply, backends, key, (owner, info), kind, message, index, run.append, usage
+                reply, backends, owner, info.id, info, kind, message, index, run.append, usage
             )
             run.usage = usage or None  # where the provider reported it
             if isinstance(error, AiCutShort) and text:
@@ -745,8 +799,9 @@ class ConversationService:
         self,
         reply: Reply,
         backends: Backends,
-        key: str,
-        listed: tuple[str, ConversationInfo] | None,
+        owner: str,
+        conversation_id: str,
+        info: ConversationInfo | None,
         kind: str,
         message: str,
         index: int,
@@ -755,14 +810,20 @@ class ConversationService:
     ) -> tuple[str, AiError | None]:
         """Waits for the conversation's turn, relays the reply through `emit` and stores it as
         far as it got; its text, and the error that cut it (Rejected and HistoryUnavailable
-        are raised). `listed`: the owner and list entry to update when it is stored (None for
-        the seed's replies, which never touch the list)."""
+        are raised). `info`: the list entry to update when it is stored (None for the seed's
+        replies, which never touch the list). The reply is written by the conversation's
+        chosen model, told its custom instructions, as they are when its turn comes."""
+        key = self._key(owner, conversation_id)
+        listed = None if info is None else (owner, info)
         conversation = self._conversation(key, backends)
         conversation.replies.add(reply)
         try:
             async with conversation.lock:
-                plan = _plan(kind, await backends.history.load(key), message, index)  # the history may have moved on
-                prompt = self.chat.prompt(plan.context, plan.ask)
+                chosen = await self._entry(owner, backends, conversation_id)
+                model = self.chat.model_for(chosen.model if chosen is not None else "")
+                history = await backends.history.load(key)
+                plan = _plan(kind, history, message, index, model)  # the history may have moved on
+                prompt = self.chat.prompt(plan.context, plan.ask, chosen.instructions if chosen is not None else "")
                 if plan.continues:
                     prompt = [*prompt[:-1], plan.ask]  # the cut reply stays just before the request
                 parts: list[str] = []
@@ -775,7 +836,7 @@ class ConversationService:
                     accepted = True
                 try:
                     if not reply.stopped:  # stopped while waiting for its turn: never asked
-                        await self.chat.relay(reply, prompt, parts, emit, usage)
+                        await self.chat.relay(reply, prompt, parts, emit, usage, model)
                 except AiError as exc:
                     error = exc
                 except asyncio.CancelledError:
@@ -822,6 +883,8 @@ class ConversationService:
         entry: Listed | None = None
         if listed is not None:
             owner, info = listed
+            # as stored now: instructions or a model chosen while the reply ran are kept
+            info = await self._entry(owner, backends, info.id) or info
             title = info.title
             if title == NEW_TITLE:
                 first = next((m["content"] for m in plan.result(text, cut) if m["role"] == "user"), None)
@@ -829,7 +892,7 @@ class ConversationService:
                     first = next((m["content"] for m in plan.context if m["role"] == "user"), None)
                 title = derive_title(first) if first else NEW_TITLE
             now = time.time()
-            entry = (owner, ConversationInfo(info.id, title, info.created or now, now))
+            entry = (owner, replace(info, title=title, created=info.created or now, updated=now))
         if plan.appends:
             turn = plan.result(text, cut)
             await store.append(key, turn[1:] if accepted else turn, entry)

@@ -45,9 +45,18 @@ def as_json(info: ConversationInfo, messages: Sequence[ChatMessage], exported: f
         "created": _when(info.created),
         "updated": _when(info.updated),
         "exported": _when(exported),
-        "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        "messages": [_exported(m) for m in messages],
     }
     return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+
+
+def _exported(message: ChatMessage) -> dict[str, object]:
+    """A message as GetConversation shows it: with the model that wrote a reply, and its cut mark."""
+    exported: dict[str, object] = {"role": message["role"], "content": message["content"]}
+    for key in ("model", "cut"):
+        if key in message:
+            exported[key] = message[key]  # type: ignore[literal-required]
+    return exported
 
 
 def as_markdown(info: ConversationInfo, messages: Sequence[ChatMessage], exported: float) -> str:

@@ -2,7 +2,9 @@
 
 A store keeps the turns of each conversation (never the system prompt, which is
 prepended per request so a new prompt applies to old conversations too) and trims
-each conversation to its last `keep` messages.
+each conversation to its last `keep` messages. An assistant message keeps the label of
+the model that wrote it (`ChatMessage["model"]`); a conversation's list entry keeps its
+custom instructions and its chosen model.
 """
 
 from __future__ import annotations
@@ -25,9 +27,21 @@ class ConversationInfo:
     title: str
     created: float
     updated: float
+    #: The user's custom instructions for this conversation (SetInstructions): sent after the
+    #: server's system prompt. "" for none.
+    instructions: str = ""
+    #: The model (deployment) the user picked for it (SetModel); "" for the default.
+    model: str = ""
 
     def as_dict(self) -> dict[str, object]:
-        return {"id": self.id, "title": self.title, "created": self.created, "updated": self.updated}
+        return {
+            "id": self.id,
+            "title": self.title,
+            "created": self.created,
+            "updated": self.updated,
+            "instructions": self.instructions,
+            "model": self.model,
+        }
 
 
 def _escaped(part: str) -> str:

@@ -168,6 +168,15 @@ class ChatHub(Hub):
     async def rename_conversation(self, conversation_id: str, title: str) -> dict[str, object]:
         return await _or_hub_error(self.conversations.rename(self.caller, conversation_id, title))
 
+    async def set_instructions(self, conversation_id: str, instructions: str | None) -> dict[str, object]:
+        """The conversation's custom instructions (null or "" clears them), sent to the model after
+        the server's system prompt; returns the entry."""
+        return await _or_hub_error(self.conversations.set_instructions(self.caller, conversation_id, instructions))
+
+    async def set_model(self, conversation_id: str, model: str) -> dict[str, object]:
+        """The model (one of GetChatInfo's `models`) that writes the conversation's next replies."""
+        return await _or_hub_error(self.conversations.set_model(self.caller, conversation_id, model))
+
     async def delete_conversation(self, conversation_id: str) -> None:
         await _or_hub_error(self.conversations.delete(self.caller, conversation_id))
 

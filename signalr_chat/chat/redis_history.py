@@ -34,8 +34,10 @@ DELETE_BATCH = 500
 #: Every key of the chat's history starts with the channel prefix and this.
 NAMESPACE = "signalr_chat:"
 
-# HSET the entry [created, updated, title], keeping the `created` already stored (as SQLite's
-# ON CONFLICT update does). Text, not cjson: cjson would round the times to 14 digits.
+# HSET the entry [created, updated, title, instructions, model], keeping the `created` already
+# stored (as SQLite's ON CONFLICT update does). Text, not cjson: cjson would round the times to
+# 14 digits. Entries written before instructions and models were kept have three fields: they
+# read as no instructions and the default model.
 # ARGV[4]: the list's time to live in ms, 0 for none.
 _SAVE_CONVERSATION = """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
@@ -175,8 +177,13 @@ class RedisHistoryStore(RedisUser):
         rows = await self._call(lambda: cast(Awaitable[dict[bytes, bytes]], self._redis.hgetall(self._list(owner))))
         listed = []
         for conversation_id, entry in rows.items():
-            created, updated, title = json.loads(entry)
-            listed.append(ConversationInfo(conversation_id.decode(), str(title), float(created), float(updated)))
+            created, updated, title, *chosen = json.loads(entry)
+            instructions, model = [*chosen, "", ""][:2]
+            listed.append(
+                ConversationInfo(
+                    conversation_id.decode(), str(title), float(created), float(updated), str(instructions), str(model)
+                )
+            )
         listed.sort(key=lambda c: c.updated, reverse=True)
         return listed
 
@@ -247,17 +254,27 @@ def _entry(listed: Listed | None) -> tuple[str, str, tuple[str, str, str]]:
 
 
 def _rest(info: ConversationInfo) -> str:
-    """`updated, "title"`: the entry after its `created`, as stored."""
-    return json.dumps([info.updated, info.title], ensure_ascii=False)[1:-1]
+    """`updated, "title", "instructions", "model"`: the entry after its `created`, as stored."""
+    return json.dumps([info.updated, info.title, info.instructions, info.model], ensure_ascii=False)[1:-1]
 
 
 def _encode(message: ChatMessage) -> str:
-    """[role, content], and the cut mark third when there is one (older rows have two items)."""
-    cut = message.get("cut")
-    row = [message["role"], message["content"]] if cut is None else [message["role"], message["content"], cut]
-    return json.dumps(row, ensure_ascii=False)
+    """[role, content], then the model that wrote it (or null) and the cut mark, when there are
+    any (older rows have two items)."""
+    model, cut = message.get("model"), message.get("cut")
+    fields: list[object] = [message["role"], message["content"]]
+    if model is not None or cut is not None:
+        fields.append(model)
+    if cut is not None:
+        fields.append(cut)
+    return json.dumps(fields, ensure_ascii=False)
 
 
 def _message(row: bytes) -> ChatMessage:
-    role, content, *mark = json.loads(row)
-    return cast(ChatMessage, {"role": role, "content": content, **({"cut": mark[0]} if mark else {})})
+    role, content, *extra = json.loads(row)
+    message = cast(ChatMessage, {"role": role, "content": content})
+    if extra and extra[0] is not None:
+        message["model"] = str(extra[0])
+    if len(extra) > 1 and extra[1] == "length":  # the one mark there is
+        message["cut"] = "length"
+    return message

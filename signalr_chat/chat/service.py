@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,6 +29,21 @@ GUEST_ITEM = "chat.guest"
 EMPTY_MESSAGE = "Message cannot be empty."
 NOT_TEXT = "Message must be text."
 TOO_LONG_FOR_MODEL = "Message is too long for the model's context window. Please shorten it."
+TOO_LONG_WITH_INSTRUCTIONS = (
+    "Message and this conversation's instructions are too long for the model's context window. Please shorten them."
+)
+INSTRUCTIONS_NOT_TEXT = "Instructions must be text."
+MODEL_NOT_TEXT = "A model must be named by text."
+
+
+def instructions_too_long(limit: int) -> str:
+    if limit == 0:
+        return "Custom instructions are turned off on this server."
+    return f"Instructions are too long. The limit is {limit:,} characters."
+
+
+def unknown_model(models: Sequence[str]) -> str:
+    return f"Unknown model. Choose one of: {', '.join(models)}."
 
 
 def too_long(limit: int) -> str:
@@ -87,6 +102,7 @@ class LimitSettings(Protocol):
     """What `Limits` reads of the chat's settings (the app's `Settings` has them all)."""
 
     max_message_length: int
+    max_instructions_length: int
     max_reply_length: int
     reply_first_token_timeout_seconds: float
     reply_timeout_seconds: float
@@ -103,6 +119,8 @@ class Limits:
     reply_timeout: float
     #: How long a reply nobody watches runs on (a reload comes back within it).
     reply_grace: float
+    #: The longest custom instructions of a conversation (0: none may be set).
+    max_instructions_length: int = 4000
 
     @classmethod
     def from_settings(cls, settings: LimitSettings) -> Limits:
@@ -112,6 +130,7 @@ class Limits:
             settings.reply_first_token_timeout_seconds,
             settings.reply_timeout_seconds,
             settings.reply_grace_seconds,
+            settings.max_instructions_length,
         )
 
 
@@ -184,17 +203,46 @@ class ChatService:
         self.model = model
         self.limits = limits
         self.system: ChatMessage = {"role": "system", "content": system_prompt}
+        provider, _, name = model.name.partition(":")
+        #: The models a conversation may pick, the default first (one, unless AI_MODELS lists more).
+        self.models: tuple[str, ...] = tuple(model.models) or (name or provider,)
 
     def info(self) -> dict[str, object]:
-        """The limit a composer counts against, and which model answers (the built-in one is
+        """The limits a composer counts against, and which models answer (the built-in one is
         a small offline demo whose answers are often wrong: front ends say so)."""
-        provider, _, model = self.model.name.partition(":")
+        provider = self.model.name.partition(":")[0]
         return {
             "maxMessageLength": self.limits.max_message_length,
+            "maxInstructionsLength": self.limits.max_instructions_length,
             "provider": provider,
-            "model": model or provider,
+            "model": self.models[0],
+            "models": list(self.models),
             "offlineDemo": provider == "local",
         }
+
+    def model_for(self, chosen: str) -> str:
+        """The model a conversation's reply uses: its choice, or the default when it chose none or
+        chose one the server no longer offers (AI_MODELS changed since)."""
+        return chosen if chosen in self.models else self.models[0]
+
+    def check_model(self, model: object) -> str:
+        """A model a conversation may pick (SetModel), or Rejected naming the ones it may."""
+        if not isinstance(model, str):
+            raise Rejected(MODEL_NOT_TEXT)
+        if model not in self.models:
+            raise Rejected(unknown_model(self.models))
+        return model
+
+    def check_instructions(self, text: object) -> str:
+        """Custom instructions to store (SetInstructions): "" (or None, or blanks) clears them."""
+        if text is None:
+            return ""
+        if not isinstance(text, str):
+            raise Rejected(INSTRUCTIONS_NOT_TEXT)
+        text = text.strip()
+        if len(text) > self.limits.max_instructions_length:
+            raise Rejected(instructions_too_long(self.limits.max_instructions_length))
+        return text
 
     # -- checks before any work ---------------------------------------------
     async def check(self, message: object, rate_limits: RateLimits, key: str) -> str:
@@ -215,15 +263,19 @@ class ChatService:
         if wait > 0:
             raise Rejected(rate_limited(wait))
 
-    def prompt(self, history: list[ChatMessage], ask: ChatMessage) -> list[ChatMessage]:
-        """What the model is shown: the system prompt, the newest history that fits, `ask`."""
+    def prompt(self, history: list[ChatMessage], ask: ChatMessage, instructions: str = "") -> list[ChatMessage]:
+        """What the model is shown: the system prompt, the conversation's instructions as a second
+        system message, the newest history that fits the rest of the budget, `ask`."""
         budget = self.model.context_tokens - self.model.max_output_tokens
+        custom: ChatMessage | None = {"role": "system", "content": instructions} if instructions else None
         try:
-            fitted = fit_to_budget(self.system, history, ask, budget, self.model.count_tokens)
+            fitted = fit_to_budget(self.system, history, ask, budget, self.model.count_tokens, custom)
         except TooLongForModel:
-            raise Rejected(TOO_LONG_FOR_MODEL) from None
-        # a stored mark (`cut`) is ours: a provider is sent role and content only
-        return [m if "cut" not in m else {"role": m["role"], "content": m["content"]} for m in fitted]
+            raise Rejected(TOO_LONG_WITH_INSTRUCTIONS if custom else TOO_LONG_FOR_MODEL) from None
+        # a stored mark (`cut`) and label (`model`) are ours: a provider is sent role and content only
+        return [
+            m if "cut" not in m and "model" not in m else {"role": m["role"], "content": m["content"]} for m in fitted
+        ]
 
     # -- the relay: the per-token path --------------------------------------------
     async def relay(
@@ -233,8 +285,10 @@ class ChatService:
         parts: list[str],
         emit: Callable[[str], Awaitable[None]],
         usage: dict[str, int] | None = None,
+        model: str | None = None,
     ) -> None:
-        """Relay the model's tokens, within the reply's length limit and deadlines.
+        """Relay the tokens of `model` (one of `models`; None: the default), within the reply's
+        length limit and deadlines.
 
         The deadlines are two timers per reply, not a timeout per token: one for the first
         token, one for the whole reply. Either cancels the relay as stop() does, and the
@@ -248,7 +302,7 @@ class ChatService:
         length = 0
         reply.relaying = True
         try:
-            async with aclosing(self.model.stream(prompt, usage)) as tokens:
+            async with aclosing(self.model.stream(prompt, usage, model)) as tokens:
                 async for token in tokens:
                     if type(token) is not str:
                         log.warning("the model yielded a %s, not text", type(token).__name__)

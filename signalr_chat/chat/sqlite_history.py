@@ -17,14 +17,16 @@ import aiosqlite
 from ..ai import ChatMessage
 from .history import ConversationInfo, HistoryUnavailable, Listed, holds, owner_key_range
 
+log = logging.getLogger(__name__)
+
+#: Version 0, as the first files were written; _MIGRATIONS brings it up to date.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     conversation TEXT NOT NULL,
     role TEXT NOT NULL,
     content TEXT NOT NULL,
-    created REAL NOT NULL,
-    cut TEXT
+    created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation, id);
 CREATE TABLE IF NOT EXISTS conversations (
@@ -36,6 +38,21 @@ CREATE TABLE IF NOT EXISTS conversations (
     PRIMARY KEY (owner, id)
 );
 """
+
+#: Each step takes a file from the schema version before it (PRAGMA user_version, 0 for the
+#: files written before versions were kept) to the next, in the transaction that sets the version:
+#: a file of any earlier version opens, and keeps its conversations.
+_MIGRATIONS = (
+    # 1: custom instructions and the chosen model per conversation; the model that wrote each
+    # reply, and the mark of a reply cut short at a length limit
+    """
+    ALTER TABLE conversations ADD COLUMN instructions TEXT NOT NULL DEFAULT '';
+    ALTER TABLE conversations ADD COLUMN model TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN model TEXT;
+    ALTER TABLE messages ADD COLUMN cut TEXT;
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 #: How many conversation keys one search query names (SQLite allows 32,766 parameters).
@@ -75,11 +92,36 @@ class SqliteHistoryStore:
         # a search matches as the other stores do (LIKE would fold ASCII letters only)
         await self._db.create_function("chat_holds", 2, holds, deterministic=True)
         await self._db.executescript(_SCHEMA)
-        async with self._db.execute("PRAGMA table_info(messages)") as cursor:
-            columns = {row[1] for row in await cursor.fetchall()}
-        if "cut" not in columns:  # a file from before replies were marked cut short
-            await self._db.execute("ALTER TABLE messages ADD COLUMN cut TEXT")
         await self._db.commit()
+        await self._migrate()
+
+    async def _migrate(self) -> None:
+        """Brings a file written by an older version up to SCHEMA_VERSION, a step per transaction.
+        The version is read inside each step's transaction: a second process opening the file at
+        the same moment waits for the first one's step, then finds it done."""
+        db = self.db
+        while True:
+            # executescript would commit first: each statement runs here, inside one transaction
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                async with db.execute("PRAGMA user_version") as cursor:
+                    row = await cursor.fetchone()
+                version = int(row[0]) if row is not None else 0
+                if version > SCHEMA_VERSION:
+                    raise RuntimeError(
+                        f"{self._path} was written by a newer version (schema {version} > {SCHEMA_VERSION})"
+                    )
+                if version == SCHEMA_VERSION:
+                    await db.commit()
+                    return
+                for statement in filter(str.strip, _MIGRATIONS[version].split(";")):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {version + 1}")
+                await db.commit()
+            except BaseException:
+                await db.rollback()
+                raise
+            log.info("history file %s: schema %d -> %d", self._path, version, version + 1)
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -90,15 +132,12 @@ class SqliteHistoryStore:
     async def load(self, conversation: str) -> list[ChatMessage]:
         try:
             async with self.db.execute(
-                "SELECT role, content, cut FROM messages WHERE conversation = ? ORDER BY id", (conversation,)
+                "SELECT role, content, model, cut FROM messages WHERE conversation = ? ORDER BY id", (conversation,)
             ) as cursor:
                 rows = await cursor.fetchall()
         except sqlite3.Error as exc:
             raise HistoryUnavailable(f"SQLite refused: {exc}") from None
-        return [
-            cast(ChatMessage, {"role": role, "content": content, **({"cut": cut} if cut else {})})
-            for role, content, cut in rows
-        ]
+        return [_message(role, content, model, cut) for role, content, model, cut in rows]
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -136,8 +175,8 @@ class SqliteHistoryStore:
     async def _insert(db: aiosqlite.Connection, conversation: str, messages: Sequence[ChatMessage]) -> None:
         now = time.time()
         await db.executemany(
-            "INSERT INTO messages (conversation, role, content, created, cut) VALUES (?, ?, ?, ?, ?)",
-            [(conversation, m["role"], m["content"], now, m.get("cut")) for m in messages],
+            "INSERT INTO messages (conversation, role, content, created, model, cut) VALUES (?, ?, ?, ?, ?, ?)",
+            [(conversation, m["role"], m["content"], now, m.get("model"), m.get("cut")) for m in messages],
         )
 
     async def clear(self, conversation: str) -> None:
@@ -158,10 +197,15 @@ class SqliteHistoryStore:
 
     async def conversations(self, owner: str) -> list[ConversationInfo]:
         async with self.db.execute(
-            "SELECT id, title, created, updated FROM conversations WHERE owner = ? ORDER BY updated DESC", (owner,)
+            "SELECT id, title, created, updated, instructions, model FROM conversations WHERE owner = ? "
+            "ORDER BY updated DESC",
+            (owner,),
         ) as cursor:
             rows = await cursor.fetchall()
-        return [ConversationInfo(str(i), str(title), float(c), float(u)) for i, title, c, u in rows]
+        return [
+            ConversationInfo(str(i), str(title), float(c), float(u), str(instructions), str(model))
+            for i, title, c, u, instructions, model in rows
+        ]
 
     async def save_conversation(self, owner: str, info: ConversationInfo) -> None:
         async with self._transaction() as db:
@@ -170,9 +214,11 @@ class SqliteHistoryStore:
     @staticmethod
     async def _upsert(db: aiosqlite.Connection, owner: str, info: ConversationInfo) -> None:
         await db.execute(
-            "INSERT INTO conversations (owner, id, title, created, updated) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (owner, id) DO UPDATE SET title = excluded.title, updated = excluded.updated",
-            (owner, info.id, info.title, info.created, info.updated),
+            "INSERT INTO conversations (owner, id, title, created, updated, instructions, model) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (owner, id) DO UPDATE SET title = excluded.title, updated = excluded.updated, "
+            "instructions = excluded.instructions, model = excluded.model",
+            (owner, info.id, info.title, info.created, info.updated, info.instructions, info.model),
         )
 
     async def forget_conversation(self, owner: str, conversation_id: str) -> None:
@@ -215,3 +261,12 @@ class SqliteHistoryStore:
         if self._db is not None:
             await self._db.close()
             self._db = None
+
+
+def _message(role: str, content: str, model: str | None, cut: str | None) -> ChatMessage:
+    message = cast(ChatMessage, {"role": role, "content": content})
+    if model is not None:
+        message["model"] = model
+    if cut == "length":  # the one mark there is
+        message["cut"] = "length"
+    return message

@@ -13,7 +13,12 @@ REPLY_PRIMING = 3
 
 
 class TooLongForModel(ValueError):
-    """The system prompt and the new message alone exceed the budget."""
+    """The system prompt (with the conversation's instructions) and the new message alone exceed the budget."""
+
+
+def _bare(message: ChatMessage) -> ChatMessage:
+    """The message as a model takes it: a stored reply's model label is for the front ends only."""
+    return {"role": message["role"], "content": message["content"]}
 
 
 def fit_to_budget(
@@ -22,14 +27,19 @@ def fit_to_budget(
     message: ChatMessage,
     budget: int,
     count: Callable[[str], int],
+    instructions: ChatMessage | None = None,
 ) -> list[ChatMessage]:
-    """[system, *newest history that fits, message], oldest turns dropped first.
+    """[system, instructions, *newest history that fits, message], oldest turns dropped first.
 
-    The kept history starts at a user turn, so the model never sees a reply to a
-    question that was cut away.
+    The conversation's custom instructions, when it has some, come right after the server's
+    system prompt and are paid for first, like it: the history gets what is left. The kept
+    history starts at a user turn, so the model never sees a reply to a question that was
+    cut away.
     """
+    head = [system] if instructions is None else [system, instructions]
     sizes = [count(m["content"]) + MESSAGE_OVERHEAD for m in history]
-    total = REPLY_PRIMING + count(system["content"]) + count(message["content"]) + 2 * MESSAGE_OVERHEAD
+    total = REPLY_PRIMING + sum(count(m["content"]) + MESSAGE_OVERHEAD for m in head)
+    total += count(message["content"]) + MESSAGE_OVERHEAD
     if total > budget:
         raise TooLongForModel
     start = len(history)
@@ -38,4 +48,4 @@ def fit_to_budget(
         total += sizes[start]
     while start < len(history) and history[start]["role"] != "user":
         start += 1
-    return [system, *history[start:], message]
+    return [*head, *(_bare(m) for m in history[start:]), message]

@@ -21,6 +21,7 @@ from tests.support.page import (
     KILLED,
     MARKDOWN,
     SERVER_DOWN,
+    check_models_and_instructions,
     crash_and_start_again,
     delete_all,
     expect_cut_short_and_continue,
@@ -588,3 +589,27 @@ def test_on_a_phone_a_guest_deletes_all_their_data_and_others_keep_theirs(
     other.reload()
     expect(other.locator("#status")).to_have_text("Connected")
     expect(other.locator(".message.user")).to_have_text([f"kept {tag}"])
+
+
+@pytest.mark.parametrize(("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "dark")], ids=["desktop", "phone-dark"])
+def test_a_conversation_picks_its_model_and_instructions(
+    chat_server: ChatServer,
+    fake_ai: FakeAI,
+    new_page: OpenPage,
+    viewport: tuple[int, int],
+    scheme: Literal["light", "dark"],
+) -> None:
+    """As on the page (check_models_and_instructions), in the Angular client."""
+    if not BUILD.is_file():
+        pytest.fail(f"{BUILD} is missing: `make angular` builds the Angular client (make test does)")
+    page, _ = new_page(f"{chat_server.base}/angular/", viewport=viewport, color_scheme=scheme)
+    expect(page.locator("#status")).to_have_text("Connected")
+    check_models_and_instructions(page, fake_ai, "#prompt")
+
+
+def test_one_model_shows_no_picker_and_no_labels(angular_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_app(new_page, angular_server)
+    expect(ask(page, f"single {nonce()}")).to_have_class("message assistant done", timeout=30_000)
+    expect(page.locator("#model-select")).to_have_count(0)
+    expect(page.locator(".model-label")).to_have_count(0)
+    expect(page.locator("#instructions-btn")).to_be_visible()

@@ -20,6 +20,7 @@ from tests.support.page import (
     MARKDOWN,
     SERVER_DOWN,
     chat,
+    check_models_and_instructions,
     crash_and_start_again,
     delete_all,
     expect_cut_short_and_continue,
@@ -868,3 +869,24 @@ def test_on_a_phone_a_guest_deletes_all_their_data_from_the_panel(page_server: C
     page.reload()
     expect(page.locator("#status")).to_have_text("Connected")
     expect(page.locator(".message.user")).to_have_text(f"a fresh start {tag}")
+
+
+@pytest.mark.parametrize(("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "dark")], ids=["desktop", "phone-dark"])
+def test_a_conversation_picks_its_model_and_instructions(
+    chat_server: ChatServer,
+    fake_ai: FakeAI,
+    new_page: OpenPage,
+    viewport: tuple[int, int],
+    scheme: Literal["light", "dark"],
+) -> None:
+    """The session's main server offers two deployments (AI_MODELS); see check_models_and_instructions."""
+    page = open_chat(new_page, chat_server, viewport=viewport, color_scheme=scheme)
+    check_models_and_instructions(page, fake_ai, "#message-input")
+
+
+def test_one_model_shows_no_picker_and_no_labels(page_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, page_server)
+    chat(page, f"single {nonce()}")
+    expect(page.locator("#model-picker")).to_be_hidden()
+    expect(page.locator(".model-label")).to_have_count(0)
+    expect(page.locator("#instructions-btn")).to_be_visible()

@@ -182,6 +182,7 @@ class _NoModel:
     """Conversations are listed, created and forgotten without ever asking a model."""
 
     name = "fake:none"
+    models = ("none",)
     context_tokens = 4096
     max_output_tokens = 256
 

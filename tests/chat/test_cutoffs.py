@@ -44,6 +44,7 @@ pytestmark = pytest.mark.timeout(60)
 
 POLICY = AiContentFiltered.user_message
 MAX_REPLY = 200
+DEPLOYMENT = "chat"
 
 
 @dataclass
@@ -95,7 +96,7 @@ async def chat(store: HistoryStore) -> AsyncIterator[Chat]:
         _env_file=None,
         ai_provider="azure",
         azure_openai_endpoint=f"http://127.0.0.1:{port}",
-        azure_openai_deployment="chat",
+        azure_openai_deployment=DEPLOYMENT,
         azure_openai_api_key=DEFAULT_API_KEY,
         ai_max_retries=0,
         max_reply_length=MAX_REPLY,
@@ -129,9 +130,10 @@ async def test_a_reply_the_provider_cut_at_its_token_limit_is_marked_cut_and_con
     end = items[-1]
     assert (end["end"], end.get("cut"), end.get("error"), end.get("withdrawn")) == ("completed", "length", None, None)
     expected = [{"role": "user", "content": question}, {"role": "assistant", "content": cut_text, "cut": "length"}]
-    assert await chat.messages() == expected
     history = await chat.conversations.history(chat.caller)  # GetHistory says so too
     assert history == expected
+    expected[1]["model"] = DEPLOYMENT  # GetConversation labels each reply with its model
+    assert await chat.messages() == expected
 
     # the mark is ours: the model is never sent it
     items = await chat.run("continue")
@@ -143,7 +145,7 @@ async def test_a_reply_the_provider_cut_at_its_token_limit_is_marked_cut_and_con
     # continued to a normal finish: one reply, the mark gone
     assert await chat.messages() == [
         {"role": "user", "content": question},
-        {"role": "assistant", "content": cut_text + rest},
+        {"role": "assistant", "content": cut_text + rest, "model": DEPLOYMENT},
     ]
 
 
@@ -153,7 +155,7 @@ async def test_a_continuation_cut_again_stays_marked_and_a_failed_one_keeps_the_
     # a regenerate to a cut question is cut again: marked again
     items = await chat.run("regenerate")
     assert items[-1]["cut"] == "length"
-    assert (await chat.messages())[-1] == {"role": "assistant", "content": first, "cut": "length"}
+    assert (await chat.messages())[-1] == {"role": "assistant", "content": first, "cut": "length", "model": DEPLOYMENT}
     # a continuation stopped before it finished leaves the reply cut short
     await chat.conversations.start(chat.caller, "default", "continue")
     await chat.conversations.stop(chat.caller, "default")
@@ -198,7 +200,7 @@ async def test_annotations_of_the_asynchronous_filter_never_count_as_text(chat: 
     assert items[-1]["end"] == "completed" and "withdrawn" not in items[-1]
     assert await chat.messages() == [
         {"role": "user", "content": question},
-        {"role": "assistant", "content": whole},
+        {"role": "assistant", "content": whole, "model": DEPLOYMENT},
     ]
 
 

@@ -48,6 +48,7 @@ class GatedModel:
     and then waits for ever (until the reply is stopped)."""
 
     name = "fake:gated"
+    models = ("gated",)
     context_tokens = 100_000
     max_output_tokens = 256
 
@@ -57,7 +58,9 @@ class GatedModel:
     def count_tokens(self, text: str) -> int:
         return len(text) // 3 + 1
 
-    async def stream(self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None) -> AsyncGenerator[str]:
+    async def stream(
+        self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None, model: str | None = None
+    ) -> AsyncGenerator[str]:
         yield "re: "
         if "[[hold]]" in messages[-1]["content"]:
             self.holding.set()

@@ -62,13 +62,16 @@ class EchoModel:
     """Answers at once: "re: " and the last message."""
 
     name = "fake:echo"
+    models = ("echo",)
     context_tokens = 100_000
     max_output_tokens = 256
 
     def count_tokens(self, text: str) -> int:
         return len(text) // 3 + 1
 
-    async def stream(self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None) -> AsyncGenerator[str]:
+    async def stream(
+        self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None, model: str | None = None
+    ) -> AsyncGenerator[str]:
         yield "re: "
         yield messages[-1]["content"]
 

@@ -31,6 +31,7 @@ class GatedModel:
     """Streams what the test puts in `tokens` (None ends the reply); says when it was closed."""
 
     name = "fake:gated"
+    models = ("gated",)
     context_tokens = 4096
     max_output_tokens = 256
 
@@ -43,7 +44,9 @@ class GatedModel:
     def count_tokens(self, text: str) -> int:
         return len(text.split()) + 1
 
-    async def stream(self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None) -> AsyncGenerator[str]:
+    async def stream(
+        self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None, model: str | None = None
+    ) -> AsyncGenerator[str]:
         self.streaming.set()
         try:
             while (token := await self.tokens.get()) is not None:
@@ -127,7 +130,10 @@ async def test_a_reply_started_on_a_is_opened_and_followed_on_b(two: tuple[Insta
     assert rest[-1]["end"] == "completed" and rest[-1]["sequence"] == 3
     assert rest[-1]["replyId"] == started["replyId"]
 
-    expected = [{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "one two three"}]
+    expected = [
+        {"role": "user", "content": "hello there"},
+        {"role": "assistant", "content": "one two three", "model": "gated"},  # labelled with its model
+    ]
     assert (await b.conversations.open(on_b, "default"))["messages"] == expected
     assert (await a.conversations.open(on_a, "default"))["messages"] == expected
     assert (await b.conversations.open(on_b, "default"))["reply"] is None
@@ -160,7 +166,11 @@ async def test_stop_on_b_stops_the_reply_on_a_which_is_stored(two: tuple[Instanc
     await asyncio.wait_for(model.closed.wait(), NEVER)  # the upstream request was closed
     ended = [item async for item in b.conversations.follow(on_b, "default", 1)]
     assert ended == [{"sequence": 1, "end": "stopped", "replyId": ended[0]["replyId"]}]
-    assert (await b.conversations.open(on_b, "default"))["messages"][-1] == {"role": "assistant", "content": "partial"}
+    assert (await b.conversations.open(on_b, "default"))["messages"][-1] == {
+        "role": "assistant",
+        "content": "partial",
+        "model": "gated",
+    }
     assert await b.conversations.stop(on_b, "default") is False
 
 

@@ -26,6 +26,7 @@ RATE_LIMITED = "You are sending messages too quickly. Please wait"
 
 class _NoModel:
     name = "fake:none"
+    models = ("none",)
     context_tokens = 4096
     max_output_tokens = 256
 

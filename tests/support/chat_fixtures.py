@@ -27,6 +27,8 @@ from .listening import free_port, wait_for_port
 from .paths import ROOT
 
 DEPLOYMENT = "chat-deployment"
+#: The main server's second deployment (AI_MODELS): a conversation may pick it.
+DEPLOYMENT_MINI = "chat-deployment-mini"
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
 _SCRUBBED_PREFIXES = (
     "AZURE_",
@@ -193,9 +195,10 @@ def serve_chat(fake: FakeAI, tmp: Path, **settings: str) -> Iterator[ChatServer]
 
 @pytest.fixture(scope="session")
 def chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
-    """Azure OpenAI (classic routes, API key), default limits; a 2 s reply grace period, so
-    the test of a reply nobody came back for is short."""
-    yield from serve_chat(fake_ai, tmp_path_factory.mktemp("chat"), **azure_settings(fake_ai, reply_grace_seconds="2"))
+    """Azure OpenAI (classic routes, API key), default limits, two deployments to pick from (the
+    default first); a 2 s reply grace period, so the test of a reply nobody came back for is short."""
+    settings = azure_settings(fake_ai, reply_grace_seconds="2", ai_models=f"{DEPLOYMENT},{DEPLOYMENT_MINI}")
+    yield from serve_chat(fake_ai, tmp_path_factory.mktemp("chat"), **settings)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from typing import Any
 from playwright.sync_api import Dialog, Locator, Page, expect
 
 from .browser import serious_accessibility_violations
-from .chat_fixtures import ChatServer
+from .chat_fixtures import DEPLOYMENT, DEPLOYMENT_MINI, ChatServer, FakeAI
 
 BUSY = "The AI service is busy. Please wait a moment and try again."
 # Console errors Chromium logs while the server is down; the restart tests expect them.
@@ -230,3 +230,66 @@ def expect_withdrawn(page: Page, replies: Locator, composer: str) -> None:
     expect(replies).to_have_count(count)
     expect(page.get_by_text("t5", exact=False)).to_have_count(0)
     expect(page.get_by_text(question)).to_have_count(0)  # the question was taken back too
+
+
+def check_models_and_instructions(page: Page, fake: FakeAI, composer: str) -> None:
+    """Issue 23 on either front end, against a server offering DEPLOYMENT and DEPLOYMENT_MINI:
+    pick a model and set instructions for the open conversation; the fake Azure OpenAI gets the
+    chosen deployment in the path and the instructions as a system message; the reply is labelled;
+    instructions over the limit are refused with the server's text and kept in the box; a reload
+    shows the same choices and labels; switching back labels the next reply only."""
+    tag = nonce()
+    picker = page.locator("#model-select")
+    expect(picker.locator("option")).to_have_text([DEPLOYMENT, DEPLOYMENT_MINI])
+    expect(picker).to_have_value(DEPLOYMENT)
+    expect(page.locator("#model")).to_have_text(f"azure · {DEPLOYMENT}")
+    picker.select_option(DEPLOYMENT_MINI)
+    expect(page.locator("#model")).to_have_text(f"azure · {DEPLOYMENT_MINI}")  # the one that answers here
+    button = page.locator("#instructions-btn")
+    expect(button).to_have_attribute("aria-expanded", "false")
+    button.click()
+    expect(button).to_have_attribute("aria-expanded", "true")
+    box = page.locator("#instructions-input")
+    rules = f"Answer like a pirate {tag}."
+    box.fill(rules)
+    page.locator("#instructions-save").click()
+    expect(page.locator("#instructions-status")).to_have_text("Saved.")
+    expect(button).to_have_text("Instructions (on)")
+
+    page.locator(composer).fill(f"ahoy {tag}")
+    page.locator(composer).press("Enter")
+    replies = page.locator(".message.assistant")
+    expect(replies.first).to_have_attribute("aria-busy", "false", timeout=30_000)
+    expect(replies.first).to_contain_text(f"Echo: ahoy {tag} (history: 3 messages)")
+    expect(page.locator(".model-label")).to_have_text([DEPLOYMENT_MINI])
+    [record] = fake.requests_with(f"ahoy {tag}")
+    assert record["path"] == f"/openai/deployments/{DEPLOYMENT_MINI}/chat/completions"
+    assert record["body"]["messages"][1] == {"role": "system", "content": rules}
+
+    too_long = "x" * 4001
+    box.fill(too_long)
+    expect(page.locator("#instructions-count")).to_have_text("4,001 / 4,000")
+    expect(box).to_have_attribute("aria-invalid", "true")
+    page.locator("#instructions-save").click()
+    expect(page.locator("#instructions-status")).to_have_text(
+        "Instructions are too long. The limit is 4,000 characters."
+    )
+    expect(box).to_have_value(too_long)  # kept, to shorten
+    violations = serious_accessibility_violations(page)
+    assert not violations, f"with the picker, the instructions and a label: {violations}"
+
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(picker).to_have_value(DEPLOYMENT_MINI)
+    expect(page.locator(".model-label")).to_have_text([DEPLOYMENT_MINI])
+    expect(button).to_have_text("Instructions (on)")
+    button.click()
+    expect(box).to_have_value(rules)
+
+    picker.select_option(DEPLOYMENT)
+    page.locator(composer).fill(f"plain {tag}")
+    page.locator(composer).press("Enter")
+    expect(replies.nth(1)).to_have_attribute("aria-busy", "false", timeout=30_000)
+    expect(page.locator(".model-label")).to_have_text([DEPLOYMENT_MINI, DEPLOYMENT])
+    [record] = fake.requests_with(f"plain {tag}")
+    assert record["path"] == f"/openai/deployments/{DEPLOYMENT}/chat/completions"

@@ -26,6 +26,10 @@
     const searchInput = $("search-input"), searchPanel = $("search-panel"), searchStatus = $("search-status");
     const searchResults = $("search-results"), searchMore = $("search-more-btn");
     const exportMdBtn = $("export-md-btn"), exportJsonBtn = $("export-json-btn"), deleteAllBtn = $("delete-all-btn");
+    const modelPicker = $("model-picker"), modelSelect = $("model-select");
+    const instructionsBtn = $("instructions-btn"), instructionsPanel = $("instructions-panel");
+    const instructionsInput = $("instructions-input"), instructionsCount = $("instructions-count");
+    const instructionsStatus = $("instructions-status"), instructionsSave = $("instructions-save");
     const params = new URLSearchParams(location.search);
     const token = takeToken();
     /** The automatic reconnect's delays (ms); after the last one the page retries every 5 s. */
@@ -106,6 +110,9 @@
     /** Connected, and the conversation is loaded: sending before that would race the load. */
     let ready = false;
 
+    /** The models a conversation may pick (GetChatInfo), and the open conversation's choices. */
+    let models = [], maxInstructions = 0, conversationModel = "", savedInstructions = "";
+
     function setStatus(text) {
         status.textContent = text;
         status.className = "status " + text.toLowerCase();
@@ -115,7 +122,10 @@
         clearBtn.disabled = !connected;
         newChatBtn.disabled = !connected;
         for (const control of [searchInput, exportMdBtn, exportJsonBtn, deleteAllBtn]) control.disabled = !connected;
+        modelSelect.disabled = !connected;
+        instructionsBtn.disabled = !connected;
         updateComposer();
+        updateInstructions();
     }
 
     // -- scrolling: follow the reply only while the reader is at the bottom ----------------
@@ -242,9 +252,16 @@
     /** Each reply bubble's renderer, whose text is the reply's Markdown source. */
     const renderers = new WeakMap();
 
-    /** An assistant reply: Markdown content, and its buttons once it is complete. */
-    function assistant(prefix = "") {
+    /** An assistant reply: Markdown content, and its buttons once it is complete. `model`:
+     * the model that wrote it, labelled when the server offers several. */
+    function assistant(prefix = "", model = conversationModel) {
         const div = add("message assistant", "");
+        if (model && (models.length > 1 || !models.includes(model))) {
+            const label = document.createElement("span");
+            label.className = "model-label";
+            label.textContent = model;
+            div.append(label);
+        }
         const content = document.createElement("div");
         content.className = "content";
         div.append(content);
@@ -451,8 +468,9 @@
             const replies = container.querySelectorAll(".message.assistant");
             const last = replies[replies.length - 1];
             const prefix = last ? renderers.get(last)?.text ?? "" : "";
+            const label = last?.querySelector(".model-label")?.textContent ?? "";
             last?.remove();
-            current.reply = assistant(prefix);
+            current.reply = assistant(prefix, label);
         }
         for (const old of container.querySelectorAll(".reply-actions")) old.remove();
         active = current;
@@ -555,12 +573,13 @@
         thinking = null;
         const messages = opened.messages;
         let lastReply = null;
-        messages.forEach(({ role, content, interrupted, cut }, index) => {
+        showChoices(opened);
+        messages.forEach(({ role, content, interrupted, cut, model }, index) => {
             if (role === "user") {
                 const div = userMessage(content, index);
                 if (interrupted) markInterrupted(div);
             } else if (role === "assistant") {
-                const message = assistant();
+                const message = assistant("", model ?? "");
                 message.renderer.append(content);
                 complete(message);
                 if (cut) mark(message.div, "cut", "Cut short");
@@ -572,8 +591,9 @@
         if (reply && reply.running !== false) {
             const current = { kind: reply.continues ? "continue" : "send", conversationId, sequence: 0, reply: null, user: null, text: reply.userMessage ?? "", outcome: null };
             if (reply.continues && lastReply) {
+                const label = lastReply.div.querySelector(".model-label")?.textContent ?? "";
                 lastReply.div.remove();
-                current.reply = assistant(lastReply.renderer.text);
+                current.reply = assistant(lastReply.renderer.text, label);
             } else if (reply.userMessage !== null) {
                 current.user = userMessage(reply.userMessage, storedCount);
             }
@@ -707,6 +727,69 @@
 
     deleteAllBtn.addEventListener("click", deleteAllData);
 
+    // -- the conversation's model and custom instructions ----------------------------------------
+    /** The open conversation's choices, as GetConversation returned them. */
+    function showChoices(opened) {
+        conversationModel = opened.model ?? models[0] ?? "";
+        modelSelect.value = conversationModel;
+        nameModel(conversationModel);
+        savedInstructions = opened.instructions ?? "";
+        instructionsInput.value = savedInstructions;
+        instructionsStatus.textContent = "";
+        instructionsStatus.classList.remove("error");
+        updateInstructions();
+    }
+
+    function updateInstructions() {
+        const count = length(instructionsInput.value.trim());
+        const over = count > maxInstructions;
+        instructionsCount.textContent = `${count.toLocaleString("en")} / ${maxInstructions.toLocaleString("en")}`;
+        instructionsCount.classList.toggle("over", over);
+        instructionsInput.setAttribute("aria-invalid", String(over));
+        instructionsSave.disabled = status.textContent !== "Connected" || !ready;
+        instructionsBtn.textContent = savedInstructions ? "Instructions (on)" : "Instructions";
+    }
+
+    function setInstructionsOpen(open) {
+        instructionsPanel.hidden = !open;
+        instructionsBtn.setAttribute("aria-expanded", String(open));
+        if (open) instructionsInput.focus();
+    }
+
+    /** Saves the instructions; a refusal is said next to them, and the text stays to fix. */
+    async function saveInstructions() {
+        const id = conversationId;
+        instructionsStatus.classList.remove("error");
+        try {
+            const entry = await connection.invoke("SetInstructions", id, instructionsInput.value);
+            if (id !== conversationId) return;
+            savedInstructions = entry.instructions;
+            instructionsInput.value = savedInstructions;
+            instructionsStatus.textContent = savedInstructions ? "Saved." : "Instructions removed.";
+        } catch (err) {
+            instructionsStatus.textContent = serverText(err) ?? "The instructions could not be saved.";
+            instructionsStatus.classList.add("error");
+        }
+        updateInstructions();
+    }
+
+    modelSelect.addEventListener("change", async () => {
+        const id = conversationId, chosen = modelSelect.value;
+        try {
+            const entry = await connection.invoke("SetModel", id, chosen);
+            if (id === conversationId) {
+                conversationModel = entry.model;
+                nameModel(conversationModel);
+            }
+        } catch (err) {
+            modelSelect.value = conversationModel;
+            error(serverText(err) ?? "The model could not be changed.");
+        }
+    });
+    instructionsBtn.addEventListener("click", () => setInstructionsOpen(instructionsPanel.hidden));
+    instructionsInput.addEventListener("input", updateInstructions);
+    instructionsPanel.addEventListener("submit", (e) => { e.preventDefault(); saveInstructions(); });
+
     // -- editing an earlier message: what followed it is replaced ----------------------------
     function beginEdit(bubble) {
         if (streaming) return;
@@ -736,16 +819,31 @@
     chatsBtn.addEventListener("click", () => setSidebar(!document.body.classList.contains("sidebar-open")));
     newChatBtn.addEventListener("click", newConversation);
 
+    let chatInfo = null;
+
+    /** The header names the model that answers in the open conversation. */
+    function nameModel(model) {
+        if (!chatInfo) return;
+        modelLabel.textContent = chatInfo.offlineDemo
+            ? `${model} · small offline demo, often wrong`
+            : `${chatInfo.provider} · ${model}`;
+        modelLabel.title = chatInfo.offlineDemo
+            ? "The built-in local model: small and offline; its answers are often wrong."
+            : `Answers come from ${model} (${chatInfo.provider}).`;
+    }
+
     /** The length limit and the model, from the server. */
     async function loadInfo() {
         const info = await connection.invoke("GetChatInfo");
         maxLength = info.maxMessageLength;
-        modelLabel.textContent = info.offlineDemo
-            ? `${info.model} · small offline demo, often wrong`
-            : `${info.provider} · ${info.model}`;
-        modelLabel.title = info.offlineDemo
-            ? "The built-in local model: small and offline; its answers are often wrong."
-            : `Answers come from ${info.model} (${info.provider}).`;
+        models = info.models ?? [info.model];
+        maxInstructions = info.maxInstructionsLength ?? 0;
+        modelSelect.replaceChildren(...models.map((name) => new Option(name, name)));
+        modelPicker.hidden = models.length < 2;
+        instructionsBtn.hidden = maxInstructions === 0;
+        if (instructionsBtn.hidden) setInstructionsOpen(false);
+        chatInfo = info;
+        nameModel(info.model);
         modelLabel.hidden = false;
         updateComposer();
     }

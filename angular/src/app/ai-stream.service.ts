@@ -18,8 +18,13 @@ export interface TypingEvent {
 /** `GetChatInfo()`: the composer's length limit and the model that answers. */
 export interface ChatInfo {
   maxMessageLength: number;
+  /** The longest custom instructions of a conversation (0: custom instructions are off). */
+  maxInstructionsLength: number;
   provider: string;
+  /** The default model. */
   model: string;
+  /** Every model a conversation may pick (`SetModel`), the default first. */
+  models: string[];
   /** The built-in local model: small, offline, often wrong. */
   offlineDemo: boolean;
 }
@@ -37,14 +42,21 @@ export interface ReplyInfo {
 export interface ConversationEntry {
   id: string;
   title: string;
+  /** The user's custom instructions for it ("" for none). */
+  instructions?: string;
+  /** The model its replies use. */
+  model?: string;
 }
 
 export interface Conversation {
   id: string;
   title: string;
+  instructions: string;
+  model: string;
   /** `interrupted`: the last user message, whose reply the server never finished; `ContinueReply` answers it.
-   * `cut`: a reply cut short at a length limit; `ContinueReply` asks for the rest. */
-  messages: { role: 'user' | 'assistant'; content: string; interrupted?: boolean; cut?: 'length' }[];
+   * `cut`: a reply cut short at a length limit; `ContinueReply` asks for the rest.
+   * `model`: the model that wrote a reply. */
+  messages: { role: 'user' | 'assistant'; content: string; interrupted?: boolean; cut?: 'length'; model?: string }[];
   reply: ReplyInfo | null;
 }
 
@@ -216,6 +228,16 @@ export class AiStreamService {
 
   restoreConversation(id: string): Promise<boolean> {
     return this.connection.invoke<boolean>('RestoreConversation', id);
+  }
+
+  /** The conversation's custom instructions ("" clears them); the entry as stored. */
+  setInstructions(id: string, instructions: string): Promise<ConversationEntry> {
+    return this.connection.invoke<ConversationEntry>('SetInstructions', id, instructions);
+  }
+
+  /** The model (one of `ChatInfo.models`) that writes the conversation's next replies. */
+  setModel(id: string, model: string): Promise<ConversationEntry> {
+    return this.connection.invoke<ConversationEntry>('SetModel', id, model);
   }
 
   getConversation(id: string): Promise<Conversation> {

@@ -22,6 +22,8 @@ interface ChatMessage {
   readonly index?: number;
   /** "N tokens (P in, C out)", where the provider reported them. */
   readonly usage?: string;
+  /** The model that wrote a reply. */
+  readonly model?: string;
   /** A user message the server did not take (rejected, or an error before any reply). */
   readonly notSent?: boolean;
   /** A user message whose reply the server never finished (killed mid-reply, or the store
@@ -86,6 +88,20 @@ export class App {
   protected readonly searchStatus = signal<string | null>(null);
   private searchPage = 0;
   private searchTimer: ReturnType<typeof setTimeout> | undefined;
+
+  // -- the open conversation's model and custom instructions (SetModel, SetInstructions)
+  protected readonly models = computed(() => this.info()?.models ?? []);
+  /** Replies are labelled with their model when the server offers several. */
+  protected readonly showModels = computed(() => this.models().length > 1);
+  protected readonly maxInstructions = computed(() => this.info()?.maxInstructionsLength ?? 0);
+  protected readonly conversationModel = signal('');
+  protected readonly savedInstructions = signal('');
+  protected readonly instructionsDraft = signal('');
+  protected readonly instructionsOpen = signal(false);
+  /** What the last save said: "Saved.", or the server's refusal (`error`). */
+  protected readonly instructionsStatus = signal<{ text: string; error: boolean } | null>(null);
+  protected readonly instructionsLength = computed(() => [...this.instructionsDraft().trim()].length);
+  protected readonly instructionsOver = computed(() => this.instructionsLength() > this.maxInstructions());
 
   private nextKey = 0;
   /** The log's height at the last render: the reader was at the bottom if within 40 px of it. */
@@ -168,10 +184,14 @@ export class App {
     this.conversationId = conversation.id;
     localStorage.setItem(CONVERSATION_KEY, conversation.id);
     this.undoable.set(null);
+    this.conversationModel.set(conversation.model ?? this.models()[0] ?? '');
+    this.savedInstructions.set(conversation.instructions ?? '');
+    this.instructionsDraft.set(conversation.instructions ?? '');
+    this.instructionsStatus.set(null);
     const shown: ChatMessage[] = conversation.messages.map((m, index) =>
       m.role === 'user'
         ? { key: this.nextKey++, kind: 'user', text: m.content, index, replyInterrupted: m.interrupted === true }
-        : { key: this.nextKey++, kind: 'assistant', text: m.content, done: true, cut: m.cut === 'length' },
+        : { key: this.nextKey++, kind: 'assistant', text: m.content, done: true, cut: m.cut === 'length', model: m.model },
     );
     this.messages.set(shown);
     this.storedCount = shown.length;
@@ -308,6 +328,36 @@ export class App {
   protected cancelEdit(): void {
     this.editing.set(null);
     this.prompt.set('');
+  }
+
+  // -- the conversation's model and custom instructions --------------------------------------
+  protected async chooseModel(select: HTMLSelectElement): Promise<void> {
+    const id = this.conversationId;
+    try {
+      const entry = await this.ai.setModel(id, select.value);
+      if (id === this.conversationId) this.conversationModel.set(entry.model ?? select.value);
+    } catch (err) {
+      select.value = this.conversationModel();
+      this.add('error', serverText(err) ?? failure('The model could not be changed', err));
+    }
+  }
+
+  protected toggleInstructions(): void {
+    this.instructionsOpen.set(!this.instructionsOpen());
+  }
+
+  /** Saves the instructions; a refusal is said next to them, and the text stays to fix. */
+  protected async saveInstructions(): Promise<void> {
+    const id = this.conversationId;
+    try {
+      const entry = await this.ai.setInstructions(id, this.instructionsDraft());
+      if (id !== this.conversationId) return;
+      this.savedInstructions.set(entry.instructions ?? '');
+      this.instructionsDraft.set(entry.instructions ?? '');
+      this.instructionsStatus.set({ text: entry.instructions ? 'Saved.' : 'Instructions removed.', error: false });
+    } catch (err) {
+      this.instructionsStatus.set({ text: serverText(err) ?? failure('The instructions could not be saved', err), error: true });
+    }
   }
 
   // -- conversations ------------------------------------------------------------------------
@@ -581,7 +631,10 @@ export class App {
 
   /** The reply bubble for an id, created by its first event. */
   private reply(id: string): void {
-    if (!this.messages().some((m) => m.kind === 'assistant' && m.id === id)) this.add('assistant', '', id);
+    if (this.messages().some((m) => m.kind === 'assistant' && m.id === id)) return;
+    const key = this.nextKey++;
+    const model = this.conversationModel() || undefined;
+    this.messages.update((list) => [...list, { key, kind: 'assistant', text: '', id, model }]);
   }
 
   private updateReply(id: string, change: (m: ChatMessage) => ChatMessage): void {

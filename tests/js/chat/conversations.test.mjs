@@ -109,7 +109,9 @@ test("the seed's history is the default conversation", async (t) => {
     const tag = nonce("default");
     await c.send(`seed ${tag}`);
     const opened = await c.invoke("GetConversation", "default");
-    assert.deepEqual(opened.messages, await c.history());
+    // GetConversation labels each reply with the model that wrote it; GetHistory keeps the seed's shape
+    assert.deepEqual(opened.messages.map(({ role, content }) => ({ role, content })), await c.history());
+    assert.deepEqual(opened.messages.map((m) => m.model), [undefined, "chat-deployment"]);
     assert.equal(opened.title, `seed ${tag}`);
     assert.deepEqual((await c.invoke("ListConversations")).map((x) => x.id), ["default"]);
     const items = await reply(c, "default", `next ${tag}`);

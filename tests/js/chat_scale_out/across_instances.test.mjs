@@ -87,7 +87,7 @@ for (const combo of [WS_MSGPACK, SSE_JSON, LP_JSON]) {
         assert.deepEqual(onAHistory.messages, onBHistory.messages);
         assert.deepEqual(onBHistory.messages, [
             { role: "user", content: `[[slow]] ${tag}` },
-            { role: "assistant", content: text },
+            { role: "assistant", content: text, model: "chat-deployment" },
         ]);
         assert.equal(onAHistory.reply, null);
         assert.equal(onBHistory.reply, null);
