@@ -144,7 +144,10 @@ def expect_exports(page: Page, title: str, stem: str, question: str, answer: str
     assert name == f"{stem}.json", name
     document = json.loads(text)
     assert document["title"] == title
-    assert document["messages"] == [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    assert document["messages"] == [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": answer, "model": DEPLOYMENT},  # the model that wrote it
+    ]
 
 
 CONFIRM_DELETE_ALL = "Delete all your conversations and everything the server keeps of them? This cannot be undone."

@@ -22,6 +22,11 @@ import {
 } from "./chat_harness.mjs";
 
 const COMBOS = [WS_JSON, LP_MSGPACK];
+/** The main server's default model: GetConversation labels each reply with it. */
+const DEPLOYMENT = "chat-deployment";
+const labelled = (messages) => messages.map((m) => (m.role === "assistant" ? { ...m, model: DEPLOYMENT } : m));
+/** What a provider is sent of stored messages: role and content only. */
+const bare = (messages) => messages.map(({ role, content }) => ({ role, content }));
 
 /** ResumeReply(conversation, after) to its completion: the items. */
 function resume(client, conversation, after = 0) {
@@ -54,7 +59,7 @@ for (const combo of COMBOS) {
         assert.equal(end.cut, "length");
         assert.equal(end.error, undefined);
         const marked = [{ role: "user", content: question }, { role: "assistant", content: cutText, cut: "length" }];
-        assert.deepEqual((await c.invoke("GetConversation", "default")).messages, marked);
+        assert.deepEqual((await c.invoke("GetConversation", "default")).messages, labelled(marked));
         assert.deepEqual(await c.history(), marked, "GetHistory carries the mark too");
 
         const { started, items: rest } = await reply(c, "ContinueReply", "default");
@@ -65,10 +70,10 @@ for (const combo of COMBOS) {
         const sent = record.body.messages.at(-2);
         assert.deepEqual(sent, { role: "assistant", content: cutText }, "the mark is never sent to the model");
         const messages = (await c.invoke("GetConversation", "default")).messages;
-        assert.deepEqual(messages, [
+        assert.deepEqual(messages, labelled([
             { role: "user", content: question },
             { role: "assistant", content: cutText + textOf(rest) },
-        ]);
+        ]));
     });
 
     test(`a reply the asynchronous filter flags late is withdrawn: not stored, not replayed [${label(combo)}]`, async (t) => {
@@ -95,7 +100,7 @@ for (const combo of COMBOS) {
         const next = `next ${nonce("wd")}`;
         await reply(c, "StartReply", "default", next);
         const [record] = await recordsFor(next);
-        assert.deepEqual(record.body.messages.slice(1), [...kept, { role: "user", content: next }]);
+        assert.deepEqual(record.body.messages.slice(1), [...bare(kept), { role: "user", content: next }]);
     });
 }
 
@@ -109,7 +114,7 @@ test("annotation-only chunks of the asynchronous filter never break the stream o
     );
     assert.equal(items.at(-1).end, "completed");
     assert.equal(items.at(-1).withdrawn, undefined);
-    assert.deepEqual((await c.invoke("GetConversation", "default")).messages, turn(question, numbered("t", 6).join("")));
+    assert.deepEqual((await c.invoke("GetConversation", "default")).messages, labelled(turn(question, numbered("t", 6).join(""))));
 });
 
 test("SendMessage: a withdrawn reply closes its events, says reply_withdrawn, then the policy text; nothing stored", async (t) => {

@@ -102,8 +102,10 @@ test("a reply the built-in model stops at its 48-token limit ends marked cut, an
     assert.equal(end.cut, "length", "llama.cpp's finish_reason length");
     const text = items.filter((i) => "text" in i).map((i) => i.text).join("");
     const { messages } = await c.invoke("GetConversation", "default");
+    const [, answer] = messages;
+    assert.match(answer.model ?? "", /^SmolLM2/, "labelled with the built-in model");
     assert.deepEqual(messages, [
         { role: "user", content: prompt },
-        { role: "assistant", content: text, cut: "length" },
+        { role: "assistant", content: text, cut: "length", model: answer.model },
     ]);
 });
