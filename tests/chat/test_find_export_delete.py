@@ -6,7 +6,6 @@ SQLite file and from Redis directly, not through the store that deleted it."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import sqlite3
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -39,6 +38,7 @@ from signalr_chat.chat.replies import LocalReplies, ReplySharing
 from signalr_chat.chat.service import Backends, Caller, ChatService, Limits, Rejected
 from signalr_chat.chat.shared_replies import SharedReplies
 from signalr_chat.chat.sqlite_history import SqliteHistoryStore
+from tests.support.callers import Callers
 from tests.support.conditions import until
 from tests.support.redis_server import RedisServer
 
@@ -69,7 +69,7 @@ class GatedModel:
 
 
 @dataclass
-class Chat:
+class Chat(Callers):
     service: ConversationService
     model: GatedModel
     kind: str
@@ -77,20 +77,7 @@ class Chat:
     redis_url: str | None
 
     def __post_init__(self) -> None:
-        self.connections = itertools.count()
-
-    def user(self, sub: str) -> Caller:
-        return Caller(f"c{next(self.connections)}", sub)
-
-    async def guest(self) -> Caller:
-        caller = Caller(f"c{next(self.connections)}")
-        guest = await self.service.use_guest(caller, None)
-        return Caller(caller.connection_id, None, guest)
-
-    async def talk(self, caller: Caller, conversation: str, message: str) -> None:
-        await self.service.start(caller, conversation, "send", message)
-        async for _ in self.service.follow(caller, conversation, 0):
-            pass
+        Callers.__init__(self, self.service)
 
     async def conversation(self, caller: Caller, title: str | None, *messages: str) -> str:
         created = str((await self.service.create(caller, title))["id"])

@@ -21,9 +21,10 @@ from signalr_chat.chat.history import HistoryStore, InMemoryHistoryStore, conver
 from signalr_chat.chat.rate_limit import InMemoryRateLimits, RateLimiter
 from signalr_chat.chat.redis_history import RedisHistoryStore
 from signalr_chat.chat.replies import LocalReplies, ReplySharing
-from signalr_chat.chat.service import Backends, Caller, ChatService, Limits, Rejected
+from signalr_chat.chat.service import Backends, ChatService, Limits, Rejected
 from signalr_chat.chat.shared_replies import SharedReplies
 from signalr_chat.chat.sqlite_history import SqliteHistoryStore
+from tests.support.callers import Callers
 from tests.support.redis_server import RedisServer
 
 #: Ids an attacker may choose (a `sub` is whatever the identity provider lets them have).
@@ -76,27 +77,8 @@ class EchoModel:
         yield messages[-1]["content"]
 
 
-class Chat:
-    def __init__(self, conversations: ConversationService) -> None:
-        self.conversations = conversations
-        self.connections = itertools.count()
-
-    def user(self, sub: str) -> Caller:
-        return Caller(f"c{next(self.connections)}", sub)
-
-    async def guest(self) -> Caller:
-        caller = Caller(f"c{next(self.connections)}")
-        guest = await self.conversations.use_guest(caller, None)
-        return Caller(caller.connection_id, None, guest)
-
-    async def talk(self, caller: Caller, conversation: str, message: str) -> None:
-        await self.conversations.start(caller, conversation, "send", message)
-        async for _ in self.conversations.follow(caller, conversation, 0):
-            pass
-
-
 @pytest.fixture(params=["memory", "sqlite", "redis"])
-async def chat(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Chat]:
+async def chat(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callers]:
     settings = Settings(rate_limit_messages=0)
     model = ChatService(cast(Any, EchoModel()), Limits.from_settings(settings), settings.system_prompt)
     limits = InMemoryRateLimits(RateLimiter(0, 60))
@@ -127,7 +109,7 @@ async def chat(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         guests=GuestSessions(600),
     )
     await conversations.start_sharing()
-    yield Chat(conversations)
+    yield Callers(conversations)
     await conversations.close()
     for part in closes:
         await part.close()
@@ -138,7 +120,7 @@ def contents(opened: dict[str, object]) -> list[str]:
 
 
 @pytest.mark.parametrize("sub_of", ["{owner}/{id}", "{owner}%2F{id}"])
-async def test_a_sub_that_spells_another_users_conversation_reaches_nothing(chat: Chat, sub_of: str) -> None:
+async def test_a_sub_that_spells_another_users_conversation_reaches_nothing(chat: Callers, sub_of: str) -> None:
     service = chat.conversations
     alice = chat.user("alice")
     created = await service.create(alice, None)
@@ -160,7 +142,7 @@ async def test_a_sub_that_spells_another_users_conversation_reaches_nothing(chat
     ]
 
 
-async def test_hostile_ids_each_keep_their_own_conversations(chat: Chat) -> None:
+async def test_hostile_ids_each_keep_their_own_conversations(chat: Callers) -> None:
     service = chat.conversations
     callers = [chat.user(sub) for sub in HOSTILE]
     created = []
@@ -213,7 +195,7 @@ async def refusal(work: Any) -> str:
     return refused.value.user_message
 
 
-async def test_no_method_reaches_another_users_or_guests_conversation(chat: Chat) -> None:
+async def test_no_method_reaches_another_users_or_guests_conversation(chat: Callers) -> None:
     service = chat.conversations
     owners = [chat.user("alice"), chat.user("bob"), await chat.guest(), await chat.guest()]
     theirs: list[str] = []
