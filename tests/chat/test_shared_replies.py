@@ -335,5 +335,5 @@ async def test_a_reply_cut_on_a_ends_cut_on_b_and_is_stored_marked(two: tuple[In
     messages = (await b.conversations.open(on_b, "default"))["messages"]
     assert messages == [
         {"role": "user", "content": "a long one"},
-        {"role": "assistant", "content": "half", "cut": "length"},
+        {"role": "assistant", "content": "half", "cut": "length", "model": "gated"},
     ]

@@ -60,6 +60,7 @@ async def test_a_log_line_names_connection_user_and_trace(
         azure_openai_api_key=DEFAULT_API_KEY,
         auth_jwt_secret=JWT_SECRET,
         history_store="memory",
+        trace_hub_invocations=True,  # the log line then carries the hub invocation's trace
     )
     server = await aiohttp_server(create_app(settings, tracer_provider=tracer_provider), host="127.0.0.1")
     token = token_for("alice")
