@@ -29,6 +29,7 @@ from signalr_chat.chat.redis_history import RedisHistoryStore
 from signalr_chat.chat.replies import LocalReplies
 from signalr_chat.chat.service import Backends, Caller, ChatService, Limits
 from signalr_chat.chat.sqlite_history import SqliteHistoryStore
+from tests.support import fake_ai
 from tests.support.fake_ai import (
     ASYNC_FILTER_TOKENS,
     DEFAULT_API_KEY,
@@ -86,6 +87,13 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await sqlite.open()
         yield sqlite
         await sqlite.close()
+
+
+@pytest.fixture(autouse=True)
+def prompt_verdicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The late verdict is late for a browser to have shown the text (1 s); these tests follow
+    replies from their start, so a twentieth of that is late enough and keeps `make check` short."""
+    monkeypatch.setattr(fake_ai, "ASYNC_FILTER_VERDICT_DELAY", 0.05)
 
 
 @pytest.fixture
