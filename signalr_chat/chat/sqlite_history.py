@@ -58,6 +58,9 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 #: How many conversation keys one search query names (SQLite allows 32,766 parameters).
 SEARCH_BATCH = 500
 
+#: How long opening a file keeps trying while other processes hold its locks (seconds).
+OPEN_TIMEOUT = 30.0
+
 #: aiosqlite logs every query with its values at DEBUG: users' messages, verbatim.
 AIOSQLITE_LOGGER = "aiosqlite"
 
@@ -87,12 +90,32 @@ class SqliteHistoryStore:
         # loses nothing committed, since the log is in the OS's cache; a power cut or an OS
         # crash may lose the last commits since the last checkpoint, never the file's
         # consistency (docs/operations.md). FULL would fsync every turn, on the one writer.
-        await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
         # a search matches as the other stores do (LIKE would fold ASCII letters only)
         await self._db.create_function("chat_holds", 2, holds, deterministic=True)
-        await self._db.executescript(_SCHEMA)
-        await self._db.commit()
+        # Processes that open one file at once (instances starting together) can deadlock on
+        # SQLite's locks while one switches the file to WAL or migrates it: SQLite then answers
+        # "database is locked" at once, without waiting. Each step is safe to repeat, so the
+        # whole preparation is tried again, briefly, until it goes through.
+        delay, deadline = 0.01, time.monotonic() + OPEN_TIMEOUT
+        while True:
+            try:
+                await self._prepare()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                with contextlib.suppress(sqlite3.Error):
+                    await self._db.rollback()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    async def _prepare(self) -> None:
+        """WAL, the version 0 schema, then the migrations: each a no-op when already done."""
+        db = self.db
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.executescript(_SCHEMA)
+        await db.commit()
         await self._migrate()
 
     async def _migrate(self) -> None:
