@@ -78,8 +78,11 @@ def create_hub_app() -> web.Application:
         map_hub(app, "/hub", BenchHub, options=options, telemetry=_telemetry())
         return app
     from signalr_chat.signalr.redis import RedisHubLifetimeManager  # the scale-out scenario
+    from signalr_chat.signalr.redis.coalescing import DEFAULT_WINDOW
 
-    lifetime = RedisHubLifetimeManager(redis_url, hub_name=BENCH_HUB)
+    # BENCH_COALESCE_MS: another window, to measure what it changes (0: off)
+    window = float(os.environ.get("BENCH_COALESCE_MS", DEFAULT_WINDOW * 1000)) / 1000
+    lifetime = RedisHubLifetimeManager(redis_url, hub_name=BENCH_HUB, coalesce_window=window)
     map_hub(app, "/hub", BenchHub, options=options, lifetime=lifetime, hub_name=BENCH_HUB)
     return app
 

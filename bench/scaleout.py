@@ -29,8 +29,11 @@ from .scenarios import Case, Timing, broadcast_cases, load_under_profile, run_st
 IN_MEMORY = "project"
 SCALED = "project-redis"
 KINDS = (IN_MEMORY, SCALED)
-#: Server CPU per delivery through Redis, on each instance, against in memory.
-BROADCAST_TARGET = 1.3
+#: Server CPU per delivery through Redis, on each instance, against in memory: bursts
+#: (issue 21) and steady broadcasts; and a burst's frames per delivery through Redis.
+BURST_TARGET = 2.0
+STEADY_TARGET = 1.3
+FRAMES_TARGET = 0.2
 #: Relay cost per token with the backplane, against without.
 RELAY_TARGET = 1.05
 IDLE_PER_INSTANCE = 10_000
@@ -179,16 +182,25 @@ def _broadcast(cells: Cells) -> tuple[list[str], list[str]]:
         "frames/delivery memory / Redis",
         "core-1 CPU % memory / Redis",
     ]
-    rows, measured, worst = [], [], 0.0
+    rows: list[list[str]] = []
+    measured: dict[bool, list[str]] = {True: [], False: []}
+    worst = {True: 0.0, False: 0.0}
+    frames: list[str] = []
+    frames_worst = 0.0
     for case in names:
+        bursty = " burst " in case
         base = cells.median(case, IN_MEMORY, "server_us_per_msg")
         per = [cells.median(case, SCALED, f"instance_us_per_msg.{i}") for i in ("1", "2")]
         ratios = [None if v is None or not base else v / base for v in per]
         known = [r for r in ratios if r is not None]
+        label = case.removeprefix("broadcast all ").replace(" json", "")
         if known:
-            worst = max(worst, *known)
-            label = case.removeprefix("broadcast all ").replace(" json", "")
-            measured.append(f"{label}: " + " / ".join(f"{r:.2f}x" for r in known))
+            worst[bursty] = max(worst[bursty], *known)
+            measured[bursty].append(f"{label}: " + " / ".join(f"{r:.2f}x" for r in known))
+        shared = cells.median(case, SCALED, "frames_per_delivery")
+        if bursty and shared is not None:
+            frames_worst = max(frames_worst, shared)
+            frames.append(f"{label}: {shared:.2f}")
         rows.append(
             [
                 case.removeprefix("broadcast "),
@@ -211,17 +223,25 @@ def _broadcast(cells: Cells) -> tuple[list[str], list[str]]:
         "receive it and write it to their own connections (half each). us/delivery on an instance",
         "is its CPU over the deliveries to its connections; the sender's instance also decodes the",
         "invocation and publishes. redis-server's CPU is over all deliveries. In a burst, the",
-        "records one connection gets in one loop turn share a WebSocket frame; the steady cases",
-        "(2 broadcasts/s) send one frame per delivery in both.",
+        "records one connection gets in one loop turn share a WebSocket frame; through Redis, the",
+        "messages of a burst are held until it pauses (`REDIS_COALESCE_WINDOW_MS`, 2 ms) and",
+        "delivered together. The steady cases (2 broadcasts/s) send one frame per delivery in both.",
         "",
         *table(header, rows),
     ]
     targets = []
-    if measured:
-        ok = worst <= BROADCAST_TARGET
+    for bursty, target, kind in ((True, BURST_TARGET, "bursts"), (False, STEADY_TARGET, "steady broadcasts")):
+        if measured[bursty]:
+            ok = worst[bursty] <= target
+            targets.append(
+                f"| {kind.capitalize()} through Redis: server CPU per delivery <= {target}x in memory, on each "
+                f"instance | {'; '.join(measured[bursty])} (instance 1 / 2) | {'met' if ok else '**missed**'} |"
+            )
+    if frames:
+        ok = frames_worst <= FRAMES_TARGET
         targets.append(
-            f"| Broadcast through Redis: server CPU per delivery <= {BROADCAST_TARGET}x in memory, on each "
-            f"instance | {'; '.join(measured)} (instance 1 / 2) | {'met' if ok else '**missed**'} |"
+            f"| Bursts through Redis: frames per delivery <= {FRAMES_TARGET} | {'; '.join(frames)} | "
+            f"{'met' if ok else '**missed**'} |"
         )
     return lines, targets
 

@@ -62,6 +62,7 @@ def create_backplane(settings: Settings, client: Redis | None = None) -> RedisHu
         channel_prefix=settings.redis_channel_prefix,
         hub_name=settings.hub_name,
         timeout=settings.redis_timeout,
+        coalesce_window=settings.redis_coalesce_window_ms / 1000,
     )
 
 

@@ -35,6 +35,7 @@ from ..hubs import BackplaneUnavailable, HubException, HubLifetimeManager, InMem
 from ..hubs.lifetime import HubConnection, SerializedInvocation
 from ..protocol import PROTOCOLS, CompletionMessage, HubProtocol, InvocationMessage
 from ..untrusted import Untrusted
+from .coalescing import DEFAULT_WINDOW, DeliveryCoalescer
 from .connect import client_from_url
 from .wire import (
     BackplaneProtocolError,
@@ -82,7 +83,8 @@ class RedisHubLifetimeManager(HubLifetimeManager):
     manager; its reads should be bounded like `client_from_url`'s). `channel_prefix`
     is prepended raw to every channel, as StackExchange.Redis's ChannelPrefix is. `timeout`
     bounds each Redis operation, ack and health check, so no hub method hangs on a Redis
-    that stopped answering.
+    that stopped answering. `coalesce_window`: in a burst, how long received fan-out messages
+    wait to be delivered together (`coalescing.py`); 0 delivers each in the turn it arrives.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         hub_name: str | None = None,
         protocols: Iterable[HubProtocol] | None = None,
         timeout: float = 5.0,
+        coalesce_window: float = DEFAULT_WINDOW,
     ) -> None:
         super().__init__(hub_name, protocols)
         self.url = url if isinstance(url, str) else None
@@ -107,6 +110,9 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         self._channels: RedisChannels | None = None
         #: Every channel this server wants, and what to do with its messages.
         self._handlers: dict[bytes, Callable[[bytes], None]] = {}
+        #: The channels whose messages are deliveries to connections: batched in bursts.
+        self._deliveries: set[bytes] = set()
+        self._coalescer = DeliveryCoalescer(coalesce_window)
         self._pubsub: PubSub | None = None
         self._up = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -144,6 +150,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
         self._channels = channels = RedisChannels(self.hub_name, self.server_name, self.channel_prefix)
         self._redis = self._given if self._given is not None else client_from_url(str(self.url), self.timeout)
         self._handlers[channels.all] = self._on_all
+        self._deliveries.add(channels.all)
         self._handlers[channels.groups] = self._on_group_command
         self._handlers[channels.ack] = self._on_ack
         self._handlers[channels.returns] = self._on_return
@@ -154,6 +161,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             log.warning("Redis backplane: not connected at startup; retrying in the background")
 
     async def aclose(self) -> None:
+        self._coalescer.drain()
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
@@ -234,8 +242,14 @@ class RedisHubLifetimeManager(HubLifetimeManager):
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "message":
-            handler = self._handlers.get(message["channel"])
-            if handler is not None:
+            channel = message["channel"]
+            handler = self._handlers.get(channel)
+            if handler is None:
+                return
+            if channel in self._deliveries and self._coalescer.window > 0:
+                self._coalescer.add(handler, message["data"], channel)
+            else:
+                self._coalescer.drain()  # a group command or a result never overtakes a delivery
                 try:
                     handler(message["data"])
                 except BackplaneProtocolError as exc:
@@ -257,11 +271,12 @@ class RedisHubLifetimeManager(HubLifetimeManager):
             await asyncio.wait_for(pubsub.aclose(), 1.0)
 
     async def _subscribe(self, channel: bytes, handler: Callable[[bytes], None]) -> None:
-        """Wanted from now on; subscribed and confirmed before returning while Redis is up.
+        """A delivery channel wanted from now on; subscribed and confirmed before returning while Redis is up.
 
         While Redis is away the channel is only recorded: the reconnect subscribes it.
         """
         self._handlers[channel] = handler
+        self._deliveries.add(channel)
         pubsub = self._pubsub
         if pubsub is None:
             return
@@ -280,6 +295,7 @@ class RedisHubLifetimeManager(HubLifetimeManager):
     async def _unsubscribe(self, channel: bytes) -> None:
         if self._handlers.pop(channel, None) is None:
             return
+        self._deliveries.discard(channel)
         pubsub = self._pubsub
         if pubsub is not None:
             # on failure it is gone with the connection, and the reconnect does not subscribe it again
