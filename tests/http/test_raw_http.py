@@ -805,6 +805,31 @@ async def _long_polling(session: aiohttp.ClientSession, server: InProcess) -> No
         assert response.status in (204, 404)
 
 
+async def test_a_long_poll_with_nothing_to_send_ends_empty_and_the_next_one_works(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with in_process(long_poll_timeout=0.2) as server:
+        token = (await negotiate(session, server.base))["connectionToken"]
+        url = f"{server.base}/testhub?ID={token}"  # the query name in any case
+        connection = server_side(server, token)
+        async with session.get(url + "&_=1") as first:
+            assert first.status == 200
+        await (await session.post(url, data=handshake())).release()
+        async with session.get(url + "&_=2") as poll:
+            assert await poll.read() == b"{}\x1e"
+        async with session.get(url + "&_=3") as idle:  # nothing comes: answered when the timeout ends
+            assert idle.status == 200
+            assert await idle.read() == b""
+        assert not connection.active and not connection.disposed
+        waiting = asyncio.ensure_future(session.get(url + "&_=4"))
+        assert await eventually(lambda: connection.active, timeout=5), "the next poll is waiting"
+        await (
+            await session.post(url, data=json_record({"type": 1, "target": "send_to_caller", "arguments": ["E", 1]}))
+        ).release()
+        async with await waiting as poll:
+            assert split_json(bytearray(await poll.read())) == [{"type": 1, "target": "E", "arguments": [1]}]
+
+
 async def test_long_polling_messagepack(hub_server: Any, session: aiohttp.ClientSession) -> None:
     token = (await negotiate(session, hub_server.base))["connectionToken"]
     url = hub_server.url(f"/testhub?id={token}")

@@ -95,11 +95,21 @@ class ConnectionEndpoint:
 
     def route(self, app: web.Application, path: str) -> None:
         """Serve at `path` (matched case-insensitively) and `path/negotiate`; `path/refresh` too
-        when authentication refresh is on (without it that path does not exist, as in ASP.NET Core)."""
+        when authentication refresh is on (without it that path does not exist, as in ASP.NET Core).
+
+        The path as given is also routed exactly, first: aiohttp finds a plain route by a dict
+        lookup, while the case-insensitive patterns are tried one by one, and every send over
+        SSE and long polling is a request of its own."""
+        base = "/" + path.strip("/")
         name = "{_path:(?i:" + re.escape(path.strip("/")) + ")}"
-        app.router.add_route("*", f"/{name}/{{_negotiate:(?i:negotiate)}}", self.negotiate)
+        routes = [("negotiate", self.negotiate)]
         if self.options.enable_authentication_refresh:
-            app.router.add_route("*", f"/{name}/{{_refresh:(?i:refresh)}}", self.refresh)
+            routes.append(("refresh", self.refresh))
+        app.router.add_route("*", base, self.connect)
+        for segment, handler in routes:
+            app.router.add_route("*", f"{base}/{segment}", handler)
+        for segment, handler in routes:
+            app.router.add_route("*", f"/{name}/{{_{segment}:(?i:{segment})}}", handler)
         app.router.add_route("*", f"/{name}", self.connect)
 
     # -- shared request checks ---------------------------------------------
@@ -214,7 +224,10 @@ class ConnectionEndpoint:
         user = await self._user(request, headers)
         if isinstance(user, web.Response):
             return self._expired_poll(request, headers) or user
-        token = lower_query(request.query).get("id")
+        query = request.query
+        token = query.get("id")  # as the clients send it; any other spelling matches too
+        if token is None and query:
+            token = lower_query(query).get("id")
         is_websocket = request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
         if is_websocket:
             return await self._websocket(request, token, user, headers)

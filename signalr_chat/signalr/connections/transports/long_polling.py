@@ -23,6 +23,7 @@ class _Wake(Enum):
     DATA = 1
     SUPERSEDED = 2
     CLOSED = 3
+    TIMEOUT = 4
 
 
 class LongPollingTransport:
@@ -58,20 +59,30 @@ class LongPollingTransport:
             return _final(connection)
         if connection.has_pending:
             return _data(connection.take_pending())
-        poll = self._poll = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        poll = self._poll = loop.create_future()
+        # a timer that resolves the poll, not wait_for: that wraps the future in a second one
+        # and a callback, per poll, and every message sent over long polling ends a poll
+        timer = loop.call_later(timeout, _expire, poll)
         try:
-            reason = await asyncio.wait_for(poll, timeout)
-        except TimeoutError:
-            return web.Response(status=200)  # empty: the client polls again
+            reason = await poll
         finally:
+            timer.cancel()
             if self._poll is poll:
                 self._poll = None
                 connection.last_active = time.monotonic()
+        if reason is _Wake.TIMEOUT:
+            return web.Response(status=200)  # empty: the client polls again
         if reason is _Wake.SUPERSEDED:
             return web.Response(status=204)
         if reason is _Wake.CLOSED:
             return _final(connection)
         return _data(connection.take_pending()) if connection.has_pending else web.Response(status=200)
+
+
+def _expire(poll: asyncio.Future[_Wake]) -> None:
+    if not poll.done():
+        poll.set_result(_Wake.TIMEOUT)
 
 
 def _data(body: bytes) -> web.Response:

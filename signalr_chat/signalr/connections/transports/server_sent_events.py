@@ -28,6 +28,8 @@ FEATURES = TransportFeatures(
 
 def format_event(payload: bytes) -> bytes:
     """One unnamed event: every line of the payload becomes a `data:` line."""
+    if b"\n" not in payload:  # every JSON record: encoders escape line breaks
+        return b"data: " + payload.removesuffix(b"\r") + b"\r\n\r\n"
     lines = payload.split(b"\n")
     # a stray \r ends a line for an EventSource parser too, so it must not survive
     return b"".join(b"data: " + line.removesuffix(b"\r") + b"\r\n" for line in lines) + b"\r\n"
