@@ -82,7 +82,7 @@ function setStreaming(on) {
     setStatus(state.status);
     view.disableReplyActions(on);
     if (on && composerFocused) el.stopBtn.focus(); // keyboard users can stop at once
-    if (!on && !el.input.disabled) el.input.focus();
+    if (!on && canAct()) el.input.focus(); // the input is enabled exactly then (setStatus above)
 }
 
 /** Returns whether the composer's text is over the length limit. */
