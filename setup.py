@@ -18,6 +18,7 @@ setup(
             "index.html",
             "css/*",
             "js/*",
+            "js/chat/*",  # the page's ES modules (main.js imports the others)
             "angular/**/*",
             # the folders app.page.LIBRARIES serves at /lib/
             "node_modules/@microsoft/signalr/dist/browser/*",

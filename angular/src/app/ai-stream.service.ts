@@ -1,6 +1,7 @@
 import { DestroyRef, Injectable, InjectionToken, inject, signal } from '@angular/core';
 import { HttpTransportType, HubConnection, HubConnectionBuilder, HubConnectionState, LogLevel } from '@microsoft/signalr';
 import { Observable, Subject } from 'rxjs';
+import type { ReplyItem } from '../../../wwwroot/js/chat/reply-follower.js';
 
 /** Where the hub is mapped. Provide another value to point the app at another server. */
 export const AI_HUB_URL = new InjectionToken<string>('AI_HUB_URL', { factory: () => '/chat' });
@@ -84,19 +85,8 @@ export interface ExportedFile {
   text: string;
 }
 
-/** A `ResumeReply` stream item: a numbered chunk, or the end. */
-export interface ReplyItem {
-  sequence: number;
-  text?: string;
-  end?: 'completed' | 'stopped' | 'error';
-  error?: string;
-  /** The reply stopped at a length limit (it is stored so): Continue asks for the rest. */
-  cut?: 'length';
-  /** A late content filter signal took the reply back: nothing of it is stored or replayed. */
-  withdrawn?: boolean;
-  /** On the end item, where the provider reported it. */
-  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
-}
+/** A `ResumeReply` stream item: a numbered chunk, or the end (typed next to the page's reply follower, which both clients use). */
+export type { ReplyItem };
 
 export interface TextEvent {
   id: string;

@@ -1,7 +1,7 @@
 import { Component, ElementRef, afterNextRender, afterRenderEffect, computed, inject, signal, viewChild } from '@angular/core';
 import { takeUntilDestroyed } from '@angular/core/rxjs-interop';
-import { Subscription } from 'rxjs';
-import { AiStreamService, ChatInfo, ConversationEntry, ReplyInfo, ReplyItem, SearchResult } from './ai-stream.service';
+import { type ReplyEnd, type ReplyFollower, followReply } from '../../../wwwroot/js/chat/reply-follower.js';
+import { AiStreamService, ChatInfo, ConversationEntry, ReplyInfo, SearchResult } from './ai-stream.service';
 import { MarkdownView, copy } from './markdown';
 
 interface ChatMessage {
@@ -113,7 +113,7 @@ export class App {
     // The connection dropped: the replies go on on the server; reconnecting resumes them.
     this.ai.connectionLost$.pipe(takeUntilDestroyed()).subscribe(() => {
       this.ready.set(false);
-      for (const follower of this.followers.values()) follower.subscription.unsubscribe();
+      for (const follower of this.followers.values()) follower.stream?.dispose();
     });
     this.ai.reconnected$.pipe(takeUntilDestroyed()).subscribe(() => void this.onConnected(true));
 
@@ -218,31 +218,27 @@ export class App {
     unanswered?: number,
   ): void {
     const id = reply.replyId;
-    const follower: Follower = { sequence: 0, end: null, subscription: Subscription.EMPTY, kind, unanswered };
+    const follower: Follower = { kind, unanswered, stream: null };
     this.followers.set(id, follower);
     this.running.update((ids) => new Set(ids).add(id));
-    follower.subscription = this.ai.resumeReply(reply.conversationId, 0).subscribe({
-      next: (item) => {
-        if (item.end) {
-          follower.end = item;
-        } else if (item.text !== undefined && item.sequence > follower.sequence) {
-          follower.sequence = item.sequence;
-          this.reply(id);
-          this.updateReply(id, (m) => ({ ...m, text: m.text + item.text }));
-        }
+    // the page's own follower (wwwroot/js/chat/reply-follower.js): in order, no gap, no duplicate
+    follower.stream = followReply({
+      subscribe: (after, observer) => {
+        const subscription = this.ai.resumeReply(reply.conversationId, after).subscribe(observer);
+        return { dispose: () => subscription.unsubscribe() };
       },
-      complete: () => this.finishReply(id, follower, userKey, prompt),
-      error: () => {
-        // a lost connection: reconnecting opens the conversation and follows the reply again
-        if (this.connected()) {
-          follower.end = { sequence: follower.sequence, end: 'error', error: 'The reply could not be followed.' };
-          this.finishReply(id, follower, userKey, prompt);
-        }
+      onText: (text) => {
+        this.reply(id);
+        this.updateReply(id, (m) => ({ ...m, text: m.text + text }));
       },
+      onEnd: (end) => this.finishReply(id, follower, userKey, prompt, end),
+      // a lost connection: reconnecting opens the conversation and follows the reply again
+      connected: () => this.connected(),
+      followError: 'The reply could not be followed.',
     });
   }
 
-  private finishReply(id: string, follower: Follower, userKey: number | undefined, prompt: string): void {
+  private finishReply(id: string, follower: Follower, userKey: number | undefined, prompt: string, end: ReplyEnd): void {
     if (this.followers.get(id) !== follower) return;
     this.followers.delete(id);
     this.running.update((ids) => {
@@ -250,10 +246,8 @@ export class App {
       next.delete(id);
       return next;
     });
-    const end = follower.end;
-    if (end?.withdrawn) {
+    if (end.withdrawn) {
       // taken back by the content filter: nothing of it stays, on screen or stored
-      follower.sequence = 0;
       if (follower.kind === 'regenerate' || follower.kind === 'continue') {
         // the reply it replaced or extended is still stored: show it again, then why
         void this.refreshList();
@@ -262,23 +256,23 @@ export class App {
       }
       this.messages.update((list) => list.filter((m) => !(m.kind === 'assistant' && m.id === id)));
     }
-    if (end?.end === 'error') {
+    if (end.outcome === 'error') {
       // an error before any text replaces the empty reply bubble
       this.messages.update((list) => list.filter((m) => !(m.kind === 'assistant' && m.id === id && m.text === '')));
       this.add('error', end.error ?? 'The reply failed.', id);
     }
     // failed or stopped before any text: nothing was stored
-    if (follower.sequence === 0 && end?.end !== 'completed' && userKey !== undefined) this.notSent(userKey, prompt);
+    if (!end.produced && end.outcome !== 'completed' && userKey !== undefined) this.notSent(userKey, prompt);
     // nothing was stored: the interrupted message still waits for its reply
-    if (follower.sequence === 0 && end?.end !== 'completed') this.markInterrupted(follower.unanswered);
-    const u = end?.usage;
+    if (!end.produced && end.outcome !== 'completed') this.markInterrupted(follower.unanswered);
+    const u = end.usage;
     const n = (x: number) => x.toLocaleString('en');
     const usage = u ? `${n(u.total_tokens)} tokens (${n(u.prompt_tokens)} in, ${n(u.completion_tokens)} out)` : undefined;
-    this.updateReply(id, (m) => ({ ...m, done: true, stopped: m.stopped || end?.end === 'stopped', cut: end?.cut === 'length', usage }));
+    this.updateReply(id, (m) => ({ ...m, done: true, stopped: m.stopped || end.outcome === 'stopped', cut: end.cut === 'length', usage }));
     void this.refreshList();
-    if (follower.sequence > 0 && follower.kind === 'send') this.storedCount += 2;
+    if (end.produced && follower.kind === 'send') this.storedCount += 2;
     // regenerate, edit and continue rewrote the stored conversation: show it as stored
-    else if (follower.sequence > 0) void this.open(this.conversationId);
+    else if (end.produced) void this.open(this.conversationId);
   }
 
   // -- regenerate, edit, continue -------------------------------------------------------------
@@ -504,7 +498,7 @@ export class App {
   }
 
   private stopFollowing(): void {
-    for (const follower of this.followers.values()) follower.subscription.unsubscribe();
+    for (const follower of this.followers.values()) follower.stream?.dispose();
     this.followers.clear();
     this.running.set(new Set());
   }
@@ -649,10 +643,8 @@ interface Follower {
   kind: ReplyKind;
   /** The interrupted question this reply took the mark from (marked again if no text comes). */
   unanswered?: number;
-  /** The last chunk shown. */
-  sequence: number;
-  end: ReplyItem | null;
-  subscription: Subscription;
+  /** Set once following starts (just after the follower is registered). */
+  stream: ReplyFollower | null;
 }
 
 declare const ChatTheme: { bind(button: HTMLButtonElement): void };
