@@ -196,6 +196,27 @@ class ChatHub(Hub):
         """Starts a reply to `message`; returns at once. Follow it with ResumeReply(id, 0)."""
         return await _or_hub_error(self.conversations.start(self.caller, conversation_id, "send", message))
 
+    async def upload_attachment(
+        self, conversation_id: str, file: dict[str, object], chunks: AsyncIterator[object]
+    ) -> dict[str, object]:
+        """A file `{name, type}` streamed in chunks (a client's Subject: base64 text, or bytes with
+        MessagePack) for the conversation's next message; `{id, name, type, size}` once whole.
+        Refused at the first chunk past the size limit: the rest is never read."""
+        return await _or_hub_error(self.conversations.upload(self.caller, conversation_id, file, chunks))
+
+    async def start_reply_with_attachments(
+        self, conversation_id: str, message: str | None, attachment_ids: list[str]
+    ) -> dict[str, object]:
+        """StartReply with files the caller uploaded for this conversation (UploadAttachment's ids);
+        the message may be empty when files are sent. Follow it with ResumeReply(id, 0)."""
+        return await _or_hub_error(
+            self.conversations.start(self.caller, conversation_id, "send", message, attachment_ids=attachment_ids)
+        )
+
+    async def get_attachment(self, conversation_id: str, attachment_id: str) -> dict[str, object]:
+        """A stored attachment, `{id, name, type, size, url}` with its content as a data URL."""
+        return await _or_hub_error(self.conversations.attachment(self.caller, conversation_id, attachment_id))
+
     async def regenerate_reply(self, conversation_id: str) -> dict[str, object]:
         return await _or_hub_error(self.conversations.start(self.caller, conversation_id, "regenerate"))
 
