@@ -157,6 +157,11 @@ def _continued_by(cut: ChatMessage, model: str, more: str, mark: Cut | None) -> 
     return _written_by(label, cut["content"] + more, mark)
 
 
+def _titled(message: ChatMessage) -> str:
+    """What a conversation is named after: its first message, or the names of the files sent alone."""
+    return message["content"] or ", ".join(a["name"] for a in message.get("attachments", ()))
+
+
 def _asked(history: list[ChatMessage]) -> str | None:
     """The last message when it is the user's: its reply is being written, or was interrupted."""
     return history[-1]["content"] if history and history[-1]["role"] == "user" else None
@@ -832,7 +837,7 @@ class ConversationService:
         await self._count_address(caller)
         plan = _plan(kind, await backends.history.load(key), message, position, files=files)  # rejected here
         shown = None if plan.continues else plan.ask["content"]
-        run = ReplyRun(info.id, shown, continues=plan.continues)
+        run = ReplyRun(info.id, shown, continues=plan.continues, user_attachments=[described(f) for f in files])
         if self._running(key) is not None or not await backends.replies.claim(key, run):
             raise Rejected(BUSY)  # on this instance meanwhile, or on another
         reply = Reply(None, None, run)
@@ -980,9 +985,9 @@ class ConversationService:
             info = await self._entry(owner, backends, info.id) or info
             title = info.title
             if title == NEW_TITLE:
-                first = next((m["content"] for m in plan.result(text, cut) if m["role"] == "user"), None)
+                first = next((_titled(m) for m in plan.result(text, cut) if m["role"] == "user"), None)
                 if first is None:
-                    first = next((m["content"] for m in plan.context if m["role"] == "user"), None)
+                    first = next((_titled(m) for m in plan.context if m["role"] == "user"), None)
                 title = derive_title(first) if first else NEW_TITLE
             now = time.time()
             entry = (owner, replace(info, title=title, created=info.created or now, updated=now))

@@ -686,6 +686,20 @@ def test_files_attached_by_picker_paste_and_drop_reach_the_model_as_parts(
     assert not violations, f"{scheme}: {violations}"
 
 
+def test_a_reload_mid_reply_shows_the_question_with_its_image(chat_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_chat(new_page, chat_server, DESKTOP, "light")
+    page.locator("#attach-input").set_input_files([CAT])
+    page.locator("#prompt").fill(f"[[slow]] {nonce()}")
+    page.locator("#prompt").press("Enter")
+    expect(page.locator(".message.assistant").first).to_contain_text("tok2")
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator(".message.user img.message-image")).to_have_attribute("alt", "cat.png")
+    expect(page.locator(".message.assistant").first).to_contain_text("tok5")
+    page.locator("#stop-btn").click()
+    expect(page.locator(".message.assistant").first).to_have_attribute("aria-busy", "false")
+
+
 @pytest.mark.parametrize(("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "dark")], ids=["desktop", "phone-dark"])
 def test_a_refused_file_is_said_next_to_the_composer_and_the_text_is_kept(
     chat_server: ChatServer, new_page: OpenPage, viewport: tuple[int, int], scheme: str

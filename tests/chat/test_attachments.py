@@ -209,10 +209,36 @@ async def test_files_alone_are_a_message_and_an_edit_keeps_them(chat: Chat) -> N
     notes = await chat.upload(ANN, conversation, "notes.md", "text/markdown", b"# Notes\nfirst")
     answer = await chat.send(ANN, conversation, "", [notes])
     assert answer.endswith("Received: file notes.md 13 chars.")
+    assert (await chat.service.open(ANN, conversation))["title"] == "Files", "a title given is kept"
+    untitled = str((await chat.service.create(ANN, None))["id"])
+    notes = await chat.upload(ANN, untitled, "notes.md", "text/markdown", b"# Notes\nfirst")
+    await chat.send(ANN, untitled, " ", [notes])
+    assert (await chat.service.open(ANN, untitled))["title"] == "notes.md", "named after its files"
     await chat.service.start(ANN, conversation, "edit", "Summarise it", 0)
     items = [item async for item in chat.service.follow(ANN, conversation, 0)]
     assert items[-1]["end"] == "completed"
     assert chat.sent()[-1]["content"][1]["text"].startswith("File: notes.md")
+
+
+async def test_a_running_reply_shows_its_questions_files(chat: Chat) -> None:
+    conversation = await _new(chat)
+    image = await chat.upload(ANN, conversation, "cat.png", "image/png", PNG)
+    started = await chat.service.start(ANN, conversation, "send", "[[slow]] look", attachment_ids=[image])
+    meta = [{"id": image, "name": "cat.png", "type": "image/png", "size": len(PNG)}]
+    assert started["userAttachments"] == meta
+    reply = (await chat.service.open(ANN, conversation))["reply"]
+    assert isinstance(reply, dict) and reply["running"] and reply["userAttachments"] == meta
+    await chat.service.stop(ANN, conversation)
+
+
+async def test_an_upload_never_sent_expires(chat: Chat) -> None:
+    conversation = await _new(chat)
+    chat.service.uploads.ttl = 0  # every upload has expired as soon as it is stored
+    expired = await chat.upload(ANN, conversation, "late.txt", "text/plain", b"late")
+    assert chat.service.uploads.count("user:ann") == 0
+    with pytest.raises(Rejected) as refused:
+        await chat.service.start(ANN, conversation, "send", "now", attachment_ids=[expired])
+    assert refused.value.user_message == UNKNOWN_ATTACHMENT
 
 
 # -- limits, checked while the file streams in ------------------------------------------------

@@ -66,6 +66,8 @@ export interface ReplyInfo {
   replyId: string;
   conversationId: string;
   userMessage: string | null;
+  /** The files of the message being answered. */
+  userAttachments?: AttachmentInfo[];
   continues: boolean;
   running: boolean;
   sequence: number;

@@ -254,6 +254,11 @@ export class App {
         if (last) this.messages.update((list) => list.map((m) => (m === last ? { ...m, id: reply.replyId, done: false } : m)));
       } else if (reply.userMessage !== null) {
         userKey = this.add('user', reply.userMessage);
+        const files = reply.userAttachments?.map((a) => ({ ...a, image: a.type.startsWith('image/') }));
+        if (files?.length) {
+          this.messages.update((list) => list.map((m) => (m.key === userKey ? { ...m, attachments: files } : m)));
+          void this.loadImages(conversation.id, this.messages().filter((m) => m.key === userKey));
+        }
       }
       this.followReply(reply, userKey, reply.userMessage ?? '', reply.continues ? 'continue' : 'send');
     }
