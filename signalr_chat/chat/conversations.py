@@ -1134,6 +1134,7 @@ class ConversationService:
             await asyncio.wait([asyncio.ensure_future(r.done.wait()) for r in replies], timeout=STOP_WAIT_SECONDS)
         owner = caller.owner
         if owner.startswith("connection:"):  # a guest's conversation outlives the connection
+            self.uploads.forget(owner)  # and so do a guest's uploads, until they expire
             backends = self.anonymous
             await backends.rate_limits.forget(owner)
             try:

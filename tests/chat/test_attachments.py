@@ -6,6 +6,7 @@ owner; gone with their conversation."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
@@ -30,11 +31,14 @@ from signalr_chat.chat.attachments import (
 from signalr_chat.chat.conversations import NOT_FOUND, ConversationService
 from signalr_chat.chat.guests import GuestSessions
 from signalr_chat.chat.history import HistoryStore, InMemoryHistoryStore
+from signalr_chat.chat.hub import ChatHub
 from signalr_chat.chat.rate_limit import InMemoryRateLimits, RateLimiter
 from signalr_chat.chat.redis_history import RedisHistoryStore
 from signalr_chat.chat.replies import LocalReplies
 from signalr_chat.chat.service import Backends, Caller, ChatService, Limits, Rejected
 from signalr_chat.chat.sqlite_history import SCHEMA_VERSION, SqliteHistoryStore
+from signalr_chat.signalr.hubs.endpoint import HubEndpoint
+from tests.hubs.test_hub_connection import opened, record, records, settle
 from tests.support.fake_ai import DEFAULT_API_KEY, create_fake_app, fake_state, start_fake
 from tests.support.redis_server import RedisServer
 
@@ -394,3 +398,49 @@ async def test_an_sqlite_file_of_schema_1_gains_attachments_and_keeps_its_messag
         await store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+
+
+async def test_a_connections_uploads_go_with_it_unless_it_is_a_guest(chat: Chat) -> None:
+    visitor, guest = Caller("v1"), Caller("g1", None, "guest-1")
+    for caller in (visitor, guest):
+        conversation = await _new(chat, caller)
+        await chat.upload(caller, conversation, "a.txt", "text/plain", b"a")
+        await chat.service.disconnected(caller)
+    assert chat.service.uploads.count(visitor.owner) == 0
+    assert chat.service.uploads.count(guest.owner) == 1, "a guest comes back within the expiry"
+
+
+async def test_a_refused_upload_never_holds_up_the_connection(chat: Chat) -> None:
+    """Through the hub: the client sends more chunks than the hub buffers for the stream while the
+    upload is being refused; the chunks waiting for room are let go, and the connection reads on."""
+    endpoint = HubEndpoint(ChatHub, factory=lambda: ChatHub(chat.service))
+    connection, hub = await opened(endpoint)
+    # the refusal waits until the chunks filled the stream's buffer (the order a slow store gives)
+    gate, real = asyncio.Event(), chat.service.upload
+
+    async def gated(*args: Any) -> dict[str, object]:
+        await gate.wait()
+        return await real(*args)
+
+    chat.service.upload = gated  # type: ignore[method-assign]
+    file = {"name": "a.zip", "type": "application/zip"}
+    upload = {"type": 1, "invocationId": "1", "target": "UploadAttachment", "arguments": ["default", file]}
+    await hub.receive(record({**upload, "streamIds": ["s"]}))
+    items = b"".join(record({"type": 2, "invocationId": "s", "item": b64(b"PK")}) for _ in range(15))
+    feeding = asyncio.ensure_future(hub.receive(items))
+    await settle()
+    assert not feeding.done(), "the buffer is full: the connection waits for room"
+    gate.set()
+    await settle(feeding.done)
+    assert feeding.done(), "the connection reads on"
+    await hub.receive(record({"type": 1, "invocationId": "2", "target": "GetChatInfo", "arguments": []}))
+    completions: list[dict[str, Any]] = []
+
+    def answered() -> bool:
+        completions.extend(r for r in records(connection.take_pending()) if r.get("type") == 3)
+        return len(completions) >= 2
+
+    await settle(answered)
+    answers = {r["invocationId"]: r for r in completions}
+    assert answers["1"]["error"].endswith(wrong_type("a.zip"))
+    assert answers["2"]["result"]["attachments"]["maxFiles"] == 2

@@ -180,3 +180,25 @@ test("a wrong type, an image for a model that reads none, and another guest's id
     await rejects(upload(other, combo, id, "b.txt", "text/plain", new TextEncoder().encode("b")), "Conversation not found.");
     await rejects(other.invoke("GetAttachment", id, mine.id), "Conversation not found.");
 });
+
+for (const combo of [WS_JSON, WS_MSGPACK]) {
+    test(`a client that sends on after a refusal leaves the connection working [${label(combo)}]`, async (t) => {
+        // refused before a byte is read (a type no model takes); the client sends 50 chunks at once,
+        // more than the server buffers for a stream, while the server reads the conversation from
+        // SQLite (a signed-in user's store): the chunks it buffered are let go
+        const c = await ChatClient.open(t, SERVERS.main, "/chatHub", { combo, user: "gina" });
+        const { id } = await c.invoke("CreateConversation", "Flood");
+        const subject = new signalR.Subject();
+        const result = c.connection.invoke("UploadAttachment", id, { name: "a.zip", type: "application/zip" }, subject);
+        const piece = new Uint8Array(16 * 1024).fill(0x62);
+        for (let i = 0; i < 50; i += 1) {
+            subject.next(chunk(combo, piece));
+        }
+        subject.complete();
+        await rejects(result, "This type of file cannot be attached: a.zip. Attach images (PNG, JPEG, GIF, WebP) or text and code files.");
+        const info = await c.invoke("GetChatInfo");
+        assert.equal(info.attachments.maxFiles, 4);
+        const small = await upload(c, combo, id, "after.txt", "text/plain", new TextEncoder().encode("after"));
+        assert.equal(small.size, 5);
+    });
+}
