@@ -78,6 +78,10 @@ def wrong_type(name: str) -> str:
     return f"This type of file cannot be attached: {name}. Attach images (PNG, JPEG, GIF, WebP) or text and code files."
 
 
+def too_long_for_model(name: str) -> str:
+    return f"{name} is too long for the model's context window. Attach a shorter file."
+
+
 def no_images(model: str) -> str:
     return f"The model {model} cannot read images. Attach text files only, or choose a model that reads images."
 

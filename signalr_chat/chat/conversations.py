@@ -49,6 +49,7 @@ from .attachments import (
     file_of,
     no_images,
     read_limited,
+    too_long_for_model,
     too_many,
 )
 from .export import BAD_FORMAT, FORMATS, export
@@ -394,6 +395,10 @@ class ConversationService:
         if kind.startswith("image/") and not self._reads_images(model):
             raise Rejected(no_images(model))
         attachment = checked(name, kind, await read_limited(chunks, policy.max_bytes))
+        try:  # a file that could never be sent: said now, not when the message is
+            self.chat.prompt([], {"role": "user", "content": "", "attachments": [attachment]})
+        except Rejected:
+            raise Rejected(too_long_for_model(name)) from None
         if self.uploads.count(owner) >= policy.max_files:  # others arrived meanwhile
             raise Rejected(too_many(policy.max_files))
         self.uploads.add(owner, info.id, attachment)
@@ -836,6 +841,8 @@ class ConversationService:
             await self.chat.count(backends.rate_limits, owner)  # the rate limit counts these too
         await self._count_address(caller)
         plan = _plan(kind, await backends.history.load(key), message, position, files=files)  # rejected here
+        if files:  # files too long together are refused while they still wait, not lost in the reply
+            self.chat.prompt([], plan.ask, info.instructions, self._reads_images(self.chat.model_for(info.model)))
         shown = None if plan.continues else plan.ask["content"]
         run = ReplyRun(info.id, shown, continues=plan.continues, user_attachments=[described(f) for f in files])
         if self._running(key) is not None or not await backends.replies.claim(key, run):

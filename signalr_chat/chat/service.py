@@ -33,6 +33,9 @@ TOO_LONG_FOR_MODEL = "Message is too long for the model's context window. Please
 TOO_LONG_WITH_INSTRUCTIONS = (
     "Message and this conversation's instructions are too long for the model's context window. Please shorten them."
 )
+TOO_LONG_WITH_FILES = (
+    "Message and its files are too long for the model's context window. Attach fewer or shorter files."
+)
 INSTRUCTIONS_NOT_TEXT = "Instructions must be text."
 MODEL_NOT_TEXT = "A model must be named by text."
 
@@ -294,6 +297,8 @@ class ChatService:
         try:
             fitted = fit_to_budget(self.system, history, ask, budget, self.model.count_tokens, custom)
         except TooLongForModel:
+            if ask.get("attachments"):
+                raise Rejected(TOO_LONG_WITH_FILES) from None
             raise Rejected(TOO_LONG_WITH_INSTRUCTIONS if custom else TOO_LONG_FOR_MODEL) from None
         # a stored mark (`cut`) and label (`model`) are ours: a provider is sent role, content and files only
         return [m if "cut" not in m and "model" not in m else bare(m) for m in fitted]

@@ -686,6 +686,30 @@ def test_files_attached_by_picker_paste_and_drop_reach_the_model_as_parts(
     assert not violations, f"{scheme}: {violations}"
 
 
+def test_files_too_long_together_come_back_as_chips_to_send_fewer(chat_server: ChatServer, new_page: OpenPage) -> None:
+    """Each file fits the model's context window (16,384 tokens here), the two together do not: the
+    server refuses the message while the files still wait, and the page gives them back."""
+    page = open_chat(new_page, chat_server, DESKTOP, "light")
+    page.locator("#attach-input").set_input_files(
+        [
+            {"name": "one.txt", "mimeType": "text/plain", "buffer": b"a" * 30_000},
+            {"name": "two.txt", "mimeType": "text/plain", "buffer": b"b" * 30_000},
+        ]
+    )
+    typed = f"both files {nonce()}"
+    page.locator("#prompt").fill(typed)
+    page.locator("#ask-btn").click()
+    expect(page.locator("#attach-error")).to_have_text(
+        "Message and its files are too long for the model's context window. Attach fewer or shorter files."
+    )
+    expect(page.locator("#prompt")).to_have_value(typed)
+    expect(page.locator(".chosen-file")).to_have_count(2)
+    page.get_by_role("button", name="Remove two.txt").click()
+    page.locator("#ask-btn").click()
+    reply = page.locator(".message.assistant").first
+    expect(reply).to_contain_text("Received: text; file one.txt 30000 chars.", timeout=30_000)
+
+
 def test_a_reload_mid_reply_shows_the_question_with_its_image(chat_server: ChatServer, new_page: OpenPage) -> None:
     page = open_chat(new_page, chat_server, DESKTOP, "light")
     page.locator("#attach-input").set_input_files([CAT])

@@ -25,6 +25,7 @@ from signalr_chat.chat.attachments import (
     AttachmentPolicy,
     no_images,
     too_large,
+    too_long_for_model,
     too_many,
     wrong_type,
 )
@@ -35,7 +36,7 @@ from signalr_chat.chat.hub import ChatHub
 from signalr_chat.chat.rate_limit import InMemoryRateLimits, RateLimiter
 from signalr_chat.chat.redis_history import RedisHistoryStore
 from signalr_chat.chat.replies import LocalReplies
-from signalr_chat.chat.service import Backends, Caller, ChatService, Limits, Rejected
+from signalr_chat.chat.service import TOO_LONG_WITH_FILES, Backends, Caller, ChatService, Limits, Rejected
 from signalr_chat.chat.sqlite_history import SCHEMA_VERSION, SqliteHistoryStore
 from signalr_chat.signalr.hubs.endpoint import HubEndpoint
 from tests.hubs.test_hub_connection import opened, record, records, settle
@@ -299,6 +300,26 @@ async def test_at_most_max_files_wait_for_a_message(chat: Chat) -> None:
     assert third.read == 0
     await chat.send(ANN, conversation, "two files", [first, second])
     await chat.upload(ANN, conversation, "3.txt", "text/plain", b"3")  # sent ones no longer count
+
+
+async def test_files_too_long_for_the_models_context_are_refused_before_they_are_lost(chat: Chat) -> None:
+    conversation = await _new(chat)
+    model = chat.service.chat.model
+    # room for one 2 KB text file (about 683 tokens) with the system prompt, not for two
+    model.context_tokens = model.max_output_tokens + 1100
+    first = await chat.upload(ANN, conversation, "one.txt", "text/plain", b"x" * LIMIT)
+    second = await chat.upload(ANN, conversation, "two.txt", "text/plain", b"y" * LIMIT)
+    with pytest.raises(Rejected) as refused:
+        await chat.service.start(ANN, conversation, "send", "both", attachment_ids=[first, second])
+    assert refused.value.user_message == TOO_LONG_WITH_FILES
+    assert chat.service.uploads.count("user:ann") == 2, "still waiting: one can be sent"
+    await chat.send(ANN, conversation, "one", [first])
+    # a file that never fits is refused as it arrives
+    model.context_tokens = model.max_output_tokens + 600
+    with pytest.raises(Rejected) as refused:
+        await chat.upload(ANN, conversation, "long.txt", "text/plain", b"z" * LIMIT)
+    assert refused.value.user_message == too_long_for_model("long.txt")
+    assert chat.service.uploads.count("user:ann") == 1
 
 
 # -- models that read no images -----------------------------------------------------------

@@ -722,7 +722,14 @@ export class App {
     } catch (err) {
       this.markInterrupted(unanswered);
       this.notSent(key, prompt);
-      this.add('error', serverText(err) ?? failure('The message could not be sent', err));
+      const text = serverText(err) ?? failure('The message could not be sent', err);
+      if (chosen.length > 0 && this.files().length === 0) {
+        // the files still wait on the server (uploaded): given back as chips, the refusal beside them
+        this.files.set(chosen);
+        this.attachError.set(text);
+      } else {
+        this.add('error', text);
+      }
     } finally {
       this.starting.update((n) => n - 1);
     }
