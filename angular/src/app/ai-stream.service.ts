@@ -302,9 +302,14 @@ export class AiStreamService {
     result.catch(() => {
       refused = true;
     });
-    for (let at = 0; at < file.size && !refused; at += UPLOAD_CHUNK) {
-      subject.next(toBase64(await file.slice(at, at + UPLOAD_CHUNK).arrayBuffer()));
-      await new Promise((resolve) => setTimeout(resolve)); // the server's answer is read between chunks
+    try {
+      for (let at = 0; at < file.size && !refused; at += UPLOAD_CHUNK) {
+        subject.next(toBase64(await file.slice(at, at + UPLOAD_CHUNK).arrayBuffer()));
+        await new Promise((resolve) => setTimeout(resolve)); // the server's answer is read between chunks
+      }
+    } catch (err) {
+      subject.error(err); // the file could not be read (gone from the disk): the upload fails, says why
+      throw err;
     }
     subject.complete();
     return result;
