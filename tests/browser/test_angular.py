@@ -474,14 +474,20 @@ def test_a_reply_shows_the_tokens_it_cost(angular_server: ChatServer, new_page: 
 def test_screenshot_of_a_real_looking_conversation(
     angular_server: ChatServer, new_page: OpenPage, tmp_path: Path
 ) -> None:
-    """docs/screenshot-angular.png with UPDATE_SCREENSHOTS=1 (`make screenshots`), in the dark theme."""
+    """docs/screenshot-angular.png with UPDATE_SCREENSHOTS=1 (`make screenshots`), in the dark theme,
+    with a file attached to a question."""
     page, _ = new_page(f"{angular_server.base}/angular/", color_scheme="dark")
     expect(page.locator("#status")).to_have_text("Connected")
     done(ask(page, "Plan a weekend in Lisbon"))
     page.get_by_role("button", name="New chat").click()
     expect(page.locator(".message")).to_have_count(0)
     done(ask(page, "How do I read a JSON file in Python?"))
+    settings = b'{\n  "theme": "dark",\n  "language": "pt-PT"\n}\n'
+    page.locator("#attach-input").set_input_files(
+        [{"name": "settings.json", "mimeType": "application/json", "buffer": settings}]
+    )
     reply = ask(page, "And how do I write it back, nicely formatted?")
+    expect(page.locator(".message.user .file-chip")).to_have_text([f"settings.json · {len(settings)} bytes"])
     done(reply)
     expect(reply).to_contain_text("ensure_ascii=False keeps characters")
     expect(page.locator(".conversation-open")).to_have_count(2)

@@ -369,11 +369,13 @@ def plan(state: FakeState, body: dict[str, Any]) -> Script:
     if "[[multiline]]" in text:
         reply = f"Echo: {text} (history: {len(messages)} messages)"
         return Script(tokens=word_tokens(reply), delay=delay, multiline=True)
-    if text in DEMO_REPLIES:
-        return Script(tokens=word_tokens(DEMO_REPLIES[text]), delay=delay)
-    if received is not None:  # content parts: the message's own text, then what arrived
+    said = text
+    if received is not None:  # content parts: the message's own text (a file's part names its file)
         first = next((p["text"] for p in content if p.get("type") == "text" and p["text"] != ""), "")
         said = "" if first.startswith("File: ") else first
+    if said in DEMO_REPLIES:
+        return Script(tokens=word_tokens(DEMO_REPLIES[said]), delay=delay)
+    if received is not None:  # then what arrived
         reply = f"Echo: {said} (history: {len(messages)} messages) Received: {received}."
         return Script(tokens=word_tokens(reply), delay=delay)
     reply = f"Echo: {text} (history: {len(messages)} messages)"
