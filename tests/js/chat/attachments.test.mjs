@@ -186,7 +186,7 @@ for (const combo of [WS_JSON, WS_MSGPACK]) {
         // refused before a byte is read (a type no model takes); the client sends 50 chunks at once,
         // more than the server buffers for a stream, while the server reads the conversation from
         // SQLite (a signed-in user's store): the chunks it buffered are let go
-        const c = await ChatClient.open(t, SERVERS.main, "/chatHub", { combo, user: "gina" });
+        const c = await ChatClient.open(t, SERVERS.main, "/chatHub", { combo, user: "ivan" });
         const { id } = await c.invoke("CreateConversation", "Flood");
         const subject = new signalR.Subject();
         const result = c.connection.invoke("UploadAttachment", id, { name: "a.zip", type: "application/zip" }, subject);
