@@ -393,10 +393,21 @@ async def test_deleting_removes_stored_and_waiting_files(chat: Chat) -> None:
     assert await chat.store.load(f"user:ann/{conversation}") == []
     assert chat.service.uploads.count("user:ann") == 0
 
+    cleared = await _new(chat)
+    image = await chat.upload(ANN, cleared, "cat.png", "image/png", PNG)
+    await chat.send(ANN, cleared, "keep", [image])
+    await chat.service.clear(ANN, cleared)
+    assert await chat.store.load(f"user:ann/{cleared}") == []
+    with pytest.raises(Rejected, match=UNKNOWN_ATTACHMENT):
+        await chat.service.attachment(ANN, cleared, image)
+
     again = await _new(chat)
+    image = await chat.upload(ANN, again, "cat.png", "image/png", PNG)
+    await chat.send(ANN, again, "keep", [image])
     await chat.upload(ANN, again, "waiting.txt", "text/plain", b"w")
     await chat.service.delete_all(ANN)
     assert chat.service.uploads.count("user:ann") == 0
+    assert await chat.store.load(f"user:ann/{again}") == []
 
 
 async def test_an_sqlite_file_of_schema_1_gains_attachments_and_keeps_its_messages(tmp_path: Path) -> None:
