@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from signalr_chat.ai import ChatMessage, create_model
-from signalr_chat.ai.attachments import IMAGE_TOKENS, inlined, message_tokens
+from signalr_chat.ai.attachments import IMAGE_TOKENS, as_text, for_provider, inlined, message_tokens
 from signalr_chat.app.settings import Settings
 from signalr_chat.chat.attachments import (
     UNKNOWN_ATTACHMENT,
@@ -358,6 +358,9 @@ def test_the_built_in_model_never_reads_images_and_files_count_in_the_budget() -
     image = {"id": "i", "name": "a.png", "type": "image/png", "size": len(PNG), "data": b64(PNG)}
     message: ChatMessage = {"role": "user", "content": "abc", "attachments": [file, image]}  # type: ignore[list-item]
     assert message_tokens(message, count) == 3 + len(inlined(file)) + IMAGE_TOKENS  # type: ignore[arg-type]
+    # the built-in model reads text: its files inlined, never an image
+    assert as_text(message) == "abc\n\nFile: a.py\n```\nhi\n```"
+    assert for_provider({"role": "user", "content": "plain"}) == {"role": "user", "content": "plain"}
 
 
 # -- isolation and deletion ---------------------------------------------------------------
