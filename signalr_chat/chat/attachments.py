@@ -10,10 +10,8 @@ StartReplyWithAttachments takes it into the user's message, or it expires unsent
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -190,30 +188,6 @@ async def read_limited(chunks: AsyncIterator[object], limit: int) -> bytes:
             raise Rejected(too_large(limit))
         received += data
     return bytes(received)
-
-
-#: Items a refused upload's buffer is emptied of, at most: the hub buffers a few (HubOptions'
-#: stream_buffer_capacity, 10 by default) and stops feeding the stream once the invocation ends.
-RELEASE_AT_MOST = 1000
-_releasing: set[asyncio.Task[None]] = set()
-
-
-def release(chunks: AsyncIterator[object]) -> None:
-    """Drops what a refused upload's stream has buffered. The invocation is ending, so the hub
-    stops feeding this stream; but a chunk that arrived while its buffer was full waits for room,
-    and the connection reads nothing else meanwhile: emptying the buffer lets it go (in a task,
-    once the invocation has ended). Only chunks already there are read: never one more."""
-
-    async def drop() -> None:
-        with contextlib.suppress(Exception):  # ended, failed, or nothing more is there
-            for _ in range(RELEASE_AT_MOST):
-                async with asyncio.timeout(0):  # there now, or never
-                    await anext(chunks)
-                await asyncio.sleep(0)
-
-    task = asyncio.create_task(drop())
-    _releasing.add(task)
-    task.add_done_callback(_releasing.discard)
 
 
 def checked(name: str, kind: str, data: bytes) -> Attachment:

@@ -16,7 +16,6 @@ from typing import TypeVar
 
 from ..ai import AiContentWithdrawn, AiError, AiFailed
 from ..signalr import Hub, HubException
-from .attachments import release
 from .conversations import ConversationService
 from .history import HistoryUnavailable
 from .service import GUEST_ITEM, Caller, Rejected
@@ -202,12 +201,9 @@ class ChatHub(Hub):
     ) -> dict[str, object]:
         """A file `{name, type}` streamed in chunks (a client's Subject: base64 text, or bytes with
         MessagePack) for the conversation's next message; `{id, name, type, size}` once whole.
-        Refused at the first chunk past the size limit: the rest is never read."""
-        try:
-            return await _or_hub_error(self.conversations.upload(self.caller, conversation_id, file, chunks))
-        except BaseException:
-            release(chunks)  # what the hub buffered for it must not hold up the connection
-            raise
+        Refused at the first chunk past the size limit: the rest is never read (the hub layer
+        drops what it buffered for the stream once this returns)."""
+        return await _or_hub_error(self.conversations.upload(self.caller, conversation_id, file, chunks))
 
     async def start_reply_with_attachments(
         self, conversation_id: str, message: str | None, attachment_ids: list[str]

@@ -57,6 +57,15 @@ class StateHub(Hub):
     async def on_disconnected(self, exception: BaseException | None) -> None:
         SEEN.setdefault("disconnected", []).append(self.context.connection_id)
 
+    #: Set by a test to let `refuses_upload` return.
+    gate: asyncio.Event | None = None
+
+    async def refuses_upload(self, items: AsyncIterator[Any]) -> None:
+        """Returns without reading its upload once the gate opens: a refusal that took a while."""
+        assert StateHub.gate is not None
+        await StateHub.gate.wait()
+        raise HubException("Refused.")
+
     def echo(self, value: Any) -> Any:
         return value
 
@@ -295,6 +304,36 @@ async def test_an_upload_ended_while_its_buffer_is_full_ends_after_its_items_wit
     assert [await upload.__anext__(), await upload.__anext__()] == [1, 2]
     with pytest.raises(HubException, match=r"The connection was closed\."):
         await upload.__anext__()
+
+
+async def test_a_method_that_stops_reading_its_upload_never_holds_up_the_connection() -> None:
+    """More items than the stream buffers while the method has not read any: the reader waits for
+    room, and is let go when the method ends, with what it never read dropped."""
+    capacity = 3
+    StateHub.gate = gate = asyncio.Event()
+    connection, hub = await opened(hub_endpoint(stream_buffer_capacity=capacity))
+    await hub.receive(
+        record({"type": 1, "invocationId": "1", "target": "refuses_upload", "arguments": [], "streamIds": ["s"]})
+    )
+    items = b"".join(record({"type": 2, "invocationId": "s", "item": i}) for i in range(capacity + 5))
+    feeding = asyncio.ensure_future(hub.receive(items))
+    await settle()
+    assert not feeding.done(), "the buffer is full: the reader waits for room"
+    gate.set()
+    await settle(feeding.done)
+    assert feeding.done(), "the connection reads on once the method has ended"
+    await hub.receive(record({"type": 3, "invocationId": "s"}))  # the client completes it late: ignored
+    await hub.receive(record({"type": 1, "invocationId": "2", "target": "echo", "arguments": ["next"]}))
+    await settle(lambda: connection.has_pending)
+    answers = [r for r in records(connection.take_pending()) if r.get("type") == 3]
+    assert answers == [
+        {
+            "type": 3,
+            "invocationId": "1",
+            "error": "An unexpected error occurred invoking 'refuses_upload' on the server. HubException: Refused.",
+        },
+        {"type": 3, "invocationId": "2", "result": "next"},
+    ]
 
 
 # -- background tasks --------------------------------------------------------------------

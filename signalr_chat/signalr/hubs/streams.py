@@ -142,10 +142,13 @@ class UploadStreams:
         return True
 
     def forget(self, stream_ids: Iterable[str] | None) -> None:
-        """The invocation that took these streams has ended: later items are ignored."""
+        """The invocation that took these streams has ended: later items are ignored, and one
+        waiting for room in a stream's buffer is let go."""
         if self._open:
             for stream_id in stream_ids or ():
-                self._open.pop(stream_id, None)
+                stream = self._open.pop(stream_id, None)
+                if stream is not None:
+                    stream.abandon()
 
     def complete_all(self, error: str) -> None:
         """The connection is gone: every method still reading an upload sees `error`."""

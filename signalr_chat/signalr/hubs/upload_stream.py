@@ -20,7 +20,7 @@ class _Failed:
 class UploadStream:
     """Fed by StreamItem messages; a bounded buffer pushes back on a fast client."""
 
-    __slots__ = ("_done", "_end", "_queue", "stream_id")
+    __slots__ = ("_abandoned", "_done", "_end", "_queue", "stream_id")
 
     def __init__(self, stream_id: str, capacity: int) -> None:
         self.stream_id = stream_id
@@ -28,9 +28,24 @@ class UploadStream:
         self._done = False
         #: The end, when it came while the buffer was full: read once the buffer is empty.
         self._end: object | None = None
+        #: The method that read it has ended: nothing more is kept.
+        self._abandoned = False
 
     async def put(self, item: Any) -> None:
-        await self._queue.put(item)
+        if not self._abandoned:
+            await self._queue.put(item)
+
+    def abandon(self) -> None:
+        """The method ended without reading it to the end (it returned, failed, was refused).
+
+        What it buffered is dropped, which also lets go an item waiting for room: the
+        connection's reader waits on that put, and would otherwise read nothing more, ever.
+        ASP.NET Core completes the stream's channel, which fails the pending write alike.
+        """
+        self._abandoned = True
+        queue = self._queue
+        while not queue.empty():
+            queue.get_nowait()
 
     def complete(self, error: str | None = None) -> None:
         """End the stream; the client's error surfaces in the method as a HubException."""
