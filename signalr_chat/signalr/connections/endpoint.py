@@ -114,6 +114,8 @@ class ConnectionEndpoint:
 
     # -- shared request checks ---------------------------------------------
     async def _user(self, request: web.Request, headers: dict[str, str]) -> User | web.Response | None:
+        if self.validator is None and not self.require_user:
+            return None  # no authentication configured: nothing to read from the request
         try:
             user = await auth.authenticate(request, self.validator)
         except auth.Unauthorized:
