@@ -224,8 +224,8 @@ def _broadcast(cells: Cells) -> tuple[list[str], list[str]]:
         "is its CPU over the deliveries to its connections; the sender's instance also decodes the",
         "invocation and publishes. redis-server's CPU is over all deliveries. In a burst, the",
         "records one connection gets in one loop turn share a WebSocket frame; through Redis, the",
-        "messages of a burst are held until it pauses (`REDIS_COALESCE_WINDOW_MS`, 2 ms) and",
-        "delivered together. The steady cases (2 broadcasts/s) send one frame per delivery in both.",
+        "deliveries of a burst are spaced (`REDIS_COALESCE_WINDOW_MS`, 20 ms), each taking every",
+        "message that came meanwhile. The steady cases (2 broadcasts/s) send one frame per delivery in both.",
         "",
         *table(header, rows),
     ]

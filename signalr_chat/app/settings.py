@@ -136,10 +136,10 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds any Redis operation, and any wait for another server's ack, may take."
     )
     redis_coalesce_window_ms: float = Field(
-        2.0,
+        20.0,
         ge=0,
-        description="In a burst of fan-out messages through Redis, how long a gap ends it: the messages "
-        "of a burst are delivered together, sharing frames (at most 10 windows late); 0 turns it off.",
+        description="In a burst of fan-out messages through Redis, deliveries are at least this far apart, "
+        "each taking every message that came meanwhile in one frame per connection; 0 turns it off.",
     )
 
     azure_signalr_connection_string: SecretStr | None = Field(
