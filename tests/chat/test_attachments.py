@@ -34,14 +34,13 @@ from signalr_chat.chat.guests import GuestSessions
 from signalr_chat.chat.history import HistoryStore, InMemoryHistoryStore
 from signalr_chat.chat.hub import ChatHub
 from signalr_chat.chat.rate_limit import InMemoryRateLimits, RateLimiter
-from signalr_chat.chat.redis_history import RedisHistoryStore
 from signalr_chat.chat.replies import LocalReplies
 from signalr_chat.chat.service import TOO_LONG_WITH_FILES, Backends, Caller, ChatService, Limits, Rejected
 from signalr_chat.chat.sqlite_history import SCHEMA_VERSION, SqliteHistoryStore
 from signalr_chat.signalr.hubs.endpoint import HubEndpoint
 from tests.hubs.test_hub_connection import opened, record, records, settle
 from tests.support.fake_ai import DEFAULT_API_KEY, create_fake_app, fake_state, start_fake
-from tests.support.redis_server import RedisServer
+from tests.support.history_stores import KINDS, open_store
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,18 +97,7 @@ class Chat:
         return "".join(str(item["text"]) for item in items if "text" in item)
 
 
-async def _store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> HistoryStore:
-    if kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        return RedisHistoryStore(server.url, keep=50)
-    if kind == "sqlite":
-        sqlite = SqliteHistoryStore(tmp_path / "h.sqlite3", keep=50)
-        await sqlite.open()
-        return sqlite
-    return InMemoryHistoryStore(50)
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=KINDS)
 async def chat(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Chat]:
     """Two Azure deployments, `vis` (reads images) and `plain`, on the real SDK and the fake."""
     fake = create_fake_app(token_delay=0)
@@ -128,7 +116,7 @@ async def chat(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     )
     model = create_model(settings)
     service = ChatService(model, Limits.from_settings(settings), settings.system_prompt)
-    store = await _store(str(request.param), request, tmp_path)
+    store = await open_store(str(request.param), request, tmp_path)
     limits = InMemoryRateLimits(RateLimiter(0, 60))
     conversations = ConversationService(
         service,

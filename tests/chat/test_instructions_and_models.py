@@ -29,6 +29,7 @@ from signalr_chat.chat.sqlite_history import SCHEMA_VERSION, SqliteHistoryStore
 from signalr_chat.chat.trimming import MESSAGE_OVERHEAD, fit_to_budget
 from signalr_chat.signalr.redis import client_from_url
 from tests.support.fake_ai import DEFAULT_API_KEY, create_fake_app, fake_state, start_fake
+from tests.support.history_stores import KINDS, open_store
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -36,20 +37,9 @@ pytestmark = pytest.mark.timeout(60)
 ANN, BOB = "ann", "bob"
 
 
-async def _store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> HistoryStore:
-    if kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        return RedisHistoryStore(server.url, keep=50)
-    if kind == "sqlite":
-        sqlite = SqliteHistoryStore(tmp_path / "h.sqlite3", keep=50)
-        await sqlite.open()
-        return sqlite
-    return InMemoryHistoryStore(50)
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=KINDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HistoryStore]:
-    chosen = await _store(str(request.param), request, tmp_path)
+    chosen = await open_store(str(request.param), request, tmp_path)
     yield chosen
     await chosen.close()
 
@@ -229,7 +219,7 @@ class Models:
         return "".join(str(item["text"]) for item in items if "text" in item)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=KINDS)
 async def models(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Models]:
     fake = create_fake_app(token_delay=0)
     runner, port = await start_fake(fake)
@@ -245,7 +235,7 @@ async def models(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     )
     model = create_model(settings)
     chat = ChatService(model, Limits.from_settings(settings), settings.system_prompt)
-    store = await _store(str(request.param), request, tmp_path)
+    store = await open_store(str(request.param), request, tmp_path)
     limits = InMemoryRateLimits(RateLimiter(0, 60))
     conversations = ConversationService(
         chat,
