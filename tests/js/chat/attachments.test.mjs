@@ -14,6 +14,8 @@ import {
     withTimeout,
     WS_JSON,
     WS_MSGPACK,
+    resumeItems,
+    textOf,
 } from "./chat_harness.mjs";
 
 const MINI = "chat-deployment-mini";
@@ -51,16 +53,9 @@ function upload(client, combo, conversation, name, type, bytes, size = 16) {
 }
 
 async function follow(client, conversation) {
-    const items = await new Promise((resolve, reject) => {
-        const got = [];
-        client.connection.stream("ResumeReply", conversation, 0).subscribe({
-            next: (item) => got.push(item),
-            complete: () => resolve(got),
-            error: reject,
-        });
-    });
+    const items = await resumeItems(client, conversation);
     assert.equal(items.at(-1).end, "completed", JSON.stringify(items.at(-1)));
-    return items.filter((i) => "text" in i).map((i) => i.text).join("");
+    return textOf(items);
 }
 
 test("GetChatInfo says which models read images, and the attachment limits", async (t) => {

@@ -355,3 +355,18 @@ export async function abortedRecord(tag, ms = 1_000) {
     );
     return { record, elapsed: Date.now() - started };
 }
+
+/** ResumeReply from chunk `after` to the end of the reply: every item, its end last. */
+export function resumeItems(client, conversation, after = 0) {
+    return new Promise((resolve, reject) => {
+        const items = [];
+        client.connection.stream("ResumeReply", conversation, after).subscribe({
+            next: (item) => items.push(item),
+            complete: () => resolve(items),
+            error: reject,
+        });
+    });
+}
+
+/** The text of a reply's items. */
+export const textOf = (items) => items.filter((i) => "text" in i).map((i) => i.text).join("");

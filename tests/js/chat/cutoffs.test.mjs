@@ -19,6 +19,8 @@ import {
     TEXT,
     turn,
     WS_JSON,
+    resumeItems,
+    textOf,
 } from "./chat_harness.mjs";
 
 const COMBOS = [WS_JSON, LP_MSGPACK];
@@ -29,18 +31,7 @@ const labelled = (messages) => messages.map((m) => (m.role === "assistant" ? { .
 const bare = (messages) => messages.map(({ role, content }) => ({ role, content }));
 
 /** ResumeReply(conversation, after) to its completion: the items. */
-function resume(client, conversation, after = 0) {
-    return new Promise((resolve, reject) => {
-        const items = [];
-        client.connection.stream("ResumeReply", conversation, after).subscribe({
-            next: (item) => items.push(item),
-            complete: () => resolve(items),
-            error: reject,
-        });
-    });
-}
-
-const textOf = (items) => items.filter((i) => "text" in i).map((i) => i.text).join("");
+const resume = resumeItems;
 
 async function reply(client, method, ...args) {
     const started = await client.invoke(method, ...args);

@@ -2,7 +2,7 @@
 // at most 48 output tokens, one generation at a time). Real tokens, so the tests check
 // the shape of the exchange, never the words. CPU-bound: few and short.
 import { test } from "node:test";
-import { assert, ChatClient, LP_JSON, SERVERS, WS_JSON } from "./chat_harness.mjs";
+import { assert, ChatClient, LP_JSON, resumeItems, SERVERS, WS_JSON } from "./chat_harness.mjs";
 
 const TIMEOUT = 45_000;
 /** How long a reply may take: the other suites' files run beside this one and share the cores. */
@@ -89,14 +89,7 @@ test("a reply the built-in model stops at its 48-token limit ends marked cut, an
     const c = await ChatClient.open(t, SERVERS.local, "/chatHub", { combo: WS_JSON });
     const prompt = "Write a long story about a dragon who learns to bake bread.";
     await c.invoke("StartReply", "default", prompt);
-    const items = await new Promise((resolve, reject) => {
-        const got = [];
-        c.connection.stream("ResumeReply", "default", 0).subscribe({
-            next: (item) => got.push(item),
-            complete: () => resolve(got),
-            error: reject,
-        });
-    });
+    const items = await resumeItems(c, "default");
     const end = items.at(-1);
     assert.equal(end.end, "completed");
     assert.equal(end.cut, "length", "llama.cpp's finish_reason length");

@@ -14,6 +14,8 @@ import {
     WS_MSGPACK,
     LP_JSON,
     label,
+    resumeItems,
+    textOf,
 } from "./chat_harness.mjs";
 
 const DEFAULT_MODEL = "chat-deployment";
@@ -29,16 +31,9 @@ async function guest(t, id = null, combo = WS_JSON) {
 /** StartReply, then ResumeReply to the end; the reply's text. */
 async function reply(client, conversation, message) {
     await client.invoke("StartReply", conversation, message);
-    const items = await new Promise((resolve, reject) => {
-        const got = [];
-        client.connection.stream("ResumeReply", conversation, 0).subscribe({
-            next: (item) => got.push(item),
-            complete: () => resolve(got),
-            error: reject,
-        });
-    });
+    const items = await resumeItems(client, conversation);
     assert.equal(items.at(-1).end, "completed", JSON.stringify(items.at(-1)));
-    return items.filter((i) => "text" in i).map((i) => i.text).join("");
+    return textOf(items);
 }
 
 async function rejects(promise, text) {
