@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from signalr_chat.ai import ChatMessage, create_model
+from signalr_chat.ai import ChatMessage
 from signalr_chat.ai.attachments import IMAGE_TOKENS, as_text, for_provider, inlined, message_tokens
 from signalr_chat.app.settings import Settings
 from signalr_chat.chat.attachments import (
@@ -30,17 +30,14 @@ from signalr_chat.chat.attachments import (
     wrong_type,
 )
 from signalr_chat.chat.conversations import NOT_FOUND, ConversationService
-from signalr_chat.chat.guests import GuestSessions
-from signalr_chat.chat.history import HistoryStore, InMemoryHistoryStore
+from signalr_chat.chat.history import HistoryStore
 from signalr_chat.chat.hub import ChatHub
-from signalr_chat.chat.rate_limit import InMemoryRateLimits, RateLimiter
-from signalr_chat.chat.replies import LocalReplies
-from signalr_chat.chat.service import TOO_LONG_WITH_FILES, Backends, Caller, ChatService, Limits, Rejected
+from signalr_chat.chat.service import TOO_LONG_WITH_FILES, Caller, Rejected
 from signalr_chat.chat.sqlite_history import SCHEMA_VERSION, SqliteHistoryStore
 from signalr_chat.signalr.hubs.endpoint import HubEndpoint
 from tests.hubs.test_hub_connection import opened, record, records, settle
-from tests.support.fake_ai import DEFAULT_API_KEY, create_fake_app, fake_state, start_fake
-from tests.support.history_stores import KINDS, open_store
+from tests.support.fake_ai import fake_state
+from tests.support.history_stores import KINDS, conversations_on_fake, open_store
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -100,38 +97,11 @@ class Chat:
 @pytest.fixture(params=KINDS)
 async def chat(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Chat]:
     """Two Azure deployments, `vis` (reads images) and `plain`, on the real SDK and the fake."""
-    fake = create_fake_app(token_delay=0)
-    runner, port = await start_fake(fake)
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        ai_provider="azure",
-        azure_openai_endpoint=f"http://127.0.0.1:{port}",
-        azure_openai_api_key=DEFAULT_API_KEY,
-        ai_models="vis, plain",
-        ai_vision_models="vis",
-        attachment_max_bytes=LIMIT,
-        attachment_max_files=2,
-        rate_limit_messages=0,
-        history_store="memory",
-    )
-    model = create_model(settings)
-    service = ChatService(model, Limits.from_settings(settings), settings.system_prompt)
     store = await open_store(str(request.param), request, tmp_path)
-    limits = InMemoryRateLimits(RateLimiter(0, 60))
-    conversations = ConversationService(
-        service,
-        signed_in=Backends(store, limits, LocalReplies()),
-        anonymous=Backends(InMemoryHistoryStore(50), limits, LocalReplies()),
-        guests=GuestSessions(600),
-        attachments=AttachmentPolicy.from_settings(settings),
-    )
-    try:
+    async with conversations_on_fake(
+        store, ai_models="vis, plain", ai_vision_models="vis", attachment_max_bytes=LIMIT, attachment_max_files=2
+    ) as (conversations, fake):
         yield Chat(conversations, fake, store)
-    finally:
-        await conversations.close()
-        await store.close()
-        await model.aclose()
-        await runner.cleanup()
 
 
 async def _new(chat: Chat, caller: Caller = ANN, model: str | None = None) -> str:

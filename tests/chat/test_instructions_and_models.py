@@ -29,7 +29,7 @@ from signalr_chat.chat.sqlite_history import SCHEMA_VERSION, SqliteHistoryStore
 from signalr_chat.chat.trimming import MESSAGE_OVERHEAD, fit_to_budget
 from signalr_chat.signalr.redis import client_from_url
 from tests.support.fake_ai import DEFAULT_API_KEY, create_fake_app, fake_state, start_fake
-from tests.support.history_stores import KINDS, open_store
+from tests.support.history_stores import KINDS, conversations_on_fake, open_store
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -221,35 +221,12 @@ class Models:
 
 @pytest.fixture(params=KINDS)
 async def models(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Models]:
-    fake = create_fake_app(token_delay=0)
-    runner, port = await start_fake(fake)
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        ai_provider="azure",
-        azure_openai_endpoint=f"http://127.0.0.1:{port}",
-        azure_openai_api_key=DEFAULT_API_KEY,
-        ai_models="dep-a, dep-b",
-        max_instructions_length=40,
-        rate_limit_messages=0,
-        history_store="memory",
-    )
-    model = create_model(settings)
-    chat = ChatService(model, Limits.from_settings(settings), settings.system_prompt)
     store = await open_store(str(request.param), request, tmp_path)
-    limits = InMemoryRateLimits(RateLimiter(0, 60))
-    conversations = ConversationService(
-        chat,
-        signed_in=Backends(store, limits, LocalReplies()),
-        anonymous=Backends(InMemoryHistoryStore(50), limits, LocalReplies()),
-        guests=GuestSessions(600),
-    )
-    try:
+    async with conversations_on_fake(store, ai_models="dep-a, dep-b", max_instructions_length=40) as (
+        conversations,
+        fake,
+    ):
         yield Models(conversations, fake)
-    finally:
-        await conversations.close()
-        await store.close()
-        await model.aclose()
-        await runner.cleanup()
 
 
 async def test_a_conversation_is_answered_by_its_model_told_its_instructions(models: Models) -> None:

@@ -1,14 +1,28 @@
-"""A history store of each kind for in-process chat tests: memory, an SQLite file, a real Redis."""
+"""In-process chat tests: a history store of each kind (memory, an SQLite file, a real Redis),
+and the conversation service on it against the fake Azure OpenAI."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
+from signalr_chat.ai import create_model
+from signalr_chat.app.settings import Settings
+from signalr_chat.chat.attachments import AttachmentPolicy
+from signalr_chat.chat.conversations import ConversationService
+from signalr_chat.chat.guests import GuestSessions
 from signalr_chat.chat.history import HistoryStore, InMemoryHistoryStore
+from signalr_chat.chat.rate_limit import InMemoryRateLimits, RateLimiter
 from signalr_chat.chat.redis_history import RedisHistoryStore
+from signalr_chat.chat.replies import LocalReplies
+from signalr_chat.chat.service import Backends, ChatService, Limits
 from signalr_chat.chat.sqlite_history import SqliteHistoryStore
+from tests.support.fake_ai import DEFAULT_API_KEY, create_fake_app, start_fake
 from tests.support.redis_server import RedisServer
 
 KINDS = ["memory", "sqlite", "redis"]
@@ -24,3 +38,40 @@ async def open_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path, 
         await sqlite.open()
         return sqlite
     return InMemoryHistoryStore(keep)
+
+
+@asynccontextmanager
+async def conversations_on_fake(
+    store: HistoryStore, **settings: Any
+) -> AsyncIterator[tuple[ConversationService, web.Application]]:
+    """A ConversationService whose signed-in users keep their history in `store`, on the real
+    `openai` SDK against the fake Azure OpenAI; `settings` on top of an Azure provider, no rate
+    limit, anonymous history in memory. Closes the service, the store and the fake after."""
+    fake = create_fake_app(token_delay=0)
+    runner, port = await start_fake(fake)
+    chosen = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        ai_provider="azure",
+        azure_openai_endpoint=f"http://127.0.0.1:{port}",
+        azure_openai_api_key=DEFAULT_API_KEY,
+        rate_limit_messages=0,
+        history_store="memory",
+        **settings,
+    )
+    model = create_model(chosen)
+    chat = ChatService(model, Limits.from_settings(chosen), chosen.system_prompt)
+    limits = InMemoryRateLimits(RateLimiter(0, 60))
+    conversations = ConversationService(
+        chat,
+        signed_in=Backends(store, limits, LocalReplies()),
+        anonymous=Backends(InMemoryHistoryStore(50), limits, LocalReplies()),
+        guests=GuestSessions(600),
+        attachments=AttachmentPolicy.from_settings(chosen),
+    )
+    try:
+        yield conversations, fake
+    finally:
+        await conversations.close()
+        await store.close()
+        await model.aclose()
+        await runner.cleanup()
