@@ -19,7 +19,7 @@ from .errors import (
     AiReplyTooLong,
     AiTimedOut,
 )
-from .model import ChatMessage, ChatModel, Cut
+from .model import Attachment, ChatMessage, ChatModel, Cut
 from .providers import create_model
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "AiInterrupted",
     "AiReplyTooLong",
     "AiTimedOut",
+    "Attachment",
     "ChatMessage",
     "ChatModel",
     "ConfigurationError",

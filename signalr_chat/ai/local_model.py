@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..hosting.errors import ConfigurationError
+from .attachments import as_text
 from .errors import AiCutShort, AiFailed
 from .model import ChatMessage, estimate_tokens
 from .telemetry import GenAITelemetry
@@ -146,7 +147,9 @@ class LocalChatModel:
     async def stream(
         self, messages: Sequence[ChatMessage], usage: dict[str, int] | None = None, model: str | None = None
     ) -> AsyncGenerator[str, None]:
-        """`model` can only be the one model file's name (or None)."""
+        """`model` can only be the one model file's name (or None). It reads text only: a
+        message's text files are inlined in it (the chat never sends it an image)."""
+        messages = [{"role": m["role"], "content": as_text(m)} if "attachments" in m else m for m in messages]
         if usage is not None:
             usage.update(prompt_tokens=sum(self.count_tokens(m["content"]) for m in messages), completion_tokens=0)
             usage["total_tokens"] = usage["prompt_tokens"]

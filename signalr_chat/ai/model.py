@@ -9,6 +9,19 @@ from typing import Literal, NotRequired, Protocol, TypedDict
 Cut = Literal["length"]
 
 
+class Attachment(TypedDict):
+    """A file a user attached to a message (UploadAttachment): kept whole with the message, so
+    every later turn can send it to the model again."""
+
+    id: str
+    name: str
+    #: The media type, checked: an image's from its bytes, a text file's "text/..." or JSON.
+    type: str
+    size: int
+    #: The bytes, base64: a history store keeps text (JSON, SQLite TEXT, Redis strings).
+    data: str
+
+
 class ChatMessage(TypedDict):
     """One turn in the form every provider's chat API takes, and what a history store keeps."""
 
@@ -19,6 +32,8 @@ class ChatMessage(TypedDict):
     #: A stored assistant message's label: the model (deployment) that wrote it. Kept by the
     #: history stores for the front ends; never sent to a model (the chat strips it).
     model: NotRequired[str]
+    #: A user message's files, sent to the model as content parts (ai/attachments.py).
+    attachments: NotRequired[list[Attachment]]
 
 
 class ChatModel(Protocol):

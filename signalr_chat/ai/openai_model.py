@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import openai
 import orjson
 
+from .attachments import for_provider
 from .errors import (
     AiContentFiltered,
     AiContentWithdrawn,
@@ -91,7 +92,8 @@ class OpenAIChatModel:
         # when relaying hundreds of chats) are skipped for one orjson parse per event.
         # The messages travel in `extra_body`: they are plain {"role", "content"} strings
         # already, and the SDK's typed transform walks each one (~0.14 ms a message, 7 ms
-        # for a 50-message history before the request even starts).
+        # for a 50-message history before the request even starts). A message with attachments
+        # becomes content parts (ai/attachments.py); the others go as they are.
         model = model or self._model
         if model not in self.models:
             raise ValueError(f"{model!r} is not one of {self.models}")
@@ -99,7 +101,7 @@ class OpenAIChatModel:
         request = self._client.chat.completions.with_streaming_response.create(
             model=model,
             messages=(),
-            extra_body={"messages": list(messages)},
+            extra_body={"messages": [for_provider(m) if "attachments" in m else m for m in messages]},
             stream=True,
             # a last chunk with the token counts (no choices), when the caller or telemetry wants them
             stream_options=openai.omit if usage is None and call is None else {"include_usage": True},

@@ -16,6 +16,7 @@ from ..ai import create_model
 from ..ai.telemetry import GenAITelemetry
 from ..chat import ChatHub, ChatService
 from ..chat.addresses import AddressLimits
+from ..chat.attachments import AttachmentPolicy
 from ..chat.conversations import ConversationService
 from ..chat.guests import Guests, GuestSessions
 from ..chat.history import HistoryStore, InMemoryHistoryStore
@@ -251,7 +252,12 @@ def _conversations(
         )
     addresses = AddressLimits(*counts)
     conversations = ConversationService(
-        chat, signed_in=signed_in, anonymous=anonymous, guests=guests, addresses=addresses
+        chat,
+        signed_in=signed_in,
+        anonymous=anonymous,
+        guests=guests,
+        addresses=addresses,
+        attachments=AttachmentPolicy.from_settings(settings),
     )
     closes: list[_Closes] = []
     every = (*_parts(signed_in), *_parts(anonymous), guests, addresses)

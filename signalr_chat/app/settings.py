@@ -172,6 +172,26 @@ class Settings(BaseSettings):
         "characters; 0 turns custom instructions off. They are sent after SYSTEM_PROMPT and count in the "
         "history's token budget.",
     )
+    attachment_max_bytes: int = Field(
+        5 * 1024 * 1024,
+        ge=1,
+        description="Largest file a user may attach (UploadAttachment), in bytes: an upload is refused at the "
+        "first chunk past it. Files are stored whole with the conversation.",
+    )
+    attachment_max_files: int = Field(
+        4, ge=0, description="Most files attached to one message; 0 turns attachments off."
+    )
+    attachment_types: str = Field(
+        "image/png,image/jpeg,image/gif,image/webp,text/*,application/json",
+        description="Media types a user may attach, comma-separated; text/* allows every text type. Images are "
+        "checked by their content (PNG, JPEG, GIF and WebP only); text files must be UTF-8.",
+    )
+    attachment_extensions: str = Field(
+        ".txt,.md,.csv,.json,.py,.js,.mjs,.ts,.tsx,.jsx,.html,.css,.java,.c,.h,.cpp,.cs,.go,.rs,.rb,.php,.sh,"
+        ".sql,.yaml,.yml,.toml,.xml,.ini",
+        description="File name endings attached as text whatever type the browser declares (code files often "
+        "come as application/octet-stream or none), comma-separated.",
+    )
     max_reply_length: int = Field(
         100_000,
         ge=1,
@@ -265,6 +285,12 @@ class Settings(BaseSettings):
         "Azure OpenAI deployments (then AZURE_OPENAI_DEPLOYMENT is not needed) or an OpenAI-compatible server's "
         "models, e.g. gpt-4o,gpt-4o-mini. Unset: the one AZURE_OPENAI_DEPLOYMENT or OPENAI_MODEL. The built-in "
         "local model is one model and ignores it.",
+    )
+    ai_vision_models: str = Field(
+        "",
+        description="The models (of AI_MODELS, or the one deployment or model) that read images, "
+        "comma-separated; * for every one. Images are refused for any other, and always for the built-in "
+        "local model. Text and code files go to every model.",
     )
     ai_max_retries: int = Field(2, ge=0, description="Retries of the openai SDK on 429/5xx (honouring retry-after).")
     ai_timeout_seconds: float = Field(60.0, gt=0, description="Timeout of one upstream request.")

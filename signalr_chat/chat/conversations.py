@@ -37,8 +37,21 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from ..ai import AiContentWithdrawn, AiCutShort, AiError, AiFailed, AiReplyTooLong, ChatMessage, Cut
+from ..ai import AiContentWithdrawn, AiCutShort, AiError, AiFailed, AiReplyTooLong, Attachment, ChatMessage, Cut
+from ..ai.attachments import data_url, is_image
 from .addresses import AddressLimits
+from .attachments import (
+    UNKNOWN_ATTACHMENT,
+    AttachmentPolicy,
+    PendingUploads,
+    checked,
+    described,
+    file_of,
+    no_images,
+    read_limited,
+    too_long_for_model,
+    too_many,
+)
 from .export import BAD_FORMAT, FORMATS, export
 from .guests import Guests
 from .history import ConversationInfo, HistoryUnavailable, Listed, conversation_key, owns_key, search_pattern
@@ -122,6 +135,8 @@ def _shown(history: list[ChatMessage], labelled: bool = True) -> list[dict[str, 
             message["cut"] = m["cut"]
         if labelled and "model" in m:
             message["model"] = m["model"]
+        if labelled and m.get("attachments"):  # metadata only: GetAttachment gives a file's content
+            message["attachments"] = [described(a) for a in m["attachments"]]
         shown.append(message)
     return shown
 
@@ -141,6 +156,11 @@ def _continued_by(cut: ChatMessage, model: str, more: str, mark: Cut | None) -> 
     before = cut.get("model", "")
     label = before if model in before.split(" + ") else f"{before} + {model}" if before else model
     return _written_by(label, cut["content"] + more, mark)
+
+
+def _titled(message: ChatMessage) -> str:
+    """What a conversation is named after: its first message, or the names of the files sent alone."""
+    return message["content"] or ", ".join(a["name"] for a in message.get("attachments", ()))
 
 
 def _asked(history: list[ChatMessage]) -> str | None:
@@ -164,16 +184,23 @@ class _Plan:
     kept: Cut | None = None
 
 
-def _plan(kind: str, history: list[ChatMessage], text: str, index: int, model: str = "") -> _Plan:
-    """`model`: the one that will write the reply, for its label."""
+def _plan(
+    kind: str, history: list[ChatMessage], text: str, index: int, model: str = "", files: Sequence[Attachment] = ()
+) -> _Plan:
+    """`model`: the one that will write the reply, for its label. `files`: a sent message's
+    attachments (an edited message keeps its own)."""
     if kind == "send":
         user: ChatMessage = {"role": "user", "content": text}
+        if files:
+            user["attachments"] = list(files)
         return _Plan(history, user, lambda reply, cut: [user, _written_by(model, reply, cut)], appends=True)
     if kind == "edit":
         if not 0 <= index < len(history) or history[index]["role"] != "user":
             raise Rejected(NOT_A_USER_MESSAGE)
         before = history[:index]
         user = {"role": "user", "content": text}
+        if history[index].get("attachments"):
+            user["attachments"] = history[index]["attachments"]
         return _Plan(before, user, lambda reply, cut: [*before, user, _written_by(model, reply, cut)])
     if kind == "regenerate":
         if len(history) < 2 or history[-1]["role"] != "assistant" or history[-2]["role"] != "user":
@@ -247,8 +274,12 @@ class ConversationService:
         anonymous: Backends,
         guests: Guests,
         addresses: AddressLimits | None = None,
+        attachments: AttachmentPolicy | None = None,
     ) -> None:
         self.chat = chat
+        #: The limits on files, and which models read images.
+        self.attachments = attachments if attachments is not None else AttachmentPolicy()
+        self.uploads = PendingUploads()
         self.signed_in = signed_in
         self.anonymous = anonymous
         self.guests = guests
@@ -336,7 +367,52 @@ class ConversationService:
         return None
 
     def info(self) -> dict[str, object]:
-        return self.chat.info()
+        """GetChatInfo: the chat's limits and models, the limits on attachments, and which models
+        read images (a front end refuses an image before uploading it for any other)."""
+        return {
+            **self.chat.info(),
+            "attachments": self.attachments.info(),
+            "visionModels": [m for m in self.chat.models if self._reads_images(m)],
+        }
+
+    def _reads_images(self, model: str) -> bool:
+        return self.attachments.reads_images(model, self.chat.model.name.partition(":")[0])
+
+    # -- attachments (attachments.py) ---------------------------------------------------
+    async def upload(
+        self, caller: Caller, conversation_id: object, file: object, chunks: AsyncIterator[object]
+    ) -> dict[str, object]:
+        """UploadAttachment: checks the conversation, the count, the type and (for an image) that
+        the conversation's model reads images before reading a byte; then reads the chunks up to
+        the size limit, checks the content and keeps the file for the message that sends it."""
+        owner, _, info, _ = await self._located(caller, conversation_id)
+        policy = self.attachments
+        name, declared = file_of(file)
+        if self.uploads.count(owner) >= policy.max_files:
+            raise Rejected(too_many(policy.max_files))
+        kind = policy.kind(name, declared)
+        model = self.chat.model_for(info.model)
+        if kind.startswith("image/") and not self._reads_images(model):
+            raise Rejected(no_images(model))
+        attachment = checked(name, kind, await read_limited(chunks, policy.max_bytes))
+        try:  # a file that could never be sent: said now, not when the message is
+            self.chat.prompt([], {"role": "user", "content": "", "attachments": [attachment]})
+        except Rejected:
+            raise Rejected(too_long_for_model(name)) from None
+        if self.uploads.count(owner) >= policy.max_files:  # others arrived meanwhile
+            raise Rejected(too_many(policy.max_files))
+        self.uploads.add(owner, info.id, attachment)
+        return described(attachment)
+
+    async def attachment(self, caller: Caller, conversation_id: object, attachment_id: object) -> dict[str, object]:
+        """GetAttachment: a stored attachment of the conversation with its content as a data URL
+        (an image shown again after a reload); an unknown id, or another owner's, is refused alike."""
+        _, backends, _, key = await self._located(caller, conversation_id)
+        for message in await backends.history.load(key):
+            for attachment in message.get("attachments", ()):
+                if attachment["id"] == attachment_id:
+                    return {**described(attachment), "url": data_url(attachment)}
+        raise Rejected(UNKNOWN_ATTACHMENT)
 
     async def check(self, caller: Caller, message: object) -> str:
         """The message to send, or Rejected with the text to show (rate limit counted)."""
@@ -523,6 +599,7 @@ class ConversationService:
     async def delete(self, caller: Caller, conversation_id: object) -> None:
         owner, backends, info, _ = await self._located(caller, conversation_id)
         await self._drop(owner, backends, info.id)
+        self.uploads.forget(owner, info.id)
 
     async def clear(self, caller: Caller, conversation_id: object) -> None:
         """Stops its reply and empties it; it stays in the list, as a new chat. What it held
@@ -656,6 +733,7 @@ class ConversationService:
                     conversation.latest = None
                 self._forget_cleared(key)
                 self._tidy(key)
+        self.uploads.forget(owner)
         if caller.guest is not None:
             await self.guests.forget(caller.guest)
 
@@ -728,12 +806,31 @@ class ConversationService:
 
     # -- starting a reply -----------------------------------------------------------
     async def start(
-        self, caller: Caller, conversation_id: object, kind: str, text: object = None, index: object = 0
+        self,
+        caller: Caller,
+        conversation_id: object,
+        kind: str,
+        text: object = None,
+        index: object = 0,
+        attachment_ids: object = None,
     ) -> dict[str, object]:
+        """`attachment_ids` (StartReplyWithAttachments): the caller's uploads for this conversation,
+        sent with the message (which may then be empty) and no longer waiting once it is accepted."""
         owner, backends, info, key = await self._located(caller, conversation_id)
+        files: list[Attachment] = []
+        if attachment_ids is not None:
+            files = self.uploads.find(owner, info.id, attachment_ids)
+            if len(files) > self.attachments.max_files:
+                raise Rejected(too_many(self.attachments.max_files))
+            model = self.chat.model_for(info.model)
+            if any(is_image(f) for f in files) and not self._reads_images(model):
+                raise Rejected(no_images(model))  # the model was changed since the upload
         if self._running(key) is not None:
             raise Rejected(BUSY)
-        if kind in ("send", "edit"):
+        if kind == "send" and files and (text is None or (isinstance(text, str) and not text.strip())):
+            message = ""  # files alone are a message
+            await self.chat.count(backends.rate_limits, owner)
+        elif kind in ("send", "edit"):
             message = await self.chat.check(text, backends.rate_limits, owner)
         else:
             message = ""
@@ -743,15 +840,20 @@ class ConversationService:
         if kind in ("regenerate", "continue"):
             await self.chat.count(backends.rate_limits, owner)  # the rate limit counts these too
         await self._count_address(caller)
-        plan = _plan(kind, await backends.history.load(key), message, position)  # rejected here, before any task
+        plan = _plan(kind, await backends.history.load(key), message, position, files=files)  # rejected here
+        if files:  # files too long together are refused while they still wait, not lost in the reply
+            self.chat.prompt([], plan.ask, info.instructions, self._reads_images(self.chat.model_for(info.model)))
         shown = None if plan.continues else plan.ask["content"]
-        run = ReplyRun(info.id, shown, continues=plan.continues)
+        run = ReplyRun(info.id, shown, continues=plan.continues, user_attachments=[described(f) for f in files])
         if self._running(key) is not None or not await backends.replies.claim(key, run):
             raise Rejected(BUSY)  # on this instance meanwhile, or on another
         reply = Reply(None, None, run)
         self._conversation(key, backends).latest = reply
         self._watch(caller, key, backends)
-        task = reply.task = asyncio.create_task(self._run(reply, backends, owner, info, key, kind, message, position))
+        self.uploads.take(owner, [f["id"] for f in files])
+        task = reply.task = asyncio.create_task(
+            self._run(reply, backends, owner, info, key, kind, message, position, files)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return run.describe()
@@ -766,6 +868,7 @@ class ConversationService:
         kind: str,
         message: str,
         index: int,
+        files: Sequence[Attachment] = (),
     ) -> None:
         """A conversation's reply, in its own task: the pipeline, then the end its followers see."""
         assert reply.run is not None
@@ -773,7 +876,7 @@ class ConversationService:
         usage: dict[str, int] = {}
         try:
             text, error = await self._generate(
-                reply, backends, owner, info.id, info, kind, message, index, run.append, usage
+                reply, backends, owner, info.id, info, kind, message, index, run.append, usage, files
             )
             run.usage = usage or None  # where the provider reported it
             if isinstance(error, AiCutShort) and text:
@@ -807,6 +910,7 @@ class ConversationService:
         index: int,
         emit: Callable[[str], Awaitable[None]],
         usage: dict[str, int] | None = None,
+        files: Sequence[Attachment] = (),
     ) -> tuple[str, AiError | None]:
         """Waits for the conversation's turn, relays the reply through `emit` and stores it as
         far as it got; its text, and the error that cut it (Rejected and HistoryUnavailable
@@ -822,8 +926,9 @@ class ConversationService:
                 chosen = await self._entry(owner, backends, conversation_id)
                 model = self.chat.model_for(chosen.model if chosen is not None else "")
                 history = await backends.history.load(key)
-                plan = _plan(kind, history, message, index, model)  # the history may have moved on
-                prompt = self.chat.prompt(plan.context, plan.ask, chosen.instructions if chosen is not None else "")
+                plan = _plan(kind, history, message, index, model, files)  # the history may have moved on
+                instructions = chosen.instructions if chosen is not None else ""
+                prompt = self.chat.prompt(plan.context, plan.ask, instructions, self._reads_images(model))
                 if plan.continues:
                     prompt = [*prompt[:-1], plan.ask]  # the cut reply stays just before the request
                 parts: list[str] = []
@@ -887,9 +992,9 @@ class ConversationService:
             info = await self._entry(owner, backends, info.id) or info
             title = info.title
             if title == NEW_TITLE:
-                first = next((m["content"] for m in plan.result(text, cut) if m["role"] == "user"), None)
+                first = next((_titled(m) for m in plan.result(text, cut) if m["role"] == "user"), None)
                 if first is None:
-                    first = next((m["content"] for m in plan.context if m["role"] == "user"), None)
+                    first = next((_titled(m) for m in plan.context if m["role"] == "user"), None)
                 title = derive_title(first) if first else NEW_TITLE
             now = time.time()
             entry = (owner, replace(info, title=title, created=info.created or now, updated=now))
@@ -1036,6 +1141,7 @@ class ConversationService:
             await asyncio.wait([asyncio.ensure_future(r.done.wait()) for r in replies], timeout=STOP_WAIT_SECONDS)
         owner = caller.owner
         if owner.startswith("connection:"):  # a guest's conversation outlives the connection
+            self.uploads.forget(owner)  # and so do a guest's uploads, until they expire
             backends = self.anonymous
             await backends.rate_limits.forget(owner)
             try:

@@ -51,22 +51,30 @@ def as_json(info: ConversationInfo, messages: Sequence[ChatMessage], exported: f
 
 
 def _exported(message: ChatMessage) -> dict[str, object]:
-    """A message as GetConversation shows it: with the model that wrote a reply, and its cut mark."""
+    """A message as GetConversation shows it: with the model that wrote a reply, its cut mark,
+    and the names, types and sizes of a message's attachments."""
     exported: dict[str, object] = {"role": message["role"], "content": message["content"]}
     for key in ("model", "cut"):
         if key in message:
             exported[key] = message[key]  # type: ignore[literal-required]
+    if message.get("attachments"):  # what was attached, not the files themselves
+        exported["attachments"] = [
+            {"name": a["name"], "type": a["type"], "size": a["size"]} for a in message["attachments"]
+        ]
     return exported
 
 
 def as_markdown(info: ConversationInfo, messages: Sequence[ChatMessage], exported: float) -> str:
     """A title heading, the times, then a "## You" or "## Assistant" section per message with
-    its text as written (replies are Markdown already; a question stays as typed)."""
+    its text as written (replies are Markdown already; a question stays as typed), and the names
+    of the files attached to it."""
     times = [f"{label} {_when(at)}" for label, at in (("Created", info.created), ("updated", info.updated)) if at > 0]
     stamp = f"{', '.join(times)}; exported {_when(exported)}" if times else f"Exported {_when(exported)}"
     lines = [f"# {info.title}", "", f"*{stamp}.*", ""]
     for message in messages:
         lines += [f"## {SPEAKERS.get(message['role'], message['role'])}", "", message["content"].rstrip(), ""]
+        if message.get("attachments"):
+            lines += [f"*Attached: {', '.join(a['name'] for a in message['attachments'])}*", ""]
     return "\n".join(lines)
 
 

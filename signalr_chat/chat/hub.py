@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from ..ai import AiContentWithdrawn, AiError, AiFailed
 from ..signalr import Hub, HubException
+from .attachments import release
 from .conversations import ConversationService
 from .history import HistoryUnavailable
 from .service import GUEST_ITEM, Caller, Rejected
@@ -195,6 +196,31 @@ class ChatHub(Hub):
     async def start_reply(self, conversation_id: str, message: str) -> dict[str, object]:
         """Starts a reply to `message`; returns at once. Follow it with ResumeReply(id, 0)."""
         return await _or_hub_error(self.conversations.start(self.caller, conversation_id, "send", message))
+
+    async def upload_attachment(
+        self, conversation_id: str, file: dict[str, object], chunks: AsyncIterator[object]
+    ) -> dict[str, object]:
+        """A file `{name, type}` streamed in chunks (a client's Subject: base64 text, or bytes with
+        MessagePack) for the conversation's next message; `{id, name, type, size}` once whole.
+        Refused at the first chunk past the size limit: the rest is never read."""
+        try:
+            return await _or_hub_error(self.conversations.upload(self.caller, conversation_id, file, chunks))
+        except BaseException:
+            release(chunks)  # what the hub buffered for it must not hold up the connection
+            raise
+
+    async def start_reply_with_attachments(
+        self, conversation_id: str, message: str | None, attachment_ids: list[str]
+    ) -> dict[str, object]:
+        """StartReply with files the caller uploaded for this conversation (UploadAttachment's ids);
+        the message may be empty when files are sent. Follow it with ResumeReply(id, 0)."""
+        return await _or_hub_error(
+            self.conversations.start(self.caller, conversation_id, "send", message, attachment_ids=attachment_ids)
+        )
+
+    async def get_attachment(self, conversation_id: str, attachment_id: str) -> dict[str, object]:
+        """A stored attachment, `{id, name, type, size, url}` with its content as a data URL."""
+        return await _or_hub_error(self.conversations.attachment(self.caller, conversation_id, attachment_id))
 
     async def regenerate_reply(self, conversation_id: str) -> dict[str, object]:
         return await _or_hub_error(self.conversations.start(self.caller, conversation_id, "regenerate"))

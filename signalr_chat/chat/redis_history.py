@@ -259,14 +259,16 @@ def _rest(info: ConversationInfo) -> str:
 
 
 def _encode(message: ChatMessage) -> str:
-    """[role, content], then the model that wrote it (or null) and the cut mark, when there are
-    any (older rows have two items)."""
-    model, cut = message.get("model"), message.get("cut")
+    """[role, content], then the model that wrote it (or null), the cut mark (or null) and the
+    attachments, as far as there are any (older rows have two to four items)."""
+    model, cut, files = message.get("model"), message.get("cut"), message.get("attachments")
     fields: list[object] = [message["role"], message["content"]]
-    if model is not None or cut is not None:
+    if model is not None or cut is not None or files:
         fields.append(model)
-    if cut is not None:
+    if cut is not None or files:
         fields.append(cut)
+    if files:
+        fields.append(files)
     return json.dumps(fields, ensure_ascii=False)
 
 
@@ -277,4 +279,6 @@ def _message(row: bytes) -> ChatMessage:
         message["model"] = str(extra[0])
     if len(extra) > 1 and extra[1] == "length":  # the one mark there is
         message["cut"] = "length"
+    if len(extra) > 2 and extra[2]:
+        message["attachments"] = extra[2]
     return message

@@ -28,11 +28,19 @@ StopHandler = Callable[[str], Awaitable[bool]]
 class ReplyRun:
     """One reply's chunks and how it ended; any number of followers, any time."""
 
-    def __init__(self, conversation_id: str, user_message: str | None, continues: bool) -> None:
+    def __init__(
+        self,
+        conversation_id: str,
+        user_message: str | None,
+        continues: bool,
+        user_attachments: Sequence[dict[str, object]] = (),
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.conversation_id = conversation_id
         #: The message being answered (None when the reply continues an earlier one).
         self.user_message = user_message
+        #: Its files' metadata (StartReplyWithAttachments), shown with it while the reply runs.
+        self.user_attachments = list(user_attachments)
         self.continues = continues
         self.chunks: list[str] = []
         self.outcome: Outcome | None = None
@@ -110,6 +118,7 @@ class ReplyRun:
             "replyId": self.id,
             "conversationId": self.conversation_id,
             "userMessage": self.user_message,
+            "userAttachments": self.user_attachments,
             "continues": self.continues,
             "running": self.running,
             "sequence": len(self.chunks),

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..ai import AiFailed, AiReplyTooLong, AiTimedOut, ChatMessage, ChatModel
+from ..ai.attachments import is_image
 from .history import HistoryStore
 from .rate_limit import RateLimits
 from .replies import ReplyRun, ReplySharing
-from .trimming import TooLongForModel, fit_to_budget
+from .trimming import TooLongForModel, bare, fit_to_budget
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ NOT_TEXT = "Message must be text."
 TOO_LONG_FOR_MODEL = "Message is too long for the model's context window. Please shorten it."
 TOO_LONG_WITH_INSTRUCTIONS = (
     "Message and this conversation's instructions are too long for the model's context window. Please shorten them."
+)
+TOO_LONG_WITH_FILES = (
+    "Message and its files are too long for the model's context window. Attach fewer or shorter files."
 )
 INSTRUCTIONS_NOT_TEXT = "Instructions must be text."
 MODEL_NOT_TEXT = "A model must be named by text."
@@ -61,6 +65,21 @@ def too_many_guests(wait: float) -> str:
         "Too many new guest sessions from your network. "
         f"Please wait {minutes} minute{'s' if minutes != 1 else ''}, or sign in."
     )
+
+
+def _without_images(message: ChatMessage) -> ChatMessage:
+    """The message with its images named in its text instead of attached."""
+    attachments = message.get("attachments")
+    if not attachments or not any(is_image(a) for a in attachments):
+        return message
+    names = ", ".join(a["name"] for a in attachments if is_image(a))
+    kept: ChatMessage = {**message, "content": f"{message['content']}\n\n[Images not shown to this model: {names}]"}
+    files = [a for a in attachments if not is_image(a)]
+    if files:
+        kept["attachments"] = files
+    else:
+        del kept["attachments"]
+    return kept
 
 
 class Rejected(Exception):
@@ -263,19 +282,26 @@ class ChatService:
         if wait > 0:
             raise Rejected(rate_limited(wait))
 
-    def prompt(self, history: list[ChatMessage], ask: ChatMessage, instructions: str = "") -> list[ChatMessage]:
+    def prompt(
+        self, history: list[ChatMessage], ask: ChatMessage, instructions: str = "", images: bool = True
+    ) -> list[ChatMessage]:
         """What the model is shown: the system prompt, the conversation's instructions as a second
-        system message, the newest history that fits the rest of the budget, `ask`."""
+        system message, the newest history that fits the rest of the budget, `ask`. Attachments
+        go with their messages (counted in the budget: trimming.py); with `images` False (a model
+        that reads none, chosen after an image was sent), an earlier image is named, not sent."""
         budget = self.model.context_tokens - self.model.max_output_tokens
         custom: ChatMessage | None = {"role": "system", "content": instructions} if instructions else None
+        if not images:
+            history = [_without_images(m) for m in history]
+            ask = _without_images(ask)
         try:
             fitted = fit_to_budget(self.system, history, ask, budget, self.model.count_tokens, custom)
         except TooLongForModel:
+            if ask.get("attachments"):
+                raise Rejected(TOO_LONG_WITH_FILES) from None
             raise Rejected(TOO_LONG_WITH_INSTRUCTIONS if custom else TOO_LONG_FOR_MODEL) from None
-        # a stored mark (`cut`) and label (`model`) are ours: a provider is sent role and content only
-        return [
-            m if "cut" not in m and "model" not in m else {"role": m["role"], "content": m["content"]} for m in fitted
-        ]
+        # a stored mark (`cut`) and label (`model`) are ours: a provider is sent role, content and files only
+        return [m if "cut" not in m and "model" not in m else bare(m) for m in fitted]
 
     # -- the relay: the per-token path --------------------------------------------
     async def relay(

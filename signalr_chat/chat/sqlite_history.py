@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 import time
@@ -50,6 +51,10 @@ _MIGRATIONS = (
     ALTER TABLE conversations ADD COLUMN model TEXT NOT NULL DEFAULT '';
     ALTER TABLE messages ADD COLUMN model TEXT;
     ALTER TABLE messages ADD COLUMN cut TEXT;
+    """,
+    # 2: a user message's attachments (metadata and base64 content), as a JSON list
+    """
+    ALTER TABLE messages ADD COLUMN attachments TEXT;
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -155,12 +160,13 @@ class SqliteHistoryStore:
     async def load(self, conversation: str) -> list[ChatMessage]:
         try:
             async with self.db.execute(
-                "SELECT role, content, model, cut FROM messages WHERE conversation = ? ORDER BY id", (conversation,)
+                "SELECT role, content, model, cut, attachments FROM messages WHERE conversation = ? ORDER BY id",
+                (conversation,),
             ) as cursor:
                 rows = await cursor.fetchall()
         except sqlite3.Error as exc:
             raise HistoryUnavailable(f"SQLite refused: {exc}") from None
-        return [_message(role, content, model, cut) for role, content, model, cut in rows]
+        return [_message(*row) for row in rows]
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -198,8 +204,9 @@ class SqliteHistoryStore:
     async def _insert(db: aiosqlite.Connection, conversation: str, messages: Sequence[ChatMessage]) -> None:
         now = time.time()
         await db.executemany(
-            "INSERT INTO messages (conversation, role, content, created, model, cut) VALUES (?, ?, ?, ?, ?, ?)",
-            [(conversation, m["role"], m["content"], now, m.get("model"), m.get("cut")) for m in messages],
+            "INSERT INTO messages (conversation, role, content, created, model, cut, attachments) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(conversation, m["role"], m["content"], now, m.get("model"), m.get("cut"), _files(m)) for m in messages],
         )
 
     async def clear(self, conversation: str) -> None:
@@ -286,8 +293,15 @@ class SqliteHistoryStore:
             self._db = None
 
 
-def _message(role: str, content: str, model: str | None, cut: str | None) -> ChatMessage:
+def _files(message: ChatMessage) -> str | None:
+    attachments = message.get("attachments")
+    return json.dumps(attachments, ensure_ascii=False) if attachments else None
+
+
+def _message(role: str, content: str, model: str | None, cut: str | None, attachments: str | None) -> ChatMessage:
     message = cast(ChatMessage, {"role": role, "content": content})
+    if attachments:
+        message["attachments"] = json.loads(attachments)
     if model is not None:
         message["model"] = model
     if cut == "length":  # the one mark there is

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..ai import ChatMessage
+from ..ai.attachments import message_tokens
 
 #: Role markers and separators a chat template adds around each message, in tokens.
 MESSAGE_OVERHEAD = 5
@@ -16,9 +17,13 @@ class TooLongForModel(ValueError):
     """The system prompt (with the conversation's instructions) and the new message alone exceed the budget."""
 
 
-def _bare(message: ChatMessage) -> ChatMessage:
-    """The message as a model takes it: a stored reply's model label is for the front ends only."""
-    return {"role": message["role"], "content": message["content"]}
+def bare(message: ChatMessage) -> ChatMessage:
+    """The message as a model takes it: a stored reply's model label is for the front ends only;
+    a user message's attachments go with it (earlier turns' files stay in what the model sees)."""
+    kept: ChatMessage = {"role": message["role"], "content": message["content"]}
+    if message.get("attachments"):
+        kept["attachments"] = message["attachments"]
+    return kept
 
 
 def fit_to_budget(
@@ -37,9 +42,9 @@ def fit_to_budget(
     cut away.
     """
     head = [system] if instructions is None else [system, instructions]
-    sizes = [count(m["content"]) + MESSAGE_OVERHEAD for m in history]
+    sizes = [message_tokens(m, count) + MESSAGE_OVERHEAD for m in history]
     total = REPLY_PRIMING + sum(count(m["content"]) + MESSAGE_OVERHEAD for m in head)
-    total += count(message["content"]) + MESSAGE_OVERHEAD
+    total += message_tokens(message, count) + MESSAGE_OVERHEAD
     if total > budget:
         raise TooLongForModel
     start = len(history)
@@ -48,4 +53,4 @@ def fit_to_budget(
         total += sizes[start]
     while start < len(history) and history[start]["role"] != "user":
         start += 1
-    return [*head, *(_bare(m) for m in history[start:]), message]
+    return [*head, *(bare(m) for m in history[start:]), message]

@@ -172,6 +172,10 @@ async def _drain(items: AsyncIterator[dict[str, object]]) -> None:
         pass
 
 
+async def _one_chunk() -> AsyncIterator[object]:
+    yield "YQ=="  # "a"
+
+
 #: Every method that takes a conversation id, as the hub calls it (hub.py); each must refuse
 #: another owner's id with the text an unknown id gets.
 METHODS = {
@@ -186,6 +190,9 @@ METHODS = {
     "ContinueReply": lambda s, c, i: s.start(c, i, "continue"),
     "StopReply": lambda s, c, i: s.stop(c, i),
     "ResumeReply": lambda s, c, i: _drain(s.follow(c, i, 0)),
+    "UploadAttachment": lambda s, c, i: s.upload(c, i, {"name": "a.txt", "type": "text/plain"}, _one_chunk()),
+    "StartReplyWithAttachments": lambda s, c, i: s.start(c, i, "send", "hello", attachment_ids=[]),
+    "GetAttachment": lambda s, c, i: s.attachment(c, i, "0123456789abcdef"),
 }
 
 

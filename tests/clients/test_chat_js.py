@@ -36,7 +36,9 @@ def chat_env(
     openai_chat_server: ChatServer,
     local_chat_server: ChatServer,
 ) -> dict[str, str]:
-    tokens = {user: token_for(user) for user in ("alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank")}
+    tokens = {
+        user: token_for(user) for user in ("alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank", "ivan")
+    }
     tokens["expired"] = token_for("eve", lifetime=-60)
     return {
         **os.environ,

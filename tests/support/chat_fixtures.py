@@ -196,8 +196,11 @@ def serve_chat(fake: FakeAI, tmp: Path, **settings: str) -> Iterator[ChatServer]
 @pytest.fixture(scope="session")
 def chat_server(fake_ai: FakeAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
     """Azure OpenAI (classic routes, API key), default limits, two deployments to pick from (the
-    default first); a 2 s reply grace period, so the test of a reply nobody came back for is short."""
-    settings = azure_settings(fake_ai, reply_grace_seconds="2", ai_models=f"{DEPLOYMENT},{DEPLOYMENT_MINI}")
+    default first, which reads images); a 2 s reply grace period, so the test of a reply nobody came
+    back for is short."""
+    settings = azure_settings(
+        fake_ai, reply_grace_seconds="2", ai_models=f"{DEPLOYMENT},{DEPLOYMENT_MINI}", ai_vision_models=DEPLOYMENT
+    )
     yield from serve_chat(fake_ai, tmp_path_factory.mktemp("chat"), **settings)
 
 

@@ -7,6 +7,9 @@ IDENTITY_ENDPOINT and IDENTITY_HEADER are set). Every chat request is recorded, 
 prove retries, auth headers and that a client disconnect cancels the upstream stream.
 
 Behaviour is scripted by markers in the last user message; `MARKERS` lists them, `plan` applies them.
+A last user message of content parts (attachments) is checked part by part (`describe_parts`: an
+image's data URL must hold an image of the type it names, else 400 as Azure answers), and the echo
+ends with a line naming each part received.
 A question in `DEMO_REPLIES` gets a canned, real-looking answer instead of the echo: the docs'
 screenshots ask those.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -180,6 +184,8 @@ CONTENT_FILTER_ERROR_BODY: dict[str, Any] = {
         "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": COMPLETION_FILTERED_RESULTS},
     }
 }
+#: Azure's answer to an image part whose data is not an image of the type it names.
+INVALID_IMAGE_BODY: dict[str, Any] = _error_body("BadRequest", "Invalid image data.")
 RATE_LIMIT_HEADERS = {"retry-after-ms": "10", "retry-after": "0"}
 
 
@@ -254,6 +260,55 @@ def last_user_text(messages: Sequence[Any]) -> str:
     return ""
 
 
+def last_user_content(messages: Sequence[Any]) -> Any:
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return message.get("content")
+    return None
+
+
+#: What a data URL of an image part must look like, and the magic bytes of each image type.
+_DATA_URL = re.compile(r"data:(image/[a-z]+);base64,([A-Za-z0-9+/=]*)\Z")
+_IMAGE_MAGIC = {
+    "image/png": b"\x89PNG\r\n\x1a\n",
+    "image/jpeg": b"\xff\xd8\xff",
+    "image/gif": b"GIF8",
+    "image/webp": b"RIFF",
+}
+
+
+def describe_parts(content: list[Any]) -> str | None:
+    """A line naming each content part received, in order, as the chat's tests check it: "text",
+    "image image/png 68 bytes", "file notes.py 12 chars". None when a part is not what OpenAI's
+    chat API takes (the fake then answers 400, as Azure does for bad image data)."""
+    named: list[str] = []
+    for part in content:
+        if not isinstance(part, dict):
+            return None
+        if part.get("type") == "text" and isinstance(part.get("text"), str):
+            text = part["text"]
+            header, _, rest = text.partition("\n")
+            if header.startswith("File: ") and rest.startswith("```"):
+                named.append(f"file {header[6:]} {len(rest.strip('`').strip(chr(10)))} chars")
+            else:
+                named.append("text")
+        elif part.get("type") == "image_url" and isinstance(part.get("image_url"), dict):
+            found = _DATA_URL.match(str(part["image_url"].get("url", "")))
+            if found is None:
+                return None
+            media, encoded = found.groups()
+            try:
+                data = base64.b64decode(encoded, validate=True)
+            except ValueError:
+                return None
+            if not data.startswith(_IMAGE_MAGIC.get(media, b"?")):
+                return None
+            named.append(f"image {media} {len(data)} bytes")
+        else:
+            return None
+    return "; ".join(named)
+
+
 def word_tokens(text: str) -> list[str]:
     """Split into the way a model streams words: "Echo:", " hello", " world"."""
     return _WORDS.findall(text)
@@ -268,6 +323,10 @@ def plan(state: FakeState, body: dict[str, Any]) -> Script:
     messages = request_messages(body)
     text = last_user_text(messages)
     delay = state.token_delay
+    content = last_user_content(messages)
+    received = describe_parts(content) if isinstance(content, list) else None
+    if isinstance(content, list) and received is None:
+        return Script(status=400, error_body=INVALID_IMAGE_BODY)
     if "[[429-once]]" in text:
         if text not in state.rate_limited_once:
             state.rate_limited_once.add(text)
@@ -310,8 +369,15 @@ def plan(state: FakeState, body: dict[str, Any]) -> Script:
     if "[[multiline]]" in text:
         reply = f"Echo: {text} (history: {len(messages)} messages)"
         return Script(tokens=word_tokens(reply), delay=delay, multiline=True)
-    if text in DEMO_REPLIES:
-        return Script(tokens=word_tokens(DEMO_REPLIES[text]), delay=delay)
+    said = text
+    if received is not None:  # content parts: the message's own text (a file's part names its file)
+        first = next((p["text"] for p in content if p.get("type") == "text" and p["text"] != ""), "")
+        said = "" if first.startswith("File: ") else first
+    if said in DEMO_REPLIES:
+        return Script(tokens=word_tokens(DEMO_REPLIES[said]), delay=delay)
+    if received is not None:  # then what arrived
+        reply = f"Echo: {said} (history: {len(messages)} messages) Received: {received}."
+        return Script(tokens=word_tokens(reply), delay=delay)
     reply = f"Echo: {text} (history: {len(messages)} messages)"
     return Script(tokens=word_tokens(reply), delay=delay)
 

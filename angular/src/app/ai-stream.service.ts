@@ -1,10 +1,20 @@
 import { DestroyRef, Injectable, InjectionToken, inject, signal } from '@angular/core';
-import { HttpTransportType, HubConnection, HubConnectionBuilder, HubConnectionState, LogLevel } from '@microsoft/signalr';
+import { HttpTransportType, HubConnection, HubConnectionBuilder, HubConnectionState, LogLevel, Subject as HubSubject } from '@microsoft/signalr';
 import { Observable, Subject } from 'rxjs';
 import type { ReplyItem } from '../../../wwwroot/js/chat/reply-follower.js';
 
 /** Where the hub is mapped. Provide another value to point the app at another server. */
 export const AI_HUB_URL = new InjectionToken<string>('AI_HUB_URL', { factory: () => '/chat' });
+
+/** Bytes per UploadAttachment chunk: 16 KB is about 22 KB of base64, within a hub message's limit. */
+const UPLOAD_CHUNK = 16 * 1024;
+
+function toBase64(buffer: ArrayBuffer): string {
+  const bytes = new Uint8Array(buffer);
+  let text = '';
+  for (let at = 0; at < bytes.length; at += 0x8000) text += String.fromCharCode(...bytes.subarray(at, at + 0x8000));
+  return btoa(text);
+}
 
 /** The same delays (ms) for automatic reconnects and for retrying the first start. */
 const RETRY_DELAYS = [0, 2000, 5000, 10000, 30000];
@@ -28,6 +38,28 @@ export interface ChatInfo {
   models: string[];
   /** The built-in local model: small, offline, often wrong. */
   offlineDemo: boolean;
+  /** The limits on attachments (UploadAttachment). */
+  attachments?: AttachmentLimits;
+  /** The models that read images; an image for any other is refused before it is uploaded. */
+  visionModels?: string[];
+}
+
+export interface AttachmentLimits {
+  maxBytes: number;
+  /** Files per message; 0: attachments are off. */
+  maxFiles: number;
+  /** Media types allowed ("text/*" for every text type). */
+  types: string[];
+  /** File name endings attached as text whatever type the browser declares. */
+  extensions: string[];
+}
+
+/** An attachment's metadata: UploadAttachment's answer, and a stored message's `attachments`. */
+export interface AttachmentInfo {
+  id: string;
+  name: string;
+  type: string;
+  size: number;
 }
 
 /** A reply running in a conversation (`StartReply`, `GetConversation().reply`). */
@@ -35,6 +67,8 @@ export interface ReplyInfo {
   replyId: string;
   conversationId: string;
   userMessage: string | null;
+  /** The files of the message being answered. */
+  userAttachments?: AttachmentInfo[];
   continues: boolean;
   running: boolean;
   sequence: number;
@@ -57,7 +91,14 @@ export interface Conversation {
   /** `interrupted`: the last user message, whose reply the server never finished; `ContinueReply` answers it.
    * `cut`: a reply cut short at a length limit; `ContinueReply` asks for the rest.
    * `model`: the model that wrote a reply. */
-  messages: { role: 'user' | 'assistant'; content: string; interrupted?: boolean; cut?: 'length'; model?: string }[];
+  messages: {
+    role: 'user' | 'assistant';
+    content: string;
+    interrupted?: boolean;
+    cut?: 'length';
+    model?: string;
+    attachments?: AttachmentInfo[];
+  }[];
   reply: ReplyInfo | null;
 }
 
@@ -237,6 +278,41 @@ export class AiStreamService {
   /** Starts a reply in the conversation; follow it with `resumeReply(id, 0)`. */
   startReply(conversationId: string, message: string): Promise<ReplyInfo> {
     return this.connection.invoke<ReplyInfo>('StartReply', conversationId, message);
+  }
+
+  /**
+   * Uploads a file for the conversation's next message through the hub: a Subject of base64
+   * chunks (a hub message holds about 48 KB), read from the file one at a time. Stops sending at
+   * once when the server refuses it (too large, wrong type…): the promise rejects with its text.
+   */
+  async uploadAttachment(conversationId: string, file: File): Promise<AttachmentInfo> {
+    const subject = new HubSubject<string>();
+    const result = this.connection.invoke<AttachmentInfo>('UploadAttachment', conversationId, { name: file.name, type: file.type }, subject);
+    let refused = false;
+    result.catch(() => {
+      refused = true;
+    });
+    try {
+      for (let at = 0; at < file.size && !refused; at += UPLOAD_CHUNK) {
+        subject.next(toBase64(await file.slice(at, at + UPLOAD_CHUNK).arrayBuffer()));
+        await new Promise((resolve) => setTimeout(resolve)); // the server's answer is read between chunks
+      }
+    } catch (err) {
+      subject.error(err); // the file could not be read (gone from the disk): the upload fails, says why
+      throw err;
+    }
+    subject.complete();
+    return result;
+  }
+
+  /** StartReply with uploaded files (UploadAttachment's ids); the message may be empty. */
+  startReplyWithAttachments(conversationId: string, message: string, attachmentIds: string[]): Promise<ReplyInfo> {
+    return this.connection.invoke<ReplyInfo>('StartReplyWithAttachments', conversationId, message, attachmentIds);
+  }
+
+  /** A stored attachment with its content as a data URL (an image shown again after a reload). */
+  getAttachment(conversationId: string, attachmentId: string): Promise<AttachmentInfo & { url: string }> {
+    return this.connection.invoke<AttachmentInfo & { url: string }>('GetAttachment', conversationId, attachmentId);
   }
 
   /** The conversation's reply after chunk `after`, then live; completes after the end item. */

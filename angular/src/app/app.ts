@@ -1,7 +1,7 @@
 import { Component, ElementRef, afterNextRender, afterRenderEffect, computed, inject, signal, viewChild } from '@angular/core';
 import { takeUntilDestroyed } from '@angular/core/rxjs-interop';
 import { type ReplyEnd, type ReplyFollower, followReply } from '../../../wwwroot/js/chat/reply-follower.js';
-import { AiStreamService, ChatInfo, ConversationEntry, ReplyInfo, SearchResult } from './ai-stream.service';
+import { AiStreamService, AttachmentInfo, ChatInfo, ConversationEntry, ReplyInfo, SearchResult } from './ai-stream.service';
 import { MarkdownView, copy } from './markdown';
 
 interface ChatMessage {
@@ -29,6 +29,27 @@ interface ChatMessage {
   /** A user message whose reply the server never finished (killed mid-reply, or the store
    * failed): GetConversation's `interrupted`. Continue answers it. */
   readonly replyInterrupted?: boolean;
+  /** A user message's files: an image shows as a thumbnail (`url`, once known), a file as a chip. */
+  readonly attachments?: readonly ShownAttachment[];
+}
+
+interface ShownAttachment {
+  readonly id?: string;
+  readonly name: string;
+  readonly type: string;
+  readonly size: number;
+  readonly image: boolean;
+}
+
+/** A file chosen in the composer, before it is sent: uploaded when the message is. */
+interface ChosenFile {
+  readonly key: number;
+  readonly file: File;
+  readonly image: boolean;
+  /** A preview of an image (an object URL, revoked when the chip goes). */
+  readonly url?: string;
+  /** UploadAttachment's id, once uploaded (a retry after a refusal of another file reuses it). */
+  uploaded?: AttachmentInfo;
 }
 
 /** The counter shows from this share of the length limit on. */
@@ -61,7 +82,28 @@ export class App {
   protected readonly limit = computed(() => this.info()?.maxMessageLength ?? Infinity);
   protected readonly overLimit = computed(() => this.length() > this.limit());
   protected readonly showCounter = computed(() => this.length() >= this.limit() * COUNTER_FROM);
-  protected readonly canAsk = computed(() => this.connected() && this.prompt().trim() !== '' && !this.overLimit());
+  protected readonly canAsk = computed(
+    () =>
+      this.connected() &&
+      (this.prompt().trim() !== '' || (this.files().length > 0 && this.editing() === null)) &&
+      !this.overLimit() &&
+      !this.uploading(),
+  );
+
+  // -- attachments: chosen by picker, drop or paste; uploaded with the message --------------
+  protected readonly files = signal<readonly ChosenFile[]>([]);
+  /** Why a file was refused (here or by the server), next to the composer; the typed text stays. */
+  protected readonly attachError = signal<string | null>(null);
+  protected readonly uploading = signal(false);
+  protected readonly attachLimits = computed(() => this.info()?.attachments ?? null);
+  protected readonly canAttach = computed(() => (this.attachLimits()?.maxFiles ?? 0) > 0);
+  /** The open conversation's model reads images (GetChatInfo's visionModels). */
+  protected readonly takesImages = computed(() =>
+    (this.info()?.visionModels ?? []).includes(this.conversationModel() || this.info()?.model || ''),
+  );
+  /** Images shown again after a reload (GetAttachment), by attachment id. */
+  protected readonly imageUrls = signal<ReadonlyMap<string, string>>(new Map());
+  protected readonly dragging = signal(false);
   /** Replies running in the conversation, by reply id. */
   private readonly running = signal<ReadonlySet<string>>(new Set());
   protected readonly typing = computed(() => this.running().size > 0);
@@ -190,9 +232,17 @@ export class App {
     this.instructionsStatus.set(null);
     const shown: ChatMessage[] = conversation.messages.map((m, index) =>
       m.role === 'user'
-        ? { key: this.nextKey++, kind: 'user', text: m.content, index, replyInterrupted: m.interrupted === true }
+        ? {
+            key: this.nextKey++,
+            kind: 'user',
+            text: m.content,
+            index,
+            replyInterrupted: m.interrupted === true,
+            attachments: m.attachments?.map((a) => ({ ...a, image: a.type.startsWith('image/') })),
+          }
         : { key: this.nextKey++, kind: 'assistant', text: m.content, done: true, cut: m.cut === 'length', model: m.model },
     );
+    void this.loadImages(conversation.id, shown);
     this.messages.set(shown);
     this.storedCount = shown.length;
     this.editing.set(null);
@@ -204,6 +254,11 @@ export class App {
         if (last) this.messages.update((list) => list.map((m) => (m === last ? { ...m, id: reply.replyId, done: false } : m)));
       } else if (reply.userMessage !== null) {
         userKey = this.add('user', reply.userMessage);
+        const files = reply.userAttachments?.map((a) => ({ ...a, image: a.type.startsWith('image/') }));
+        if (files?.length) {
+          this.messages.update((list) => list.map((m) => (m.key === userKey ? { ...m, attachments: files } : m)));
+          void this.loadImages(conversation.id, this.messages().filter((m) => m.key === userKey));
+        }
       }
       this.followReply(reply, userKey, reply.userMessage ?? '', reply.continues ? 'continue' : 'send');
     }
@@ -503,9 +558,135 @@ export class App {
     this.running.set(new Set());
   }
 
+  /** Each image of the shown messages, fetched once (GetAttachment) to show its thumbnail. */
+  private async loadImages(conversationId: string, shown: readonly ChatMessage[]): Promise<void> {
+    for (const m of shown) {
+      for (const a of m.attachments ?? []) {
+        if (!a.image || a.id === undefined || this.imageUrls().has(a.id)) continue;
+        try {
+          const { url } = await this.ai.getAttachment(conversationId, a.id);
+          this.imageUrls.update((urls) => new Map(urls).set(a.id!, url));
+        } catch {
+          // the chip with its name still shows
+        }
+      }
+    }
+  }
+
+  protected imageUrl(a: ShownAttachment): string | undefined {
+    return a.id !== undefined ? this.imageUrls().get(a.id) : undefined;
+  }
+
+  /** Files from the picker, a drop or a paste: each checked as the server will check it, so a
+   * refusal is said before any upload (the server checks again, and its text is shown too). */
+  protected addFiles(list: FileList | readonly File[] | null | undefined): void {
+    const limits = this.attachLimits();
+    if (!list || list.length === 0 || limits === null) return;
+    this.attachError.set(null);
+    for (const file of Array.from(list)) {
+      const refusal = this.refusal(file, limits.maxBytes, limits.maxFiles);
+      if (refusal !== null) {
+        this.attachError.set(refusal);
+        continue;
+      }
+      const image = IMAGE_TYPES.includes(file.type);
+      const url = image ? URL.createObjectURL(file) : undefined;
+      this.files.update((files) => [...files, { key: this.nextKey++, file, image, url }]);
+    }
+  }
+
+  private refusal(file: File, maxBytes: number, maxFiles: number): string | null {
+    const limits = this.attachLimits()!;
+    if (this.files().length >= maxFiles) return tooMany(maxFiles);
+    const type = file.type.toLowerCase();
+    const name = file.name.toLowerCase();
+    const image = type.startsWith('image/');
+    const allowed = image
+      ? IMAGE_TYPES.includes(type) && limits.types.includes(type)
+      : limits.types.includes(type) ||
+        (type.startsWith('text/') && limits.types.includes('text/*')) ||
+        limits.extensions.some((ending) => name.endsWith(ending));
+    if (!allowed) return `This type of file cannot be attached: ${file.name}. Attach images (PNG, JPEG, GIF, WebP) or text and code files.`;
+    if (image && !this.takesImages()) {
+      const model = this.conversationModel() || this.info()?.model || '';
+      return `The model ${model} cannot read images. Attach text files only, or choose a model that reads images.`;
+    }
+    if (file.size > maxBytes) return `The file is too large. The limit is ${sizeText(maxBytes)}.`;
+    return null;
+  }
+
+  protected removeFile(chosen: ChosenFile): void {
+    if (chosen.url) URL.revokeObjectURL(chosen.url);
+    this.files.update((files) => files.filter((f) => f !== chosen));
+    this.attachError.set(null);
+  }
+
+  protected pickFiles(input: HTMLInputElement): void {
+    this.addFiles(input.files);
+    input.value = ''; // the same file can be chosen again
+  }
+
+  protected onDragOver(event: DragEvent): void {
+    if (!this.canAttach() || !event.dataTransfer?.types.includes('Files')) return;
+    event.preventDefault();
+    this.dragging.set(true);
+  }
+
+  protected onDrop(event: DragEvent): void {
+    this.dragging.set(false);
+    if (!this.canAttach() || !event.dataTransfer?.files.length) return;
+    event.preventDefault();
+    this.addFiles(event.dataTransfer.files);
+  }
+
+  /** A pasted image (a screenshot) or file is attached; pasted text is typed as usual. */
+  protected onPaste(event: ClipboardEvent): void {
+    const files = event.clipboardData?.files;
+    if (!this.canAttach() || !files || files.length === 0) return;
+    event.preventDefault();
+    this.addFiles(files);
+  }
+
+  protected sizeText(bytes: number): string {
+    return sizeText(bytes);
+  }
+
+  /** Uploads the chosen files (those not uploaded yet); null when one was refused: its chip goes,
+   * the refusal is shown next to the composer, and the text and the other files stay. */
+  private async uploadChosen(): Promise<AttachmentInfo[] | null> {
+    const uploaded: AttachmentInfo[] = [];
+    this.uploading.set(true);
+    try {
+      for (const chosen of this.files()) {
+        if (chosen.uploaded === undefined) {
+          try {
+            chosen.uploaded = await this.ai.uploadAttachment(this.conversationId, chosen.file);
+          } catch (err) {
+            this.removeFile(chosen);
+            this.attachError.set(serverText(err) ?? failure(`${chosen.file.name} could not be attached`, err));
+            return null;
+          }
+        }
+        uploaded.push(chosen.uploaded);
+      }
+      return uploaded;
+    } finally {
+      this.uploading.set(false);
+    }
+  }
+
   protected async send(): Promise<void> {
     if (!this.canAsk()) return;
     const prompt = this.prompt();
+    const chosen = this.editing() === null ? this.files() : [];
+    let attachments: AttachmentInfo[] = [];
+    if (chosen.length > 0) {
+      const uploaded = await this.uploadChosen();
+      if (uploaded === null) return; // refused: said next to the composer, the text kept
+      attachments = uploaded;
+      this.files.set([]);
+    }
+    this.attachError.set(null);
     this.prompt.set('');
     this.follow = true;
     this.unseen.set(false);
@@ -517,18 +698,32 @@ export class App {
       if (from >= 0) this.messages.update((list) => list.slice(0, from));
     }
     const unanswered = this.unmarkInterrupted();
-    const key = this.addUser(prompt, editing ?? this.storedCount);
+    const shownFiles = attachments.map((a, i) => ({ ...a, image: chosen[i].image }));
+    for (const [i, a] of attachments.entries()) {
+      const url = chosen[i].url;
+      if (url) this.imageUrls.update((urls) => new Map(urls).set(a.id, url));
+    }
+    const key = this.addUser(prompt, editing ?? this.storedCount, shownFiles);
     this.starting.update((n) => n + 1);
     try {
       const reply =
-        editing === null
-          ? await this.ai.startReply(this.conversationId, prompt)
-          : await this.ai.editMessage(this.conversationId, editing, prompt);
+        editing !== null
+          ? await this.ai.editMessage(this.conversationId, editing, prompt)
+          : attachments.length > 0
+            ? await this.ai.startReplyWithAttachments(this.conversationId, prompt, attachments.map((a) => a.id))
+            : await this.ai.startReply(this.conversationId, prompt);
       this.followReply(reply, key, prompt, editing === null ? 'send' : 'edit', unanswered);
     } catch (err) {
       this.markInterrupted(unanswered);
       this.notSent(key, prompt);
-      this.add('error', serverText(err) ?? failure('The message could not be sent', err));
+      const text = serverText(err) ?? failure('The message could not be sent', err);
+      if (chosen.length > 0 && this.files().length === 0) {
+        // the files still wait on the server (uploaded): given back as chips, the refusal beside them
+        this.files.set(chosen);
+        this.attachError.set(text);
+      } else {
+        this.add('error', text);
+      }
     } finally {
       this.starting.update((n) => n - 1);
     }
@@ -611,9 +806,10 @@ export class App {
     this.messages.update((list) => list.map((m) => (m.key === key ? { ...m, replyInterrupted: true } : m)));
   }
 
-  private addUser(text: string, index: number): number {
+  private addUser(text: string, index: number, attachments?: readonly ShownAttachment[]): number {
     const key = this.nextKey++;
-    this.messages.update((list) => [...list, { key, kind: 'user', text, index }]);
+    const files = attachments && attachments.length > 0 ? attachments : undefined;
+    this.messages.update((list) => [...list, { key, kind: 'user', text, index, attachments: files }]);
     return key;
   }
 
@@ -661,6 +857,23 @@ function serverText(err: unknown): string | null {
   const text = err instanceof Error ? err.message : String(err);
   const at = text.indexOf(HUB_ERROR);
   return at >= 0 ? text.slice(at + HUB_ERROR.length) : null;
+}
+
+/** The image types a vision model takes (as the server checks them). */
+const IMAGE_TYPES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
+
+/** 5 MB, 512 KB, 100 bytes: as the server says a limit. */
+function sizeText(count: number): string {
+  const mb = 1024 * 1024;
+  if (count >= mb && count % mb === 0) return `${(count / mb).toLocaleString('en')} MB`;
+  if (count >= 1024 && count % 1024 === 0) return `${(count / 1024).toLocaleString('en')} KB`;
+  if (count >= mb) return `${(count / mb).toFixed(1)} MB`;
+  if (count >= 1024) return `${(count / 1024).toFixed(1)} KB`;
+  return `${count.toLocaleString('en')} bytes`;
+}
+
+function tooMany(limit: number): string {
+  return limit === 0 ? 'Attachments are turned off on this server.' : `At most ${limit} file${limit === 1 ? '' : 's'} can be attached to a message.`;
 }
 
 function failure(what: string, err: unknown): string {

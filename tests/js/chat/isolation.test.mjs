@@ -2,7 +2,7 @@
 // hub paths; every method that takes a conversation id answers another owner's id with the
 // very error an id that never existed gets, and the owner's conversation is untouched.
 import { test } from "node:test";
-import { assert, ChatClient, nonce, SERVERS } from "./chat_harness.mjs";
+import { assert, ChatClient, nonce, SERVERS, signalR } from "./chat_harness.mjs";
 
 const NOT_FOUND = "Conversation not found.";
 
@@ -19,6 +19,15 @@ function finished(client, id) {
     return new Promise((resolve, reject) => {
         client.connection.stream("ResumeReply", id, 0).subscribe({ next: () => {}, complete: resolve, error: reject });
     });
+}
+
+/** UploadAttachment of a one-byte text file through a Subject. */
+function upload(client, id) {
+    const subject = new signalR.Subject();
+    const result = client.invoke("UploadAttachment", id, { name: "a.txt", type: "text/plain" }, subject);
+    subject.next("YQ==");
+    subject.complete();
+    return result;
 }
 
 /** The error text a call ends with (a stream's error too), or null when it succeeds. */
@@ -43,6 +52,9 @@ const METHODS = {
     ContinueReply: (c, id) => c.invoke("ContinueReply", id),
     StopReply: (c, id) => c.invoke("StopReply", id),
     ResumeReply: (c, id) => finished(c, id),
+    UploadAttachment: (c, id) => upload(c, id),
+    StartReplyWithAttachments: (c, id) => c.invoke("StartReplyWithAttachments", id, "hello", []),
+    GetAttachment: (c, id) => c.invoke("GetAttachment", id, "0123456789abcdef"),
 };
 
 for (const path of ["/chatHub", "/chat"]) {
