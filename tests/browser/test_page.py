@@ -770,15 +770,23 @@ def test_a_reply_shows_the_tokens_it_cost(page_server: ChatServer, new_page: Ope
     expect(replies(page).first.locator(".reply-usage")).to_have_text(re.compile(r"^\d+ tokens \(\d+ in, 7 out\)$"))
 
 
-def test_screenshot_of_a_real_looking_conversation(page_server: ChatServer, new_page: OpenPage, tmp_path: Path) -> None:
-    """docs/screenshot-page.png with UPDATE_SCREENSHOTS=1 (`make screenshots`): the fake's canned answers."""
-    page = open_chat(new_page, page_server)
+def test_screenshot_of_a_real_looking_conversation(chat_server: ChatServer, new_page: OpenPage, tmp_path: Path) -> None:
+    """docs/screenshot-page.png with UPDATE_SCREENSHOTS=1 (`make screenshots`): the fake's canned
+    answers, a file attached to a question, and the model picker (the server offers two models)."""
+    page = open_chat(new_page, chat_server)
     chat(page, "Plan a weekend in Lisbon")
     page.get_by_role("button", name="New chat").click()
     expect(page.locator(".message")).to_have_count(0)
     chat(page, "How do I read a JSON file in Python?")
+    settings = b'{\n  "theme": "dark",\n  "language": "pt-PT"\n}\n'
+    page.locator("#attach-input").set_input_files(
+        [{"name": "settings.json", "mimeType": "application/json", "buffer": settings}]
+    )
+    expect(page.locator(".chosen-file .chosen-name")).to_have_text(["settings.json"])
     text = chat(page, "And how do I write it back, nicely formatted?")
     assert text.startswith("Pass indent to json.dump")
+    expect(page.locator(".message.user .file-chip")).to_have_text([f"settings.json · {len(settings)} bytes"])
+    expect(page.locator("#model-picker")).to_be_visible()
     expect(page.locator(".conversation-open")).to_have_count(2)
     page.locator("#message-input").focus()
     page.locator("#chat-container").evaluate("c => { c.scrollTop = c.scrollHeight; }")
