@@ -471,12 +471,10 @@ def test_a_reply_shows_the_tokens_it_cost(angular_server: ChatServer, new_page: 
     expect(page.locator(".reply-usage")).to_have_text(re.compile(r"^\d+ tokens \(\d+ in, 7 out\)$"))
 
 
-def test_screenshot_of_a_real_looking_conversation(
-    angular_server: ChatServer, new_page: OpenPage, tmp_path: Path
-) -> None:
+def test_screenshot_of_a_real_looking_conversation(chat_server: ChatServer, new_page: OpenPage, tmp_path: Path) -> None:
     """docs/screenshot-angular.png with UPDATE_SCREENSHOTS=1 (`make screenshots`), in the dark theme,
-    with a file attached to a question."""
-    page, _ = new_page(f"{angular_server.base}/angular/", color_scheme="dark")
+    with a file attached to a question and the model picker (the server offers two models)."""
+    page, _ = new_page(f"{chat_server.base}/angular/", color_scheme="dark")
     expect(page.locator("#status")).to_have_text("Connected")
     done(ask(page, "Plan a weekend in Lisbon"))
     page.get_by_role("button", name="New chat").click()
@@ -490,6 +488,7 @@ def test_screenshot_of_a_real_looking_conversation(
     expect(page.locator(".message.user .file-chip")).to_have_text([f"settings.json · {len(settings)} bytes"])
     done(reply)
     expect(reply).to_contain_text("ensure_ascii=False keeps characters")
+    expect(page.locator("#model-select")).to_be_visible()
     expect(page.locator(".conversation-open")).to_have_count(2)
     save_screenshot(page, "screenshot-angular.png", tmp_path)
 
