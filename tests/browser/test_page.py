@@ -12,20 +12,28 @@ import pytest
 from playwright.sync_api import Page, Request, WebSocket, expect
 
 from tests.support.browser import DESKTOP, PHONE, OpenPage, save_screenshot, serious_accessibility_violations
-from tests.support.chat_fixtures import DEPLOYMENT_MINI, ChatServer, FakeAI, azure_settings, serve_chat, token_for
+from tests.support.chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat, token_for
 from tests.support.page import (
     BUSY,
+    CAT,
     DELETED,
     KILLED,
     MARKDOWN,
+    PNG,
     SERVER_DOWN,
     chat,
     check_models_and_instructions,
+    choose_files,
     crash_and_start_again,
     delete_all,
+    drop_file,
     expect_cut_short_and_continue,
     expect_exports,
+    expect_files_reach_the_model,
+    expect_files_too_long_together_come_back,
     expect_interrupted_mark,
+    expect_refusals_keep_the_text,
+    expect_the_image_after_a_reload_mid_reply,
     expect_withdrawn,
     full,
     nonce,
@@ -900,22 +908,7 @@ def test_one_model_shows_no_picker_and_no_labels(page_server: ChatServer, new_pa
     expect(page.locator("#instructions-btn")).to_be_visible()
 
 
-# -- attachments (issue 23): the page's controls, as the Angular client's (test_angular.py) -------
-#: A PNG as far as its magic bytes go: all the server and the fake Azure OpenAI check.
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(56))
-CAT = {"name": "cat.png", "mimeType": "image/png", "buffer": PNG}
-
-# A file handed to the page as a paste into the input, or a drop onto the composer, as a browser makes them.
-PASTE_OR_DROP = """([how, name, type, text]) => {
-    const data = new DataTransfer();
-    data.items.add(new File([text], name, { type }));
-    const event = how === "paste"
-        ? new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true })
-        : new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true });
-    document.querySelector(how === "paste" ? "#message-input" : "#composer").dispatchEvent(event);
-}"""
-
-
+# -- attachments (issue 23): the same checks as the Angular client's (tests/support/page.py) ------
 def open_sized(new_page: OpenPage, server: ChatServer, viewport: tuple[int, int], scheme: str) -> Page:
     page, _ = new_page(f"{server.base}/", viewport=viewport, color_scheme=scheme)
     expect(page.locator("#status")).to_have_text("Connected")
@@ -926,61 +919,32 @@ def open_sized(new_page: OpenPage, server: ChatServer, viewport: tuple[int, int]
 def test_files_attached_by_picker_paste_and_drop_reach_the_model_as_parts(
     chat_server: ChatServer, fake_ai: FakeAI, new_page: OpenPage, viewport: tuple[int, int], scheme: str
 ) -> None:
-    """The main test server's default deployment reads images: an image by the picker, an image
-    pasted, a code file pasted, a text file dropped; chips with sizes, one removed by keyboard; the
-    fake Azure OpenAI names the parts it received; the message shows the thumbnails and the chip,
-    again after a reload (GetAttachment)."""
+    """The main test server's default deployment reads images: an image by the picker, a code file
+    pasted, text files dropped, one removed; the fake Azure OpenAI gets them as parts; the message
+    shows them, again after a reload."""
     page = open_sized(new_page, chat_server, viewport, scheme)
-    expect(page.locator("#attach-hint")).to_have_text("Images or text files")
-    page.locator("#attach-input").set_input_files([CAT])
-    page.evaluate(PASTE_OR_DROP, ["paste", "hello.py", "", "print(1)\n"])
-    page.evaluate(PASTE_OR_DROP, ["drop", "notes.md", "", "# Notes\n"])
-    page.evaluate(PASTE_OR_DROP, ["drop", "spare.txt", "text/plain", "spare"])
-    chips = page.locator(".chosen-file")
-    expect(chips).to_have_count(4)
-    expect(chips.locator(".chosen-name")).to_have_text(["cat.png", "hello.py", "notes.md", "spare.txt"])
-    expect(chips.locator(".chosen-size")).to_have_text([f"{len(PNG)} bytes", "9 bytes", "8 bytes", "5 bytes"])
-    expect(chips.first.locator("img.chip-thumb")).to_have_count(1)
-    remove = page.get_by_role("button", name="Remove spare.txt")
-    remove.focus()
+    choose_files(page, "#message-input", scheme)
+    expect_files_reach_the_model(page, fake_ai, "#message-input", scheme)
+
+
+def test_chips_are_removed_by_keyboard(chat_server: ChatServer, new_page: OpenPage) -> None:
+    """Each chip's Remove is a button in the tab order; the focus moves to the chip that takes its
+    place (the one before it when it was the last), then to the input when none is left."""
+    page = open_sized(new_page, chat_server, DESKTOP, "light")
+    for name in ("a.txt", "b.txt", "c.txt"):
+        drop_file(page, name, name, "text/plain")
+    expect(page.locator(".chosen-file")).to_have_count(3)
+    page.get_by_role("button", name="Remove b.txt").focus()
     page.keyboard.press("Enter")
-    expect(chips).to_have_count(3)
-    expect(page.get_by_role("button", name="Remove notes.md")).to_be_focused()  # the chip before it
-    violations = serious_accessibility_violations(page)
-    assert not violations, f"{scheme}, the chosen files: {violations}"
-
-    tag = nonce()
-    page.locator("#message-input").fill(f"What are these? {tag}")
-    page.locator("#message-input").press("Enter")
-    expect(replies(page).first).to_contain_text(
-        f"Received: text; image image/png {len(PNG)} bytes; file hello.py 8 chars; file notes.md 7 chars.",
-        timeout=30_000,
-    )
-    wait_reply(page, 1)
-    expect(chips).to_have_count(0)
-    [record] = fake_ai.requests_with(tag)
-    image = record["body"]["messages"][-1]["content"][1]
-    assert image["image_url"]["url"].startswith("data:image/png;base64,")
-
-    def shown() -> None:
-        user = page.locator(".message.user").first
-        expect(user.locator("img.message-image")).to_have_attribute("alt", "cat.png")
-        expect(user.locator(".file-chip")).to_have_text(["hello.py · 9 bytes", "notes.md · 8 bytes"])
-
-    shown()
-    page.reload()
-    expect(page.locator("#status")).to_have_text("Connected")
-    shown()  # the image again, from GetAttachment
-    assert str(page.locator(".message.user img.message-image").get_attribute("src")).startswith(
-        "data:image/png;base64,"
-    )
-    violations = serious_accessibility_violations(page)
-    assert not violations, f"{scheme}, an attachment in the log: {violations}"
+    expect(page.get_by_role("button", name="Remove c.txt")).to_be_focused()
+    page.keyboard.press("Space")
+    expect(page.get_by_role("button", name="Remove a.txt")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator(".chosen-file")).to_have_count(0)
+    expect(page.locator("#message-input")).to_be_focused()
 
 
-def test_an_image_pasted_alone_is_sent_without_text(
-    chat_server: ChatServer, fake_ai: FakeAI, new_page: OpenPage
-) -> None:
+def test_an_image_pasted_alone_is_sent_without_text(chat_server: ChatServer, new_page: OpenPage) -> None:
     """A screenshot pasted into the input, and Send with no text: the message is the image alone."""
     page = open_sized(new_page, chat_server, DESKTOP, "light")
     page.evaluate(
@@ -999,40 +963,13 @@ def test_an_image_pasted_alone_is_sent_without_text(
 
 
 def test_files_too_long_together_come_back_as_chips_to_send_fewer(chat_server: ChatServer, new_page: OpenPage) -> None:
-    """Each file fits the model's context window (16,384 tokens here), the two together do not: the
-    server refuses the message while the files still wait, and the page gives them back."""
     page = open_sized(new_page, chat_server, DESKTOP, "light")
-    page.locator("#attach-input").set_input_files(
-        [
-            {"name": "one.txt", "mimeType": "text/plain", "buffer": b"a" * 30_000},
-            {"name": "two.txt", "mimeType": "text/plain", "buffer": b"b" * 30_000},
-        ]
-    )
-    typed = f"both files {nonce()}"
-    page.locator("#message-input").fill(typed)
-    page.locator("#send-btn").click()
-    expect(page.locator("#attach-error")).to_have_text(
-        "Message and its files are too long for the model's context window. Attach fewer or shorter files."
-    )
-    expect(page.locator("#message-input")).to_have_value(typed)
-    expect(page.locator(".chosen-file")).to_have_count(2)
-    page.get_by_role("button", name="Remove two.txt").click()
-    page.locator("#send-btn").click()
-    expect(replies(page).last).to_contain_text("Received: text; file one.txt 30000 chars.", timeout=30_000)
+    expect_files_too_long_together_come_back(page, "#message-input", "#send-btn")
 
 
 def test_a_reload_mid_reply_shows_the_question_with_its_image(chat_server: ChatServer, new_page: OpenPage) -> None:
     page = open_sized(new_page, chat_server, DESKTOP, "light")
-    page.locator("#attach-input").set_input_files([CAT])
-    page.locator("#message-input").fill(f"[[slow]] {nonce()}")
-    page.locator("#message-input").press("Enter")
-    expect(replies(page).first).to_contain_text("tok2")
-    page.reload()
-    expect(page.locator("#status")).to_have_text("Connected")
-    expect(page.locator(".message.user img.message-image")).to_have_attribute("alt", "cat.png")
-    expect(replies(page).first).to_contain_text("tok5")
-    page.locator("#stop-btn").click()
-    expect(replies(page).first).to_have_attribute("aria-busy", "false")
+    expect_the_image_after_a_reload_mid_reply(page, "#message-input")
 
 
 @pytest.mark.parametrize(("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "dark")], ids=["desktop", "phone-dark"])
@@ -1040,51 +977,7 @@ def test_a_refused_file_is_said_next_to_the_composer_and_the_text_is_kept(
     chat_server: ChatServer, new_page: OpenPage, viewport: tuple[int, int], scheme: str
 ) -> None:
     page = open_sized(new_page, chat_server, viewport, scheme)
-    prompt, error = page.locator("#message-input"), page.locator("#attach-error")
-    typed = f"keep this text {nonce()}"
-    prompt.fill(typed)
-    # refused before any upload: too large, a type no model takes
-    page.locator("#attach-input").set_input_files(
-        [{"name": "big.txt", "mimeType": "text/plain", "buffer": b"a" * (5 * 1024 * 1024 + 1)}]
-    )
-    expect(error).to_have_text("The file is too large. The limit is 5 MB.")
-    expect(error).to_have_attribute("role", "alert")
-    page.locator("#attach-input").set_input_files([{"name": "a.zip", "mimeType": "application/zip", "buffer": b"PK"}])
-    expect(error).to_have_text(
-        "This type of file cannot be attached: a.zip. Attach images (PNG, JPEG, GIF, WebP) or text and code files."
-    )
-    expect(page.locator(".chosen-file")).to_have_count(0)
-    # refused by the server, which reads the content: a "PNG" that is text
-    page.locator("#attach-input").set_input_files(
-        [{"name": "fake.png", "mimeType": "image/png", "buffer": b"not an image"}]
-    )
-    expect(page.locator(".chosen-file")).to_have_count(1)
-    expect(error).to_be_hidden()
-    page.locator("#send-btn").click()
-    expect(error).to_have_text(
-        "This type of file cannot be attached: fake.png. Attach images (PNG, JPEG, GIF, WebP) or text and code "
-        "files. Its content is not a PNG image."
-    )
-    expect(prompt).to_have_value(typed)
-    expect(page.locator(".chosen-file")).to_have_count(0)
-    expect(page.locator(".message.user")).to_have_count(0)
-    violations = serious_accessibility_violations(page)
-    assert not violations, f"{scheme}, a refusal shown: {violations}"
-
-    # a model that takes no images: the picker says so, and an image is refused before uploading
-    page.locator("#model-select").select_option(DEPLOYMENT_MINI)
-    expect(page.locator("#attach-hint")).to_have_text("Text files only: this model takes no images")
-    accept = str(page.locator("#attach-input").get_attribute("accept"))
-    assert accept.startswith(".txt,.md,") and accept.endswith(",text/*,application/json"), accept
-    page.locator("#attach-input").set_input_files([CAT])
-    expect(error).to_have_text(
-        f"The model {DEPLOYMENT_MINI} cannot read images. Attach text files only, or choose a model that reads images."
-    )
-    expect(page.locator(".chosen-file")).to_have_count(0)
-    expect(prompt).to_have_value(typed)
-    prompt.press("Enter")  # the text alone goes
-    expect(replies(page).first).to_contain_text(f"Echo: {typed}", timeout=30_000)
-    expect(error).to_be_hidden()
+    expect_refusals_keep_the_text(page, "#message-input", "#send-btn", scheme)
 
 
 def test_the_built_in_model_takes_text_files_and_refuses_images_before_uploading(
@@ -1092,8 +985,8 @@ def test_the_built_in_model_takes_text_files_and_refuses_images_before_uploading
 ) -> None:
     """The built-in offline model reads no images: known from GetChatInfo before any upload."""
     page = open_sized(new_page, local_chat_server, DESKTOP, "light")
-    uploads: list[str] = []
-    page.on("websocket", lambda ws: ws.on("framesent", lambda frame: uploads.append(str(frame))))
+    sent: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(str(frame))))
     expect(page.locator("#attach-hint")).to_have_text("Text files only: this model takes no images")
     typed = "describe it"
     page.locator("#message-input").fill(typed)
@@ -1106,4 +999,4 @@ def test_the_built_in_model_takes_text_files_and_refuses_images_before_uploading
     expect(page.locator("#message-input")).to_have_value(typed)
     page.locator("#attach-input").set_input_files([{"name": "hello.py", "mimeType": "", "buffer": b"print(1)\n"}])
     expect(page.locator(".chosen-file .chosen-name")).to_have_text(["hello.py"])
-    assert not [frame for frame in uploads if "UploadAttachment" in frame], "nothing was uploaded"
+    assert not [frame for frame in sent if "UploadAttachment" in frame], "nothing was uploaded"
