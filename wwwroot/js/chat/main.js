@@ -345,7 +345,7 @@ function notSent(current) {
 
 /** Starts a reply: "send" (the composer's text), "edit", "regenerate" or "continue". */
 async function startReply(kind) {
-    if (state.streaming || !canAct()) return;
+    if (state.streaming || state.uploading || !canAct()) return;
     const text = el.input.value;
     const current = { kind, conversationId: state.conversationId, reply: null, user: null, text, follower: null };
     const chosen = kind === "send" ? [...state.files] : [];
