@@ -322,6 +322,15 @@ def drop_file(page: Page, name: str, text: str, type_: str = "") -> None:
     page.evaluate(PASTE_OR_DROP, ["#composer", name, type_, text])
 
 
+def expect_above_the_input(page: Page, above: str, composer: str) -> None:
+    """`above` is a row of the composer over its input, from the same left edge (a phone's composer
+    is a column: it must not wrap into a second column beside the input)."""
+    row, field = page.locator(above).bounding_box(), page.locator(composer).bounding_box()
+    assert row is not None and field is not None
+    assert row["y"] + row["height"] <= field["y"] + 1, (row, field)
+    assert abs(row["x"] - field["x"]) <= 1, (row, field)
+
+
 def choose_files(page: Page, composer: str, scheme: str) -> Locator:
     """An image by the picker, a code file pasted, a text file dropped, and a spare one removed:
     chips with names, sizes and the image's thumbnail; axe clean with them on screen."""
@@ -335,6 +344,7 @@ def choose_files(page: Page, composer: str, scheme: str) -> Locator:
     expect(chips.locator(".chosen-name")).to_have_text(["cat.png", "hello.py", "notes.md", "spare.txt"])
     expect(chips.locator(".chosen-size")).to_have_text([f"{len(PNG)} bytes", "9 bytes", "8 bytes", "5 bytes"])
     expect(chips.first.locator("img.chip-thumb")).to_have_count(1)
+    expect_above_the_input(page, "#chosen-files", composer)
     page.get_by_role("button", name="Remove spare.txt").click()
     expect(chips).to_have_count(3)
     violations = serious_accessibility_violations(page)
@@ -427,6 +437,7 @@ def expect_refusals_keep_the_text(page: Page, composer: str, send_button: str, s
     )
     expect(error).to_have_text("The file is too large. The limit is 5 MB.")
     expect(error).to_have_attribute("role", "alert")
+    expect_above_the_input(page, "#attach-error", composer)
     page.locator("#attach-input").set_input_files([{"name": "a.zip", "mimeType": "application/zip", "buffer": b"PK"}])
     expect(error).to_have_text(
         "This type of file cannot be attached: a.zip. Attach images (PNG, JPEG, GIF, WebP) or text and code files."
