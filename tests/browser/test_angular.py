@@ -25,6 +25,7 @@ from tests.support.page import (
     choose_files,
     crash_and_start_again,
     delete_all,
+    expect_chips_removed_by_keyboard,
     expect_cut_short_and_continue,
     expect_exports,
     expect_files_reach_the_model,
@@ -644,6 +645,10 @@ def test_files_attached_by_picker_paste_and_drop_reach_the_model_as_parts(
     page = open_chat(new_page, chat_server, viewport, scheme)
     choose_files(page, "#prompt", scheme)
     expect_files_reach_the_model(page, fake_ai, "#prompt", scheme)
+
+
+def test_chips_are_removed_by_keyboard(chat_server: ChatServer, new_page: OpenPage) -> None:
+    expect_chips_removed_by_keyboard(open_chat(new_page, chat_server, DESKTOP, "light"), "#prompt")
 
 
 def test_files_too_long_together_come_back_as_chips_to_send_fewer(chat_server: ChatServer, new_page: OpenPage) -> None:

@@ -26,7 +26,7 @@ from tests.support.page import (
     choose_files,
     crash_and_start_again,
     delete_all,
-    drop_file,
+    expect_chips_removed_by_keyboard,
     expect_cut_short_and_continue,
     expect_exports,
     expect_files_reach_the_model,
@@ -928,20 +928,7 @@ def test_files_attached_by_picker_paste_and_drop_reach_the_model_as_parts(
 
 
 def test_chips_are_removed_by_keyboard(chat_server: ChatServer, new_page: OpenPage) -> None:
-    """Each chip's Remove is a button in the tab order; the focus moves to the chip that takes its
-    place (the one before it when it was the last), then to the input when none is left."""
-    page = open_sized(new_page, chat_server, DESKTOP, "light")
-    for name in ("a.txt", "b.txt", "c.txt"):
-        drop_file(page, name, name, "text/plain")
-    expect(page.locator(".chosen-file")).to_have_count(3)
-    page.get_by_role("button", name="Remove b.txt").focus()
-    page.keyboard.press("Enter")
-    expect(page.get_by_role("button", name="Remove c.txt")).to_be_focused()
-    page.keyboard.press("Space")
-    expect(page.get_by_role("button", name="Remove a.txt")).to_be_focused()
-    page.keyboard.press("Enter")
-    expect(page.locator(".chosen-file")).to_have_count(0)
-    expect(page.locator("#message-input")).to_be_focused()
+    expect_chips_removed_by_keyboard(open_sized(new_page, chat_server, DESKTOP, "light"), "#message-input")
 
 
 def test_an_image_pasted_alone_is_sent_without_text(chat_server: ChatServer, new_page: OpenPage) -> None:

@@ -352,6 +352,22 @@ def choose_files(page: Page, composer: str, scheme: str) -> Locator:
     return chips
 
 
+def expect_chips_removed_by_keyboard(page: Page, composer: str) -> None:
+    """Each chip's Remove is a button in the tab order; the focus moves to the chip that takes its
+    place (the one before it when it was the last), then to the input when none is left."""
+    for name in ("a.txt", "b.txt", "c.txt"):
+        drop_file(page, name, name, "text/plain")
+    expect(page.locator(".chosen-file")).to_have_count(3)
+    page.get_by_role("button", name="Remove b.txt").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="Remove c.txt")).to_be_focused()
+    page.keyboard.press("Space")
+    expect(page.get_by_role("button", name="Remove a.txt")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator(".chosen-file")).to_have_count(0)
+    expect(page.locator(composer)).to_be_focused()
+
+
 def expect_files_reach_the_model(page: Page, fake: FakeAI, composer: str, scheme: str) -> None:
     """The files chosen by `choose_files` sent with a message: the fake Azure OpenAI names the parts
     it received (the image as an `image_url` data URL); the message shows the thumbnail and the

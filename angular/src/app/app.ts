@@ -1,4 +1,4 @@
-import { Component, ElementRef, afterNextRender, afterRenderEffect, computed, inject, signal, viewChild } from '@angular/core';
+import { Component, ElementRef, Injector, afterNextRender, afterRenderEffect, computed, inject, signal, viewChild } from '@angular/core';
 import { takeUntilDestroyed } from '@angular/core/rxjs-interop';
 import { check, isImage, pickerAccept, pickerHint, sizeText, takesImages } from '../../../wwwroot/js/chat/attachments.js';
 import { type ReplyEnd, type ReplyFollower, followReply } from '../../../wwwroot/js/chat/reply-follower.js';
@@ -64,6 +64,7 @@ const COUNTER_FROM = 0.8;
 })
 export class App {
   private readonly ai = inject(AiStreamService);
+  private readonly injector = inject(Injector);
   private readonly list = viewChild.required<ElementRef<HTMLElement>>('list');
   private readonly themeButton = viewChild.required<ElementRef<HTMLButtonElement>>('themeBtn');
 
@@ -609,6 +610,20 @@ export class App {
     if (chosen.url) URL.revokeObjectURL(chosen.url);
     this.files.update((files) => files.filter((f) => f !== chosen));
     this.attachError.set(null);
+  }
+
+  /** A chip's Remove button: the file goes, and the focus moves to the chip that takes its place
+   * (the one before it when it was the last), or to the input when none is left, as on the page. */
+  protected removeChip(chosen: ChosenFile, prompt: HTMLTextAreaElement): void {
+    const at = this.files().indexOf(chosen);
+    this.removeFile(chosen);
+    afterNextRender(
+      () => {
+        const buttons = document.querySelectorAll<HTMLButtonElement>('#chosen-files .chip-remove');
+        (buttons[Math.min(at, buttons.length - 1)] ?? prompt).focus();
+      },
+      { injector: this.injector },
+    );
   }
 
   protected pickFiles(input: HTMLInputElement): void {
