@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.support.browser import DESKTOP, PHONE, OpenPage, save_screenshot, serious_accessibility_violations
-from tests.support.chat_fixtures import DEPLOYMENT_MINI, ChatServer, FakeAI, azure_settings, serve_chat
+from tests.support.chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat
 from tests.support.page import (
     BUSY,
     DELETED,
@@ -22,11 +22,17 @@ from tests.support.page import (
     MARKDOWN,
     SERVER_DOWN,
     check_models_and_instructions,
+    choose_files,
     crash_and_start_again,
     delete_all,
+    expect_chips_removed_by_keyboard,
     expect_cut_short_and_continue,
     expect_exports,
+    expect_files_reach_the_model,
+    expect_files_too_long_together_come_back,
     expect_interrupted_mark,
+    expect_refusals_keep_the_text,
+    expect_the_image_after_a_reload_mid_reply,
     expect_withdrawn,
     nonce,
     search_for,
@@ -471,12 +477,10 @@ def test_a_reply_shows_the_tokens_it_cost(angular_server: ChatServer, new_page: 
     expect(page.locator(".reply-usage")).to_have_text(re.compile(r"^\d+ tokens \(\d+ in, 7 out\)$"))
 
 
-def test_screenshot_of_a_real_looking_conversation(
-    angular_server: ChatServer, new_page: OpenPage, tmp_path: Path
-) -> None:
+def test_screenshot_of_a_real_looking_conversation(chat_server: ChatServer, new_page: OpenPage, tmp_path: Path) -> None:
     """docs/screenshot-angular.png with UPDATE_SCREENSHOTS=1 (`make screenshots`), in the dark theme,
-    with a file attached to a question."""
-    page, _ = new_page(f"{angular_server.base}/angular/", color_scheme="dark")
+    with a file attached to a question and the model picker (the server offers two models)."""
+    page, _ = new_page(f"{chat_server.base}/angular/", color_scheme="dark")
     expect(page.locator("#status")).to_have_text("Connected")
     done(ask(page, "Plan a weekend in Lisbon"))
     page.get_by_role("button", name="New chat").click()
@@ -490,6 +494,7 @@ def test_screenshot_of_a_real_looking_conversation(
     expect(page.locator(".message.user .file-chip")).to_have_text([f"settings.json · {len(settings)} bytes"])
     done(reply)
     expect(reply).to_contain_text("ensure_ascii=False keeps characters")
+    expect(page.locator("#model-select")).to_be_visible()
     expect(page.locator(".conversation-open")).to_have_count(2)
     save_screenshot(page, "screenshot-angular.png", tmp_path)
 
@@ -621,22 +626,7 @@ def test_one_model_shows_no_picker_and_no_labels(angular_server: ChatServer, new
     expect(page.locator("#instructions-btn")).to_be_visible()
 
 
-# -- attachments (issue 23) -------------------------------------------------------------------
-#: A PNG as far as its magic bytes go: all the server and the fake Azure OpenAI check.
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(56))
-CAT = {"name": "cat.png", "mimeType": "image/png", "buffer": PNG}
-
-# A file handed to the page as a paste into the composer, or a drop onto it, as a browser makes them.
-PASTE_OR_DROP = """([how, name, text]) => {
-    const data = new DataTransfer();
-    data.items.add(new File([text], name, { type: "" }));
-    const event = how === "paste"
-        ? new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true })
-        : new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true });
-    document.querySelector(how === "paste" ? "#prompt" : "#composer").dispatchEvent(event);
-}"""
-
-
+# -- attachments (issue 23): the same checks as the page's (tests/support/page.py) ---------------
 def open_chat(new_page: OpenPage, server: ChatServer, viewport: tuple[int, int], scheme: str) -> Page:
     if not BUILD.is_file():
         pytest.fail(f"{BUILD} is missing: `make angular` builds the Angular client (make test does)")
@@ -650,84 +640,25 @@ def test_files_attached_by_picker_paste_and_drop_reach_the_model_as_parts(
     chat_server: ChatServer, fake_ai: FakeAI, new_page: OpenPage, viewport: tuple[int, int], scheme: str
 ) -> None:
     """The main test server's default deployment reads images: an image by the picker, a code file
-    pasted, a text file dropped; chips with sizes, one removed; the fake Azure OpenAI names the
-    parts it received; the message shows the thumbnail and the chips, again after a reload."""
+    pasted, text files dropped, one removed; the fake Azure OpenAI gets them as parts; the message
+    shows them, again after a reload."""
     page = open_chat(new_page, chat_server, viewport, scheme)
-    expect(page.locator("#attach-hint")).to_have_text("Images or text files")
-    page.locator("#attach-input").set_input_files([CAT])
-    page.evaluate(PASTE_OR_DROP, ["paste", "hello.py", "print(1)\n"])
-    page.evaluate(PASTE_OR_DROP, ["drop", "notes.md", "# Notes\n"])
-    page.evaluate(PASTE_OR_DROP, ["drop", "spare.txt", "spare"])
-    chips = page.locator(".chosen-file")
-    expect(chips).to_have_count(4)
-    expect(chips.locator(".chosen-name")).to_have_text(["cat.png", "hello.py", "notes.md", "spare.txt"])
-    expect(chips.locator(".chosen-size")).to_have_text([f"{len(PNG)} bytes", "9 bytes", "8 bytes", "5 bytes"])
-    page.get_by_role("button", name="Remove spare.txt").click()
-    expect(chips).to_have_count(3)
-    assert not serious_accessibility_violations(page), "the chosen files"
+    choose_files(page, "#prompt", scheme)
+    expect_files_reach_the_model(page, fake_ai, "#prompt", scheme)
 
-    tag = nonce()
-    page.locator("#prompt").fill(f"What are these? {tag}")
-    page.locator("#prompt").press("Enter")
-    reply = page.locator(".message.assistant").first
-    expect(reply).to_have_attribute("aria-busy", "false", timeout=30_000)
-    expect(reply).to_contain_text(
-        f"Received: text; image image/png {len(PNG)} bytes; file hello.py 8 chars; file notes.md 7 chars."
-    )
-    expect(chips).to_have_count(0)
-    [record] = fake_ai.requests_with(tag)
-    image = record["body"]["messages"][-1]["content"][1]
-    assert image["image_url"]["url"].startswith("data:image/png;base64,")
 
-    def shown() -> None:
-        user = page.locator(".message.user").first
-        expect(user.locator("img.message-image")).to_have_attribute("alt", "cat.png")
-        expect(user.locator(".file-chip")).to_have_text(["hello.py · 9 bytes", "notes.md · 8 bytes"])
-
-    shown()
-    page.reload()
-    expect(page.locator("#status")).to_have_text("Connected")
-    shown()  # the image again, from GetAttachment
-    violations = serious_accessibility_violations(page)
-    assert not violations, f"{scheme}: {violations}"
+def test_chips_are_removed_by_keyboard(chat_server: ChatServer, new_page: OpenPage) -> None:
+    expect_chips_removed_by_keyboard(open_chat(new_page, chat_server, DESKTOP, "light"), "#prompt")
 
 
 def test_files_too_long_together_come_back_as_chips_to_send_fewer(chat_server: ChatServer, new_page: OpenPage) -> None:
-    """Each file fits the model's context window (16,384 tokens here), the two together do not: the
-    server refuses the message while the files still wait, and the page gives them back."""
     page = open_chat(new_page, chat_server, DESKTOP, "light")
-    page.locator("#attach-input").set_input_files(
-        [
-            {"name": "one.txt", "mimeType": "text/plain", "buffer": b"a" * 30_000},
-            {"name": "two.txt", "mimeType": "text/plain", "buffer": b"b" * 30_000},
-        ]
-    )
-    typed = f"both files {nonce()}"
-    page.locator("#prompt").fill(typed)
-    page.locator("#ask-btn").click()
-    expect(page.locator("#attach-error")).to_have_text(
-        "Message and its files are too long for the model's context window. Attach fewer or shorter files."
-    )
-    expect(page.locator("#prompt")).to_have_value(typed)
-    expect(page.locator(".chosen-file")).to_have_count(2)
-    page.get_by_role("button", name="Remove two.txt").click()
-    page.locator("#ask-btn").click()
-    reply = page.locator(".message.assistant").first
-    expect(reply).to_contain_text("Received: text; file one.txt 30000 chars.", timeout=30_000)
+    expect_files_too_long_together_come_back(page, "#prompt", "#ask-btn")
 
 
 def test_a_reload_mid_reply_shows_the_question_with_its_image(chat_server: ChatServer, new_page: OpenPage) -> None:
     page = open_chat(new_page, chat_server, DESKTOP, "light")
-    page.locator("#attach-input").set_input_files([CAT])
-    page.locator("#prompt").fill(f"[[slow]] {nonce()}")
-    page.locator("#prompt").press("Enter")
-    expect(page.locator(".message.assistant").first).to_contain_text("tok2")
-    page.reload()
-    expect(page.locator("#status")).to_have_text("Connected")
-    expect(page.locator(".message.user img.message-image")).to_have_attribute("alt", "cat.png")
-    expect(page.locator(".message.assistant").first).to_contain_text("tok5")
-    page.locator("#stop-btn").click()
-    expect(page.locator(".message.assistant").first).to_have_attribute("aria-busy", "false")
+    expect_the_image_after_a_reload_mid_reply(page, "#prompt")
 
 
 @pytest.mark.parametrize(("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "dark")], ids=["desktop", "phone-dark"])
@@ -735,42 +666,4 @@ def test_a_refused_file_is_said_next_to_the_composer_and_the_text_is_kept(
     chat_server: ChatServer, new_page: OpenPage, viewport: tuple[int, int], scheme: str
 ) -> None:
     page = open_chat(new_page, chat_server, viewport, scheme)
-    prompt, error = page.locator("#prompt"), page.locator("#attach-error")
-    typed = f"keep this text {nonce()}"
-    prompt.fill(typed)
-    # refused before any upload: too large, a type no model takes
-    page.locator("#attach-input").set_input_files(
-        [{"name": "big.txt", "mimeType": "text/plain", "buffer": b"a" * (5 * 1024 * 1024 + 1)}]
-    )
-    expect(error).to_have_text("The file is too large. The limit is 5 MB.")
-    page.locator("#attach-input").set_input_files([{"name": "a.zip", "mimeType": "application/zip", "buffer": b"PK"}])
-    expect(error).to_have_text(
-        "This type of file cannot be attached: a.zip. Attach images (PNG, JPEG, GIF, WebP) or text and code files."
-    )
-    expect(page.locator(".chosen-file")).to_have_count(0)
-    # refused by the server, which reads the content: a "PNG" that is text
-    page.locator("#attach-input").set_input_files(
-        [{"name": "fake.png", "mimeType": "image/png", "buffer": b"not an image"}]
-    )
-    expect(page.locator(".chosen-file")).to_have_count(1)
-    page.locator("#ask-btn").click()
-    expect(error).to_have_text(
-        "This type of file cannot be attached: fake.png. Attach images (PNG, JPEG, GIF, WebP) or text and code "
-        "files. Its content is not a PNG image."
-    )
-    expect(prompt).to_have_value(typed)
-    expect(page.locator(".chosen-file")).to_have_count(0)
-    expect(page.locator(".message.user")).to_have_count(0)
-    assert not serious_accessibility_violations(page), "a refusal shown"
-
-    # a model that takes no images: the picker says so, and an image is refused before uploading
-    page.locator("#model-select").select_option(DEPLOYMENT_MINI)
-    expect(page.locator("#attach-hint")).to_have_text("Text files only: this model takes no images")
-    page.locator("#attach-input").set_input_files([CAT])
-    expect(error).to_have_text(
-        f"The model {DEPLOYMENT_MINI} cannot read images. Attach text files only, or choose a model that reads images."
-    )
-    expect(prompt).to_have_value(typed)
-    prompt.press("Enter")  # the text alone goes
-    expect(page.locator(".message.assistant").first).to_contain_text(f"Echo: {typed}", timeout=30_000)
-    expect(error).to_have_count(0)
+    expect_refusals_keep_the_text(page, "#prompt", "#ask-btn", scheme)

@@ -15,17 +15,25 @@ from tests.support.browser import DESKTOP, PHONE, OpenPage, save_screenshot, ser
 from tests.support.chat_fixtures import ChatServer, FakeAI, azure_settings, serve_chat, token_for
 from tests.support.page import (
     BUSY,
+    CAT,
     DELETED,
     KILLED,
     MARKDOWN,
+    PNG,
     SERVER_DOWN,
     chat,
     check_models_and_instructions,
+    choose_files,
     crash_and_start_again,
     delete_all,
+    expect_chips_removed_by_keyboard,
     expect_cut_short_and_continue,
     expect_exports,
+    expect_files_reach_the_model,
+    expect_files_too_long_together_come_back,
     expect_interrupted_mark,
+    expect_refusals_keep_the_text,
+    expect_the_image_after_a_reload_mid_reply,
     expect_withdrawn,
     full,
     nonce,
@@ -770,15 +778,23 @@ def test_a_reply_shows_the_tokens_it_cost(page_server: ChatServer, new_page: Ope
     expect(replies(page).first.locator(".reply-usage")).to_have_text(re.compile(r"^\d+ tokens \(\d+ in, 7 out\)$"))
 
 
-def test_screenshot_of_a_real_looking_conversation(page_server: ChatServer, new_page: OpenPage, tmp_path: Path) -> None:
-    """docs/screenshot-page.png with UPDATE_SCREENSHOTS=1 (`make screenshots`): the fake's canned answers."""
-    page = open_chat(new_page, page_server)
+def test_screenshot_of_a_real_looking_conversation(chat_server: ChatServer, new_page: OpenPage, tmp_path: Path) -> None:
+    """docs/screenshot-page.png with UPDATE_SCREENSHOTS=1 (`make screenshots`): the fake's canned
+    answers, a file attached to a question, and the model picker (the server offers two models)."""
+    page = open_chat(new_page, chat_server)
     chat(page, "Plan a weekend in Lisbon")
     page.get_by_role("button", name="New chat").click()
     expect(page.locator(".message")).to_have_count(0)
     chat(page, "How do I read a JSON file in Python?")
+    settings = b'{\n  "theme": "dark",\n  "language": "pt-PT"\n}\n'
+    page.locator("#attach-input").set_input_files(
+        [{"name": "settings.json", "mimeType": "application/json", "buffer": settings}]
+    )
+    expect(page.locator(".chosen-file .chosen-name")).to_have_text(["settings.json"])
     text = chat(page, "And how do I write it back, nicely formatted?")
     assert text.startswith("Pass indent to json.dump")
+    expect(page.locator(".message.user .file-chip")).to_have_text([f"settings.json · {len(settings)} bytes"])
+    expect(page.locator("#model-picker")).to_be_visible()
     expect(page.locator(".conversation-open")).to_have_count(2)
     page.locator("#message-input").focus()
     page.locator("#chat-container").evaluate("c => { c.scrollTop = c.scrollHeight; }")
@@ -890,3 +906,84 @@ def test_one_model_shows_no_picker_and_no_labels(page_server: ChatServer, new_pa
     expect(page.locator("#model-picker")).to_be_hidden()
     expect(page.locator(".model-label")).to_have_count(0)
     expect(page.locator("#instructions-btn")).to_be_visible()
+
+
+# -- attachments (issue 23): the same checks as the Angular client's (tests/support/page.py) ------
+def open_sized(new_page: OpenPage, server: ChatServer, viewport: tuple[int, int], scheme: str) -> Page:
+    page, _ = new_page(f"{server.base}/", viewport=viewport, color_scheme=scheme)
+    expect(page.locator("#status")).to_have_text("Connected")
+    return page
+
+
+@pytest.mark.parametrize(("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "dark")], ids=["desktop", "phone-dark"])
+def test_files_attached_by_picker_paste_and_drop_reach_the_model_as_parts(
+    chat_server: ChatServer, fake_ai: FakeAI, new_page: OpenPage, viewport: tuple[int, int], scheme: str
+) -> None:
+    """The main test server's default deployment reads images: an image by the picker, a code file
+    pasted, text files dropped, one removed; the fake Azure OpenAI gets them as parts; the message
+    shows them, again after a reload."""
+    page = open_sized(new_page, chat_server, viewport, scheme)
+    choose_files(page, "#message-input", scheme)
+    expect_files_reach_the_model(page, fake_ai, "#message-input", scheme)
+
+
+def test_chips_are_removed_by_keyboard(chat_server: ChatServer, new_page: OpenPage) -> None:
+    expect_chips_removed_by_keyboard(open_sized(new_page, chat_server, DESKTOP, "light"), "#message-input")
+
+
+def test_an_image_pasted_alone_is_sent_without_text(chat_server: ChatServer, new_page: OpenPage) -> None:
+    """A screenshot pasted into the input, and Send with no text: the message is the image alone."""
+    page = open_sized(new_page, chat_server, DESKTOP, "light")
+    page.evaluate(
+        """(bytes) => {
+        const data = new DataTransfer();
+        data.items.add(new File([new Uint8Array(bytes)], "screenshot.png", { type: "image/png" }));
+        document.querySelector("#message-input").dispatchEvent(
+            new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true }));
+    }""",
+        list(PNG),
+    )
+    expect(page.locator(".chosen-file .chosen-name")).to_have_text(["screenshot.png"])
+    page.locator("#send-btn").click()
+    expect(replies(page).first).to_contain_text(f"Received: image image/png {len(PNG)} bytes.", timeout=30_000)
+    expect(page.locator(".message.user img.message-image")).to_have_attribute("alt", "screenshot.png")
+
+
+def test_files_too_long_together_come_back_as_chips_to_send_fewer(chat_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_sized(new_page, chat_server, DESKTOP, "light")
+    expect_files_too_long_together_come_back(page, "#message-input", "#send-btn")
+
+
+def test_a_reload_mid_reply_shows_the_question_with_its_image(chat_server: ChatServer, new_page: OpenPage) -> None:
+    page = open_sized(new_page, chat_server, DESKTOP, "light")
+    expect_the_image_after_a_reload_mid_reply(page, "#message-input")
+
+
+@pytest.mark.parametrize(("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "dark")], ids=["desktop", "phone-dark"])
+def test_a_refused_file_is_said_next_to_the_composer_and_the_text_is_kept(
+    chat_server: ChatServer, new_page: OpenPage, viewport: tuple[int, int], scheme: str
+) -> None:
+    page = open_sized(new_page, chat_server, viewport, scheme)
+    expect_refusals_keep_the_text(page, "#message-input", "#send-btn", scheme)
+
+
+def test_the_built_in_model_takes_text_files_and_refuses_images_before_uploading(
+    local_chat_server: ChatServer, new_page: OpenPage
+) -> None:
+    """The built-in offline model reads no images: known from GetChatInfo before any upload."""
+    page = open_sized(new_page, local_chat_server, DESKTOP, "light")
+    sent: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(str(frame))))
+    expect(page.locator("#attach-hint")).to_have_text("Text files only: this model takes no images")
+    typed = "describe it"
+    page.locator("#message-input").fill(typed)
+    page.locator("#attach-input").set_input_files([CAT])
+    model = page.evaluate("document.getElementById('model').textContent.split(' · ')[0]")
+    expect(page.locator("#attach-error")).to_have_text(
+        f"The model {model} cannot read images. Attach text files only, or choose a model that reads images."
+    )
+    expect(page.locator(".chosen-file")).to_have_count(0)
+    expect(page.locator("#message-input")).to_have_value(typed)
+    page.locator("#attach-input").set_input_files([{"name": "hello.py", "mimeType": "", "buffer": b"print(1)\n"}])
+    expect(page.locator(".chosen-file .chosen-name")).to_have_text(["hello.py"])
+    assert not [frame for frame in sent if "UploadAttachment" in frame], "nothing was uploaded"

@@ -1,5 +1,6 @@
 """The page's pure modules under Node's test runner, no browser and no server:
-`tests/js/page/*.test.mjs` (the reply follower that the page and the Angular client share).
+`tests/js/page/*.test.mjs` (the reply follower and the attachment module that the page and the
+Angular client share).
 
 Each file is a test here, as in test_chat_js.py; a run that reports no test counts as a failure,
 so a file whose tests stopped being found does not pass silently.

@@ -296,3 +296,195 @@ def check_models_and_instructions(page: Page, fake: FakeAI, composer: str) -> No
     expect(page.locator(".model-label")).to_have_text([DEPLOYMENT_MINI, DEPLOYMENT])
     [record] = fake.requests_with(f"plain {tag}")
     assert record["path"] == f"/openai/deployments/{DEPLOYMENT}/chat/completions"
+
+
+# -- attachments (issue 23): the same checks on both front ends ----------------------------------
+#: A PNG as far as its magic bytes go: all the server and the fake Azure OpenAI check.
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(56))
+CAT = {"name": "cat.png", "mimeType": "image/png", "buffer": PNG}
+
+# A file handed to a front end as a paste into its input, or a drop onto its composer, as a browser makes them.
+PASTE_OR_DROP = """([target, name, type, text]) => {
+    const data = new DataTransfer();
+    data.items.add(new File([text], name, { type }));
+    const event = target === "#composer"
+        ? new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true })
+        : new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true });
+    document.querySelector(target).dispatchEvent(event);
+}"""
+
+
+def paste_file(page: Page, composer: str, name: str, text: str, type_: str = "") -> None:
+    page.evaluate(PASTE_OR_DROP, [composer, name, type_, text])
+
+
+def drop_file(page: Page, name: str, text: str, type_: str = "") -> None:
+    page.evaluate(PASTE_OR_DROP, ["#composer", name, type_, text])
+
+
+def expect_above_the_input(page: Page, above: str, composer: str) -> None:
+    """`above` is a row of the composer over its input, from the same left edge (a phone's composer
+    is a column: it must not wrap into a second column beside the input)."""
+    row, field = page.locator(above).bounding_box(), page.locator(composer).bounding_box()
+    assert row is not None and field is not None
+    assert row["y"] + row["height"] <= field["y"] + 1, (row, field)
+    assert abs(row["x"] - field["x"]) <= 1, (row, field)
+
+
+def choose_files(page: Page, composer: str, scheme: str) -> Locator:
+    """An image by the picker, a code file pasted, a text file dropped, and a spare one removed:
+    chips with names, sizes and the image's thumbnail; axe clean with them on screen."""
+    expect(page.locator("#attach-hint")).to_have_text("Images or text files")
+    page.locator("#attach-input").set_input_files([CAT])
+    paste_file(page, composer, "hello.py", "print(1)\n")
+    drop_file(page, "notes.md", "# Notes\n")
+    drop_file(page, "spare.txt", "spare", "text/plain")
+    chips = page.locator(".chosen-file")
+    expect(chips).to_have_count(4)
+    expect(chips.locator(".chosen-name")).to_have_text(["cat.png", "hello.py", "notes.md", "spare.txt"])
+    expect(chips.locator(".chosen-size")).to_have_text([f"{len(PNG)} bytes", "9 bytes", "8 bytes", "5 bytes"])
+    expect(chips.first.locator("img.chip-thumb")).to_have_count(1)
+    expect_above_the_input(page, "#chosen-files", composer)
+    page.get_by_role("button", name="Remove spare.txt").click()
+    expect(chips).to_have_count(3)
+    violations = serious_accessibility_violations(page)
+    assert not violations, f"{scheme}, the chosen files: {violations}"
+    return chips
+
+
+def expect_chips_removed_by_keyboard(page: Page, composer: str) -> None:
+    """Each chip's Remove is a button in the tab order; the focus moves to the chip that takes its
+    place (the one before it when it was the last), then to the input when none is left."""
+    for name in ("a.txt", "b.txt", "c.txt"):
+        drop_file(page, name, name, "text/plain")
+    expect(page.locator(".chosen-file")).to_have_count(3)
+    page.get_by_role("button", name="Remove b.txt").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="Remove c.txt")).to_be_focused()
+    page.keyboard.press("Space")
+    expect(page.get_by_role("button", name="Remove a.txt")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator(".chosen-file")).to_have_count(0)
+    expect(page.locator(composer)).to_be_focused()
+
+
+def expect_files_reach_the_model(page: Page, fake: FakeAI, composer: str, scheme: str) -> None:
+    """The files chosen by `choose_files` sent with a message: the fake Azure OpenAI names the parts
+    it received (the image as an `image_url` data URL); the message shows the thumbnail and the
+    chips, again after a reload (the image from GetAttachment); axe clean."""
+    tag = nonce()
+    page.locator(composer).fill(f"What are these? {tag}")
+    page.locator(composer).press("Enter")
+    reply = page.locator(".message.assistant").first
+    expect(reply).to_have_attribute("aria-busy", "false", timeout=30_000)
+    expect(reply).to_contain_text(
+        f"Received: text; image image/png {len(PNG)} bytes; file hello.py 8 chars; file notes.md 7 chars."
+    )
+    expect(page.locator(".chosen-file")).to_have_count(0)
+    [record] = fake.requests_with(tag)
+    image = record["body"]["messages"][-1]["content"][1]
+    assert image["image_url"]["url"].startswith("data:image/png;base64,")
+
+    def shown() -> None:
+        user = page.locator(".message.user").first
+        expect(user.locator("img.message-image")).to_have_attribute("alt", "cat.png")
+        expect(user.locator(".file-chip")).to_have_text(["hello.py · 9 bytes", "notes.md · 8 bytes"])
+
+    shown()
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Connected")
+    shown()
+    src = str(page.locator(".message.user img.message-image").get_attribute("src"))
+    assert src.startswith("data:image/png;base64,"), "the image from GetAttachment"
+    violations = serious_accessibility_violations(page)
+    assert not violations, f"{scheme}, an attachment in the log: {violations}"
+
+
+def expect_files_too_long_together_come_back(page: Page, composer: str, send_button: str) -> None:
+    """Each file fits the model's context window (16,384 tokens on the test server), the two
+    together do not: the server refuses the message while the files still wait, and the front end
+    gives them back as chips beside the refusal, the text kept; one removed, the other goes."""
+    page.locator("#attach-input").set_input_files(
+        [
+            {"name": "one.txt", "mimeType": "text/plain", "buffer": b"a" * 30_000},
+            {"name": "two.txt", "mimeType": "text/plain", "buffer": b"b" * 30_000},
+        ]
+    )
+    typed = f"both files {nonce()}"
+    page.locator(composer).fill(typed)
+    page.locator(send_button).click()
+    expect(page.locator("#attach-error")).to_have_text(
+        "Message and its files are too long for the model's context window. Attach fewer or shorter files."
+    )
+    expect(page.locator(composer)).to_have_value(typed)
+    expect(page.locator(".chosen-file")).to_have_count(2)
+    page.get_by_role("button", name="Remove two.txt").click()
+    page.locator(send_button).click()
+    expect(page.locator(".message.assistant").last).to_contain_text(
+        "Received: text; file one.txt 30000 chars.", timeout=30_000
+    )
+
+
+def expect_the_image_after_a_reload_mid_reply(page: Page, composer: str) -> None:
+    """A reply still running after a reload shows its question's image (reply.userAttachments)."""
+    page.locator("#attach-input").set_input_files([CAT])
+    page.locator(composer).fill(f"[[slow]] {nonce()}")
+    page.locator(composer).press("Enter")
+    reply = page.locator(".message.assistant").first
+    expect(reply).to_contain_text("tok2")
+    page.reload()
+    expect(page.locator("#status")).to_have_text("Connected")
+    expect(page.locator(".message.user img.message-image")).to_have_attribute("alt", "cat.png")
+    expect(reply).to_contain_text("tok5")
+    page.locator("#stop-btn").click()
+    expect(reply).to_have_attribute("aria-busy", "false")
+
+
+def expect_refusals_keep_the_text(page: Page, composer: str, send_button: str, scheme: str) -> None:
+    """Refused before any upload (too large, a type no model takes) and by the server (a "PNG" that
+    is text): said next to the composer (role=alert), the typed text kept, nothing sent; then a
+    model that takes no images: the picker says so and offers text files only, an image is refused
+    before uploading, and the text alone goes."""
+    prompt, error = page.locator(composer), page.locator("#attach-error")
+    typed = f"keep this text {nonce()}"
+    prompt.fill(typed)
+    page.locator("#attach-input").set_input_files(
+        [{"name": "big.txt", "mimeType": "text/plain", "buffer": b"a" * (5 * 1024 * 1024 + 1)}]
+    )
+    expect(error).to_have_text("The file is too large. The limit is 5 MB.")
+    expect(error).to_have_attribute("role", "alert")
+    expect_above_the_input(page, "#attach-error", composer)
+    page.locator("#attach-input").set_input_files([{"name": "a.zip", "mimeType": "application/zip", "buffer": b"PK"}])
+    expect(error).to_have_text(
+        "This type of file cannot be attached: a.zip. Attach images (PNG, JPEG, GIF, WebP) or text and code files."
+    )
+    expect(page.locator(".chosen-file")).to_have_count(0)
+    page.locator("#attach-input").set_input_files(
+        [{"name": "fake.png", "mimeType": "image/png", "buffer": b"not an image"}]
+    )
+    expect(page.locator(".chosen-file")).to_have_count(1)
+    expect(error).to_be_hidden()
+    page.locator(send_button).click()
+    expect(error).to_have_text(
+        "This type of file cannot be attached: fake.png. Attach images (PNG, JPEG, GIF, WebP) or text and code "
+        "files. Its content is not a PNG image."
+    )
+    expect(prompt).to_have_value(typed)
+    expect(page.locator(".chosen-file")).to_have_count(0)
+    expect(page.locator(".message.user")).to_have_count(0)
+    violations = serious_accessibility_violations(page)
+    assert not violations, f"{scheme}, a refusal shown: {violations}"
+
+    page.locator("#model-select").select_option(DEPLOYMENT_MINI)
+    expect(page.locator("#attach-hint")).to_have_text("Text files only: this model takes no images")
+    accept = str(page.locator("#attach-input").get_attribute("accept"))
+    assert accept.startswith(".txt,.md,") and accept.endswith(",text/*,application/json"), accept
+    page.locator("#attach-input").set_input_files([CAT])
+    expect(error).to_have_text(
+        f"The model {DEPLOYMENT_MINI} cannot read images. Attach text files only, or choose a model that reads images."
+    )
+    expect(page.locator(".chosen-file")).to_have_count(0)
+    expect(prompt).to_have_value(typed)
+    prompt.press("Enter")  # the text alone goes
+    expect(page.locator(".message.assistant").first).to_contain_text(f"Echo: {typed}", timeout=30_000)
+    expect(error).to_be_hidden()

@@ -1,20 +1,11 @@
 import { DestroyRef, Injectable, InjectionToken, inject, signal } from '@angular/core';
 import { HttpTransportType, HubConnection, HubConnectionBuilder, HubConnectionState, LogLevel, Subject as HubSubject } from '@microsoft/signalr';
 import { Observable, Subject } from 'rxjs';
+import { type AttachmentLimits, sendChunks } from '../../../wwwroot/js/chat/attachments.js';
 import type { ReplyItem } from '../../../wwwroot/js/chat/reply-follower.js';
 
 /** Where the hub is mapped. Provide another value to point the app at another server. */
 export const AI_HUB_URL = new InjectionToken<string>('AI_HUB_URL', { factory: () => '/chat' });
-
-/** Bytes per UploadAttachment chunk: 16 KB is about 22 KB of base64, within a hub message's limit. */
-const UPLOAD_CHUNK = 16 * 1024;
-
-function toBase64(buffer: ArrayBuffer): string {
-  const bytes = new Uint8Array(buffer);
-  let text = '';
-  for (let at = 0; at < bytes.length; at += 0x8000) text += String.fromCharCode(...bytes.subarray(at, at + 0x8000));
-  return btoa(text);
-}
 
 /** The same delays (ms) for automatic reconnects and for retrying the first start. */
 const RETRY_DELAYS = [0, 2000, 5000, 10000, 30000];
@@ -44,15 +35,8 @@ export interface ChatInfo {
   visionModels?: string[];
 }
 
-export interface AttachmentLimits {
-  maxBytes: number;
-  /** Files per message; 0: attachments are off. */
-  maxFiles: number;
-  /** Media types allowed ("text/*" for every text type). */
-  types: string[];
-  /** File name endings attached as text whatever type the browser declares. */
-  extensions: string[];
-}
+/** GetChatInfo's `attachments` (typed next to the shared attachments.js, which both clients use). */
+export type { AttachmentLimits };
 
 /** An attachment's metadata: UploadAttachment's answer, and a stored message's `attachments`. */
 export interface AttachmentInfo {
@@ -292,16 +276,7 @@ export class AiStreamService {
     result.catch(() => {
       refused = true;
     });
-    try {
-      for (let at = 0; at < file.size && !refused; at += UPLOAD_CHUNK) {
-        subject.next(toBase64(await file.slice(at, at + UPLOAD_CHUNK).arrayBuffer()));
-        await new Promise((resolve) => setTimeout(resolve)); // the server's answer is read between chunks
-      }
-    } catch (err) {
-      subject.error(err); // the file could not be read (gone from the disk): the upload fails, says why
-      throw err;
-    }
-    subject.complete();
+    await sendChunks(file, subject, { refused: () => refused }); // a file that cannot be read ends the stream and throws
     return result;
   }
 

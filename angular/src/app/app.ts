@@ -1,5 +1,6 @@
-import { Component, ElementRef, afterNextRender, afterRenderEffect, computed, inject, signal, viewChild } from '@angular/core';
+import { Component, ElementRef, Injector, afterNextRender, afterRenderEffect, computed, inject, signal, viewChild } from '@angular/core';
 import { takeUntilDestroyed } from '@angular/core/rxjs-interop';
+import { check, isImage, pickerAccept, pickerHint, sizeText, takesImages } from '../../../wwwroot/js/chat/attachments.js';
 import { type ReplyEnd, type ReplyFollower, followReply } from '../../../wwwroot/js/chat/reply-follower.js';
 import { AiStreamService, AttachmentInfo, ChatInfo, ConversationEntry, ReplyInfo, SearchResult } from './ai-stream.service';
 import { MarkdownView, copy } from './markdown';
@@ -63,6 +64,7 @@ const COUNTER_FROM = 0.8;
 })
 export class App {
   private readonly ai = inject(AiStreamService);
+  private readonly injector = inject(Injector);
   private readonly list = viewChild.required<ElementRef<HTMLElement>>('list');
   private readonly themeButton = viewChild.required<ElementRef<HTMLButtonElement>>('themeBtn');
 
@@ -98,9 +100,7 @@ export class App {
   protected readonly attachLimits = computed(() => this.info()?.attachments ?? null);
   protected readonly canAttach = computed(() => (this.attachLimits()?.maxFiles ?? 0) > 0);
   /** The open conversation's model reads images (GetChatInfo's visionModels). */
-  protected readonly takesImages = computed(() =>
-    (this.info()?.visionModels ?? []).includes(this.conversationModel() || this.info()?.model || ''),
-  );
+  protected readonly takesImages = computed(() => takesImages(this.info(), this.conversationModel()));
   /** Images shown again after a reload (GetAttachment), by attachment id. */
   protected readonly imageUrls = signal<ReadonlyMap<string, string>>(new Map());
   protected readonly dragging = signal(false);
@@ -577,48 +577,53 @@ export class App {
     return a.id !== undefined ? this.imageUrls().get(a.id) : undefined;
   }
 
-  /** Files from the picker, a drop or a paste: each checked as the server will check it, so a
-   * refusal is said before any upload (the server checks again, and its text is shown too). */
+  /** Files from the picker, a drop or a paste: each checked as the server will check it (the
+   * shared attachments.js), so a refusal is said before any upload (the server checks again). */
   protected addFiles(list: FileList | readonly File[] | null | undefined): void {
     const limits = this.attachLimits();
     if (!list || list.length === 0 || limits === null) return;
-    this.attachError.set(null);
-    for (const file of Array.from(list)) {
-      const refusal = this.refusal(file, limits.maxBytes, limits.maxFiles);
-      if (refusal !== null) {
-        this.attachError.set(refusal);
-        continue;
-      }
-      const image = IMAGE_TYPES.includes(file.type);
+    const { accepted, refused } = check(Array.from(list), {
+      limits,
+      chosen: this.files().length,
+      model: this.conversationModel() || this.info()?.model || '',
+      readsImages: this.takesImages(),
+    });
+    this.attachError.set(refused);
+    for (const file of accepted) {
+      const image = isImage(file);
       const url = image ? URL.createObjectURL(file) : undefined;
       this.files.update((files) => [...files, { key: this.nextKey++, file, image, url }]);
     }
   }
 
-  private refusal(file: File, maxBytes: number, maxFiles: number): string | null {
-    const limits = this.attachLimits()!;
-    if (this.files().length >= maxFiles) return tooMany(maxFiles);
-    const type = file.type.toLowerCase();
-    const name = file.name.toLowerCase();
-    const image = type.startsWith('image/');
-    const allowed = image
-      ? IMAGE_TYPES.includes(type) && limits.types.includes(type)
-      : limits.types.includes(type) ||
-        (type.startsWith('text/') && limits.types.includes('text/*')) ||
-        limits.extensions.some((ending) => name.endsWith(ending));
-    if (!allowed) return `This type of file cannot be attached: ${file.name}. Attach images (PNG, JPEG, GIF, WebP) or text and code files.`;
-    if (image && !this.takesImages()) {
-      const model = this.conversationModel() || this.info()?.model || '';
-      return `The model ${model} cannot read images. Attach text files only, or choose a model that reads images.`;
-    }
-    if (file.size > maxBytes) return `The file is too large. The limit is ${sizeText(maxBytes)}.`;
-    return null;
+  /** The picker's `accept` and hint (text files only for a model that reads no images). */
+  protected pickerAccept(): string | null {
+    const limits = this.attachLimits();
+    return limits === null ? null : pickerAccept(limits, this.takesImages());
+  }
+
+  protected pickerHint(): { text: string; reason: string } {
+    return pickerHint(this.takesImages());
   }
 
   protected removeFile(chosen: ChosenFile): void {
     if (chosen.url) URL.revokeObjectURL(chosen.url);
     this.files.update((files) => files.filter((f) => f !== chosen));
     this.attachError.set(null);
+  }
+
+  /** A chip's Remove button: the file goes, and the focus moves to the chip that takes its place
+   * (the one before it when it was the last), or to the input when none is left, as on the page. */
+  protected removeChip(chosen: ChosenFile, prompt: HTMLTextAreaElement): void {
+    const at = this.files().indexOf(chosen);
+    this.removeFile(chosen);
+    afterNextRender(
+      () => {
+        const buttons = document.querySelectorAll<HTMLButtonElement>('#chosen-files .chip-remove');
+        (buttons[Math.min(at, buttons.length - 1)] ?? prompt).focus();
+      },
+      { injector: this.injector },
+    );
   }
 
   protected pickFiles(input: HTMLInputElement): void {
@@ -857,23 +862,6 @@ function serverText(err: unknown): string | null {
   const text = err instanceof Error ? err.message : String(err);
   const at = text.indexOf(HUB_ERROR);
   return at >= 0 ? text.slice(at + HUB_ERROR.length) : null;
-}
-
-/** The image types a vision model takes (as the server checks them). */
-const IMAGE_TYPES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
-
-/** 5 MB, 512 KB, 100 bytes: as the server says a limit. */
-function sizeText(count: number): string {
-  const mb = 1024 * 1024;
-  if (count >= mb && count % mb === 0) return `${(count / mb).toLocaleString('en')} MB`;
-  if (count >= 1024 && count % 1024 === 0) return `${(count / 1024).toLocaleString('en')} KB`;
-  if (count >= mb) return `${(count / mb).toFixed(1)} MB`;
-  if (count >= 1024) return `${(count / 1024).toFixed(1)} KB`;
-  return `${count.toLocaleString('en')} bytes`;
-}
-
-function tooMany(limit: number): string {
-  return limit === 0 ? 'Attachments are turned off on this server.' : `At most ${limit} file${limit === 1 ? '' : 's'} can be attached to a message.`;
 }
 
 function failure(what: string, err: unknown): string {

@@ -2,6 +2,8 @@
 // `signalR` its classic script sets), who this page is (a token or a guest), and every hub
 // method the page calls. Nothing here touches the page's DOM.
 
+import { sendChunks } from "./attachments.js";
+
 /** The automatic reconnect's delays (ms); after the last one the page retries every 5 s. */
 const RETRY_DELAYS = [0, 2000, 5000, 10000, 30000];
 /** The retry delay once the automatic reconnect gave up. */
@@ -119,6 +121,26 @@ export const exportConversation = (id, format) => connection.invoke("ExportConve
 export const deleteAllMyData = () => connection.invoke("DeleteAllMyData");
 export const setInstructions = (id, text) => connection.invoke("SetInstructions", id, text);
 export const setModel = (id, model) => connection.invoke("SetModel", id, model);
+
+export const startReplyWithAttachments = (id, text, attachmentIds) =>
+    connection.invoke("StartReplyWithAttachments", id, text, attachmentIds);
+/** A stored attachment with its content as a data URL (an image shown again after a reload). */
+export const getAttachment = (id, attachmentId) => connection.invoke("GetAttachment", id, attachmentId);
+
+/**
+ * Uploads a file for the conversation's next message through the hub (client-to-server
+ * streaming): UploadAttachment with a `signalR.Subject` of base64 chunks. Sending stops at once
+ * when the server refuses the file (too large, wrong type…): the promise rejects with its text.
+ * Resolves to `{id, name, type, size}`.
+ */
+export async function uploadAttachment(id, file) {
+    const subject = new signalR.Subject();
+    const result = connection.invoke("UploadAttachment", id, { name: file.name, type: file.type }, subject);
+    let refused = false;
+    result.catch(() => { refused = true; });
+    await sendChunks(file, subject, { refused: () => refused });
+    return result;
+}
 
 /** The `subscribe` a reply follower takes: ResumeReply(id, after), the chunks above `after`, then the end. */
 export function resumeReply(id) {

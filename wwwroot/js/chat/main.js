@@ -16,6 +16,7 @@
 // with `withdrawn: true`: its text is taken off the screen, as the server took it from the
 // history, and the policy text is shown instead.
 
+import * as attachments from "./attachments.js";
 import * as hub from "./hub.js";
 import { DEFAULT, serverText, storage, token } from "./hub.js";
 import { followReply } from "./reply-follower.js";
@@ -62,6 +63,14 @@ const state = {
     conversations: [],
     search: { timer: 0, query: "", page: 0, count: 0 },
     sidebarOpen: false,
+    /** The files chosen for the next message: `{key, file, image, url, uploaded}` (`uploaded`:
+     * UploadAttachment's answer and its conversation, reused when another file was refused). */
+    files: [],
+    nextFileKey: 0,
+    /** The chosen files are being uploaded: Send waits, the chips cannot be removed. */
+    uploading: false,
+    /** Images of the shown messages, by attachment id: an object URL or GetAttachment's data URL. */
+    imageUrls: new Map(),
 };
 
 const canAct = () => state.status === "Connected" && state.ready;
@@ -87,14 +96,120 @@ function setStreaming(on) {
 
 /** Returns whether the composer's text is over the length limit. */
 function updateComposer() {
-    return view.showComposer({ maxLength: state.maxLength, canSend: canAct() && !state.streaming });
+    updatePicker();
+    return view.showComposer({ maxLength: state.maxLength, canSend: canAct() && !state.streaming, uploading: state.uploading });
+}
+
+// -- attachments: chosen by picker, drop or paste; uploaded with the message --------------------
+const attachLimits = () => state.chatInfo?.attachments ?? null;
+const canAttach = () => (attachLimits()?.maxFiles ?? 0) > 0;
+/** The open conversation's model reads images (GetChatInfo's visionModels). */
+const readsImages = () => attachments.takesImages(state.chatInfo, state.conversationModel);
+
+function updatePicker() {
+    const limits = attachLimits();
+    view.showPicker({
+        canAttach: canAttach(),
+        enabled: canAct() && !state.uploading && state.editing === null,
+        accept: limits ? attachments.pickerAccept(limits, readsImages()) : null,
+        hint: attachments.pickerHint(readsImages()),
+    });
+}
+
+function renderFiles() {
+    view.showChosenFiles(state.files, { onRemove: removeFile, disabled: state.uploading });
+}
+
+/**
+ * Files from the picker, a drop or a paste: each checked as the server will check it (the
+ * shared attachments.js), so a refusal is said before any upload; the server checks again.
+ */
+function addFiles(list) {
+    const limits = attachLimits();
+    if (!list || list.length === 0 || limits === null) return;
+    const { accepted, refused } = attachments.check(Array.from(list), {
+        limits,
+        chosen: state.files.length,
+        model: state.conversationModel || state.chatInfo?.model || "",
+        readsImages: readsImages(),
+    });
+    view.showAttachError(refused);
+    for (const file of accepted) {
+        const image = attachments.isImage(file);
+        state.files.push({ key: state.nextFileKey++, file, image, url: image ? URL.createObjectURL(file) : undefined, uploaded: null });
+    }
+    renderFiles();
+}
+
+/** A chip's Remove: the file goes (and its preview); the focus moves to the next chip, or the input. */
+function removeFile(chosen, { focus = true } = {}) {
+    const at = state.files.indexOf(chosen);
+    if (at < 0) return;
+    if (chosen.url && !state.imageUrls.has(chosen.uploaded?.info.id)) URL.revokeObjectURL(chosen.url);
+    state.files.splice(at, 1);
+    view.showAttachError(null);
+    renderFiles();
+    if (focus) view.focusChip(at);
+}
+
+/**
+ * Uploads the chosen files not uploaded yet (to this conversation); null when one was refused:
+ * its chip goes, the refusal is shown next to the composer, and the text and the other files stay.
+ */
+async function uploadChosen(conversationId) {
+    const uploaded = [];
+    state.uploading = true;
+    renderFiles();
+    updateComposer();
+    try {
+        for (const chosen of [...state.files]) {
+            if (chosen.uploaded?.conversationId !== conversationId) {
+                try {
+                    chosen.uploaded = { conversationId, info: await hub.uploadAttachment(conversationId, chosen.file) };
+                } catch (err) {
+                    removeFile(chosen, { focus: false });
+                    view.showAttachError(serverText(err) ?? `${chosen.file.name} could not be attached: ${err?.message ?? err}`);
+                    return null;
+                }
+            }
+            uploaded.push(chosen.uploaded.info);
+        }
+        return uploaded;
+    } finally {
+        state.uploading = false;
+        renderFiles();
+        updateComposer();
+    }
+}
+
+/** A message's files as the log shows them; each image's address when the page has it. */
+function shownFiles(list) {
+    return (list ?? []).map((a) => {
+        const image = a.type.startsWith("image/");
+        return { ...a, image, url: image ? state.imageUrls.get(a.id) : undefined };
+    });
+}
+
+/** Each image of a shown message, fetched once (GetAttachment) to show its thumbnail. */
+async function loadImages(conversationId, entry, files) {
+    for (const a of files) {
+        if (!a.image || a.url) continue;
+        try {
+            const { url } = await hub.getAttachment(conversationId, a.id);
+            state.imageUrls.set(a.id, url);
+            const chip = entry.bubble.images.get(a.id);
+            if (chip?.isConnected) entry.bubble.images.set(a.id, view.showImage(chip, a, url));
+        } catch {
+            // the chip with its name stays
+        }
+    }
 }
 
 // -- the log: user messages and replies ----------------------------------------------------------
 /** A user message; `index` is its place in the stored conversation (for Edit). */
-function userMessage(text, index) {
+function userMessage(text, index, files = []) {
     const entry = { role: "user", index, text, bubble: null };
-    entry.bubble = view.userBubble(text, { onEdit: () => beginEdit(entry), disabled: state.streaming });
+    entry.bubble = view.userBubble(text, { onEdit: () => beginEdit(entry), disabled: state.streaming, attachments: files });
     state.shown.push(entry);
     return entry;
 }
@@ -230,13 +345,25 @@ function notSent(current) {
 
 /** Starts a reply: "send" (the composer's text), "edit", "regenerate" or "continue". */
 async function startReply(kind) {
-    if (state.streaming || !canAct()) return;
+    if (state.streaming || state.uploading || !canAct()) return;
     const text = el.input.value;
     const current = { kind, conversationId: state.conversationId, reply: null, user: null, text, follower: null };
+    const chosen = kind === "send" ? [...state.files] : [];
     if (kind === "send" || kind === "edit") {
-        if (!text.trim()) return;
+        if (!text.trim() && chosen.length === 0) return; // files alone may be sent
         if (view.length(text) > state.maxLength) { updateComposer(); return; }
     }
+    let uploaded = [];
+    if (chosen.length > 0) {
+        if (state.uploading) return;
+        const id = state.conversationId;
+        uploaded = await uploadChosen(id);
+        // refused (said next to the composer, the text kept), or the page moved on meanwhile
+        if (uploaded === null || state.streaming || id !== state.conversationId || !canAct()) return;
+        state.files = [];
+        renderFiles();
+    }
+    view.showAttachError(null);
     view.followNext();
     // ContinueReply answers an interrupted message (a new reply under it) rather than
     // extending the last reply; any new reply takes the mark away
@@ -254,7 +381,9 @@ async function startReply(kind) {
         cancelEdit();
     }
     if (kind === "send" || kind === "edit") {
-        current.user = userMessage(text, kind === "edit" ? current.index : state.storedCount);
+        const files = uploaded.map((a, i) => ({ ...a, image: chosen[i].image, url: chosen[i].url }));
+        for (const a of files) if (a.url) state.imageUrls.set(a.id, a.url);
+        current.user = userMessage(text, kind === "edit" ? current.index : state.storedCount, files);
         el.input.value = "";
         updateComposer();
     } else if (kind === "regenerate") {
@@ -271,14 +400,23 @@ async function startReply(kind) {
     if (!current.reply) view.showThinking();
     const id = state.conversationId;
     try {
-        if (kind === "send") await hub.startReply(id, text);
+        if (kind === "send" && uploaded.length > 0) await hub.startReplyWithAttachments(id, text, uploaded.map((a) => a.id));
+        else if (kind === "send") await hub.startReply(id, text);
         else if (kind === "edit") await hub.editMessage(id, current.index, text);
         else if (kind === "regenerate") await hub.regenerateReply(id);
         else await hub.continueReply(id);
     } catch (err) {
         if (state.active === current) {
             const error = serverText(err) ?? "The message could not be sent. Please try again.";
-            endReply(current, { outcome: "error", error, cut: null, withdrawn: false, usage: null, produced: false });
+            if (chosen.length > 0 && state.files.length === 0) {
+                // the files still wait on the server (uploaded): given back as chips, the refusal beside them
+                state.files = chosen;
+                renderFiles();
+                endReply(current, { outcome: "error", error: null, cut: null, withdrawn: false, usage: null, produced: false });
+                view.showAttachError(error);
+            } else {
+                endReply(current, { outcome: "error", error, cut: null, withdrawn: false, usage: null, produced: false });
+            }
         }
         return;
     }
@@ -354,9 +492,11 @@ async function openConversation(id, { quiet = false } = {}) {
     const messages = opened.messages;
     let last = null;
     showChoices(opened);
-    messages.forEach(({ role, content, interrupted, cut, model }, index) => {
+    messages.forEach(({ role, content, interrupted, cut, model, attachments: files }, index) => {
         if (role === "user") {
-            const entry = userMessage(content, index);
+            const shown = shownFiles(files);
+            const entry = userMessage(content, index, shown);
+            loadImages(opened.id, entry, shown);
             if (interrupted) markInterrupted(entry);
         } else if (role === "assistant") {
             const message = assistant("", model ?? "");
@@ -382,7 +522,9 @@ async function openConversation(id, { quiet = false } = {}) {
             removeReply(last);
             current.reply = assistant(last.renderer.text, last.label);
         } else if (reply.userMessage !== null) {
-            current.user = userMessage(reply.userMessage, state.storedCount);
+            const shown = shownFiles(reply.userAttachments);
+            current.user = userMessage(reply.userMessage, state.storedCount, shown);
+            loadImages(opened.id, current.user, shown);
         }
         state.active = current;
         setStreaming(true);
@@ -510,9 +652,10 @@ async function chooseModel() {
     }
 }
 
-/** The header names the model that answers in the open conversation. */
+/** The header names the model that answers in the open conversation (and the picker says whether it reads images). */
 function nameModel(model) {
     if (state.chatInfo) view.nameModel(state.chatInfo, model);
+    updatePicker();
 }
 
 /** The length limit and the model, from the server. */
@@ -532,7 +675,7 @@ async function loadInfo() {
 
 // -- editing an earlier message: what followed it is replaced ----------------------------
 function beginEdit(entry) {
-    if (state.streaming) return;
+    if (state.streaming || state.uploading) return;
     state.editing = entry.index;
     el.input.value = entry.text;
     view.showEditing(true);
@@ -682,5 +825,29 @@ el.modelSelect.addEventListener("change", chooseModel);
 el.instructionsBtn.addEventListener("click", () => setInstructionsOpen(!state.instructionsOpen));
 el.instructionsInput.addEventListener("input", updateInstructions);
 el.instructionsPanel.addEventListener("submit", (e) => { e.preventDefault(); saveInstructions(); });
+el.attachBtn.addEventListener("click", () => el.attachInput.click());
+el.attachInput.addEventListener("change", () => {
+    addFiles(el.attachInput.files);
+    el.attachInput.value = ""; // the same file can be chosen again
+});
+el.composer.addEventListener("dragover", (e) => {
+    if (!canAttach() || !e.dataTransfer?.types.includes("Files")) return;
+    e.preventDefault();
+    view.showDragging(true);
+});
+el.composer.addEventListener("dragleave", () => view.showDragging(false));
+el.composer.addEventListener("drop", (e) => {
+    view.showDragging(false);
+    if (!canAttach() || !e.dataTransfer?.files.length) return;
+    e.preventDefault();
+    addFiles(e.dataTransfer.files);
+});
+// a pasted image (a screenshot) or file is attached; pasted text is typed as usual
+el.input.addEventListener("paste", (e) => {
+    const files = e.clipboardData?.files;
+    if (!canAttach() || !files || files.length === 0) return;
+    e.preventDefault();
+    addFiles(files);
+});
 
 start();

@@ -4,6 +4,8 @@
 // chat (that is main.js'), only the view's own: scrolling, the thinking line, and the text
 // waiting for the next animation frame.
 
+import { sizeText } from "./attachments.js";
+
 const $ = (id) => document.getElementById(id);
 
 /** The page's elements, by role. */
@@ -42,6 +44,12 @@ export const el = {
     instructionsCount: $("instructions-count"),
     instructionsStatus: $("instructions-status"),
     instructionsSave: $("instructions-save"),
+    attachRow: $("attachments-row"),
+    chosenFiles: $("chosen-files"),
+    attachError: $("attach-error"),
+    attachInput: $("attach-input"),
+    attachBtn: $("attach-btn"),
+    attachHint: $("attach-hint"),
 };
 
 /** The counter shows from this share of the length limit on. */
@@ -198,13 +206,114 @@ export function removeFrom(div) {
     div?.remove();
 }
 
-/** A user message with its Edit button; `{div, edit}`. */
-export function userBubble(text, { onEdit, disabled }) {
+/**
+ * A user message with its Edit button; `{div, edit, images}`. `attachments`: its files, each
+ * `{id, name, size, image, url}`: an image is a thumbnail once its `url` is known (`images`, by
+ * id, takes it later: `showImage`), any other file a chip with its name and size.
+ */
+export function userBubble(text, { onEdit, disabled, attachments = [] }) {
     const div = add("message user", text);
+    const images = new Map();
+    if (attachments.length > 0) {
+        const files = document.createElement("span");
+        files.className = "message-files";
+        for (const a of attachments) {
+            const chip = document.createElement("span");
+            chip.className = "file-chip";
+            chip.textContent = `${a.name} · ${sizeText(a.size)}`;
+            files.append(chip);
+            if (a.image) {
+                images.set(a.id, chip);
+                if (a.url) showImage(chip, a, a.url);
+            }
+        }
+        div.append(files);
+    }
     const edit = button("Edit", "Edit and resend", onEdit, "edit-btn reply-action");
     edit.disabled = disabled;
     div.after(edit);
-    return { div, edit };
+    return { div, edit, images };
+}
+
+/** An attached image's thumbnail in place of its chip (`chip`: the chip, or the image shown before). */
+export function showImage(chip, attachment, url) {
+    const img = document.createElement("img");
+    img.className = "message-image";
+    img.src = url;
+    img.alt = attachment.name;
+    img.title = `${attachment.name} · ${sizeText(attachment.size)}`;
+    chip.replaceWith(img);
+    return img;
+}
+
+// -- attachments in the composer ------------------------------------------------------------------
+/**
+ * The files chosen for the next message, as chips: a thumbnail for an image, the name, the
+ * size, and a Remove button (`onRemove(chosen)`), disabled while they upload.
+ */
+export function showChosenFiles(files, { onRemove, disabled }) {
+    const items = files.map((chosen) => {
+        const li = document.createElement("li");
+        li.className = "file-chip chosen-file";
+        if (chosen.url) {
+            const thumb = document.createElement("img");
+            thumb.className = "chip-thumb";
+            thumb.src = chosen.url;
+            thumb.alt = "";
+            li.append(thumb);
+        }
+        const name = document.createElement("span");
+        name.className = "chosen-name";
+        name.textContent = chosen.file.name;
+        const size = document.createElement("span");
+        size.className = "chosen-size";
+        size.textContent = sizeText(chosen.file.size);
+        const remove = button("×", `Remove ${chosen.file.name}`, () => onRemove(chosen), "chip-remove");
+        remove.disabled = disabled;
+        li.append(name, " ", size, remove);
+        return li;
+    });
+    el.chosenFiles.replaceChildren(...items);
+    el.attachRow.hidden = files.length === 0;
+}
+
+/** Focuses the Remove button of chip `at` (or the one before it; the input when none is left). */
+export function focusChip(at) {
+    const buttons = el.chosenFiles.querySelectorAll(".chip-remove");
+    (buttons[Math.min(at, buttons.length - 1)] ?? el.input).focus();
+}
+
+/** A refused file's text next to the composer (announced: role="alert"), or nothing. */
+export function showAttachError(text) {
+    el.attachError.textContent = text ?? "";
+    el.attachError.hidden = !text;
+}
+
+/**
+ * The Attach button and its hint: shown when the server takes attachments; for a model that
+ * reads no images the hint says "Text files only" (why, for screen readers and on hover) and the
+ * picker offers text and code files only.
+ */
+export function showPicker({ canAttach, enabled, accept, hint }) {
+    el.attachBtn.hidden = !canAttach;
+    el.attachHint.hidden = !canAttach;
+    el.attachBtn.disabled = !enabled;
+    if (accept) el.attachInput.setAttribute("accept", accept);
+    else el.attachInput.removeAttribute("accept");
+    el.attachHint.textContent = hint.text;
+    if (hint.reason) {
+        const why = document.createElement("span");
+        why.className = "visually-hidden";
+        why.textContent = `: ${hint.reason.toLowerCase()}`;
+        el.attachHint.append(why);
+        el.attachHint.title = hint.reason;
+    } else {
+        el.attachHint.removeAttribute("title");
+    }
+}
+
+export function showDragging(on) {
+    el.composer.classList.toggle("dragging", on);
 }
 
 /**
@@ -336,14 +445,15 @@ export function dropPending() {
 
 // -- the composer and the header -------------------------------------------------------------------
 /** The length counter (from COUNTER_FROM of the limit on) and Send; returns whether the text is too long. */
-export function showComposer({ maxLength, canSend }) {
+export function showComposer({ maxLength, canSend, uploading = false }) {
     const n = length(el.input.value);
     const over = n > maxLength;
     el.charCount.hidden = n < maxLength * COUNTER_FROM;
     el.charCount.textContent = `${count(n)} / ${count(maxLength)}`;
     el.charCount.classList.toggle("over", over);
     el.input.setAttribute("aria-invalid", String(over));
-    el.sendBtn.disabled = !canSend || over;
+    el.sendBtn.disabled = !canSend || over || uploading;
+    el.sendBtn.textContent = uploading ? "Uploading…" : document.body.classList.contains("editing") ? "Save and send" : "Send";
     return over;
 }
 
