@@ -158,8 +158,12 @@ test("regenerate, edit and continue rewrite the conversation from that point", a
     messages = (await c.invoke("GetConversation", id)).messages;
     assert.equal(messages.length, 6);
     assert.equal(messages[5].content, partial + textOf(more), "the continuation extends the cut reply");
-    const [request] = (await recordsFor("Continue your previous reply")).slice(-1);
-    const sent = request.body.messages;
+    // the other files run at the same time against the same fake: pick this conversation's request
+    const ours = (await recordsFor("Continue your previous reply")).filter((r) =>
+        r.body.messages.some((m) => typeof m.content === "string" && m.content.includes(tag)),
+    );
+    assert.equal(ours.length, 1, "one continuation request for this conversation");
+    const sent = ours[0].body.messages;
     assert.deepEqual(sent.at(-2), { role: "assistant", content: partial }, "the model sees its cut reply");
 });
 
