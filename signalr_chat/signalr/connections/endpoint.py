@@ -351,7 +351,7 @@ class ConnectionEndpoint:
         posted = connection.posted
         if posted is None:
             application = self._application(request, connection)
-            posted = connection.posted = PostedSends(application.receive, connection.dispose, connection.spawn)
+            posted = connection.posted = PostedSends(application.receive, connection.dispose, connection.owner.tasks)
         if posted.in_progress:
             return _text(409, "Another send request is in progress.", headers)
         posted.in_progress = True

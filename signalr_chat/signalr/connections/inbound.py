@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
+
+from .background import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -22,18 +23,19 @@ class PostedSends:
     """A connection's POSTed bodies, processed in order by one task its owner keeps; past BACKLOG the
     sender waits, so a client cannot queue without bound."""
 
-    __slots__ = ("_bodies", "_draining", "_on_failure", "_receive", "_spawn", "in_progress")
+    __slots__ = ("_bodies", "_draining", "_on_failure", "_receive", "_tasks", "in_progress")
 
     def __init__(
         self,
         receive: Callable[[bytes], Awaitable[None]],
         on_failure: Callable[[BaseException], Awaitable[None]],
-        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]],
+        tasks: BackgroundTasks,
     ) -> None:
         self._receive = receive
         self._on_failure = on_failure
-        #: The connection's: its owner keeps the task that processes the bodies.
-        self._spawn = spawn
+        #: The connection's owner's: it keeps the task that processes the bodies. The task is
+        #: `start`ed (no done callback: one loop callback less per POST) and ends itself.
+        self._tasks = tasks
         self._bodies: deque[bytes] = deque()
         self._draining: asyncio.Task[None] | None = None
         #: A POST is being read (a concurrent one gets 409).
@@ -43,7 +45,7 @@ class PostedSends:
         """Queue a body; returns the draining task when the backlog is long, for the sender to wait on."""
         self._bodies.append(body)
         if self._draining is None:
-            self._draining = self._spawn(self._drain())
+            self._draining = self._tasks.start(self._drain())
         return self._draining if len(self._bodies) > BACKLOG else None
 
     def clear(self) -> None:
@@ -60,3 +62,4 @@ class PostedSends:
             await self._on_failure(exc)
         finally:
             self._draining = None
+            self._tasks.ended()
