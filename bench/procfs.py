@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-#: Enough descriptors for 50,000 sockets on each side, with room for the negotiate leftovers.
-NOFILE = 200_000
+#: Enough descriptors for 100,000 sockets on each side, with room for the negotiate leftovers.
+NOFILE = 210_000
 
 
 @dataclass(frozen=True, slots=True)
