@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, help="repetitions (default 3, or 1 with --quick; the soak: 1)")
     parser.add_argument(
         "--idle-sizes",
-        help="idle connection counts, comma-separated (default 1000,10000,100000; past the file limit: the most that fit)",
+        help="idle counts, comma-separated (default 1000,10000,100000; past the file limit: the most that fit)",
     )
     parser.add_argument(
         "--publish", action=argparse.BooleanOptionalAction, help="write docs/benchmarks.* (default: not with --quick)"
