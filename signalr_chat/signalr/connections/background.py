@@ -19,6 +19,8 @@ import logging
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
+from . import eager
+
 log = logging.getLogger(__name__)
 
 
@@ -47,6 +49,16 @@ class BackgroundTasks:
         `aclose` forgets it anyway)."""
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
+        return task
+
+    def start_eagerly(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """`start`, but the coroutine first runs in the caller's turn, up to its first suspension
+        (`eager.start_eagerly`): work that never waits costs no task at all. What is left, if
+        anything, goes on in a task this owner keeps; the coroutine calls `ended()` last, as for
+        `start` (in the caller's turn that forgets nothing)."""
+        task = eager.start_eagerly(coroutine)
+        if task is not None:
+            self._tasks.add(task)
         return task
 
     def ended(self) -> None:

@@ -22,7 +22,11 @@ def start_eagerly(coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None] | 
         awaited = coroutine.send(None)
     except StopIteration:
         return None
-    return asyncio.get_running_loop().create_task(_resume(coroutine, awaited))
+    task = asyncio.get_running_loop().create_task(_resume(coroutine, awaited))
+    # a task cancelled before its first step never enters `_resume`: the coroutine is closed
+    # here then, so its `finally` blocks run (closing a finished coroutine does nothing)
+    task.add_done_callback(lambda _: coroutine.close())
+    return task
 
 
 async def _resume(coroutine: Coroutine[Any, Any, None], awaited: Any) -> None:

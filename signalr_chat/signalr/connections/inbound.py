@@ -1,7 +1,10 @@
 """Sends that arrive by HTTP POST (Server-Sent Events and long polling), in arrival order.
 
-A POST is answered at once and its body processed behind the response, as ASP.NET Core's
-pipe does; past a short backlog the sender waits, so a client cannot queue without bound.
+A POST is answered at once and what is left of its body processed behind the response, as
+ASP.NET Core's pipe does; past a short backlog the sender waits, so a client cannot queue
+without bound. The processing starts in the POST's own turn and takes a task only if it has
+to wait (the usual body, an invocation or two, never does): a task per POST was a loop turn
+and a task object per send over SSE and long polling.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ class PostedSends:
     ) -> None:
         self._receive = receive
         self._on_failure = on_failure
-        #: The connection's owner's: it keeps the task that processes the bodies. The task is
-        #: `start`ed (no done callback: one loop callback less per POST) and ends itself.
+        #: The connection's owner's: it keeps the task that processes the bodies, when one is
+        #: needed (`start_eagerly`), and the task ends itself.
         self._tasks = tasks
         self._bodies: deque[bytes] = deque()
         self._draining: asyncio.Task[None] | None = None
@@ -45,7 +48,7 @@ class PostedSends:
         """Queue a body; returns the draining task when the backlog is long, for the sender to wait on."""
         self._bodies.append(body)
         if self._draining is None:
-            self._draining = self._tasks.start(self._drain())
+            self._draining = self._tasks.start_eagerly(self._drain())
         return self._draining if len(self._bodies) > BACKLOG else None
 
     def clear(self) -> None:
