@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from signalr_chat.signalr.connections.eager import start_eagerly
 
 
@@ -32,22 +34,22 @@ async def test_a_coroutine_that_waits_goes_on_in_a_task() -> None:
     assert ran == ["before", "after"]
 
 
-async def test_a_cancelled_task_closes_the_coroutine_even_before_its_first_step() -> None:
-    for settle in (False, True):  # cancelled before the task's first step, and while it waits
-        gate = asyncio.get_running_loop().create_future()
-        cleaned: list[bool] = []
+@pytest.mark.parametrize("started", [False, True], ids=["before-its-first-step", "while-it-waits"])
+async def test_a_cancelled_task_closes_the_coroutine(started: bool) -> None:
+    gate = asyncio.get_running_loop().create_future()
+    cleaned: list[bool] = []
 
-        async def work() -> None:
-            try:
-                await gate
-            finally:
-                cleaned.append(True)
+    async def work() -> None:
+        try:
+            await gate
+        finally:
+            cleaned.append(True)
 
-        task = start_eagerly(work())
-        assert task is not None
-        if settle:
-            await asyncio.sleep(0)
-        task.cancel()
-        await asyncio.wait((task,))
-        assert task.cancelled()
-        assert cleaned == [True], f"finally ran (task started first: {settle})"
+    task = start_eagerly(work())
+    assert task is not None
+    if started:
+        await asyncio.sleep(0)  # the task's first step: it waits on the gate
+    task.cancel()
+    await asyncio.wait((task,))
+    assert task.cancelled()
+    assert cleaned == [True], "the coroutine's finally ran"
