@@ -75,7 +75,7 @@ node-deps: tests/js/node_modules/.installed wwwroot/node_modules/.installed
 
 # The Angular client (seed 2), a real client of /chat: its production build goes to
 # wwwroot/angular/, which the server serves at /angular/.
-ANGULAR_SOURCES := $(shell find angular/src -type f) $(wildcard angular/*.json) wwwroot/js/markdown.js wwwroot/js/chat/reply-follower.js wwwroot/js/chat/reply-follower.d.ts wwwroot/css/markdown.css wwwroot/js/theme.js wwwroot/css/theme.css
+ANGULAR_SOURCES := $(shell find angular/src -type f) $(wildcard angular/*.json) wwwroot/js/markdown.js $(wildcard wwwroot/js/chat/*.js wwwroot/js/chat/*.d.ts) wwwroot/css/markdown.css wwwroot/css/attachments.css wwwroot/js/theme.js wwwroot/css/theme.css
 export NG_CLI_ANALYTICS := false
 
 angular/node_modules/.installed: angular/package.json angular/package-lock.json | test-deps

@@ -1,6 +1,7 @@
 import { Component, ElementRef, Injector, afterNextRender, afterRenderEffect, computed, inject, signal, viewChild } from '@angular/core';
 import { takeUntilDestroyed } from '@angular/core/rxjs-interop';
 import { check, isImage, pickerAccept, pickerHint, sizeText, takesImages } from '../../../wwwroot/js/chat/attachments.js';
+import { downloadFile } from '../../../wwwroot/js/chat/download.js';
 import { type ReplyEnd, type ReplyFollower, followReply } from '../../../wwwroot/js/chat/reply-follower.js';
 import { AiStreamService, AttachmentInfo, ChatInfo, ConversationEntry, ReplyInfo, SearchResult } from './ai-stream.service';
 import { MarkdownView, copy } from './markdown';
@@ -509,14 +510,7 @@ export class App {
   protected async exportConversation(format: 'markdown' | 'json'): Promise<void> {
     try {
       const file = await this.ai.exportConversation(this.conversationId, format);
-      const url = URL.createObjectURL(new Blob([file.text], { type: `${file.mediaType};charset=utf-8` }));
-      const link = document.createElement('a');
-      link.href = url;
-      link.download = file.fileName;
-      document.body.append(link);
-      link.click();
-      link.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 10000);
+      downloadFile(file);
     } catch (err) {
       this.add('error', serverText(err) ?? failure('The conversation could not be exported', err));
     }

@@ -6,6 +6,9 @@
 
 import { sizeText } from "./attachments.js";
 
+/** Downloads a file the server rendered (shared with the Angular client). */
+export { downloadFile as download } from "./download.js";
+
 const $ = (id) => document.getElementById(id);
 
 /** The page's elements, by role. */
@@ -576,14 +579,3 @@ export function showSearchResults(results, { more, hasMore, count: shown, onOpen
     showSearchPanel(true);
 }
 
-/** Downloads a file the server rendered. */
-export function download(file) {
-    const url = URL.createObjectURL(new Blob([file.text], { type: `${file.mediaType};charset=utf-8` }));
-    const link = document.createElement("a");
-    link.href = url;
-    link.download = file.fileName;
-    document.body.append(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
-}
