@@ -19,27 +19,18 @@ from typing import Any, cast
 import pytest
 from aiohttp import web
 
-from signalr_chat.ai import AiContentFiltered, AiContentWithdrawn, AiReplyTooLong, ChatModel, create_model
-from signalr_chat.app.settings import Settings
+from signalr_chat.ai import AiContentFiltered, AiContentWithdrawn, AiReplyTooLong
 from signalr_chat.chat.conversations import CONTINUE_PROMPT, ConversationService
-from signalr_chat.chat.guests import GuestSessions
-from signalr_chat.chat.history import HistoryStore, InMemoryHistoryStore
-from signalr_chat.chat.rate_limit import InMemoryRateLimits, RateLimiter
-from signalr_chat.chat.redis_history import RedisHistoryStore
-from signalr_chat.chat.replies import LocalReplies
-from signalr_chat.chat.service import Backends, Caller, ChatService, Limits
-from signalr_chat.chat.sqlite_history import SqliteHistoryStore
+from signalr_chat.chat.history import HistoryStore
+from signalr_chat.chat.service import Caller
 from tests.support import fake_ai
 from tests.support.fake_ai import (
     ASYNC_FILTER_TOKENS,
-    DEFAULT_API_KEY,
     LENGTH_TOKENS,
-    create_fake_app,
     fake_state,
     numbered_tokens,
-    start_fake,
 )
-from tests.support.redis_server import RedisServer
+from tests.support.history_stores import KINDS, conversations_on_fake, open_store
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,20 +64,11 @@ def text_of(items: list[dict[str, object]]) -> str:
     return "".join(str(item["text"]) for item in items if "text" in item)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=KINDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HistoryStore]:
-    if request.param == "memory":
-        yield InMemoryHistoryStore(keep=20)
-    elif request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        redis = RedisHistoryStore(server.url, keep=20)
-        yield redis
-        await redis.close()
-    else:
-        sqlite = SqliteHistoryStore(tmp_path / "h.sqlite3", keep=20)
-        await sqlite.open()
-        yield sqlite
-        await sqlite.close()
+    opened = await open_store(request.param, request, tmp_path, keep=20)
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture(autouse=True)
@@ -98,33 +80,14 @@ def prompt_verdicts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def chat(store: HistoryStore) -> AsyncIterator[Chat]:
-    upstream = create_fake_app(token_delay=0)
-    runner, port = await start_fake(upstream)
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        ai_provider="azure",
-        azure_openai_endpoint=f"http://127.0.0.1:{port}",
+    async with conversations_on_fake(
+        store,
+        owns_store=False,  # the store fixture closes it, after the test has read it
         azure_openai_deployment=DEPLOYMENT,
-        azure_openai_api_key=DEFAULT_API_KEY,
         ai_max_retries=0,
         max_reply_length=MAX_REPLY,
-        rate_limit_messages=0,
-    )
-    model: ChatModel = create_model(settings)
-    service = ChatService(model, Limits.from_settings(settings), settings.system_prompt)
-    limits = InMemoryRateLimits(RateLimiter(0, 60))
-    conversations = ConversationService(
-        service,
-        signed_in=Backends(store, limits, LocalReplies()),
-        anonymous=Backends(InMemoryHistoryStore(20), limits, LocalReplies()),
-        guests=GuestSessions(settings.guest_ttl_seconds),
-    )
-    try:
+    ) as (conversations, upstream):
         yield Chat(conversations, store, upstream, Caller("c1", "ann"))
-    finally:
-        await conversations.close()
-        await model.aclose()
-        await runner.cleanup()
 
 
 # -- cut at a length limit -----------------------------------------------------------------

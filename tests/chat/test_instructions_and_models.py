@@ -16,19 +16,16 @@ from typing import Any, cast
 import pytest
 from aiohttp import web
 
-from signalr_chat.ai import ChatMessage, create_model
+from signalr_chat.ai import ChatMessage
 from signalr_chat.app.settings import Settings
 from signalr_chat.chat.conversations import NOT_FOUND, ConversationService
-from signalr_chat.chat.guests import GuestSessions
 from signalr_chat.chat.history import ConversationInfo, HistoryStore, InMemoryHistoryStore
-from signalr_chat.chat.rate_limit import InMemoryRateLimits, RateLimiter
 from signalr_chat.chat.redis_history import RedisHistoryStore
-from signalr_chat.chat.replies import LocalReplies
-from signalr_chat.chat.service import Backends, Caller, ChatService, Limits, Rejected
+from signalr_chat.chat.service import Caller, Rejected
 from signalr_chat.chat.sqlite_history import SCHEMA_VERSION, SqliteHistoryStore
 from signalr_chat.chat.trimming import MESSAGE_OVERHEAD, fit_to_budget
 from signalr_chat.signalr.redis import client_from_url
-from tests.support.fake_ai import DEFAULT_API_KEY, create_fake_app, fake_state, start_fake
+from tests.support.fake_ai import fake_state
 from tests.support.history_stores import KINDS, conversations_on_fake, open_store
 from tests.support.redis_server import RedisServer
 
@@ -399,27 +396,10 @@ def test_ai_models_is_read_as_a_list_with_the_default_first() -> None:
 
 
 async def test_an_openai_compatible_server_is_asked_for_the_chosen_model() -> None:
-    fake = create_fake_app(token_delay=0)
-    runner, port = await start_fake(fake)
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        ai_provider="openai",
-        openai_base_url=f"http://127.0.0.1:{port}/v1",
-        openai_api_key=DEFAULT_API_KEY,
-        ai_models="llama3.2,qwen2.5",
-        rate_limit_messages=0,
-    )
-    model = create_model(settings)
-    chat = ChatService(model, Limits.from_settings(settings), settings.system_prompt)
-    limits = InMemoryRateLimits(RateLimiter(0, 60))
-    store = InMemoryHistoryStore(50)
-    conversations = ConversationService(
-        chat,
-        signed_in=Backends(store, limits, LocalReplies()),
-        anonymous=Backends(store, limits, LocalReplies()),
-        guests=GuestSessions(600),
-    )
-    try:
+    async with conversations_on_fake(InMemoryHistoryStore(50), provider="openai", ai_models="llama3.2,qwen2.5") as (
+        conversations,
+        fake,
+    ):
         models = Models(conversations, fake)
         ann = Caller("c1", ANN)
         conversation = str((await conversations.create(ann, None))["id"])
@@ -432,7 +412,3 @@ async def test_an_openai_compatible_server_is_asked_for_the_chosen_model() -> No
         opened = await conversations.open(ann, conversation)
         labels = [m.get("model") for m in cast(list[dict[str, object]], opened["messages"])]
         assert labels == [None, "llama3.2", None, "qwen2.5"]
-    finally:
-        await conversations.close()
-        await model.aclose()
-        await runner.cleanup()

@@ -42,20 +42,25 @@ async def open_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path, 
 
 @asynccontextmanager
 async def conversations_on_fake(
-    store: HistoryStore, **settings: Any
+    store: HistoryStore, *, provider: str = "azure", owns_store: bool = True, **settings: Any
 ) -> AsyncIterator[tuple[ConversationService, web.Application]]:
     """A ConversationService whose signed-in users keep their history in `store`, on the real
-    `openai` SDK against the fake Azure OpenAI; `settings` on top of an Azure provider, no rate
-    limit, anonymous history in memory. Closes the service, the store and the fake after."""
+    `openai` SDK against the fake Azure OpenAI (`provider="openai"`: its OpenAI-compatible
+    `/v1`); `settings` on top, no rate limit, anonymous history in memory. Closes the service
+    and the fake after, and the store unless the caller keeps it (`owns_store=False`)."""
     fake = create_fake_app(token_delay=0)
     runner, port = await start_fake(fake)
+    upstream: dict[str, Any] = (
+        {"openai_base_url": f"http://127.0.0.1:{port}/v1", "openai_api_key": DEFAULT_API_KEY}
+        if provider == "openai"
+        else {"azure_openai_endpoint": f"http://127.0.0.1:{port}", "azure_openai_api_key": DEFAULT_API_KEY}
+    )
     chosen = Settings(
         _env_file=None,  # type: ignore[call-arg]
-        ai_provider="azure",
-        azure_openai_endpoint=f"http://127.0.0.1:{port}",
-        azure_openai_api_key=DEFAULT_API_KEY,
+        ai_provider=provider,
         rate_limit_messages=0,
         history_store="memory",
+        **upstream,
         **settings,
     )
     model = create_model(chosen)
@@ -65,13 +70,14 @@ async def conversations_on_fake(
         chat,
         signed_in=Backends(store, limits, LocalReplies()),
         anonymous=Backends(InMemoryHistoryStore(50), limits, LocalReplies()),
-        guests=GuestSessions(600),
+        guests=GuestSessions(chosen.guest_ttl_seconds),
         attachments=AttachmentPolicy.from_settings(chosen),
     )
     try:
         yield conversations, fake
     finally:
         await conversations.close()
-        await store.close()
+        if owns_store:
+            await store.close()
         await model.aclose()
         await runner.cleanup()
