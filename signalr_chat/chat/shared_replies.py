@@ -174,7 +174,15 @@ class SharedReplies(RedisUser):
             return True
 
         if not await self._call(work):
-            return False
+            ended = next((m for m in self._mirrors.values() if m.key == key and m.run.outcome is not None), None)
+            if ended is None or ended.task is None:
+                return False
+            # this instance's last reply of the conversation has ended, and its mirror is still
+            # writing the end and releasing the lease (a client sends the next message as soon
+            # as it sees the end): once that is done, the conversation is free
+            await asyncio.wait((ended.task,), timeout=self.lease_seconds)
+            if not await self._call(work):
+                return False
         mirror = self._mirrors[run.id] = _Mirror(key, run, value)  # before the first chunk: storing() finds it
         task = mirror.task = asyncio.create_task(self._mirror(mirror))
         self._mirror_tasks.add(task)
@@ -237,20 +245,21 @@ class SharedReplies(RedisUser):
             stream, lease = self._stream(mirror.key), self._lease(mirror.key)
 
             async def work() -> list[Any]:
-                # a withdrawal is one transaction: a reader sees its chunks, or its end without them
-                async with self._redis.pipeline(transaction=bool(withdrawn)) as pipe:
+                # a withdrawal is one transaction: a reader sees its chunks, or its end without
+                # them; so is the end, with the lease's release: whoever reads the end may start
+                # the conversation's next reply at once, on any instance
+                async with self._redis.pipeline(transaction=bool(withdrawn) or end) as pipe:
                     for entry in entries:
                         pipe.xadd(stream, entry)
                     if withdrawn:
                         pipe.xdel(stream, *mirror.chunk_ids)
                     if end:
                         pipe.pexpire(stream, int(self.kept_after_end * 1000))
+                        await self._release(keys=[lease], args=[mirror.lease_value], client=pipe)
                     elif refresh_lease:
                         pipe.pexpire(lease, int(self.lease_seconds * 1000))
                         pipe.pexpire(stream, self._stream_ms())
                     results: list[Any] = await pipe.execute()
-                if end:
-                    await self._release(keys=[lease], args=[mirror.lease_value])
                 return results
 
             results = await self._call(work)

@@ -337,3 +337,79 @@ async def test_a_reply_cut_on_a_ends_cut_on_b_and_is_stored_marked(two: tuple[In
         {"role": "user", "content": "a long one"},
         {"role": "assistant", "content": "half", "cut": "length", "model": "gated"},
     ]
+
+
+async def ends_in(redis: Any) -> list[Any]:
+    """Every reply end written to a stream in Redis."""
+    streams = [key async for key in redis.scan_iter(_type="STREAM")]
+    return [entry for key in streams for _, entry in await redis.xrange(key) if b"end" in entry]
+
+
+class GatedRelease:
+    """Holds a.shared's lease release (the end of a reply's mirror) until `open` is set."""
+
+    def __init__(self, shared: SharedReplies) -> None:
+        self.reached = asyncio.Event()
+        self.open = asyncio.Event()
+        release = shared._release
+
+        async def gated(*args: Any, **kwargs: Any) -> Any:
+            self.reached.set()
+            await self.open.wait()
+            return await release(*args, **kwargs)
+
+        shared._release = gated  # type: ignore[method-assign]
+
+
+async def test_the_next_message_on_the_same_instance_waits_for_the_ended_reply_to_let_go(
+    two: tuple[Instance, Instance, GatedModel],
+) -> None:
+    """A client sends its next message as soon as it sees the end; the reply's lease may still be
+    on its way out (its mirror writing the end to Redis): the start waits for that, never BUSY."""
+    a, _, model = two
+    gate = GatedRelease(a.shared)
+    refused = asyncio.Event()
+    alive = a.shared._alive
+
+    async def watched(held: Any) -> Any:
+        refused.set()  # the lease was found held
+        return await alive(held)
+
+    a.shared._alive = watched  # type: ignore[method-assign]
+    on_a = a.connect()
+    await a.conversations.start(on_a, "default", "send", "first")
+    model.tokens.put_nowait("answer")
+    model.tokens.put_nowait(None)
+    items = [item async for item in a.conversations.follow(on_a, "default", 0)]
+    assert items[-1]["end"] == "completed"
+    async with asyncio.timeout(NEVER):
+        await gate.reached.wait()  # the mirror is writing the end, the lease still held
+        second = asyncio.create_task(a.conversations.start(on_a, "default", "send", "second"))
+        await refused.wait()
+        gate.open.set()
+        started = await second
+    assert started["replyId"] != items[-1]["replyId"]
+    model.tokens.put_nowait(None)
+
+
+async def test_when_a_reply_s_end_can_be_read_in_redis_its_lease_is_already_released(
+    two: tuple[Instance, Instance, GatedModel],
+) -> None:
+    """The end and the release are one transaction: an instance that reads the end may start
+    the conversation's next reply at once."""
+    a, _, model = two
+    gate = GatedRelease(a.shared)
+    on_a = a.connect()
+    await a.conversations.start(on_a, "default", "send", "first")
+    model.tokens.put_nowait(None)
+    redis = a.shared._redis
+    async with asyncio.timeout(NEVER):
+        await gate.reached.wait()
+        leases = await redis.keys("*lease*")
+        ends = await ends_in(redis)
+        assert not (ends and leases), (ends, leases)
+        gate.open.set()
+        while await redis.keys("*lease*"):
+            await asyncio.sleep(0.01)
+    ends = await ends_in(redis)
+    assert len(ends) == 1
