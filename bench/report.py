@@ -241,14 +241,11 @@ def idle_section(records: list[Record]) -> tuple[list[str], list[str]]:
         measured = ", ".join(f"{c.split()[0]}: {v:.1f} KB" for c, v in kb_known)
         verdict = _verdict(worst <= 20, min(v for _, v in kb_known) <= 20)
         targets.append(f"| Idle <= 20 KB per WebSocket connection | {measured} | {verdict} |")
-    ratios = []
-    for case in cells.cases:
-        floor, project = (
-            cells.median(case, "floor", "rss_per_connection_kb"),
-            cells.median(case, "project", "rss_per_connection_kb"),
-        )
-        if floor and project is not None:
-            ratios.append((case.split()[0], project / floor))
+    ratios = [
+        (case.split()[0], r)
+        for case in cells.cases
+        if (r := cells.ratio(case, "rss_per_connection_kb", "floor")) is not None
+    ]
     if ratios:
         worst = max(r for _, r in ratios)
         measured = ", ".join(f"{n}: {r:.2f}x" for n, r in ratios)

@@ -23,8 +23,9 @@ BACKLOG = 16
 
 
 class PostedSends:
-    """A connection's POSTed bodies, processed in order by one task its owner keeps; past BACKLOG the
-    sender waits, so a client cannot queue without bound."""
+    """A connection's POSTed bodies, processed in order: from the POST's own turn, then by one task
+    its owner keeps once a body has to wait; past BACKLOG the sender waits, so a client cannot
+    queue without bound."""
 
     __slots__ = ("_bodies", "_draining", "_on_failure", "_receive", "_tasks", "in_progress")
 
